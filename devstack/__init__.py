@@ -1,0 +1,4 @@
+"""Local Azure for development and tests: Azurite, a local Entra/Graph/Key Vault tenant, a local Functions host.
+
+Never deployed (.funcignore keeps it out of the package).
+"""

@@ -1,0 +1,1 @@
+"""Registrar: registers Entra ID apps for third-party connectors and keeps their credentials alive."""
