@@ -1,4 +1,4 @@
-"""Local Azure for development and tests: Azurite, a local Entra/Graph/Key Vault tenant, a local Functions host.
+"""Local Azure for development and tests: Azurite, a local Entra/Graph/Key Vault tenant, a Functions host.
 
 Never deployed (.funcignore keeps it out of the package).
 """

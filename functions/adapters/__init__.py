@@ -1,1 +1,4 @@
-"""One module per outside service (Graph, Key Vault, Tables, Queues, webhooks); each maps SDK errors to core errors."""
+"""One module per outside service (Graph, Key Vault, Tables, Queues, webhooks).
+
+Each turns its SDK's errors into core errors.
+"""
