@@ -1,0 +1,265 @@
+"""Ports: what the core needs from the outside world, as Protocols. Adapters implement them.
+
+All ports are async: msgraph-sdk is async-only, and independent steps of a workflow run
+concurrently. Every method is idempotent or says how to make the call idempotent. Adapters raise
+only core errors (functions.core.errors): TransientError (throttling with retry_after, 5xx,
+replication delay), PermanentError (denied, invalid), NotFound, ConcurrencyConflict.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from functions.core.models import ResourceCatalog, SecretValue
+
+# ---------------------------------------------------------------- Microsoft Graph (one port)
+
+
+@dataclass(frozen=True)
+class RedirectUris:
+    web: tuple[str, ...] = ()
+    spa: tuple[str, ...] = ()
+    public_client: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class RequiredResourceAccess:
+    """One entry of an application's requiredResourceAccess: ids by resource appId."""
+
+    resource_app_id: str
+    app_role_ids: tuple[str, ...] = ()  # type "Role"
+    scope_ids: tuple[str, ...] = ()  # type "Scope"
+
+
+@dataclass(frozen=True)
+class ApplicationSpec:
+    """The desired state of an app registration (PATCH by uniqueName with create-if-missing)."""
+
+    unique_name: str  # derived from the registration id
+    display_name: str
+    sign_in_audience: str = "AzureADMyOrg"
+    redirect_uris: RedirectUris = RedirectUris()
+    required_resource_access: tuple[RequiredResourceAccess, ...] = ()
+    notes: str | None = None  # ticket, requester
+    tags: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ApplicationRef:
+    object_id: str
+    app_id: str
+    created: bool = False  # True when this call created it
+
+
+@dataclass(frozen=True)
+class AppCredential:
+    """A credential as Graph lists it on an application (never with a secret value)."""
+
+    kind: str  # "password" | "key" | "federated"
+    key_id: str  # keyId, or the federated credential's id
+    display_name: str | None
+    start: datetime | None
+    end: datetime | None
+    thumbprint: str | None = None  # customKeyIdentifier of a key credential (SHA-1, hex)
+
+
+@dataclass(frozen=True)
+class IssuedSecret:
+    key_id: str
+    secret: SecretValue
+    hint: str | None
+    start: datetime
+    end: datetime
+
+
+@dataclass(frozen=True)
+class KeyCredentialSpec:
+    """A certificate's public part for keyCredentials (PATCH replaces the whole collection)."""
+
+    key_id: str
+    display_name: str
+    certificate_der: bytes
+    start: datetime
+    end: datetime
+
+
+@dataclass(frozen=True)
+class FederatedCredentialSpec:
+    name: str  # immutable, <= 120 chars; derived from the registration id
+    issuer: str
+    subject: str
+    audiences: tuple[str, ...] = ("api://AzureADTokenExchange",)
+
+
+@dataclass(frozen=True)
+class DelegatedGrant:
+    grant_id: str
+    resource_service_principal_id: str
+    scopes: frozenset[str]
+
+
+class Directory(Protocol):
+    """Microsoft Graph in a given tenant, with the registrar's own identity in that tenant."""
+
+    async def resource_catalog(self, tenant_id: str, resource: str) -> ResourceCatalog:
+        """The resource SP's appRoles and scopes; resource by appId or display name. Cached per tenant.
+
+        Raises NotFound when the tenant has no such resource service principal.
+        """
+        ...
+
+    async def upsert_application(self, tenant_id: str, spec: ApplicationSpec) -> ApplicationRef:
+        """PATCH /applications(uniqueName=...) with Prefer: create-if-missing; returns ids either way."""
+        ...
+
+    async def find_application(self, tenant_id: str, unique_name: str) -> ApplicationRef | None: ...
+
+    async def ensure_service_principal(self, tenant_id: str, app_id: str) -> str:
+        """GET by appId, else POST; retries NoBackingApplicationObject. Returns the SP object id."""
+        ...
+
+    async def app_role_assignments(self, tenant_id: str, principal_id: str) -> set[tuple[str, str]]:
+        """(resource SP id, appRoleId) pairs already granted to the principal."""
+        ...
+
+    async def assign_app_roles(
+        self, tenant_id: str, principal_id: str, assignments: Sequence[tuple[str, str]]
+    ) -> None:
+        """Grant the given (resource SP id, appRoleId) pairs, in $batch requests of at most 20.
+
+        An assignment that already exists counts as success (idempotent).
+        """
+        ...
+
+    async def delegated_grants(self, tenant_id: str, client_id: str) -> Mapping[str, DelegatedGrant]:
+        """AllPrincipals grants of the client SP, by resource SP id."""
+        ...
+
+    async def grant_delegated(
+        self, tenant_id: str, client_id: str, resource_id: str, scopes: frozenset[str], existing: str | None
+    ) -> None:
+        """POST a new AllPrincipals grant, or PATCH the existing grant id to exactly `scopes`."""
+        ...
+
+    async def list_credentials(self, tenant_id: str, app_object_id: str) -> list[AppCredential]: ...
+
+    async def add_password(
+        self, tenant_id: str, app_object_id: str, display_name: str, start: datetime, end: datetime
+    ) -> IssuedSecret: ...
+
+    async def remove_password(self, tenant_id: str, app_object_id: str, key_id: str) -> None:
+        """Idempotent: a keyId that is already gone is success."""
+        ...
+
+    async def set_key_credentials(
+        self, tenant_id: str, app_object_id: str, keys: Sequence[KeyCredentialSpec]
+    ) -> None:
+        """PATCH keyCredentials: REPLACES the collection, so pass every key to keep."""
+        ...
+
+    async def add_federated_credential(
+        self, tenant_id: str, app_object_id: str, spec: FederatedCredentialSpec
+    ) -> str:
+        """Idempotent by name: an existing credential with the same name is returned."""
+        ...
+
+    async def delete_application(self, tenant_id: str, app_object_id: str) -> None:
+        """Idempotent: an app already gone is success."""
+        ...
+
+
+# ---------------------------------------------------------------- Entra token endpoint
+
+
+class TokenProbe(Protocol):
+    """Proves a credential works by acquiring an app-only token with it (Graph .default)."""
+
+    async def try_secret(self, tenant_id: str, client_id: str, secret: SecretValue) -> None:
+        """Raises TransientError while Entra does not accept it yet, PermanentError when refused."""
+        ...
+
+    async def try_certificate(self, tenant_id: str, client_id: str, pem_with_key: SecretValue) -> None: ...
+
+
+# ---------------------------------------------------------------- Key Vault
+
+
+@dataclass(frozen=True)
+class VaultSecretRef:
+    name: str
+    version: str
+    uri: str  # versioned id: https://vault/secrets/name/version
+    expires_on: datetime | None = None
+    enabled: bool = True
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class VaultCertificate:
+    name: str
+    version: str
+    certificate_uri: str  # versioned certificate id
+    secret_uri: str  # versioned id of the backing secret (PFX/PEM with the private key)
+    der: bytes  # public certificate
+    thumbprint_sha1: str  # hex
+    not_before: datetime
+    expires_on: datetime
+
+
+class Vault(Protocol):
+    """The registrar's Key Vault (secrets and certificates)."""
+
+    async def set_secret(
+        self,
+        name: str,
+        value: SecretValue,
+        *,
+        content_type: str,
+        tags: Mapping[str, str],
+        expires_on: datetime | None,
+        not_before: datetime | None = None,
+        enabled: bool = True,
+    ) -> VaultSecretRef: ...
+
+    async def get_secret(self, name: str, version: str | None = None) -> tuple[VaultSecretRef, SecretValue]:
+        """Raises NotFound."""
+        ...
+
+    async def secret_versions(self, name: str) -> list[VaultSecretRef]:
+        """Every version's properties (no values); empty when the secret does not exist."""
+        ...
+
+    async def update_secret_version(
+        self, name: str, version: str, *, enabled: bool | None = None, tags: Mapping[str, str] | None = None
+    ) -> None: ...
+
+    async def delete_secret(self, name: str) -> None:
+        """Soft delete (and purge when allowed); idempotent."""
+        ...
+
+    async def create_certificate(
+        self, name: str, *, subject: str, validity_months: int, tags: Mapping[str, str]
+    ) -> VaultCertificate:
+        """A new version with a self-signed policy, RSA 2048, key generated in the vault."""
+        ...
+
+    async def get_certificate(self, name: str, version: str | None = None) -> VaultCertificate: ...
+
+    async def delete_certificate(self, name: str) -> None: ...
+
+
+# ---------------------------------------------------------------- Storage
+
+
+class Page(Protocol):
+    items: Sequence[Any]
+    continuation: str | None
+
+
+class Clock(Protocol):
+    def now(self) -> datetime:
+        """Timezone-aware UTC."""
+        ...
