@@ -45,6 +45,11 @@ class SimulationConfig:
     near_expiry_window_s: float = 30 * 24 * 3600.0  # Key Vault SecretNearExpiry lead
     event_subscriber_url: str | None = None  # Key Vault events go here (Event Grid schema)
     extra: dict[str, Any] = field(default_factory=dict)
+    # Graph throttling (token buckets per app+tenant, REFERENCE.md). scale multiplies every budget,
+    # so 0.01 lets a test exhaust it in a few requests; tenant_size picks 3,500/5,000/8,000 RU.
+    throttling_enabled: bool = True
+    throttle_scale: float = 1.0
+    tenant_size: str = "small"  # small (<50 users) | medium (50-500) | large (>500)
 
 
 class Unauthorized(Exception):  # noqa: N818  (mirrors the HTTP status it maps to)
@@ -59,6 +64,52 @@ class Unauthorized(Exception):  # noqa: N818  (mirrors the HTTP status it maps t
 # authenticate(request, resource) -> Principal, raising Unauthorized.
 # `resource` is GRAPH_RESOURCE or KEY_VAULT_RESOURCE; tokens for another audience are refused.
 Authenticator = Callable[[web.Request, str], Awaitable[Principal]]
+
+
+@dataclass(frozen=True)
+class SecretRecord:
+    """One passwordCredential as the token endpoint checks it. The secret itself is never kept:
+    graph/ stores ``hashlib.sha256(secretText.encode()).hexdigest()``."""
+
+    key_id: str
+    secret_sha256: str
+    start: float  # Unix seconds (startDateTime)
+    end: float  # Unix seconds (endDateTime)
+    created: float  # Unix seconds when it was added (propagation delay counts from here)
+
+
+@dataclass(frozen=True)
+class CertificateRecord:
+    """One keyCredential (AsymmetricX509Cert, usage Verify) as the token endpoint checks it."""
+
+    key_id: str
+    sha1_thumbprint: bytes  # SHA-1 of the certificate DER (x5t of RS256 assertions)
+    sha256_thumbprint: bytes  # SHA-256 of the certificate DER (x5t#S256 of PS256 assertions)
+    public_key: Any  # cryptography RSA public key object of the certificate
+    start: float
+    end: float
+    created: float
+
+
+@dataclass(frozen=True)
+class ClientRecord:
+    """Everything the token endpoint needs about one client app in one tenant."""
+
+    app_id: str
+    application_id: str  # the application object id
+    display_name: str
+    service_principal_id: str | None  # None: no service principal in this tenant -> AADSTS700016
+    secrets: tuple[SecretRecord, ...]
+    certificates: tuple[CertificateRecord, ...]
+
+
+@dataclass(frozen=True)
+class ResourceRecord:
+    """A resource the token endpoint can issue tokens for (scope RESOURCE/.default)."""
+
+    service_principal_id: str
+    app_id: str
+    audience: str  # the token's aud: GRAPH_RESOURCE, KEY_VAULT_RESOURCE, or the resource's identifier
 
 
 class DirectoryView(Protocol):
@@ -76,6 +127,16 @@ class DirectoryView(Protocol):
 
     def granted_app_role_values(self, client_sp_id: str, resource_sp_id: str) -> set[str]: ...
 
+    # Added by the server/Entra part: typed views so the token endpoint needs no knowledge of
+    # graph/'s internal objects. Both are on the token hot path: answer from memory, no copying.
+    def client_record(self, app_id: str) -> ClientRecord | None:
+        """None when no application with this appId exists in this tenant."""
+        ...
+
+    def resource_record(self, scope: str) -> ResourceRecord | None:
+        """For 'https://graph.microsoft.com/.default', '<appId>/.default', 'https://vault.azure.net/.default'."""
+        ...
+
 
 class TenantRegistryView(Protocol):
     home_tenant_id: str
@@ -89,3 +150,6 @@ REGISTRY: web.AppKey[Any] = web.AppKey("registry", object)  # TenantRegistry (se
 SIM: web.AppKey[SimulationConfig] = web.AppKey("sim", SimulationConfig)
 AUTHENTICATE: web.AppKey[Any] = web.AppKey("authenticate", object)  # Authenticator
 BASE_URL: web.AppKey[str] = web.AppKey("base_url", str)  # https://127.0.0.1:PORT
+# Callable[[], None]: graph/ and keyvault/ may call it after a write so persistence saves soon
+# (the server also marks state dirty after every successful non-GET request).
+MARK_DIRTY: web.AppKey[Any] = web.AppKey("mark_dirty", object)
