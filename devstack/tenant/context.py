@@ -69,10 +69,11 @@ Authenticator = Callable[[web.Request, str], Awaitable[Principal]]
 @dataclass(frozen=True)
 class SecretRecord:
     """One passwordCredential as the token endpoint checks it. The secret itself is never kept:
-    graph/ stores ``hashlib.sha256(secretText.encode()).hexdigest()``."""
+    graph/ stores ``digest = hashlib.sha256(salt + secretText.encode()).digest()``."""
 
     key_id: str
-    secret_sha256: str
+    salt: bytes
+    digest: bytes
     start: float  # Unix seconds (startDateTime)
     end: float  # Unix seconds (endDateTime)
     created: float  # Unix seconds when it was added (propagation delay counts from here)
