@@ -1,0 +1,151 @@
+"""The webhook sender against a real HTTP receiver on loopback, and its address guard."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+from aiohttp import web
+from standardwebhooks.webhooks import Webhook
+
+from functions.adapters.webhooks import WebhookSender, WebhookUrlRefused, address_allowed
+from functions.core.notifications import new_signing_secret, signed_headers
+
+TOKEN = "tok-very-private-0123456789"  # a token in the query string must never be echoed in errors
+
+
+class Receiver:
+    def __init__(self) -> None:
+        self.hits: list[tuple[str, dict[str, str], bytes]] = []
+        self.status = 204
+        self.delay_s = 0.0
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        self.hits.append((request.path, dict(request.headers), await request.read()))
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
+        if request.path == "/redirect":
+            raise web.HTTPFound("/elsewhere")
+        return web.Response(status=self.status)
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[tuple[Receiver, int]]:
+    state = Receiver()
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", state.handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    yield state, port
+    await runner.cleanup()
+
+
+def _signed(body: bytes) -> tuple[str, dict[str, str]]:
+    secret = new_signing_secret()
+    return secret.reveal(), signed_headers(secret, "msg_abc", int(time.time()), body)
+
+
+async def test_local_development_delivers_signed_body_the_reference_verifies(
+    receiver: tuple[Receiver, int],
+) -> None:
+    state, port = receiver
+    sender = WebhookSender(allow_insecure_local=True)
+    body = b'{"type":"credential.rotated","data":{"registrationId":"reg-1"}}'
+    secret_text, headers = _signed(body)
+    try:
+        outcome = await sender.send(f"http://127.0.0.1:{port}/hook?token={TOKEN}", headers, body)
+    finally:
+        await sender.close()
+
+    assert outcome.delivered
+    path, received_headers, received_body = state.hits[0]
+    assert (path, received_body) == ("/hook", body)
+    assert Webhook(secret_text).verify(received_body, received_headers)["data"]["registrationId"] == "reg-1"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://127.0.0.1:{port}/hook?token=" + TOKEN,
+        "https://localhost:{port}/hook?token=" + TOKEN,
+        "https://[::1]:{port}/hook?token=" + TOKEN,
+        "http://127.0.0.1:{port}/hook?token=" + TOKEN,
+    ],
+)
+async def test_outside_local_development_loopback_and_http_are_refused(
+    receiver: tuple[Receiver, int], url: str
+) -> None:
+    state, port = receiver
+    target = url.format(port=port)
+    sender = WebhookSender(allow_insecure_local=False)
+    try:
+        with pytest.raises(WebhookUrlRefused) as refused:
+            await sender.check(target)
+        outcome = await sender.send(target, {"content-type": "application/json"}, b"{}")
+    finally:
+        await sender.close()
+
+    assert not outcome.delivered and outcome.error
+    assert state.hits == []  # nothing reached the receiver
+    assert TOKEN not in str(refused.value) and TOKEN not in outcome.describe()
+
+
+async def test_redirects_are_not_followed(receiver: tuple[Receiver, int]) -> None:
+    state, port = receiver
+    sender = WebhookSender(allow_insecure_local=True)
+    try:
+        outcome = await sender.send(f"http://127.0.0.1:{port}/redirect", {}, b"{}")
+    finally:
+        await sender.close()
+
+    assert outcome.status == 302 and not outcome.delivered
+    assert [hit[0] for hit in state.hits] == ["/redirect"]
+
+
+async def test_receiver_errors_and_timeouts_become_outcomes_without_the_url(
+    receiver: tuple[Receiver, int],
+) -> None:
+    state, port = receiver
+    sender = WebhookSender(allow_insecure_local=True, timeout_s=0.3)
+    try:
+        state.status = 503
+        failed = await sender.send(f"http://127.0.0.1:{port}/hook?token={TOKEN}", {}, b"{}")
+        state.status, state.delay_s = 204, 2.0
+        slow = await sender.send(f"http://127.0.0.1:{port}/hook?token={TOKEN}", {}, b"{}")
+        refused_port = await sender.send(f"http://127.0.0.1:1/hook?token={TOKEN}", {}, b"{}")
+    finally:
+        await sender.close()
+
+    assert (failed.status, failed.delivered) == (503, False)
+    assert slow.status is None and "timed out" in slow.describe()
+    assert refused_port.status is None and refused_port.error
+    for outcome in (failed, slow, refused_port):
+        assert TOKEN not in outcome.describe()
+
+
+@pytest.mark.parametrize(
+    ("address", "allowed"),
+    [
+        ("93.184.215.14", True),
+        ("2606:4700:4700::1111", True),
+        ("10.1.2.3", False),
+        ("172.16.0.1", False),
+        ("192.168.1.1", False),
+        ("169.254.169.254", False),  # the cloud metadata endpoint
+        ("127.0.0.1", False),
+        ("::1", False),
+        ("::ffff:127.0.0.1", False),
+        ("::ffff:10.0.0.1", False),
+        ("fe80::1", False),
+        ("fc00::1", False),
+        ("0.0.0.0", False),
+        ("224.0.0.1", False),
+    ],
+)
+def test_address_guard(address: str, allowed: bool) -> None:
+    assert address_allowed(address, allow_loopback=False) is allowed
