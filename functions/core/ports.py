@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from functions.core.models import ResourceCatalog, SecretValue
+from functions.core.models import RegistrationStatus, ResourceCatalog, SecretValue
+from functions.core.registrations import Registration, RegistrationPage
 
 # ---------------------------------------------------------------- Microsoft Graph (one port)
 
@@ -257,6 +258,41 @@ class Vault(Protocol):
 class Page(Protocol):
     items: Sequence[Any]
     continuation: str | None
+
+
+class RegistrationStore(Protocol):
+    """Registration records (Table storage), with optimistic concurrency by ETag.
+
+    The store keeps `Registration.to_document()` and gives back `Registration.from_document(doc,
+    etag=...)`; every returned record carries the ETag of the version it read or wrote.
+    """
+
+    async def get(self, registration_id: str) -> Registration:
+        """Raises NotFound."""
+        ...
+
+    async def create(self, registration: Registration) -> tuple[Registration, bool]:
+        """Create if absent. Returns (stored record, True), or (the existing record, False) on a
+        duplicate id: never overwrites, never raises for a duplicate."""
+        ...
+
+    async def replace(self, registration: Registration) -> Registration:
+        """Write if the stored ETag still equals registration.etag, else ConcurrencyConflict.
+        NotFound when the record is gone. Returns the record with its new ETag."""
+        ...
+
+    async def list(
+        self,
+        *,
+        tenant_id: str | None = None,
+        profile_id: str | None = None,
+        status: RegistrationStatus | None = None,
+        limit: int = 50,
+        continuation: str | None = None,
+    ) -> RegistrationPage:
+        """Records matching every given filter, at most `limit`, oldest first is not promised;
+        `continuation` from the previous page's RegistrationPage.continuation (opaque)."""
+        ...
 
 
 class Clock(Protocol):
