@@ -1,0 +1,163 @@
+"""The simulation admin API under /_sim (JSON, loopback only, no auth): see docs/devstack.md."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+from aiohttp import web
+
+from devstack.tenant.context import MARK_DIRTY, REGISTRY, SIM, SimulationConfig
+from devstack.tenant.errors import json_response
+from devstack.tenant.faults import FAULTS, STATS, FaultRule
+from devstack.tenant.throttling import THROTTLER
+
+# Builds the startup-line JSON for a tenant id (set by server.py).
+IDENTITY: web.AppKey[Any] = web.AppKey("identity", object)
+# The SimulationConfig values given at start; POST /_sim/reset returns to them.
+INITIAL_SIM: web.AppKey[SimulationConfig] = web.AppKey("initial_sim", SimulationConfig)
+
+_CONFIG_FIELDS = {
+    "latencyMs": "latency_ms",
+    "latencyJitterMs": "latency_jitter_ms",
+    "propagationDelayS": "propagation_delay_s",
+    "replicationDelayMs": "replication_delay_ms",
+    "nearExpiryWindowS": "near_expiry_window_s",
+    "eventSubscriberUrl": "event_subscriber_url",
+    "throttlingEnabled": "throttling_enabled",
+    "throttleScale": "throttle_scale",
+    "tenantSize": "tenant_size",
+    "extra": "extra",
+}
+
+
+def config_to_json(sim: SimulationConfig) -> dict[str, Any]:
+    return {name: getattr(sim, attribute) for name, attribute in _CONFIG_FIELDS.items()}
+
+
+def _bad(message: str) -> web.Response:
+    return json_response({"error": {"code": "BadRequest", "message": message}}, 400)
+
+
+async def _json_body(request: web.Request) -> Any:
+    if not request.can_read_body:
+        return None
+    try:
+        return json.loads(await request.read())
+    except ValueError as error:
+        raise web.HTTPBadRequest(
+            text=json.dumps({"error": {"code": "BadRequest", "message": str(error)}})
+        ) from None
+
+
+async def get_config(request: web.Request) -> web.Response:
+    return json_response(config_to_json(request.app[SIM]))
+
+
+async def put_config(request: web.Request) -> web.Response:
+    body = await _json_body(request)
+    if not isinstance(body, dict):
+        return _bad("expected a JSON object")
+    sim = request.app[SIM]
+    by_attribute = {attribute: attribute for attribute in _CONFIG_FIELDS.values()}
+    for key, value in body.items():
+        attribute = _CONFIG_FIELDS.get(key) or by_attribute.get(key)
+        if attribute is None:
+            return _bad(f"unknown setting '{key}'")
+        current = getattr(sim, attribute)
+        if isinstance(current, bool) and not isinstance(value, bool):
+            return _bad(f"'{key}' must be a boolean")
+        if isinstance(current, float) and (not isinstance(value, int | float) or isinstance(value, bool)):
+            return _bad(f"'{key}' must be a number")
+        if isinstance(current, int) and not isinstance(current, bool) and not isinstance(value, int):
+            return _bad(f"'{key}' must be an integer")
+        setattr(sim, attribute, float(value) if isinstance(current, float) else value)
+    return json_response(config_to_json(sim))
+
+
+async def list_faults(request: web.Request) -> web.Response:
+    return json_response({"value": [rule.to_json() for rule in request.app[FAULTS].rules]})
+
+
+async def add_faults(request: web.Request) -> web.Response:
+    body = await _json_body(request)
+    items = body if isinstance(body, list) else [body]
+    try:
+        rules = [FaultRule.from_json(item) for item in items]
+    except (ValueError, TypeError, KeyError) as error:  # includes re.error (a ValueError)
+        return _bad(str(error))
+    request.app[FAULTS].rules.extend(rules)
+    return json_response({"value": [rule.to_json() for rule in rules]}, 201)
+
+
+async def clear_faults(request: web.Request) -> web.Response:
+    request.app[FAULTS].rules.clear()
+    return web.Response(status=204)
+
+
+async def delete_fault(request: web.Request) -> web.Response:
+    faults = request.app[FAULTS]
+    before = len(faults.rules)
+    faults.rules[:] = [rule for rule in faults.rules if str(rule.id) != request.match_info["rule_id"]]
+    return web.Response(status=204 if len(faults.rules) < before else 404)
+
+
+async def reset(request: web.Request) -> web.Response:
+    """Back to the start: no faults, full throttling budgets, the configuration given at start."""
+    request.app[FAULTS].rules.clear()
+    request.app[THROTTLER].reset()
+    sim, initial = request.app[SIM], request.app[INITIAL_SIM]
+    for item in dataclasses.fields(SimulationConfig):
+        setattr(sim, item.name, getattr(initial, item.name))
+    sim.extra = dict(initial.extra)
+    return web.Response(status=204)
+
+
+async def reset_throttling(request: web.Request) -> web.Response:
+    request.app[THROTTLER].reset()
+    return web.Response(status=204)
+
+
+async def create_tenant(request: web.Request) -> web.Response:
+    body = await _json_body(request) or {}
+    if not isinstance(body, dict):
+        return _bad("expected a JSON object")
+    tenant_id = body.get("tenantId")
+    try:
+        created, _ = request.app[REGISTRY].create(str(tenant_id) if tenant_id else None)
+    except ValueError as error:
+        return json_response({"error": {"code": "Conflict", "message": str(error)}}, 409)
+    request.app[MARK_DIRTY]()
+    return json_response(request.app[IDENTITY](created), 201)
+
+
+async def list_tenants(request: web.Request) -> web.Response:
+    registry = request.app[REGISTRY]
+    return json_response(
+        {
+            "homeTenantId": registry.home_tenant_id,
+            "value": [{"tenantId": tid, "clientId": e.client_id} for tid, e in registry.entries.items()],
+        }
+    )
+
+
+async def stats(request: web.Request) -> web.Response:
+    return json_response(request.app[STATS].to_json(request.app[FAULTS]))
+
+
+def routes() -> list[web.RouteDef]:
+    return [
+        web.get("/_sim/config", get_config),
+        web.put("/_sim/config", put_config),
+        web.patch("/_sim/config", put_config),
+        web.get("/_sim/faults", list_faults),
+        web.post("/_sim/faults", add_faults),
+        web.delete("/_sim/faults", clear_faults),
+        web.delete("/_sim/faults/{rule_id}", delete_fault),
+        web.post("/_sim/reset", reset),
+        web.post("/_sim/throttling/reset", reset_throttling),
+        web.get("/_sim/tenants", list_tenants),
+        web.post("/_sim/tenants", create_tenant),
+        web.get("/_sim/stats", stats),
+    ]

@@ -1,0 +1,67 @@
+"""The tenants this server hosts, each a graph/ directory plus its bootstrap identity."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from devstack.tenant.graph import directory as graph
+
+
+@dataclass
+class TenantEntry:
+    directory: Any  # graph's directory (implements context.DirectoryView)
+    client_id: str
+    # The bootstrap secret is kept so that the printed clientSecret keeps working across restarts of
+    # a local development tenant (Entra itself keeps only a digest: graph/ does too).
+    client_secret: str
+
+
+class TenantRegistry:
+    """REGISTRY of context.py: tenant id -> directory."""
+
+    def __init__(self, home_tenant_id: str) -> None:
+        self.home_tenant_id = home_tenant_id
+        self.entries: dict[str, TenantEntry] = {}
+        self._directories: dict[str, Any] = {}
+
+    def get(self, tenant_id: str) -> Any | None:
+        return self._directories.get(tenant_id)
+
+    def all(self) -> Mapping[str, Any]:
+        return self._directories
+
+    def add(self, tenant_id: str, entry: TenantEntry) -> TenantEntry:
+        self.entries[tenant_id] = entry
+        self._directories[tenant_id] = entry.directory
+        return entry
+
+    def create(self, tenant_id: str | None = None) -> tuple[str, TenantEntry]:
+        tenant_id = tenant_id or str(uuid.uuid4())
+        if tenant_id in self.entries:
+            raise ValueError(f"tenant {tenant_id} exists")
+        directory, client_id, client_secret = graph.new_directory(tenant_id)
+        return tenant_id, self.add(tenant_id, TenantEntry(directory, client_id, client_secret))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "homeTenantId": self.home_tenant_id,
+            "tenants": {
+                tenant_id: {
+                    "clientId": entry.client_id,
+                    "clientSecret": entry.client_secret,
+                    "directory": entry.directory.to_dict(),
+                }
+                for tenant_id, entry in self.entries.items()
+            },
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TenantRegistry:
+        registry = cls(str(data["homeTenantId"]))
+        for tenant_id, saved in data["tenants"].items():
+            directory = graph.Directory.from_dict(saved["directory"])
+            registry.add(tenant_id, TenantEntry(directory, saved["clientId"], saved["clientSecret"]))
+        return registry
