@@ -1,0 +1,205 @@
+"""Queue triggers: poll a Storage queue (Azurite) with the Queues extension's semantics.
+
+From host.json extensions.queues: batchSize messages per fetch, a new fetch once in-flight
+messages drop to newBatchThreshold, randomized exponential backoff up to maxPollingInterval
+while the queue is empty, base64 message encoding by default (a message that does not decode
+fails its invocation), visibilityTimeout before a failed message reappears, and after
+maxDequeueCount failed attempts the message is copied to '<queue>-poison' and deleted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import functools
+import logging
+import random
+from datetime import timedelta
+from typing import Any
+
+from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.functions import meta
+from azure.storage.queue import QueueMessage
+from azure.storage.queue.aio import QueueClient, QueueServiceClient
+
+from devstack.host.config import ConfigError, QueueOptions, resolve
+from devstack.host.functions import FunctionInfo
+from devstack.host.invoker import InvocationFailed, Invoker, datetime_datum
+
+log = logging.getLogger("devstack.host")
+
+_MIN_POLLING_INTERVAL = timedelta(milliseconds=100)
+# Messages are held invisible while their function runs (the extension renews a 10 minute lease;
+# functionTimeout caps a run at 10 minutes, so one lease is enough here).
+_PROCESSING_VISIBILITY_S = 600
+
+
+class MessageDecodingError(Exception):
+    """The message is not valid for the configured messageEncoding."""
+
+
+def decode_body(content: str, encoding: str) -> bytes:
+    if encoding == "none":
+        return content.encode("utf-8")
+    try:
+        return base64.b64decode(content, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise MessageDecodingError(
+            "message is not valid base64 (host.json messageEncoding is base64)"
+        ) from exc
+
+
+def queue_datum(body: bytes) -> meta.Datum:
+    return meta.Datum(type="bytes", value=body)
+
+
+def queue_metadata(message: Any) -> dict[str, meta.Datum]:
+    """Trigger metadata the host sends with a queue message (names as the worker expects them)."""
+    return {
+        "Id": meta.Datum(type="string", value=message.id),
+        "DequeueCount": meta.Datum(type="int", value=int(message.dequeue_count or 1)),
+        "InsertionTime": datetime_datum(message.inserted_on),
+        "ExpirationTime": datetime_datum(message.expires_on),
+        "NextVisibleTime": datetime_datum(message.next_visible_on),
+        "PopReceipt": meta.Datum(type="string", value=message.pop_receipt),
+    }
+
+
+def connection_string_for(function: FunctionInfo, environ: dict[str, str]) -> str:
+    """The binding's connection is a setting name (default AzureWebJobsStorage) holding a connection string."""
+    name = str(function.trigger.get("connection") or "AzureWebJobsStorage")
+    value = environ.get(name) or environ.get(f"AzureWebJobs{name}")
+    if not value:
+        raise ConfigError(f"Function '{function.name}': connection setting '{name}' is missing or empty")
+    return "UseDevelopmentStorage=true" if value == "UseDevelopmentStorage=true" else value
+
+
+def _service(connection: str) -> QueueServiceClient:
+    if connection.strip().lower() == "usedevelopmentstorage=true":
+        from devstack.azurite import DEFAULT_PORTS, connection_string
+
+        connection = connection_string(DEFAULT_PORTS["blob"], DEFAULT_PORTS["queue"], DEFAULT_PORTS["table"])
+    return QueueServiceClient.from_connection_string(connection)
+
+
+class QueueListener:
+    def __init__(
+        self, function: FunctionInfo, invoker: Invoker, options: QueueOptions, environ: dict[str, str]
+    ) -> None:
+        self.function = function
+        self.invoker = invoker
+        self.options = options
+        self.queue_name = resolve(str(function.trigger["queueName"]), environ).lower()
+        self.service = _service(connection_string_for(function, environ))
+        self.queue: QueueClient = self.service.get_queue_client(self.queue_name)
+        self.poison: QueueClient = self.service.get_queue_client(f"{self.queue_name}-poison")
+        self._in_flight: set[asyncio.Task[None]] = set()
+
+    async def ensure_queue(self) -> None:
+        with contextlib.suppress(ResourceExistsError):
+            await self.queue.create_queue()
+
+    async def close(self) -> None:
+        for task in list(self._in_flight):
+            task.cancel()
+        await self.service.close()
+
+    async def run(self) -> None:
+        await self.ensure_queue()
+        delay = _MIN_POLLING_INTERVAL
+        idle = asyncio.Event()
+        while True:
+            if len(self._in_flight) > self.options.threshold:
+                idle.clear()
+                await idle.wait()  # set when an in-flight message completes
+                continue
+            try:
+                messages = [
+                    m
+                    async for m in self.queue.receive_messages(
+                        messages_per_page=self.options.batch_size,
+                        max_messages=self.options.batch_size,
+                        visibility_timeout=_PROCESSING_VISIBILITY_S,
+                    )
+                ]
+            except ResourceNotFoundError:
+                await self.ensure_queue()  # deleted under us (tests do): the host recreates it
+                messages = []
+            if not messages:
+                await asyncio.sleep(delay.total_seconds() * random.uniform(0.8, 1.0))
+                delay = min(delay * 2, max(self.options.max_polling_interval, _MIN_POLLING_INTERVAL))
+                continue
+            delay = _MIN_POLLING_INTERVAL
+            for message in messages:
+                task = asyncio.create_task(self._process(message))
+                self._in_flight.add(task)
+                task.add_done_callback(functools.partial(self._done, idle=idle))
+
+    def _done(self, task: asyncio.Task[None], *, idle: asyncio.Event) -> None:
+        self._in_flight.discard(task)
+        idle.set()
+
+    async def _process(self, message: QueueMessage) -> None:
+        if message.dequeue_count and message.dequeue_count > self.options.max_dequeue_count:
+            await self._move_to_poison(message)  # failed before a crash could record it
+            return
+        try:
+            body = decode_body(message.content, self.options.message_encoding)
+        except MessageDecodingError as exc:
+            log.error("Function '%s': message %s: %s", self.function.name, message.id, exc)
+            await self._failed(message)
+            return
+        try:
+            await self.invoker.invoke(
+                self.function,
+                queue_datum(body),
+                reason="New queue message detected",
+                trigger_metadata=queue_metadata(message),
+            )
+        except InvocationFailed:
+            await self._failed(message)
+            return
+        await self.queue.delete_message(message.id, message.pop_receipt)
+
+    async def _failed(self, message: QueueMessage) -> None:
+        if (message.dequeue_count or 1) >= self.options.max_dequeue_count:
+            await self._move_to_poison(message)
+            return
+        await self.queue.update_message(
+            message.id,
+            message.pop_receipt,
+            visibility_timeout=int(self.options.visibility_timeout.total_seconds()),
+        )
+
+    async def _move_to_poison(self, message: QueueMessage) -> None:
+        log.warning(
+            "Message %s has reached MaxDequeueCount of %d. Moving message to queue '%s'.",
+            message.id,
+            self.options.max_dequeue_count,
+            self.poison.queue_name,
+        )
+        with contextlib.suppress(ResourceExistsError):
+            await self.poison.create_queue()
+        await self.poison.send_message(message.content)  # the stored text, still encoded as it came
+        await self.queue.delete_message(message.id, message.pop_receipt)
+
+
+async def invoke_by_hand(function: FunctionInfo, invoker: Invoker, text: str) -> None:
+    """POST /admin/functions/NAME for a queue function: the input is the message body."""
+    import uuid
+    from datetime import UTC, datetime
+
+    now = datetime.now(UTC)
+    metadata = {
+        "Id": meta.Datum(type="string", value=str(uuid.uuid4())),
+        "DequeueCount": meta.Datum(type="int", value=1),
+        "InsertionTime": datetime_datum(now),
+        "ExpirationTime": datetime_datum(now + timedelta(days=7)),
+        "NextVisibleTime": datetime_datum(now),
+        "PopReceipt": meta.Datum(type="string", value=""),
+    }
+    await invoker.invoke(
+        function, queue_datum(text.encode("utf-8")), reason="Admin", trigger_metadata=metadata
+    )

@@ -1,0 +1,87 @@
+"""A small function app for the devstack host's tests (not Registrar's).
+
+Each non-HTTP function records what it received as one JSON file in SAMPLE_RECORD_DIR, so a test
+sees exactly what the host passed in.
+"""
+
+import json
+import os
+import uuid
+from pathlib import Path
+
+import azure.functions as func
+
+app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
+
+
+def record(kind: str, **fields: object) -> None:
+    folder = Path(os.environ["SAMPLE_RECORD_DIR"])
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{kind}-{uuid.uuid4().hex}.json").write_text(
+        json.dumps({"kind": kind, **fields}), encoding="utf-8"
+    )
+
+
+@app.route(route="items/{id:guid}", methods=["GET"])
+def get_item(req: func.HttpRequest) -> func.HttpResponse:
+    body = {
+        "id": req.route_params["id"],
+        "method": req.method,
+        "view": req.params.get("view"),
+        "greeting": os.environ.get("SAMPLE_GREETING"),
+        "principal": req.headers.get("x-ms-client-principal"),
+    }
+    return func.HttpResponse(json.dumps(body), mimetype="application/json", headers={"x-sample": "yes"})
+
+
+@app.route(route="files/{*path}", methods=["POST", "PUT"], auth_level=func.AuthLevel.ANONYMOUS)
+async def put_file(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
+    return func.HttpResponse(
+        req.get_body()[::-1],
+        status_code=201,
+        mimetype="application/octet-stream",
+        headers={"x-path": req.route_params.get("path", ""), "x-function": context.function_name},
+    )
+
+
+@app.route(route="broken")
+def broken(req: func.HttpRequest) -> func.HttpResponse:
+    raise RuntimeError("this function always fails")
+
+
+@app.queue_trigger(arg_name="msg", queue_name="%SAMPLE_QUEUE%", connection="SampleStorage")
+def work_queue(msg: func.QueueMessage) -> None:
+    text = msg.get_body().decode("utf-8")
+    record("queue", id=msg.id, body=text, dequeue_count=msg.dequeue_count, pop_receipt=bool(msg.pop_receipt))
+    if text.startswith("fail"):
+        raise ValueError("asked to fail")
+
+
+@app.timer_trigger(schedule="%SAMPLE_SCHEDULE%", arg_name="timer", use_monitor=True)
+def every_second(timer: func.TimerRequest) -> None:
+    record("timer", past_due=timer.past_due)
+
+
+@app.event_grid_trigger(arg_name="event")
+async def on_event(event: func.EventGridEvent) -> None:
+    # azure-functions hands CloudEvents 1.0 events over as func.CloudEvent (type/source, not event_type/topic).
+    if isinstance(event, func.CloudEvent):
+        record(
+            "eventgrid",
+            schema="cloudevents",
+            id=event.id,
+            event_type=event.type,
+            subject=event.subject,
+            topic=event.source,
+            data=event.get_json(),
+        )
+        return
+    record(
+        "eventgrid",
+        schema="eventgrid",
+        id=event.id,
+        event_type=event.event_type,
+        subject=event.subject,
+        topic=event.topic,
+        data=event.get_json(),
+    )
