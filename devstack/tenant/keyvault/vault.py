@@ -1,0 +1,311 @@
+"""The KeyVault object the server wires in: state, the auth/RBAC guard, events, persistence."""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from devstack.tenant.context import (
+    KEY_VAULT_RESOURCE,
+    Authenticator,
+    Principal,
+    SimulationConfig,
+    Unauthorized,
+)
+
+from . import admin
+from .certificates import CertificatesApi
+from .common import validate_name
+from .errors import VaultError, bad_parameter, error_response
+from .events import (
+    CERTIFICATE_EXPIRED,
+    CERTIFICATE_NEAR_EXPIRY,
+    CERTIFICATE_NEW_VERSION,
+    SECRET_EXPIRED,
+    SECRET_NEAR_EXPIRY,
+    SECRET_NEW_VERSION,
+    EventPublisher,
+)
+from .expiry import NEAR_EXPIRY, ExpiryScheduler
+from .model import (
+    Attributes,
+    CertificateEntry,
+    Deletion,
+    SecretEntry,
+    certificate_entry_from_dict,
+    certificate_entry_to_dict,
+    secret_entry_from_dict,
+    secret_entry_to_dict,
+)
+from .rbac import CERTIFICATES_OFFICER, SECRETS_OFFICER, RoleAssignments
+from .secrets import SecretsApi
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+API_VERSION_RE = re.compile(r"^(\d+\.\d+|\d{4}-\d{2}-\d{2})(-preview(\.\d+)?)?$")
+SERVICE_VERSION = "1.9.2652.1"
+_EVENT_TYPES = {
+    ("Secret", "new"): SECRET_NEW_VERSION,
+    ("Secret", NEAR_EXPIRY): SECRET_NEAR_EXPIRY,
+    ("Secret", "expired"): SECRET_EXPIRED,
+    ("Certificate", "new"): CERTIFICATE_NEW_VERSION,
+    ("Certificate", NEAR_EXPIRY): CERTIFICATE_NEAR_EXPIRY,
+    ("Certificate", "expired"): CERTIFICATE_EXPIRED,
+}
+
+
+class KeyVault:
+    """One vault served at ``vault_url`` (see the package docstring for wiring)."""
+
+    def __init__(
+        self,
+        home_tenant_id: str,
+        vault_url: str,
+        authority: str,
+        sim: SimulationConfig,
+        authenticate: Authenticator,
+        *,
+        bootstrap_principal_app_id: str | None = None,
+        vault_name: str = "devstack",
+        subscription_id: str | None = None,
+        mark_dirty: Callable[[], None] | None = None,
+        expiry_scan_interval_s: float = 1.0,
+        delivery_max_attempts: int = 6,
+        delivery_first_backoff_s: float = 0.2,
+    ) -> None:
+        self.home_tenant_id = home_tenant_id
+        self.vault_url = vault_url.rstrip("/")
+        self.authority = authority.rstrip("/")
+        self.sim = sim
+        self._authenticate = authenticate
+        self._mark_dirty = mark_dirty
+        self.vault_name = vault_name
+        subscription = subscription_id or str(uuid.uuid5(uuid.NAMESPACE_URL, f"devstack:{home_tenant_id}"))
+        self.resource_id = f"/subscriptions/{subscription}/resourceGroups/devstack/providers/Microsoft.KeyVault/vaults/{vault_name}"
+        self.secrets: dict[str, SecretEntry] = {}
+        self.deleted_secrets: dict[str, tuple[SecretEntry, Deletion]] = {}
+        self.certificates: dict[str, CertificateEntry] = {}
+        # A deleted certificate keeps its backing secret with it (hidden from /deletedsecrets).
+        self.deleted_certificates: dict[str, tuple[CertificateEntry, SecretEntry | None, Deletion]] = {}
+        self.roles = RoleAssignments()
+        self.bootstrap_principal_app_id = bootstrap_principal_app_id
+        if bootstrap_principal_app_id:
+            self.grant_bootstrap(bootstrap_principal_app_id)
+        self.events = EventPublisher(
+            sim, self.resource_id, vault_name,
+            max_attempts=delivery_max_attempts, first_backoff_s=delivery_first_backoff_s,
+        )  # fmt: skip
+        self.expiry = ExpiryScheduler(sim, self._on_expiry_due, scan_interval_s=expiry_scan_interval_s)
+        self.secrets_api = SecretsApi(self)
+        self.certificates_api = CertificatesApi(self)
+        self.challenges = 0  # 401 challenges answered (no token sent)
+        self.unauthorized = 0  # 401 for a bad, expired or foreign token
+        self.forbidden = 0  # 403 ForbiddenByRbac
+        self.requests = 0
+
+    # --- wiring API ----------------------------------------------------------------------------
+
+    def grant_bootstrap(self, principal_id: str) -> None:
+        """Secrets Officer + Certificates Officer at vault scope (the registrar's own identity)."""
+        self.roles.assign(principal_id, SECRETS_OFFICER)
+        self.roles.assign(principal_id, CERTIFICATES_OFFICER)
+
+    def routes(self) -> list[web.RouteDef]:
+        defs = [
+            web.route(method, path, self._guard(handler, action, path))
+            for method, path, handler, action in [*self.secrets_api.routes(), *self.certificates_api.routes()]
+        ]
+        return defs + admin.routes(self)
+
+    async def start(self) -> None:
+        await self.events.start()
+        await self.expiry.start()
+
+    async def stop(self) -> None:
+        await self.expiry.stop()
+        await self.events.stop()
+
+    def stats(self) -> dict[str, Any]:
+        """For /_sim/stats: event delivery counters and the vault's own request counters."""
+        return {
+            "requests": self.requests,
+            "challenges": self.challenges,
+            "unauthorized": self.unauthorized,
+            "forbidden": self.forbidden,
+            "secrets": len(self.secrets),
+            "certificates": len(self.certificates),
+            "events": {**self.events.stats(), "expiryPending": self.expiry.pending()},
+        }
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "secrets": [secret_entry_to_dict(e) for e in self.secrets.values()],
+            "deletedSecrets": [
+                {"entry": secret_entry_to_dict(e), "deletion": vars(d)}
+                for e, d in self.deleted_secrets.values()
+            ],
+            "certificates": [certificate_entry_to_dict(e) for e in self.certificates.values()],
+            "deletedCertificates": [
+                {
+                    "entry": certificate_entry_to_dict(c),
+                    "secret": secret_entry_to_dict(s) if s else None,
+                    "deletion": vars(d),
+                }
+                for c, s, d in self.deleted_certificates.values()
+            ],
+            "roleAssignments": self.roles.snapshot(),
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.secrets = {e.name: e for e in map(secret_entry_from_dict, state.get("secrets", []))}
+        self.deleted_secrets = {}
+        for raw in state.get("deletedSecrets", []):
+            entry = secret_entry_from_dict(raw["entry"])
+            self.deleted_secrets[entry.name] = (entry, Deletion(**raw["deletion"]))
+        self.certificates = {
+            e.name: e for e in map(certificate_entry_from_dict, state.get("certificates", []))
+        }
+        self.deleted_certificates = {}
+        for raw in state.get("deletedCertificates", []):
+            cert = certificate_entry_from_dict(raw["entry"])
+            secret = secret_entry_from_dict(raw["secret"]) if raw.get("secret") else None
+            self.deleted_certificates[cert.name] = (cert, secret, Deletion(**raw["deletion"]))
+        self.roles.restore(state.get("roleAssignments", []))
+        if self.bootstrap_principal_app_id:
+            self.grant_bootstrap(self.bootstrap_principal_app_id)
+        for entry in self.secrets.values():
+            for version in entry.versions.values():
+                if not version.expired_sent:
+                    self.expiry.watch("Secret", entry.name, version.version, version.attributes.exp)
+        for cert in self.certificates.values():
+            for cert_version in cert.versions.values():
+                if not cert_version.expired_sent:
+                    self.expiry.watch(
+                        "Certificate", cert.name, cert_version.version, cert_version.attributes.exp
+                    )
+
+    # --- helpers for the handlers --------------------------------------------------------------
+
+    def object_url(self, collection: str, name: str, version: str | None = None) -> str:
+        return f"{self.vault_url}/{collection}/{name}" + (f"/{version}" if version is not None else "")
+
+    def mark_dirty(self) -> None:
+        if self._mark_dirty is not None:
+            self._mark_dirty()
+
+    def new_version_created(self, object_type: str, name: str, version: str, attributes: Attributes) -> None:
+        collection = "secrets" if object_type == "Secret" else "certificates"
+        self.events.emit(
+            self.events.build(
+                _EVENT_TYPES[(object_type, "new")], object_type, name,
+                self.object_url(collection, name, version), version=version, nbf=attributes.nbf, exp=attributes.exp,
+            )
+        )  # fmt: skip
+        self.expiry.watch(object_type, name, version, attributes.exp)
+        self.mark_dirty()
+
+    def _on_expiry_due(self, kind: str, object_type: str, name: str, version_id: str, exp: int) -> None:
+        """Send NearExpiry/Expired once per version, for the current version only, if exp still holds."""
+        entry: SecretEntry | CertificateEntry | None = (
+            self.secrets.get(name) if object_type == "Secret" else self.certificates.get(name)
+        )
+        if entry is None or not entry.versions or entry.latest.version != version_id:
+            return
+        version = entry.latest
+        if version.attributes.exp != exp:
+            return  # exp changed since this entry was queued; the new exp has its own entry
+        if kind == NEAR_EXPIRY:
+            if version.near_expiry_sent or time.time() >= exp:
+                return  # already expired: only SecretExpired is meaningful now
+            version.near_expiry_sent = True
+        else:
+            if version.expired_sent:
+                return
+            version.expired_sent = True
+        collection = "secrets" if object_type == "Secret" else "certificates"
+        self.events.emit(
+            self.events.build(
+                _EVENT_TYPES[(object_type, kind)], object_type, name,
+                self.object_url(collection, name, version_id), version=version_id, nbf=version.attributes.nbf, exp=exp,
+            )
+        )  # fmt: skip
+        self.mark_dirty()
+
+    # --- the guard: challenge auth, api-version, names, RBAC -----------------------------------
+
+    def _challenge_header(self) -> dict[str, str]:
+        return {
+            "WWW-Authenticate": (
+                f'Bearer authorization="{self.authority}/{self.home_tenant_id}", resource="{KEY_VAULT_RESOURCE}"'
+            )
+        }
+
+    async def _principal(self, request: web.Request) -> Principal:
+        try:
+            principal = await self._authenticate(request, KEY_VAULT_RESOURCE)
+        except Unauthorized as exc:
+            if exc.missing:
+                self.challenges += 1
+                message = "AKV10000: Request is missing a Bearer or PoP token."
+            else:
+                self.unauthorized += 1
+                message = f"AKV10022: Invalid token: {exc.reason}"
+            raise VaultError(401, "Unauthorized", message) from None
+        if principal.tenant_id != self.home_tenant_id:
+            self.unauthorized += 1
+            raise VaultError(
+                401, "Unauthorized", f"AKV10032: Invalid issuer. Expected tenant {self.home_tenant_id}."
+            )
+        return principal
+
+    def _forbidden(self, principal: Principal, action: str, scope: str) -> VaultError:
+        self.forbidden += 1
+        message = (
+            "Caller is not authorized to perform action on resource.\r\n"
+            "If role assignments, deny assignments or role definitions were changed recently, "
+            "please observe propagation time.\r\n"
+            f"Caller: appid={principal.app_id};oid={principal.service_principal_id};"
+            f"iss=https://sts.windows.net/{principal.tenant_id}/\r\n"
+            f"Action: '{action}'\r\n"
+            f"Resource: '{self.resource_id.lower()}{scope if scope != '/' else ''}'\r\n"
+            "Assignment: (not found)\r\n"
+            "DecisionReason: 'DeniedWithNoValidRBAC' \r\n"
+            f"Vault: {self.vault_name};location=devstack\r\n"
+        )
+        return VaultError(403, "Forbidden", message, inner_code="ForbiddenByRbac")
+
+    def _guard(self, handler: Handler, action: str, path: str) -> Handler:
+        collection = path.strip("/").split("/", 1)[0].replace("deleted", "")
+
+        async def guarded(request: web.Request) -> web.StreamResponse:
+            self.requests += 1
+            headers = {"x-ms-keyvault-service-version": SERVICE_VERSION, "x-ms-request-id": str(uuid.uuid4())}
+            try:
+                principal = await self._principal(request)
+                api_version = request.query.get("api-version")
+                if not api_version:
+                    raise bad_parameter("The 'api-version' query parameter is missing.")
+                if not API_VERSION_RE.match(api_version):
+                    raise bad_parameter(f"The specified version ({api_version[:40]}) is not recognized.")
+                name = request.match_info.get("name")
+                if name is not None:
+                    validate_name(name)
+                scope = f"/{collection}/{name}" if name else "/"
+                if not self.roles.allows(principal, action, scope):
+                    raise self._forbidden(principal, action, scope)
+                response = await handler(request)
+            except VaultError as exc:
+                if exc.status == 401:
+                    headers.update(self._challenge_header())
+                return exc.response(headers)
+            response.headers.update(headers)
+            return response
+
+        return guarded
+
+
+__all__ = ["KeyVault", "error_response"]
