@@ -99,7 +99,8 @@ class FaultRules:
 
 
 class Stats:
-    def __init__(self) -> None:
+    def __init__(self, extra: Callable[[], dict[str, Any]] | None = None) -> None:
+        self._extra = extra  # more counters from other parts (e.g. the vault's event deliveries)
         self.by_route: Counter[str] = Counter()
         self.by_status: Counter[int] = Counter()
         self.requests = 0
@@ -115,6 +116,7 @@ class Stats:
             "faultsInjected": faults.injected,
             "processTimeS": time.process_time(),
             "uptimeS": time.time() - self.started,
+            **(self._extra() if self._extra is not None else {}),
         }
 
 

@@ -22,6 +22,7 @@ from devstack.tenant import admin, ca, entra, persistence
 from devstack.tenant.auth import Authenticator
 from devstack.tenant.context import AUTHENTICATE, BASE_URL, MARK_DIRTY, REGISTRY, SIM, SimulationConfig
 from devstack.tenant.faults import FAULTS, STATS, FaultRules, Stats, simulation_middleware
+from devstack.tenant.keyvault import KeyVault
 from devstack.tenant.registry import TenantRegistry
 from devstack.tenant.throttling import THROTTLER, Throttler
 from devstack.tenant.tokens import SigningKey
@@ -36,15 +37,6 @@ class ServerOptions:
     state_dir: Path | None = None
     sim: SimulationConfig = field(default_factory=SimulationConfig)
     faults: tuple[dict[str, Any], ...] = ()
-
-
-def _make_vault(home_tenant_id: str, vault_url: str, authenticate: Authenticator) -> Any | None:
-    try:
-        from devstack.tenant.keyvault import KeyVault  # type: ignore[attr-defined]
-    except ImportError:
-        log.warning("devstack.tenant.keyvault has no KeyVault yet: serving without Key Vault")
-        return None
-    return KeyVault(home_tenant_id, vault_url, authenticate)
 
 
 class TenantServer:
@@ -73,17 +65,27 @@ class TenantServer:
             self.registry.create(self.registry.home_tenant_id)
         self.signing_key = SigningKey(self.tls.signing_key, self.tls.signing_cert)
         self.authenticator = Authenticator(self.signing_key, self.registry)
-        self.vault = _make_vault(self.registry.home_tenant_id, self.vault_url, self.authenticator)
-        if saved is not None and self.vault is not None and saved.get("vault") is not None:
-            self.vault.restore(saved["vault"])
+        self.sim = replace(options.sim, extra=dict(options.sim.extra))
         self.saver = persistence.Saver(options.state_dir, self.snapshot)
+        home = self.registry.entries[self.registry.home_tenant_id]
+        self.vault = KeyVault(
+            self.registry.home_tenant_id,
+            vault_url=self.vault_url,
+            authority=self.base_url,
+            sim=self.sim,
+            authenticate=self.authenticator,
+            bootstrap_principal_app_id=home.client_id,
+            mark_dirty=self.saver.mark_dirty,
+        )
+        if saved is not None and saved.get("vault") is not None:
+            self.vault.restore(saved["vault"])
         self.app = self._build_app()
 
     def snapshot(self) -> dict[str, Any]:
         return {
             "version": 1,
             "registry": self.registry.to_dict(),
-            "vault": self.vault.snapshot() if self.vault is not None else None,
+            "vault": self.vault.snapshot(),
         }
 
     def identity(self, tenant_id: str) -> dict[str, Any]:
@@ -104,7 +106,7 @@ class TenantServer:
 
     def _build_app(self) -> web.Application:
         app = web.Application(middlewares=[simulation_middleware], client_max_size=4 * 1024 * 1024)
-        sim = replace(self.options.sim, extra=dict(self.options.sim.extra))
+        sim = self.sim
         app[SIM] = sim
         app[admin.INITIAL_SIM] = replace(sim, extra=dict(sim.extra))
         app[REGISTRY] = self.registry
@@ -119,14 +121,13 @@ class TenantServer:
 
         faults.rules.extend(FaultRule.from_json(rule) for rule in self.options.faults)
         app[FAULTS] = faults
-        app[STATS] = Stats()
+        app[STATS] = Stats(extra=lambda: {"vault": self.vault.stats()})
         app[admin.IDENTITY] = self.identity
         app[VAULT] = self.vault
         app.add_routes(admin.routes())
         app.add_routes(entra.routes())
         app.add_routes(_graph_routes())
-        if self.vault is not None:
-            app.add_routes(self.vault.routes())
+        app.add_routes(self.vault.routes())
         return app
 
     async def run(self, ready: asyncio.Event | None = None, stop: asyncio.Event | None = None) -> None:
@@ -139,8 +140,7 @@ class TenantServer:
         await runner.setup()
         site = web.SockSite(runner, self.socket, ssl_context=self.tls.server_ssl_context())
         await site.start()
-        if self.vault is not None:
-            await self.vault.start()
+        await self.vault.start()
         sys.stdout.write(json.dumps(self.identity(self.registry.home_tenant_id)) + "\n")
         sys.stdout.flush()
         if ready is not None:
@@ -148,8 +148,7 @@ class TenantServer:
         try:
             await stop.wait()
         finally:
-            if self.vault is not None:
-                await self.vault.stop()
+            await self.vault.stop()
             await runner.cleanup()
             await self.saver.flush()
             if self._temporary_dir is not None:

@@ -1,0 +1,132 @@
+"""The local tenant's Entra endpoints, driven through azure-identity (sync via MSAL, and async)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import jwt
+import pytest
+from azure.core.exceptions import ClientAuthenticationError
+from azure.identity import ClientSecretCredential
+from azure.identity.aio import ClientSecretCredential as AsyncClientSecretCredential
+
+from tests.fixtures.tenant import TenantProcess
+
+GRAPH_SCOPE = "https://graph.microsoft.com/.default"
+VAULT_SCOPE = "https://vault.azure.net/.default"
+
+
+def credential(tenant: TenantProcess, **overrides: str) -> ClientSecretCredential:
+    values = {
+        "tenant_id": tenant.tenant_id,
+        "client_id": tenant.client_id,
+        "client_secret": tenant.client_secret,
+        **overrides,
+    }
+    return ClientSecretCredential(
+        values["tenant_id"],
+        values["client_id"],
+        values["client_secret"],
+        authority=tenant.authority,
+        disable_instance_discovery=True,
+    )
+
+
+def verified_claims(tenant: TenantProcess, token: str, audience: str) -> dict[str, Any]:
+    """Check the token's signature against the tenant's published JWKS, as a resource server would."""
+    jwks = jwt.PyJWKClient(f"{tenant.authority}/{tenant.tenant_id}/discovery/v2.0/keys")
+    key = jwks.get_signing_key_from_jwt(token)
+    return jwt.decode(token, key.key, algorithms=["RS256"], audience=audience)
+
+
+def refused(tenant: TenantProcess, **overrides: str) -> str:
+    with pytest.raises(ClientAuthenticationError) as caught:
+        credential(tenant, **overrides).get_token(GRAPH_SCOPE)
+    return str(caught.value)
+
+
+def test_bootstrap_secret_gets_a_graph_token_with_its_roles(tenant: TenantProcess) -> None:
+    token = credential(tenant).get_token(GRAPH_SCOPE)
+
+    claims = verified_claims(tenant, token.token, "https://graph.microsoft.com")
+    assert claims["tid"] == tenant.tenant_id
+    assert claims["appid"] == claims["azp"] == tenant.client_id
+    assert claims["idtyp"] == "app"
+    assert {"Application.ReadWrite.OwnedBy", "AppRoleAssignment.ReadWrite.All"} <= set(claims["roles"])
+    assert claims["exp"] - claims["iat"] == 3600
+
+
+def test_async_credential_gets_a_vault_token_without_roles(tenant: TenantProcess) -> None:
+    async def get() -> str:
+        async with AsyncClientSecretCredential(
+            tenant.tenant_id,
+            tenant.client_id,
+            tenant.client_secret,
+            authority=tenant.authority,
+            disable_instance_discovery=True,
+        ) as async_credential:
+            return (await async_credential.get_token(VAULT_SCOPE)).token
+
+    claims = verified_claims(tenant, asyncio.run(get()), "https://vault.azure.net")
+    assert claims["appid"] == tenant.client_id
+    assert "roles" not in claims
+
+
+def test_wrong_secret_is_refused_with_7000215(tenant: TenantProcess) -> None:
+    message = refused(tenant, client_secret="not-the-secret")
+    assert "AADSTS7000215" in message
+    assert "not-the-secret" not in message
+
+
+def test_unknown_client_is_refused_with_700016(tenant: TenantProcess) -> None:
+    assert "AADSTS700016" in refused(tenant, client_id="11111111-2222-3333-4444-555555555555")
+
+
+def test_unknown_tenant_is_refused_with_90002(tenant: TenantProcess) -> None:
+    unknown = "99999999-2222-3333-4444-555555555555"
+    # MSAL (sync) reads the tenant's OpenID configuration first, which Entra refuses for unknown tenants.
+    assert "Unable to get authority configuration" in refused(tenant, tenant_id=unknown)
+
+    async def get() -> None:
+        async with AsyncClientSecretCredential(
+            unknown,
+            tenant.client_id,
+            tenant.client_secret,
+            authority=tenant.authority,
+            disable_instance_discovery=True,
+        ) as async_credential:
+            await async_credential.get_token(GRAPH_SCOPE)
+
+    with pytest.raises(ClientAuthenticationError, match="AADSTS90002"):
+        asyncio.run(get())
+
+
+def test_unknown_resource_is_refused_with_500011(tenant: TenantProcess) -> None:
+    with pytest.raises(ClientAuthenticationError, match="AADSTS500011"):
+        credential(tenant).get_token("https://contoso.example/.default")
+
+
+def test_scope_without_default_suffix_is_invalid_scope(tenant: TenantProcess) -> None:
+    with pytest.raises(ClientAuthenticationError, match="AADSTS1002012"):
+        credential(tenant).get_token("https://graph.microsoft.com/User.Read")
+
+
+def test_admin_created_tenant_has_its_own_identity(tenant_admin: TenantProcess) -> None:
+    second = tenant_admin.create_tenant()
+    assert second["tenantId"] != tenant_admin.tenant_id
+    assert second["clientId"] != tenant_admin.client_id
+    assert second["authority"] == tenant_admin.authority
+
+    token = ClientSecretCredential(
+        second["tenantId"],
+        second["clientId"],
+        second["clientSecret"],
+        authority=second["authority"],
+        disable_instance_discovery=True,
+    ).get_token(GRAPH_SCOPE)
+    claims = verified_claims(tenant_admin, token.token, "https://graph.microsoft.com")
+    assert claims["tid"] == second["tenantId"]
+    assert "Application.ReadWrite.OwnedBy" in claims["roles"]
+    # The home tenant's identity has no service principal in the new tenant.
+    assert "AADSTS700016" in refused(tenant_admin, tenant_id=second["tenantId"])
