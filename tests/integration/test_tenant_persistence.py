@@ -1,0 +1,44 @@
+"""With --state-dir, the local tenant's identities, tenants and vault survive a restart."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from azure.identity import ClientSecretCredential
+from azure.keyvault.secrets import SecretClient
+
+from tests.fixtures.tenant import TenantProcess
+
+GRAPH_SCOPE = "https://graph.microsoft.com/.default"
+
+
+def secret_credential(authority: str, tenant_id: str, client_id: str, secret: str) -> ClientSecretCredential:
+    return ClientSecretCredential(
+        tenant_id, client_id, secret, authority=authority, disable_instance_discovery=True
+    )
+
+
+def test_identities_tenants_and_vault_survive_a_restart(
+    make_tenant_process: Callable[..., TenantProcess], tmp_path: Path
+) -> None:
+    process = make_tenant_process(state_dir=tmp_path / "state")
+    before = dict(process.info)
+    second = process.create_tenant()
+    home = secret_credential(process.authority, process.tenant_id, process.client_id, process.client_secret)
+    vault = SecretClient(process.vault_url, home, verify_challenge_resource=False)
+    vault.set_secret("survives-restart", "kept-value")
+
+    assert process.stop() == 0  # SIGTERM is a clean stop
+    process.start()
+
+    for key in ("tenantId", "clientId", "clientSecret", "caFile"):
+        assert process[key] == before[key]
+    home = secret_credential(process.authority, process.tenant_id, process.client_id, process.client_secret)
+    assert home.get_token(GRAPH_SCOPE).token
+    other = secret_credential(
+        process.authority, second["tenantId"], second["clientId"], second["clientSecret"]
+    )
+    assert other.get_token(GRAPH_SCOPE).token
+    vault = SecretClient(process.vault_url, home, verify_challenge_resource=False)
+    assert vault.get_secret("survives-restart").value == "kept-value"
