@@ -1,0 +1,230 @@
+"""The local tenant's Key Vault secrets, driven through the official azure-keyvault-secrets client."""
+
+from __future__ import annotations
+
+import datetime
+import uuid
+from typing import Any
+
+import pytest
+from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
+from azure.core.pipeline import PipelineResponse
+from azure.identity import ClientSecretCredential
+from azure.keyvault.secrets import SecretClient
+
+from tests.fixtures.tenant import TenantProcess
+
+
+class WireLog:
+    """A raw_response_hook: the SDK's hook policy sits after its challenge policy, so it sees every
+    request/response as it crossed the wire, the unauthenticated probe included."""
+
+    def __init__(self) -> None:
+        self.exchanges: list[tuple[bool, int, dict[str, str]]] = []
+        self.bodies: list[str] = []
+
+    def __call__(self, response: PipelineResponse[Any, Any]) -> None:
+        sent_token = "Authorization" in response.http_request.headers
+        http = response.http_response
+        self.exchanges.append((sent_token, http.status_code, dict(http.headers)))
+        self.bodies.append(http.text())
+
+
+def secret_client(tenant: TenantProcess, **kwargs: Any) -> SecretClient:
+    credential = ClientSecretCredential(
+        tenant.tenant_id,
+        tenant.client_id,
+        tenant.client_secret,
+        authority=tenant.authority,
+        disable_instance_discovery=True,
+    )
+    return SecretClient(tenant.vault_url, credential, verify_challenge_resource=False, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def client(tenant: TenantProcess) -> SecretClient:
+    return secret_client(tenant)
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def error_of(exc: HttpResponseError) -> tuple[int | None, str | None]:
+    return exc.status_code, exc.error.code if exc.error else None
+
+
+def test_first_request_is_challenged_then_succeeds_with_a_token(tenant: TenantProcess) -> None:
+    wire = WireLog()
+    client = secret_client(tenant, raw_response_hook=wire)
+    name = unique("challenge")
+
+    secret = client.set_secret(name, "s3cr3t-value")
+
+    assert secret.value == "s3cr3t-value"
+    (first_token, first_status, first_headers), (second_token, second_status, _) = wire.exchanges
+    assert (first_token, first_status) == (False, 401)
+    assert first_headers["WWW-Authenticate"] == (
+        f'Bearer authorization="{tenant.authority}/{tenant.tenant_id}", resource="https://vault.azure.net"'
+    )
+    assert (second_token, second_status) == (True, 200)
+    # The token is cached: the next call goes straight through.
+    client.get_secret(name)
+    assert [status for _, status, _ in wire.exchanges[2:]] == [200]
+
+
+def test_a_forged_token_is_refused_with_401(tenant: TenantProcess) -> None:
+    class ForgedCredential:
+        def get_token(self, *scopes: str, **kwargs: Any) -> Any:
+            from azure.core.credentials import AccessToken
+
+            return AccessToken("eyJhbGciOiJub25lIn0.eyJhdWQiOiJodHRwczovL3ZhdWx0LmF6dXJlLm5ldCJ9.", 2**31)
+
+    client = SecretClient(tenant.vault_url, ForgedCredential(), verify_challenge_resource=False)  # type: ignore[arg-type]
+    with pytest.raises(HttpResponseError) as caught:
+        client.get_secret("anything")
+    assert error_of(caught.value) == (401, "Unauthorized")
+
+
+def test_set_get_latest_and_by_version(client: SecretClient) -> None:
+    name = unique("rw")
+    expires = datetime.datetime.now(datetime.UTC).replace(microsecond=0) + datetime.timedelta(days=30)
+    first = client.set_secret(
+        name, "one", content_type="text/plain", tags={"registrationId": "r1"}, expires_on=expires
+    )
+    second = client.set_secret(name, "two")
+
+    assert first.properties.version and second.properties.version
+    assert len(first.properties.version) == 32 and int(first.properties.version, 16) >= 0
+    assert first.properties.version != second.properties.version
+    assert client.get_secret(name).value == "two"
+    old = client.get_secret(name, first.properties.version)
+    assert old.value == "one"
+    assert old.properties.content_type == "text/plain"
+    assert old.properties.tags == {"registrationId": "r1"}
+    assert old.properties.expires_on == expires
+    assert old.id == f"{client.vault_url}/secrets/{name}/{first.properties.version}"
+    assert old.properties.recovery_level == "Recoverable+Purgeable"
+
+
+def test_list_versions_pages_with_next_link(client: SecretClient) -> None:
+    name = unique("paged")
+    created = {client.set_secret(name, f"v{i}").properties.version for i in range(7)}
+
+    pages = list(client.list_properties_of_secret_versions(name, max_page_size=3).by_page())
+    listed = [item for page in pages for item in page]
+
+    assert len(pages) == 3
+    assert {item.version for item in listed} == created
+    assert all(item.name == name for item in listed)
+    assert name in {item.name for item in client.list_properties_of_secrets()}
+
+
+def test_list_never_returns_values(tenant: TenantProcess, client: SecretClient) -> None:
+    name = unique("novalue")
+    client.set_secret(name, "hidden-value")
+    wire = WireLog()
+    listing = secret_client(tenant, raw_response_hook=wire)
+    assert any(item.name == name for item in listing.list_properties_of_secret_versions(name))
+    assert any(item.name == name for item in listing.list_properties_of_secrets())
+    listed = [body for body in wire.bodies if '"value"' in body]
+    assert listed and not any("hidden-value" in body for body in listed)
+
+
+def test_update_properties_then_disabled_version_is_refused(client: SecretClient) -> None:
+    name = unique("disable")
+    client.set_secret(name, "v")
+
+    updated = client.update_secret_properties(
+        name, content_type="application/json", tags={"generation": "2"}, enabled=False
+    )
+
+    assert updated.enabled is False
+    assert updated.content_type == "application/json"
+    assert updated.tags == {"generation": "2"}
+    with pytest.raises(HttpResponseError) as caught:
+        client.get_secret(name)
+    assert error_of(caught.value) == (403, "Forbidden")
+    assert "Operation get is not allowed on a disabled secret." in str(caught.value)
+    client.update_secret_properties(name, enabled=True)
+    assert client.get_secret(name).value == "v"
+
+
+def test_expired_version_stays_readable(client: SecretClient) -> None:
+    name = unique("expired")
+    past = datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=1)
+    client.set_secret(name, "old", expires_on=past, not_before=past - datetime.timedelta(days=1))
+    assert client.get_secret(name).value == "old"
+
+
+def test_soft_delete_recover_and_purge(client: SecretClient) -> None:
+    name = unique("deleted")
+    client.set_secret(name, "keep-me")
+
+    deleted = client.begin_delete_secret(name).result()
+    assert deleted.recovery_id == f"{client.vault_url}/deletedsecrets/{name}"
+    assert deleted.deleted_date is not None and deleted.scheduled_purge_date is not None
+    assert deleted.scheduled_purge_date > deleted.deleted_date
+    with pytest.raises(ResourceNotFoundError):
+        client.get_secret(name)
+    assert client.get_deleted_secret(name).name == name
+    assert name in {item.name for item in client.list_deleted_secrets()}
+    with pytest.raises(ResourceExistsError) as caught:
+        client.set_secret(name, "reuse")
+    assert error_of(caught.value) == (409, "Conflict")
+
+    client.begin_recover_deleted_secret(name).result()
+    assert client.get_secret(name).value == "keep-me"
+
+    client.begin_delete_secret(name).result()
+    client.purge_deleted_secret(name)
+    with pytest.raises(ResourceNotFoundError):
+        client.get_deleted_secret(name)
+    assert client.set_secret(name, "fresh").value == "fresh"
+
+
+def test_missing_secret_and_version_are_secret_not_found(client: SecretClient) -> None:
+    name = unique("missing")
+    with pytest.raises(ResourceNotFoundError) as caught:
+        client.get_secret(name)
+    assert error_of(caught.value) == (404, "SecretNotFound")
+    client.set_secret(name, "v")
+    with pytest.raises(ResourceNotFoundError) as caught:
+        client.get_secret(name, uuid.uuid4().hex)
+    assert error_of(caught.value) == (404, "SecretNotFound")
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "kwargs"),
+    [
+        ("bad_name", "v", {}),
+        ("x" * 128, "v", {}),
+        (None, "x" * (25 * 1024 + 1), {}),
+        (None, "v", {"tags": {f"t{i}": "v" for i in range(16)}}),
+        (None, "v", {"tags": {"long": "x" * 513}}),
+        (None, "v", {"content_type": "c" * 256}),
+    ],
+    ids=["underscore", "128-chars", "oversize-value", "16-tags", "long-tag", "long-content-type"],
+)
+def test_limits_are_refused_with_bad_parameter(
+    client: SecretClient, name: str | None, value: str, kwargs: dict[str, Any]
+) -> None:
+    target = name or unique("limits")
+    with pytest.raises(HttpResponseError) as caught:
+        client.set_secret(target, value, **kwargs)
+    assert error_of(caught.value) == (400, "BadParameter")
+    if name is None:
+        with pytest.raises(ResourceNotFoundError):
+            client.get_secret(target)
+
+
+def test_limits_at_the_boundary_are_accepted(client: SecretClient) -> None:
+    name = unique("x" * 100)[:127]
+    secret = client.set_secret(
+        name,
+        "x" * (25 * 1024),
+        tags={f"t{i}": "v" * 512 for i in range(15)},
+        content_type="c" * 255,
+    )
+    assert len(secret.value or "") == 25 * 1024
+    assert len(secret.properties.tags or {}) == 15
