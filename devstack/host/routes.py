@@ -104,7 +104,8 @@ class _Segment:
 
     @property
     def optional(self) -> bool:
-        return len(self.parameters) == 1 and (self.parameters[0].optional or self.parameters[0].catch_all)
+        only = self.parameters[0] if len(self.parameters) == 1 else None
+        return only is not None and (only.optional or only.catch_all or only.default is not None)
 
 
 def _parse_parameter(text: str) -> _Parameter:

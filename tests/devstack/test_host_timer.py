@@ -1,0 +1,40 @@
+"""Timers fire on their NCRONTAB schedule; a restart after a missed occurrence runs them past due."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from tests.devstack.harness import records, start_sample_host, wait_for
+
+
+def test_timer_fires_every_second_and_runs_past_due_after_a_missed_occurrence(
+    azurite: str, tmp_path: Path
+) -> None:
+    record_dir = tmp_path / "records"
+    state_dir = tmp_path / "state"
+    values = {
+        "SampleStorage": azurite,
+        "SAMPLE_QUEUE": "timer-test-unused",
+        "SAMPLE_SCHEDULE": "* * * * * *",  # resolved from the %SAMPLE_SCHEDULE% binding expression
+        "SAMPLE_RECORD_DIR": str(record_dir),
+    }
+    with start_sample_host(tmp_path, values, state_dir=state_dir):
+        fired = wait_for(lambda: (r := records(record_dir, "timer")) and len(r) >= 3 and r, timeout=15)
+        assert not any(r["past_due"] for r in fired)  # the host kept up with its schedule
+
+    status = json.loads((state_dir / "timers" / "every_second.json").read_text())
+    recorded_next = datetime.fromisoformat(status["Next"])
+    # The host is down while that occurrence passes: wait (bounded) until it is in the past.
+    wait_for(lambda: datetime.now(UTC) > recorded_next, timeout=5)
+    time.sleep(0.2)
+
+    before = len(records(record_dir, "timer"))
+    with start_sample_host(tmp_path, values, state_dir=state_dir):
+        after_restart = wait_for(
+            lambda: (r := records(record_dir, "timer")[before:]) and len(r) >= 2 and r, timeout=15
+        )
+    assert after_restart[0]["past_due"] is True
+    assert after_restart[1]["past_due"] is False
