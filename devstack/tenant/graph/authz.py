@@ -1,0 +1,64 @@
+"""Authorization as Entra decides it for app-only callers: app roles in the token, plus ownership."""
+
+from __future__ import annotations
+
+from devstack.tenant.context import Principal
+from devstack.tenant.graph.errors import forbidden
+from devstack.tenant.graph.model import Application, ServicePrincipal
+
+APP_READ_ALL = "Application.Read.All"
+APP_READWRITE_ALL = "Application.ReadWrite.All"
+APP_OWNED_BY = "Application.ReadWrite.OwnedBy"
+APP_ROLE_ASSIGNMENT_RW = "AppRoleAssignment.ReadWrite.All"
+GRANT_RW = "DelegatedPermissionGrant.ReadWrite.All"
+
+READ_ROLES = frozenset(
+    {APP_READ_ALL, APP_READWRITE_ALL, APP_OWNED_BY, "Directory.Read.All", "Directory.ReadWrite.All"}
+)
+CONSENT_READ_ROLES = READ_ROLES | {APP_ROLE_ASSIGNMENT_RW, GRANT_RW, "DelegatedPermissionGrant.Read.All"}
+CREATE_ROLES = frozenset({APP_READWRITE_ALL, APP_OWNED_BY})
+
+
+def require_any(principal: Principal, roles: frozenset[str]) -> None:
+    if principal.roles.isdisjoint(roles):
+        raise forbidden()
+
+
+def require_read(principal: Principal) -> None:
+    require_any(principal, READ_ROLES)
+
+
+def require_consent_read(principal: Principal) -> None:
+    require_any(principal, CONSENT_READ_ROLES)
+
+
+def require_create(principal: Principal) -> None:
+    require_any(principal, CREATE_ROLES)
+
+
+def require_app_write(principal: Principal, app: Application) -> None:
+    """Application.ReadWrite.All, or Application.ReadWrite.OwnedBy on an app the caller owns."""
+    if APP_READWRITE_ALL in principal.roles:
+        return
+    if APP_OWNED_BY in principal.roles and principal.service_principal_id in app.owners:
+        return
+    raise forbidden()
+
+
+def require_sp_write(principal: Principal, sp: ServicePrincipal, app: Application | None) -> None:
+    if APP_READWRITE_ALL in principal.roles:
+        return
+    owned = principal.service_principal_id in sp.owners or (
+        app is not None and principal.service_principal_id in app.owners
+    )
+    if APP_OWNED_BY in principal.roles and owned:
+        return
+    raise forbidden()
+
+
+def require_assignment_write(principal: Principal) -> None:
+    require_any(principal, frozenset({APP_ROLE_ASSIGNMENT_RW}))
+
+
+def require_grant_write(principal: Principal) -> None:
+    require_any(principal, frozenset({GRANT_RW}))

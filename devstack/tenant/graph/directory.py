@@ -1,0 +1,395 @@
+"""One tenant's directory: applications, service principals, consent; indexed for O(1) lookups.
+
+``Directory`` is what Entra's token endpoint reads (context.DirectoryView) and what the Graph
+handlers change. All mutation happens synchronously inside one aiohttp handler, so no locks.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+from devstack.tenant.context import (
+    GRAPH_APP_ID,
+    GRAPH_RESOURCE,
+    KEY_VAULT_APP_ID,
+    KEY_VAULT_RESOURCE,
+    CertificateRecord,
+    ClientRecord,
+    ResourceRecord,
+    SecretRecord,
+)
+from devstack.tenant.graph.model import (
+    Application,
+    AppRoleAssignment,
+    FederatedIdentityCredential,
+    GraphObject,
+    KeyCredential,
+    PasswordCredential,
+    PermissionGrant,
+    ServicePrincipal,
+    guid_bytes_id,
+    iso,
+    new_secret_text,
+    now_utc,
+)
+from devstack.tenant.graph.seeds import SEEDS, catalogue, seed_props, service_principal_props
+
+BOOTSTRAP_DISPLAY_NAME = "Registrar (devstack)"
+BOOTSTRAP_GRAPH_ROLES = (
+    "Application.ReadWrite.OwnedBy",
+    "AppRoleAssignment.ReadWrite.All",
+    "DelegatedPermissionGrant.ReadWrite.All",
+)
+RESOURCE_AUDIENCES = {GRAPH_APP_ID: GRAPH_RESOURCE, KEY_VAULT_APP_ID: KEY_VAULT_RESOURCE}
+DEFAULT_SIGN_IN_AUDIENCE = "AzureADandPersonalMicrosoftAccount"
+
+
+def application_defaults() -> dict[str, Any]:
+    """Every property Graph returns for a new application, in Graph's order."""
+    return {
+        "id": None,
+        "deletedDateTime": None,
+        "appId": None,
+        "applicationTemplateId": None,
+        "disabledByMicrosoftStatus": None,
+        "createdDateTime": None,
+        "displayName": None,
+        "description": None,
+        "groupMembershipClaims": None,
+        "identifierUris": [],
+        "isDeviceOnlyAuthAllowed": None,
+        "isFallbackPublicClient": None,
+        "nativeAuthenticationApisEnabled": None,
+        "notes": None,
+        "publisherDomain": "devstack.onmicrosoft.com",
+        "serviceManagementReference": None,
+        "signInAudience": DEFAULT_SIGN_IN_AUDIENCE,
+        "tags": [],
+        "tokenEncryptionKeyId": None,
+        "uniqueName": None,
+        "samlMetadataUrl": None,
+        "defaultRedirectUri": None,
+        "certification": None,
+        "optionalClaims": None,
+        "requestSignatureVerification": None,
+        "servicePrincipalLockConfiguration": None,
+        "addIns": [],
+        "api": {
+            "acceptMappedClaims": None,
+            "knownClientApplications": [],
+            "requestedAccessTokenVersion": None,
+            "oauth2PermissionScopes": [],
+            "preAuthorizedApplications": [],
+        },
+        "appRoles": [],
+        "info": {
+            "logoUrl": None,
+            "marketingUrl": None,
+            "privacyStatementUrl": None,
+            "supportUrl": None,
+            "termsOfServiceUrl": None,
+        },
+        "keyCredentials": [],
+        "parentalControlSettings": {"countriesBlockedForMinors": [], "legalAgeGroupRule": "Allow"},
+        "passwordCredentials": [],
+        "publicClient": {"redirectUris": []},
+        "requiredResourceAccess": [],
+        "verifiedPublisher": {"displayName": None, "verifiedPublisherId": None, "addedDateTime": None},
+        "web": {
+            "homePageUrl": None,
+            "logoutUrl": None,
+            "redirectUris": [],
+            "implicitGrantSettings": {"enableAccessTokenIssuance": False, "enableIdTokenIssuance": False},
+            "redirectUriSettings": [],
+        },
+        "spa": {"redirectUris": []},
+    }
+
+
+class Directory:
+    """Implements context.DirectoryView; see module docstring."""
+
+    def __init__(self, tenant_id: str) -> None:
+        self.tenant_id = tenant_id
+        self.applications: dict[str, Application] = {}
+        self.apps_by_app_id: dict[str, Application] = {}
+        self.apps_by_unique_name: dict[str, Application] = {}
+        self.service_principals: dict[str, ServicePrincipal] = {}
+        self.sps_by_app_id: dict[str, ServicePrincipal] = {}
+        self.sps_by_name: dict[str, ServicePrincipal] = {}  # servicePrincipalNames, lower case
+        self.assignments: dict[str, AppRoleAssignment] = {}
+        self.grants: dict[str, PermissionGrant] = {}
+
+    # ---- context.DirectoryView -------------------------------------------------------------
+    def application_by_app_id(self, app_id: str) -> Application | None:
+        return self.apps_by_app_id.get(app_id.lower())
+
+    def service_principal_by_app_id(self, app_id: str) -> ServicePrincipal | None:
+        return self.sps_by_app_id.get(app_id.lower())
+
+    def resource_for_scope(self, scope: str) -> ServicePrincipal | None:
+        resource = scope.strip()
+        if resource.endswith("/.default"):
+            resource = resource[: -len("/.default")]
+        key = resource.lower()
+        return self.sps_by_name.get(key) or self.sps_by_name.get(key.rstrip("/"))
+
+    def granted_app_role_values(self, client_sp_id: str, resource_sp_id: str) -> set[str]:
+        resource = self.service_principals.get(resource_sp_id)
+        if resource is None:
+            return set()
+        values = set()
+        for assignment in self.assignments.values():
+            if assignment.principal_id == client_sp_id and assignment.resource_id == resource_sp_id:
+                value = resource.role_value(assignment.app_role_id)
+                if value:
+                    values.add(value)
+        return values
+
+    def client_record(self, app_id: str) -> ClientRecord | None:
+        """The token endpoint's view of a client, cached on the application until its credentials change."""
+        app = self.application_by_app_id(app_id)
+        if app is None:
+            return None
+        sp = self.service_principal_by_app_id(app_id)
+        sp_id = sp.id if sp is not None else None
+        cached = app.record_cache
+        if isinstance(cached, ClientRecord) and cached.service_principal_id == sp_id:
+            return cached
+        record = ClientRecord(
+            app_id=app.app_id,
+            application_id=app.id,
+            display_name=app.display_name,
+            service_principal_id=sp_id,
+            secrets=tuple(
+                SecretRecord(p.key_id, p.salt, p.digest, p.start.timestamp(), p.end.timestamp(), p.created_at)
+                for p in app.password_credentials
+            ),
+            certificates=tuple(
+                CertificateRecord(
+                    k.key_id,
+                    k.thumbprint_sha1,
+                    k.thumbprint_sha256,
+                    k.certificate.public_key(),
+                    k.start.timestamp(),
+                    k.end.timestamp(),
+                    k.created_at,
+                )
+                for k in app.key_credentials
+                if k.usage == "Verify"
+            ),
+        )
+        app.record_cache = record
+        return record
+
+    def resource_record(self, scope: str) -> ResourceRecord | None:
+        sp = self.resource_for_scope(scope)
+        if sp is None:
+            return None
+        audience = RESOURCE_AUDIENCES.get(sp.app_id, scope.strip().removesuffix("/.default"))
+        return ResourceRecord(sp.id, sp.app_id, audience)
+
+    # ---- visibility (replication delay) ---------------------------------------------------
+    @staticmethod
+    def visible(obj: GraphObject, delay_ms: int, now: float | None = None) -> bool:
+        if delay_ms <= 0:
+            return True
+        return ((now if now is not None else time.time()) - obj.created_at) * 1000.0 >= delay_ms
+
+    # ---- applications -----------------------------------------------------------------------
+    def create_application(self, props: dict[str, Any], owner_ids: list[str] | None = None) -> Application:
+        created = time.time()
+        object_id = str(uuid.uuid4())
+        app_id = str(uuid.uuid4())
+        full = application_defaults()
+        full.update(props)
+        full.update(id=object_id, appId=app_id, createdDateTime=now_utc().strftime("%Y-%m-%dT%H:%M:%SZ"))
+        app = Application(object_id, created, full)
+        app.owners = list(owner_ids or [])
+        self._index_application(app)
+        return app
+
+    def _index_application(self, app: Application) -> None:
+        self.applications[app.id] = app
+        self.apps_by_app_id[app.app_id.lower()] = app
+        unique = app.props.get("uniqueName")
+        if unique:
+            self.apps_by_unique_name[str(unique).lower()] = app
+
+    def application_by_unique_name(self, unique_name: str) -> Application | None:
+        return self.apps_by_unique_name.get(unique_name.lower())
+
+    def delete_application(self, app: Application) -> None:
+        self.applications.pop(app.id, None)
+        self.apps_by_app_id.pop(app.app_id.lower(), None)
+        unique = app.props.get("uniqueName")
+        if unique:
+            self.apps_by_unique_name.pop(str(unique).lower(), None)
+        sp = self.sps_by_app_id.get(app.app_id.lower())
+        if sp is not None:
+            self.delete_service_principal(sp)
+
+    def add_password(
+        self, app: Application, display_name: str | None, start: datetime, end: datetime
+    ) -> tuple[PasswordCredential, str]:
+        secret_text = new_secret_text()
+        credential = PasswordCredential.issue(secret_text, display_name, start, end, time.time())
+        app.password_credentials.append(credential)
+        app.credentials_changed()
+        return credential, secret_text
+
+    # ---- service principals -------------------------------------------------------------------
+    def create_service_principal(
+        self, app: Application, owner_ids: list[str] | None = None
+    ) -> ServicePrincipal:
+        object_id = str(uuid.uuid4())
+        api = app.props.get("api") or {}
+        props = service_principal_props(
+            object_id,
+            app.app_id,
+            app.display_name,
+            owner_tenant=self.tenant_id,
+            names=[app.app_id, *(app.props.get("identifierUris") or [])],
+            app_roles=list(app.props.get("appRoles") or []),
+            scopes=list(api.get("oauth2PermissionScopes") or []),
+            sign_in_audience=str(app.props.get("signInAudience") or DEFAULT_SIGN_IN_AUDIENCE),
+            tags=list(app.props.get("tags") or []),
+        )
+        props["createdDateTime"] = iso(now_utc())
+        sp = ServicePrincipal(object_id, time.time(), props)
+        sp.owners = list(owner_ids or [])
+        self._index_service_principal(sp)
+        return sp
+
+    def _index_service_principal(self, sp: ServicePrincipal) -> None:
+        self.service_principals[sp.id] = sp
+        self.sps_by_app_id[sp.app_id.lower()] = sp
+        for name in sp.props.get("servicePrincipalNames") or []:
+            self.sps_by_name.setdefault(str(name).lower(), sp)
+
+    def delete_service_principal(self, sp: ServicePrincipal) -> None:
+        self.service_principals.pop(sp.id, None)
+        if self.sps_by_app_id.get(sp.app_id.lower()) is sp:
+            self.sps_by_app_id.pop(sp.app_id.lower())
+        for name in sp.props.get("servicePrincipalNames") or []:
+            if self.sps_by_name.get(str(name).lower()) is sp:
+                self.sps_by_name.pop(str(name).lower())
+        for key, assignment in list(self.assignments.items()):
+            if sp.id in (assignment.principal_id, assignment.resource_id):
+                del self.assignments[key]
+        for key, grant in list(self.grants.items()):
+            if sp.id in (grant.client_id, grant.resource_id):
+                del self.grants[key]
+
+    # ---- consent ----------------------------------------------------------------------------
+    def assign_app_role(
+        self, principal: ServicePrincipal, resource: ServicePrincipal, app_role_id: str
+    ) -> AppRoleAssignment:
+        assignment = AppRoleAssignment(
+            id=guid_bytes_id(principal.id, str(uuid.uuid4())),
+            principal_id=principal.id,
+            resource_id=resource.id,
+            app_role_id=app_role_id,
+            principal_display_name=principal.display_name,
+            resource_display_name=resource.display_name,
+            created_at=time.time(),
+        )
+        self.assignments[assignment.id] = assignment
+        return assignment
+
+    def add_grant(self, grant: PermissionGrant) -> None:
+        self.grants[grant.id] = grant
+
+    # ---- persistence ------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        apps = []
+        for app in self.applications.values():
+            props = {k: v for k, v in app.props.items() if k not in ("passwordCredentials", "keyCredentials")}
+            apps.append(
+                {
+                    "createdAt": app.created_at,
+                    "props": props,
+                    "owners": app.owners,
+                    "passwords": [p.to_dict() for p in app.password_credentials],
+                    "keys": [k.to_dict() for k in app.key_credentials],
+                    "federated": [f.to_dict() for f in app.federated_credentials],
+                }
+            )
+        sps = []
+        for sp in self.service_principals.values():
+            props = sp.props
+            if sp.seed:  # the catalogues are rebuilt from the project's files on load
+                props = {k: v for k, v in props.items() if k not in ("appRoles", "oauth2PermissionScopes")}
+            sps.append({"createdAt": sp.created_at, "seed": sp.seed, "owners": sp.owners, "props": props})
+        return {
+            "tenantId": self.tenant_id,
+            "applications": apps,
+            "servicePrincipals": sps,
+            "appRoleAssignments": [a.to_dict() for a in self.assignments.values()],
+            "oauth2PermissionGrants": [g.to_dict() for g in self.grants.values()],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Directory:
+        directory = cls(data["tenantId"])
+        for item in data["applications"]:
+            app = Application(item["props"]["id"], float(item["createdAt"]), dict(item["props"]))
+            app.owners = list(item["owners"])
+            app.password_credentials = [PasswordCredential.from_dict(p) for p in item["passwords"]]
+            app.key_credentials = [KeyCredential.from_dict(k) for k in item["keys"]]
+            app.federated_credentials = [FederatedIdentityCredential.from_dict(f) for f in item["federated"]]
+            app.credentials_changed()
+            directory._index_application(app)
+        for item in data["servicePrincipals"]:
+            props = dict(item["props"])
+            if item["seed"]:
+                roles, scopes, _, _ = catalogue(item["seed"])
+                props.setdefault("appRoles", roles)
+                props.setdefault("oauth2PermissionScopes", scopes)
+            sp = ServicePrincipal(props["id"], float(item["createdAt"]), props, seed=item["seed"])
+            sp.owners = list(item["owners"])
+            directory._index_service_principal(sp)
+        for item in data["appRoleAssignments"]:
+            directory.assignments[item["id"]] = AppRoleAssignment(**item)
+        for item in data["oauth2PermissionGrants"]:
+            directory.grants[item["id"]] = PermissionGrant(**item)
+        return directory
+
+
+def seed_service_principal(directory: Directory, name: str) -> ServicePrincipal:
+    object_id = str(uuid.uuid4())
+    sp = ServicePrincipal(object_id, 0.0, seed_props(name, object_id, directory.tenant_id), seed=name)
+    _, _, roles_json, scopes_json = catalogue(name)
+    sp.prime("appRoles", roles_json)
+    sp.prime("oauth2PermissionScopes", scopes_json)
+    directory._index_service_principal(sp)
+    return sp
+
+
+def new_directory(tenant_id: str) -> tuple[Directory, str, str]:
+    """A seeded tenant: Microsoft's service principals plus the registrar's bootstrap app.
+
+    Returns (directory, bootstrap client id, bootstrap client secret). The bootstrap app holds
+    Graph's Application.ReadWrite.OwnedBy, AppRoleAssignment.ReadWrite.All and
+    DelegatedPermissionGrant.ReadWrite.All app roles.
+    """
+    directory = Directory(tenant_id)
+    for name in SEEDS:
+        seed_service_principal(directory, name)
+    app = directory.create_application(
+        {"displayName": BOOTSTRAP_DISPLAY_NAME, "signInAudience": "AzureADMyOrg", "tags": ["devstack"]}
+    )
+    app.created_at = 0.0  # exists "since forever": never hidden by the replication delay
+    sp = directory.create_service_principal(app)
+    sp.created_at = 0.0
+    start = now_utc() - timedelta(minutes=5)
+    credential, secret_text = directory.add_password(app, "bootstrap", start, start + timedelta(days=730))
+    credential.created_at = 0.0  # usable at once, whatever the propagation delay
+    graph = directory.sps_by_app_id[GRAPH_APP_ID]
+    by_value = {role["value"]: role["id"] for role in graph.props["appRoles"]}
+    for value in BOOTSTRAP_GRAPH_ROLES:
+        directory.assign_app_role(sp, graph, by_value[value])
+    return directory, app.app_id, secret_text
