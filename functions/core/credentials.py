@@ -1,0 +1,284 @@
+"""Issuing a registration's credential (secret, certificate, federated) and removing everything.
+
+Write-ahead: the credential's displayName (`registrar-<registration id>-g<generation>`) is saved
+in the record BEFORE the Graph call that creates it. A retry looks for credentials with that
+name on the app: one whose keyId reached Key Vault is adopted, any other is removed, so a crash
+anywhere leaves exactly one credential, and it is the one in Key Vault.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import replace
+from datetime import timedelta
+
+from functions.core.errors import NotFound, PermanentError
+from functions.core.keeper import RecordKeeper
+from functions.core.models import CredentialType, SecretValue
+from functions.core.ports import (
+    Clock,
+    Directory,
+    FederatedCredentialSpec,
+    KeyCredentialSpec,
+    Vault,
+    VaultCertificate,
+)
+from functions.core.registrations import (
+    CredentialState,
+    PendingCredential,
+    Registration,
+    credential_display_name,
+    unique_name_for,
+    vault_object_name,
+)
+from functions.telemetry import redactor
+
+log = logging.getLogger(__name__)
+
+SECRET_CONTENT_TYPE = "text/plain; registrar=client-secret"  # noqa: S105  (a content type, not a secret)
+DEFAULT_LIFETIME = timedelta(days=180)
+_KEY_ID_NAMESPACE = uuid.UUID("8d0f6f1e-5c8e-4b8a-9b0e-6a1f2f0c7e11")
+
+
+def certificate_key_id(registration_id: str, generation: int) -> str:
+    """keyCredentials keyId of a generation: deterministic, so re-PATCHing after a crash is a no-op."""
+    return str(uuid.uuid5(_KEY_ID_NAMESPACE, f"{registration_id}/g{generation}"))
+
+
+def vault_tags(record: Registration, key_id: str, generation: int, expires_on: str) -> dict[str, str]:
+    return {
+        "registrationId": record.id,
+        "tenantId": record.tenant_id,
+        "appId": record.app_id or "",
+        "keyId": key_id,
+        "generation": str(generation),
+        "expiresOn": expires_on,
+        "profileId": record.profile_id,
+    }
+
+
+class CredentialIssuer:
+    def __init__(self, *, directory: Directory, vault: Vault, clock: Clock) -> None:
+        self._directory = directory
+        self._vault = vault
+        self._clock = clock
+
+    async def issue_first(self, keeper: RecordKeeper) -> SecretValue | None:
+        """Issue generation 1 unless done. Returns the new secret value (in memory, for verify),
+        or None when there is none to return (certificate, federated, adopted after a crash)."""
+        record = keeper.current
+        if record.credential is not None and record.pending_credential is None:
+            return None
+        kind = record.plan.credential.type
+        pending = record.pending_credential
+        retry = pending is not None
+        if pending is None:
+            pending = PendingCredential(
+                type=kind,
+                generation=1,
+                display_name=credential_display_name(record.id, 1),
+                started_at=self._clock.now(),
+            )
+            await keeper.update(
+                lambda r: replace(r, pending_credential=pending).with_event(
+                    "credential", "started", pending.started_at, pending.display_name
+                )
+            )
+        if kind is CredentialType.SECRET:
+            return await self._secret(keeper, pending, retry)
+        if kind is CredentialType.CERTIFICATE:
+            await self._certificate(keeper, pending)
+            return None
+        await self._federated(keeper, pending)
+        return None
+
+    # ------------------------------------------------------------ client secret
+
+    async def _secret(
+        self, keeper: RecordKeeper, pending: PendingCredential, retry: bool
+    ) -> SecretValue | None:
+        record = keeper.current
+        tenant, app = record.tenant_id, record.app_object_id
+        assert app is not None
+        name = vault_object_name(record.id)
+        if retry and await self._adopt_or_clean(keeper, pending):
+            return None
+        start = self._clock.now()
+        end = start + (record.plan.credential.lifetime or DEFAULT_LIFETIME)
+        issued = await self._directory.add_password(tenant, app, pending.display_name, start, end)
+        redactor.register(issued.secret.reveal())  # a slip into any log line is masked
+        ref = await self._vault.set_secret(
+            name,
+            issued.secret,
+            content_type=SECRET_CONTENT_TYPE,
+            tags=vault_tags(record, issued.key_id, pending.generation, issued.end.isoformat()),
+            expires_on=issued.end,
+        )
+        state = CredentialState(
+            type=CredentialType.SECRET,
+            generation=pending.generation,
+            display_name=pending.display_name,
+            key_id=issued.key_id,
+            start=issued.start,
+            expires_on=issued.end,
+            secret_name=name,
+            secret_uri=ref.uri,
+            secret_version=ref.version,
+        )
+        await self._record(keeper, state)
+        return issued.secret
+
+    async def _adopt_or_clean(self, keeper: RecordKeeper, pending: PendingCredential) -> bool:
+        """After a crash: adopt the named password whose keyId reached Key Vault, remove the rest."""
+        record = keeper.current
+        tenant, app = record.tenant_id, record.app_object_id
+        assert app is not None
+        named = [
+            c
+            for c in await self._directory.list_credentials(tenant, app)
+            if c.kind == "password" and c.display_name == pending.display_name
+        ]
+        if not named:
+            return False
+        name = vault_object_name(record.id)
+        in_vault = {v.tags.get("keyId"): v for v in await self._vault.secret_versions(name)}
+        adopted = next((c for c in named if c.key_id in in_vault), None)
+        for c in named:
+            if c is not adopted:
+                log.info("removing credential %s that never reached Key Vault", c.key_id)
+                await self._directory.remove_password(tenant, app, c.key_id)
+        if adopted is None:
+            return False
+        version = in_vault[adopted.key_id]
+        await self._record(
+            keeper,
+            CredentialState(
+                type=CredentialType.SECRET,
+                generation=pending.generation,
+                display_name=pending.display_name,
+                key_id=adopted.key_id,
+                start=adopted.start,
+                expires_on=adopted.end or version.expires_on,
+                secret_name=name,
+                secret_uri=version.uri,
+                secret_version=version.version,
+            ),
+        )
+        return True
+
+    # ------------------------------------------------------------ certificate
+
+    async def _certificate(self, keeper: RecordKeeper, pending: PendingCredential) -> None:
+        record = keeper.current
+        assert record.app_object_id is not None
+        name = vault_object_name(record.id)
+        key_id = certificate_key_id(record.id, pending.generation)
+        cert: VaultCertificate
+        if pending.certificate_version:
+            cert = await self._vault.get_certificate(name, pending.certificate_version)
+        else:
+            lifetime = record.plan.credential.lifetime or DEFAULT_LIFETIME
+            cert = await self._vault.create_certificate(
+                name,
+                subject=f"CN={record.id}",
+                validity_months=max(1, lifetime.days // 30),
+                tags=vault_tags(record, key_id, pending.generation, ""),
+            )
+            await keeper.update(
+                lambda r: replace(
+                    r, pending_credential=replace(pending, certificate_version=cert.version)
+                ).with_event("credential", "certificate", self._clock.now(), f"version {cert.version}")
+            )
+        # keyCredentials is replaced as a whole: only this generation's key belongs there now.
+        await self._directory.set_key_credentials(
+            record.tenant_id,
+            record.app_object_id,
+            [KeyCredentialSpec(key_id, pending.display_name, cert.der, cert.not_before, cert.expires_on)],
+        )
+        await self._record(
+            keeper,
+            CredentialState(
+                type=CredentialType.CERTIFICATE,
+                generation=pending.generation,
+                display_name=pending.display_name,
+                key_id=key_id,
+                start=cert.not_before,
+                expires_on=cert.expires_on,
+                secret_name=name,
+                secret_uri=cert.secret_uri,
+                secret_version=cert.secret_uri.rstrip("/").rsplit("/", 1)[-1],
+                certificate_name=name,
+                certificate_uri=cert.certificate_uri,
+                certificate_version=cert.version,
+                thumbprint=cert.thumbprint_sha1,
+            ),
+        )
+
+    # ------------------------------------------------------------ federated
+
+    async def _federated(self, keeper: RecordKeeper, pending: PendingCredential) -> None:
+        record = keeper.current
+        spec = record.plan.credential
+        assert record.app_object_id is not None
+        if not spec.issuer or not spec.subject:
+            raise PermanentError("a federated credential needs issuer and subject", code="FederatedSpec")
+        fic_id = await self._directory.add_federated_credential(
+            record.tenant_id,
+            record.app_object_id,
+            FederatedCredentialSpec(
+                name=pending.display_name[:120],
+                issuer=spec.issuer,
+                subject=spec.subject,
+                audiences=spec.audiences,
+            ),
+        )
+        await self._record(
+            keeper,
+            CredentialState(
+                type=CredentialType.FEDERATED,
+                generation=pending.generation,
+                display_name=pending.display_name,
+                key_id=fic_id,
+                start=self._clock.now(),
+                issuer=spec.issuer,
+                subject=spec.subject,
+            ),
+        )
+
+    async def _record(self, keeper: RecordKeeper, state: CredentialState) -> None:
+        now = self._clock.now()
+        await keeper.update(
+            lambda r: replace(r, credential=state, pending_credential=None).with_event(
+                "credential", "done", now, f"{state.type.value} keyId {state.key_id}"
+            )
+        )
+
+    # ------------------------------------------------------------ removal
+
+    async def remove_everything(self, record: Registration) -> None:
+        """Remove the registration's credentials, app (its service principal goes with it) and
+        Key Vault objects. Idempotent; finds an app a crash left unrecorded by its uniqueName."""
+        tenant = record.tenant_id
+        app_object_id = record.app_object_id
+        if app_object_id is None:
+            found = await self._directory.find_application(tenant, unique_name_for(record.id))
+            app_object_id = found.object_id if found else None
+        if app_object_id is not None:
+            try:
+                for c in await self._directory.list_credentials(tenant, app_object_id):
+                    if c.kind == "password":
+                        await self._directory.remove_password(tenant, app_object_id, c.key_id)
+                    elif c.kind == "key":
+                        await self._directory.set_key_credentials(tenant, app_object_id, [])
+            except NotFound:
+                pass  # the app is already gone
+            await self._directory.delete_application(tenant, app_object_id)
+        kinds = {c.type for c in (record.credential, *record.retiring_credentials) if c is not None}
+        if record.pending_credential is not None:
+            kinds.add(record.pending_credential.type)
+        name = vault_object_name(record.id)
+        if CredentialType.CERTIFICATE in kinds:
+            await self._vault.delete_certificate(name)
+        if CredentialType.SECRET in kinds:
+            await self._vault.delete_secret(name)

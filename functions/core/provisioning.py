@@ -1,0 +1,397 @@
+"""The registration workflow: accepted -> (pending_approval ->) provisioning -> active | failed.
+
+Steps (DESIGN.md, "The registration workflow"), each idempotent and saved before the next:
+
+    app --+--> service principal --> consent (one $batch for app roles; delegated per resource)
+          |            \\
+          +--> credential -----+--> verify (a token with the new credential) --> active
+
+The credential step needs only the app; verify needs the credential and the service principal;
+consent runs alongside verify. So a new registration costs about four round trips, not ten.
+
+Failures: TransientError propagates (the queue message is retried and the re-run resumes from
+the last saved step); PermanentError, ValidationFailed and NotFound end the registration as
+`failed` with the reason, after removing what was made (app with its service principal and
+credentials, Key Vault object). A secret value lives only in memory, from addPassword to
+set_secret and the verify right after: never in the record, a log line or an exception.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from datetime import timedelta
+
+from functions.core.credentials import CredentialIssuer
+from functions.core.errors import NotFound, PermanentError, TransientError, ValidationFailed
+from functions.core.keeper import RecordKeeper, Sleep
+from functions.core.models import CredentialType, PermissionKind, RegistrationStatus, SecretValue
+from functions.core.ports import (
+    ApplicationSpec,
+    Clock,
+    DelegatedGrant,
+    Directory,
+    RedirectUris,
+    RegistrationStore,
+    RequiredResourceAccess,
+    TokenProbe,
+    Vault,
+)
+from functions.core.registrations import (
+    TERMINAL_STATUSES,
+    Approval,
+    ErrorInfo,
+    Registration,
+    unique_name_for,
+)
+from functions.core.steps import concurrently, failure_kind, in_step, step_of
+from functions.telemetry import log_context
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WorkflowSettings:
+    lease_for: timedelta = timedelta(minutes=5)
+    lease_wait: timedelta = timedelta(seconds=30)
+    verify_timeout: timedelta = timedelta(minutes=3)  # per run; the queue retry gives more
+    verify_first_delay: timedelta = timedelta(seconds=1)
+    verify_max_delay: timedelta = timedelta(seconds=20)
+    # The benchmark's naive baseline: every call one after another, one assignment per call.
+    concurrent: bool = True
+
+
+class Provisioner:
+    def __init__(
+        self,
+        *,
+        store: RegistrationStore,
+        directory: Directory,
+        vault: Vault,
+        probe: TokenProbe,
+        clock: Clock,
+        settings: WorkflowSettings | None = None,
+        owner: str | None = None,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        self._store = store
+        self._directory = directory
+        self._vault = vault
+        self._probe = probe
+        self._clock = clock
+        self._settings = settings or WorkflowSettings()
+        self._owner = owner or f"worker-{uuid.uuid4().hex[:12]}"
+        self._sleep = sleep
+        self._issuer = CredentialIssuer(directory=directory, vault=vault, clock=clock)
+
+    async def claim(self, registration_id: str) -> RecordKeeper:
+        return await RecordKeeper.claim(
+            self._store,
+            self._clock,
+            registration_id,
+            owner=self._owner,
+            lease_for=self._settings.lease_for,
+            wait=self._settings.lease_wait,
+            sleep=self._sleep,
+        )
+
+    async def run(self, registration_id: str) -> Registration:
+        """Drive a registration as far as it can go now. Idempotent: safe to call again any time."""
+        keeper = await self.claim(registration_id)
+        record = keeper.current
+        with log_context(registration_id=record.id, tenant_id=record.tenant_id, operation="provision"):
+            try:
+                await self._drive(keeper)
+            except TransientError as err:
+                log.warning("provisioning paused at step %s, will retry: %s", step_of(err), err)
+                paused = err
+                await keeper.update(lambda r: _with_error(r, paused, self._clock))
+                await keeper.release()
+                raise
+            except (PermanentError, ValidationFailed, NotFound) as err:
+                log.error("provisioning failed at step %s: %s", step_of(err), err)
+                await self._fail(keeper, err)
+            return await keeper.release()
+
+    # ------------------------------------------------------------ the steps
+
+    async def _drive(self, keeper: RecordKeeper) -> None:
+        record = keeper.current
+        if record.status in TERMINAL_STATUSES or record.status in (
+            RegistrationStatus.DECOMMISSIONING,
+            RegistrationStatus.ROTATING,
+        ):
+            return
+        now = self._clock.now()
+        if record.status in (RegistrationStatus.ACCEPTED, RegistrationStatus.PENDING_APPROVAL):
+            if record.plan.approval_reasons and not (record.approval and record.approval.granted):
+                if record.status is RegistrationStatus.ACCEPTED:
+                    await keeper.update(
+                        lambda r: replace(
+                            r,
+                            status=RegistrationStatus.PENDING_APPROVAL,
+                            approval=r.approval or Approval(reasons=r.plan.approval_reasons),
+                        ).with_event("approval", "waiting", now, "; ".join(r.plan.approval_reasons))
+                    )
+                return
+            await keeper.update(
+                lambda r: replace(r, status=RegistrationStatus.PROVISIONING).with_event(
+                    "provisioning", "started", now
+                )
+            )
+
+        await self._app(keeper)
+        if self._settings.concurrent:
+            principal_ready = asyncio.Event()
+
+            async def principal_then_consent() -> None:
+                await self._service_principal(keeper)
+                principal_ready.set()
+                await self._consent(keeper)
+
+            async def credential_then_verify() -> None:
+                secret = await self._credential(keeper)
+                await principal_ready.wait()
+                await self._verify(keeper, secret)
+
+            await concurrently(principal_then_consent(), credential_then_verify())
+        else:
+            await self._service_principal(keeper)
+            await self._consent(keeper)
+            secret = await self._credential(keeper)
+            await self._verify(keeper, secret)
+
+        done = self._clock.now()
+        await keeper.update(
+            lambda r: replace(r, status=RegistrationStatus.ACTIVE, last_error=None).with_event(
+                "active", "done", done
+            )
+        )
+        log.info("registration active: app %s", keeper.current.app_id)
+
+    async def _app(self, keeper: RecordKeeper) -> None:
+        record = keeper.current
+        if record.app_object_id and record.step_done("app"):
+            return
+        plan = record.plan
+        unique_name = unique_name_for(record.id)
+        spec = ApplicationSpec(
+            unique_name=unique_name,
+            display_name=plan.display_name,
+            sign_in_audience=plan.sign_in_audience,
+            redirect_uris=RedirectUris(
+                web=plan.web_redirect_uris,
+                spa=plan.spa_redirect_uris,
+                public_client=plan.public_client_redirect_uris,
+            ),
+            required_resource_access=_required_resource_access(record),
+            notes=_notes(record),
+            tags=(
+                "Registrar",
+                f"registrar:registration:{record.id}",
+                f"registrar:profile:{record.profile_id}",
+            ),
+        )
+        async with in_step("app"):
+            ref = await self._directory.upsert_application(record.tenant_id, spec)
+        now = self._clock.now()
+        await keeper.update(
+            lambda r: replace(
+                r, unique_name=unique_name, app_object_id=ref.object_id, app_id=ref.app_id
+            ).with_event("app", "done", now, f"appId {ref.app_id}")
+        )
+
+    async def _service_principal(self, keeper: RecordKeeper) -> None:
+        record = keeper.current
+        if record.service_principal_id:
+            return
+        assert record.app_id is not None
+        async with in_step("service_principal"):
+            sp_id = await self._directory.ensure_service_principal(record.tenant_id, record.app_id)
+        now = self._clock.now()
+        await keeper.update(
+            lambda r: replace(r, service_principal_id=sp_id).with_event("service_principal", "done", now)
+        )
+
+    async def _consent(self, keeper: RecordKeeper) -> None:
+        record = keeper.current
+        if record.step_done("consent"):
+            return
+        tenant, principal = record.tenant_id, record.service_principal_id
+        assert principal is not None
+        permissions = record.plan.permissions
+        async with in_step("consent"):
+            resources = sorted({p.resource_app_id for p in permissions})
+            catalogs = await asyncio.gather(
+                *(self._directory.resource_catalog(tenant, app_id) for app_id in resources)
+            )
+            sp_of = {c.app_id: c.service_principal_id for c in catalogs}
+            wanted_roles = {
+                (sp_of[p.resource_app_id], p.id) for p in permissions if p.kind is PermissionKind.APPLICATION
+            }
+            wanted_scopes: dict[str, set[str]] = {}
+            for p in permissions:
+                if p.kind is PermissionKind.DELEGATED:
+                    wanted_scopes.setdefault(sp_of[p.resource_app_id], set()).add(p.name)
+
+            # A service principal this workflow created has no grants until this step first runs:
+            # only a re-run (after a crash or retry) needs to read what exists.
+            first_attempt = not record.consent_started
+            if first_attempt:
+                await keeper.update(lambda r: replace(r, consent_started=True))
+                existing_roles: set[tuple[str, str]] = set()
+                existing_grants: Mapping[str, DelegatedGrant] = {}
+            else:
+                existing_roles, existing_grants = await asyncio.gather(
+                    self._directory.app_role_assignments(tenant, principal),
+                    self._directory.delegated_grants(tenant, principal),
+                )
+            missing = sorted(wanted_roles - existing_roles)
+            calls = []
+            if missing and self._settings.concurrent:
+                calls.append(self._directory.assign_app_roles(tenant, principal, missing))
+            elif missing:
+                calls.extend(self._directory.assign_app_roles(tenant, principal, [pair]) for pair in missing)
+            for resource_sp, scopes in sorted(wanted_scopes.items()):
+                grant = existing_grants.get(resource_sp)
+                if grant is None or grant.scopes != frozenset(scopes):
+                    calls.append(
+                        self._directory.grant_delegated(
+                            tenant,
+                            principal,
+                            resource_sp,
+                            frozenset(scopes),
+                            grant.grant_id if grant else None,
+                        )
+                    )
+            if self._settings.concurrent:
+                await asyncio.gather(*calls)
+            else:
+                for call in calls:
+                    await call
+        now = self._clock.now()
+        detail = (
+            f"{len(wanted_roles)} app roles ({len(missing)} added), {len(wanted_scopes)} delegated grants"
+        )
+        await keeper.update(
+            lambda r: replace(r, granted_permissions=r.plan.permissions).with_event(
+                "consent", "done", now, detail
+            )
+        )
+
+    async def _credential(self, keeper: RecordKeeper) -> SecretValue | None:
+        async with in_step("credential"):
+            return await self._issuer.issue_first(keeper)
+
+    async def _verify(self, keeper: RecordKeeper, secret: SecretValue | None) -> None:
+        record = keeper.current
+        credential = record.credential
+        assert credential is not None and record.app_id is not None
+        if credential.verified_at is not None:
+            return
+        async with in_step("verify"):
+            if credential.type is CredentialType.FEDERATED:
+                # Only the external issuer can mint the assertion a federated credential needs.
+                now = self._clock.now()
+                await keeper.update(
+                    lambda r: r.with_event("verify", "skipped", now, "federated: proved by the connector")
+                )
+                return
+            if secret is None:  # a re-run: the value is in Key Vault only
+                name = credential.certificate_name or credential.secret_name
+                assert name is not None
+                _, secret = await self._vault.get_secret(name, credential.secret_version)
+            await self._until_accepted(record, credential.type, secret)
+        now = self._clock.now()
+        await keeper.update(
+            lambda r: replace(
+                r, credential=replace(r.credential, verified_at=now) if r.credential else None
+            ).with_event("verify", "done", now)
+        )
+
+    async def _until_accepted(self, record: Registration, kind: CredentialType, secret: SecretValue) -> None:
+        """Entra takes a while to accept a new credential: retry with backoff, within a budget."""
+        assert record.app_id is not None
+        delay = self._settings.verify_first_delay.total_seconds()
+        budget = self._settings.verify_timeout.total_seconds()
+        waited = 0.0
+        while True:
+            try:
+                if kind is CredentialType.CERTIFICATE:
+                    await self._probe.try_certificate(record.tenant_id, record.app_id, secret)
+                else:
+                    await self._probe.try_secret(record.tenant_id, record.app_id, secret)
+                return
+            except TransientError as err:
+                wait = max(delay, err.retry_after.total_seconds() if err.retry_after else 0.0)
+                if waited + wait > budget:
+                    raise TransientError(
+                        f"the new credential was not accepted within {budget:.0f} s; retrying later"
+                    ) from None
+                await self._sleep(wait)
+                waited += wait
+                delay = min(delay * 2, self._settings.verify_max_delay.total_seconds())
+
+    # ------------------------------------------------------------ failure
+
+    async def _fail(self, keeper: RecordKeeper, err: Exception) -> None:
+        """Remove what was made, then record the failure. A transient error while cleaning up
+        propagates: the retry drives the steps again and fails again, cleaning up then."""
+        record = keeper.current
+        await self._issuer.remove_everything(record)
+        now = self._clock.now()
+        await keeper.update(
+            lambda r: replace(
+                _with_error(r, err, self._clock),
+                status=RegistrationStatus.FAILED,
+                app_object_id=None,
+                app_id=None,
+                service_principal_id=None,
+                credential=None,
+                pending_credential=None,
+                granted_permissions=(),
+            ).with_event(step_of(err), "failed", now, failure_kind(err))
+        )
+
+
+def _with_error(record: Registration, err: Exception, clock: Clock) -> Registration:
+    problems = err.problems if isinstance(err, ValidationFailed) else ()
+    code = err.code if isinstance(err, PermanentError) else None
+    info = ErrorInfo(
+        step=step_of(err),
+        kind=failure_kind(err),
+        message=str(err),
+        at=clock.now(),
+        code=code,
+        problems=problems,
+    )
+    return replace(record, last_error=info)
+
+
+def _required_resource_access(record: Registration) -> tuple[RequiredResourceAccess, ...]:
+    by_resource: dict[str, tuple[set[str], set[str]]] = {}
+    for p in record.plan.permissions:
+        roles, scopes = by_resource.setdefault(p.resource_app_id, (set(), set()))
+        (roles if p.kind is PermissionKind.APPLICATION else scopes).add(p.id)
+    return tuple(
+        RequiredResourceAccess(
+            resource_app_id=app_id, app_role_ids=tuple(sorted(r)), scope_ids=tuple(sorted(s))
+        )
+        for app_id, (r, s) in sorted(by_resource.items())
+    )
+
+
+def _notes(record: Registration) -> str:
+    parts = [
+        f"Registrar registration {record.id}",
+        f"request {record.request_id}",
+        f"profile {record.profile_id}",
+    ]
+    if record.plan.requested_by:
+        parts.append(f"requested by {record.plan.requested_by}")
+    if record.plan.notes:
+        parts.append(record.plan.notes)
+    return "; ".join(parts)[:1024]

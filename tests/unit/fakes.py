@@ -1,0 +1,461 @@
+"""In-memory fakes of the core's ports, faithful to the Protocols' idempotency rules.
+
+They keep state (apps, service principals, grants, secrets, records) so tests assert on outcomes,
+and record every call so tests can count round trips. `Crashing` wraps any fake to simulate a
+process that dies right after its N-th outside call took effect.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import secrets
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from functions.core.errors import ConcurrencyConflict, NotFound, PermanentError, TransientError
+from functions.core.models import RegistrationStatus, ResourceCatalog, SecretValue
+from functions.core.permissions import canonical_resource, catalog_from_json
+from functions.core.ports import (
+    AppCredential,
+    ApplicationRef,
+    ApplicationSpec,
+    DelegatedGrant,
+    FederatedCredentialSpec,
+    IssuedSecret,
+    KeyCredentialSpec,
+    VaultCertificate,
+    VaultSecretRef,
+)
+from functions.core.registrations import Registration, RegistrationPage
+
+RESOURCES_DIR = Path(__file__).resolve().parents[2] / "functions" / "profiles" / "resources"
+
+
+class FakeClock:
+    def __init__(self, start: datetime | None = None) -> None:
+        self._now = start or datetime(2026, 11, 22, 9, 0, tzinfo=UTC)
+
+    def now(self) -> datetime:
+        return self._now
+
+    def advance(self, delta: timedelta) -> None:
+        self._now += delta
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def note(self, name: str) -> None:
+        self.calls.append(name)
+
+    def count(self, name: str) -> int:
+        return sum(1 for c in self.calls if c == name)
+
+
+@dataclass
+class FakeApp:
+    object_id: str
+    app_id: str
+    spec: ApplicationSpec
+    passwords: dict[str, tuple[str, datetime, datetime, str]] = field(default_factory=dict)  # keyId -> ..
+    keys: list[KeyCredentialSpec] = field(default_factory=list)
+    federated: dict[str, tuple[str, FederatedCredentialSpec]] = field(
+        default_factory=dict
+    )  # name -> (id, ..)
+
+
+class FakeDirectory(Recorder):
+    """One tenant's Graph: apps by uniqueName, service principals, assignments, grants."""
+
+    def __init__(self, tenant_id: str) -> None:
+        super().__init__()
+        self.tenant_id = tenant_id
+        self.apps: dict[str, FakeApp] = {}
+        self.deleted_apps: list[str] = []
+        self.service_principals: dict[str, str] = {}  # appId -> SP id
+        self.assignments: set[tuple[str, str, str]] = set()  # (principal, resource SP, appRoleId)
+        self.grants: dict[str, tuple[str, str, frozenset[str]]] = {}  # id -> (client, resource, scopes)
+        self.catalogs: dict[str, ResourceCatalog] = {}
+        for path in sorted(RESOURCES_DIR.glob("*.json")):
+            data = json.loads(path.read_text())
+            catalog = catalog_from_json(data, service_principal_id=str(uuid.uuid4()))
+            self.catalogs[catalog.app_id] = catalog
+            self.service_principals[catalog.app_id] = catalog.service_principal_id
+
+    def _tenant(self, tenant_id: str) -> None:
+        if tenant_id != self.tenant_id:
+            raise PermanentError(f"no identity in tenant {tenant_id}")
+
+    def _app(self, object_id: str) -> FakeApp:
+        if object_id not in self.apps:
+            raise NotFound("application", object_id)
+        return self.apps[object_id]
+
+    def app_by_unique_name(self, unique_name: str) -> FakeApp | None:
+        return next((a for a in self.apps.values() if a.spec.unique_name == unique_name), None)
+
+    async def resource_catalog(self, tenant_id: str, resource: str) -> ResourceCatalog:
+        self.note("resource_catalog")
+        self._tenant(tenant_id)
+        app_id = canonical_resource(resource)
+        for catalog in self.catalogs.values():
+            if app_id in (catalog.app_id, catalog.display_name):
+                return catalog
+        raise NotFound("resource", resource)
+
+    async def upsert_application(self, tenant_id: str, spec: ApplicationSpec) -> ApplicationRef:
+        self.note("upsert_application")
+        self._tenant(tenant_id)
+        app = self.app_by_unique_name(spec.unique_name)
+        if app is None:
+            app = FakeApp(str(uuid.uuid4()), str(uuid.uuid4()), spec)
+            self.apps[app.object_id] = app
+            return ApplicationRef(app.object_id, app.app_id, created=True)
+        app.spec = spec
+        return ApplicationRef(app.object_id, app.app_id)
+
+    async def find_application(self, tenant_id: str, unique_name: str) -> ApplicationRef | None:
+        self.note("find_application")
+        app = self.app_by_unique_name(unique_name)
+        return ApplicationRef(app.object_id, app.app_id) if app else None
+
+    async def ensure_service_principal(self, tenant_id: str, app_id: str) -> str:
+        self.note("ensure_service_principal")
+        if not any(a.app_id == app_id for a in self.apps.values()):
+            raise PermanentError(f"appId {app_id} does not reference a valid application object")
+        return self.service_principals.setdefault(app_id, str(uuid.uuid4()))
+
+    async def app_role_assignments(self, tenant_id: str, principal_id: str) -> set[tuple[str, str]]:
+        self.note("app_role_assignments")
+        return {(r, role) for p, r, role in self.assignments if p == principal_id}
+
+    async def assign_app_roles(
+        self, tenant_id: str, principal_id: str, assignments: Sequence[tuple[str, str]]
+    ) -> None:
+        self.note("assign_app_roles")
+        for resource_sp, role in assignments:
+            self.assignments.add((principal_id, resource_sp, role))
+
+    async def delegated_grants(self, tenant_id: str, client_id: str) -> Mapping[str, DelegatedGrant]:
+        self.note("delegated_grants")
+        return {
+            resource: DelegatedGrant(grant_id, resource, scopes)
+            for grant_id, (client, resource, scopes) in self.grants.items()
+            if client == client_id
+        }
+
+    async def grant_delegated(
+        self, tenant_id: str, client_id: str, resource_id: str, scopes: frozenset[str], existing: str | None
+    ) -> None:
+        self.note("grant_delegated")
+        if existing is None and any(c == client_id and r == resource_id for c, r, _ in self.grants.values()):
+            raise PermanentError("Permission entry already exists.")  # Graph's 409 on a duplicate grant
+        self.grants[existing or str(uuid.uuid4())] = (client_id, resource_id, scopes)
+
+    async def list_credentials(self, tenant_id: str, app_object_id: str) -> list[AppCredential]:
+        self.note("list_credentials")
+        app = self._app(app_object_id)
+        found = [AppCredential("password", k, d, s, e) for k, (d, s, e, _) in app.passwords.items()]
+        found += [AppCredential("key", k.key_id, k.display_name, k.start, k.end) for k in app.keys]
+        found += [AppCredential("federated", i, n, None, None) for n, (i, _) in app.federated.items()]
+        return found
+
+    async def add_password(
+        self, tenant_id: str, app_object_id: str, display_name: str, start: datetime, end: datetime
+    ) -> IssuedSecret:
+        self.note("add_password")
+        app = self._app(app_object_id)
+        key_id = str(uuid.uuid4())
+        value = secrets.token_urlsafe(30)
+        app.passwords[key_id] = (display_name, start, end, value)
+        return IssuedSecret(key_id, SecretValue(value), value[:3], start, end)
+
+    async def remove_password(self, tenant_id: str, app_object_id: str, key_id: str) -> None:
+        self.note("remove_password")
+        self._app(app_object_id).passwords.pop(key_id, None)
+
+    async def set_key_credentials(
+        self, tenant_id: str, app_object_id: str, keys: Sequence[KeyCredentialSpec]
+    ) -> None:
+        self.note("set_key_credentials")
+        self._app(app_object_id).keys = list(keys)
+
+    async def add_federated_credential(
+        self, tenant_id: str, app_object_id: str, spec: FederatedCredentialSpec
+    ) -> str:
+        self.note("add_federated_credential")
+        app = self._app(app_object_id)
+        if spec.name not in app.federated:
+            app.federated[spec.name] = (str(uuid.uuid4()), spec)
+        return app.federated[spec.name][0]
+
+    async def delete_application(self, tenant_id: str, app_object_id: str) -> None:
+        self.note("delete_application")
+        app = self.apps.pop(app_object_id, None)
+        if app is not None:
+            self.deleted_apps.append(app_object_id)
+            sp = self.service_principals.pop(app.app_id, None)
+            self.assignments = {a for a in self.assignments if a[0] != sp}
+            self.grants = {k: g for k, g in self.grants.items() if g[0] != sp}
+
+    # ------------------------------------------------------------ test helpers
+
+    def secret_value(self, app_id: str, key_id: str) -> str | None:
+        app = next((a for a in self.apps.values() if a.app_id == app_id), None)
+        entry = app.passwords.get(key_id) if app else None
+        return entry[3] if entry else None
+
+
+@dataclass
+class _Version:
+    ref: VaultSecretRef
+    value: str
+    content_type: str
+
+
+class FakeVault(Recorder):
+    def __init__(self, vault_url: str = "https://vault.test") -> None:
+        super().__init__()
+        self.url = vault_url
+        self.secrets: dict[str, list[_Version]] = {}
+        self.certificates: dict[str, list[VaultCertificate]] = {}
+        self.deleted: list[str] = []
+
+    async def set_secret(
+        self,
+        name: str,
+        value: SecretValue,
+        *,
+        content_type: str,
+        tags: Mapping[str, str],
+        expires_on: datetime | None,
+        not_before: datetime | None = None,
+        enabled: bool = True,
+    ) -> VaultSecretRef:
+        self.note("set_secret")
+        version = uuid.uuid4().hex
+        ref = VaultSecretRef(
+            name, version, f"{self.url}/secrets/{name}/{version}", expires_on, enabled, dict(tags)
+        )
+        self.secrets.setdefault(name, []).append(_Version(ref, value.reveal(), content_type))
+        return ref
+
+    async def get_secret(self, name: str, version: str | None = None) -> tuple[VaultSecretRef, SecretValue]:
+        self.note("get_secret")
+        versions = self.secrets.get(name) or []
+        found = next((v for v in versions if v.ref.version == version), None) if version else None
+        if version is None and versions:
+            found = versions[-1]
+        if found is None:
+            raise NotFound("secret", name)
+        return found.ref, SecretValue(found.value)
+
+    async def secret_versions(self, name: str) -> list[VaultSecretRef]:
+        self.note("secret_versions")
+        return [v.ref for v in self.secrets.get(name, [])]
+
+    async def update_secret_version(
+        self, name: str, version: str, *, enabled: bool | None = None, tags: Mapping[str, str] | None = None
+    ) -> None:
+        self.note("update_secret_version")
+        for v in self.secrets.get(name, []):
+            if v.ref.version == version:
+                v.ref = replace(
+                    v.ref,
+                    enabled=v.ref.enabled if enabled is None else enabled,
+                    tags=dict(tags) if tags is not None else v.ref.tags,
+                )
+
+    async def delete_secret(self, name: str) -> None:
+        self.note("delete_secret")
+        if self.secrets.pop(name, None) is not None:
+            self.deleted.append(name)
+
+    async def create_certificate(
+        self, name: str, *, subject: str, validity_months: int, tags: Mapping[str, str]
+    ) -> VaultCertificate:
+        self.note("create_certificate")
+        version = uuid.uuid4().hex
+        der = secrets.token_bytes(64)
+        start = datetime(2026, 11, 22, tzinfo=UTC)
+        cert = VaultCertificate(
+            name=name,
+            version=version,
+            certificate_uri=f"{self.url}/certificates/{name}/{version}",
+            secret_uri=f"{self.url}/secrets/{name}/{version}",
+            der=der,
+            thumbprint_sha1=hashlib.sha1(der).hexdigest(),  # noqa: S324  (a thumbprint, as Entra uses)
+            not_before=start,
+            expires_on=start + timedelta(days=30 * validity_months),
+        )
+        self.certificates.setdefault(name, []).append(cert)
+        pfx = "PFX:" + base64.b64encode(der).decode()  # the backing secret holds the "private key"
+        ref = VaultSecretRef(name, version, cert.secret_uri, cert.expires_on, True, dict(tags))
+        self.secrets.setdefault(name, []).append(_Version(ref, pfx, "application/x-pkcs12"))
+        return cert
+
+    async def get_certificate(self, name: str, version: str | None = None) -> VaultCertificate:
+        self.note("get_certificate")
+        versions = self.certificates.get(name) or []
+        found = next((c for c in versions if c.version == version), None) if version else versions[-1:]
+        if isinstance(found, list):
+            found = found[0] if found else None
+        if found is None:
+            raise NotFound("certificate", name)
+        return found
+
+    async def delete_certificate(self, name: str) -> None:
+        self.note("delete_certificate")
+        if self.certificates.pop(name, None) is not None:
+            self.secrets.pop(name, None)
+            self.deleted.append(name)
+
+    def latest_value(self, name: str) -> str | None:
+        versions = self.secrets.get(name)
+        return versions[-1].value if versions else None
+
+
+class FakeTokenProbe(Recorder):
+    """Accepts a credential that exists on the app, after `not_accepted_for` refusals (propagation)."""
+
+    def __init__(self, directory: FakeDirectory, vault: FakeVault, *, not_accepted_for: int = 0) -> None:
+        super().__init__()
+        self._directory = directory
+        self._vault = vault
+        self.not_accepted_for = not_accepted_for
+        self.accepted: list[tuple[str, str]] = []  # (appId, keyId)
+
+    def _propagating(self) -> None:
+        if self.not_accepted_for > 0:
+            self.not_accepted_for -= 1
+            raise TransientError(
+                "AADSTS7000215: Invalid client secret provided.", retry_after=timedelta(seconds=2)
+            )
+
+    async def try_secret(self, tenant_id: str, client_id: str, secret: SecretValue) -> None:
+        self.note("try_secret")
+        self._propagating()
+        for app in self._directory.apps.values():
+            if app.app_id == client_id:
+                for key_id, (_, _, _, value) in app.passwords.items():
+                    if value == secret.reveal():
+                        self.accepted.append((client_id, key_id))
+                        return
+        raise PermanentError("AADSTS7000215: Invalid client secret provided.")
+
+    async def try_certificate(self, tenant_id: str, client_id: str, pem_with_key: SecretValue) -> None:
+        self.note("try_certificate")
+        self._propagating()
+        text = pem_with_key.reveal()
+        der = base64.b64decode(text.removeprefix("PFX:"))
+        for app in self._directory.apps.values():
+            if app.app_id == client_id:
+                for key in app.keys:
+                    if key.certificate_der == der:
+                        self.accepted.append((client_id, key.key_id))
+                        return
+        raise PermanentError("AADSTS700027: Client assertion contains an invalid signature.")
+
+
+class FakeRegistrationStore(Recorder):
+    """Keeps documents (to_document/from_document round trip, as the Tables adapter does) with ETags."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.documents: dict[str, tuple[dict[str, Any], str]] = {}
+
+    def _load(self, registration_id: str) -> Registration:
+        doc, etag = self.documents[registration_id]
+        return Registration.from_document(json.loads(json.dumps(doc)), etag=etag)
+
+    async def get(self, registration_id: str) -> Registration:
+        self.note("get")
+        if registration_id not in self.documents:
+            raise NotFound("registration", registration_id)
+        return self._load(registration_id)
+
+    async def create(self, registration: Registration) -> tuple[Registration, bool]:
+        self.note("create")
+        if registration.id in self.documents:
+            return self._load(registration.id), False
+        self.documents[registration.id] = (registration.to_document(), uuid.uuid4().hex)
+        return self._load(registration.id), True
+
+    async def replace(self, registration: Registration) -> Registration:
+        self.note("replace")
+        if registration.id not in self.documents:
+            raise NotFound("registration", registration.id)
+        if self.documents[registration.id][1] != registration.etag:
+            raise ConcurrencyConflict(f"registration {registration.id} changed")
+        self.documents[registration.id] = (registration.to_document(), uuid.uuid4().hex)
+        return self._load(registration.id)
+
+    async def list(
+        self,
+        *,
+        tenant_id: str | None = None,
+        profile_id: str | None = None,
+        status: RegistrationStatus | None = None,
+        limit: int = 50,
+        continuation: str | None = None,
+    ) -> RegistrationPage:
+        self.note("list")
+        matching = [
+            self._load(key)
+            for key in sorted(self.documents)
+            if (tenant_id is None or self.documents[key][0]["tenantId"] == tenant_id)
+            and (profile_id is None or self.documents[key][0]["profileId"] == profile_id)
+            and (status is None or self.documents[key][0]["status"] == status.value)
+        ]
+        start = int(continuation or 0)
+        page = matching[start : start + limit]
+        more = start + limit < len(matching)
+        return RegistrationPage(page, str(start + limit) if more else None)
+
+
+class Crash(Exception):  # noqa: N818  (the process died: not an error the workflow handles)
+    pass
+
+
+class Faults:
+    """Counts outside calls across every wrapped fake; raises Crash once `crash_after` took effect."""
+
+    def __init__(self, crash_after: int | None = None) -> None:
+        self.crash_after = crash_after
+        self.count = 0
+        self.crashed = False
+
+    def after_call(self, name: str) -> None:
+        self.count += 1
+        if self.crash_after is not None and self.count >= self.crash_after:
+            self.crashed = True
+            raise Crash(f"crashed after call {self.count} ({name})")
+
+
+class Crashing:
+    """Wraps a fake: each async method runs, then the shared Faults decide whether we 'die'."""
+
+    def __init__(self, target: Any, faults: Faults) -> None:
+        self._target = target
+        self._faults = faults
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._target, name)
+        if name.startswith("_") or not callable(attribute):
+            return attribute
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            if self._faults.crashed:
+                raise Crash("the process is gone")
+            result = await attribute(*args, **kwargs)
+            self._faults.after_call(name)
+            return result
+
+        return call

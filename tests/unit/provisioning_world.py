@@ -1,0 +1,140 @@
+"""A small world of fakes plus helpers to accept a request and run the workflow on it."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from functions.core.intake import Accepted, accept
+from functions.core.lifecycle import Lifecycle
+from functions.core.models import (
+    EXCHANGE_ONLINE_APP_ID,
+    GRAPH_APP_ID,
+    CredentialSpec,
+    CredentialType,
+    PermissionKind,
+    RegistrationRequest,
+    ResolvedPermission,
+    WebhookSpec,
+)
+from functions.core.provisioning import Provisioner, WorkflowSettings
+from functions.core.registrations import ProvisioningPlan
+from tests.unit.fakes import (
+    FakeClock,
+    FakeDirectory,
+    FakeRegistrationStore,
+    FakeTokenProbe,
+    FakeVault,
+)
+
+TENANT = "11111111-2222-3333-4444-555555555555"
+
+
+async def fast_sleep(seconds: float) -> None:
+    await asyncio.sleep(0.001)
+
+
+@dataclass
+class World:
+    clock: FakeClock = field(default_factory=FakeClock)
+    directory: FakeDirectory = field(default_factory=lambda: FakeDirectory(TENANT))
+    vault: FakeVault = field(default_factory=FakeVault)
+    store: FakeRegistrationStore = field(default_factory=FakeRegistrationStore)
+    probe: FakeTokenProbe | None = None
+    sleeps: list[float] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.probe is None:
+            self.probe = FakeTokenProbe(self.directory, self.vault)
+
+    async def record_sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        await asyncio.sleep(0)
+
+    def resolved(self, resource: str, kind: PermissionKind, name: str) -> ResolvedPermission:
+        catalog = self.directory.catalogs[resource]
+        return ResolvedPermission(resource, kind, catalog.permissions(kind)[name].id, name)
+
+    def plan(
+        self,
+        *,
+        credential: CredentialSpec | None = None,
+        approval_reasons: tuple[str, ...] = (),
+        delegated: tuple[str, ...] = ("User.Read", "offline_access"),
+    ) -> ProvisioningPlan:
+        app = PermissionKind.APPLICATION
+        permissions = (
+            self.resolved(EXCHANGE_ONLINE_APP_ID, app, "full_access_as_app"),
+            self.resolved(GRAPH_APP_ID, app, "User.Read.All"),
+            self.resolved(GRAPH_APP_ID, app, "Group.Read.All"),
+            self.resolved(GRAPH_APP_ID, app, "Sites.Read.All"),
+            *(self.resolved(GRAPH_APP_ID, PermissionKind.DELEGATED, n) for n in delegated),
+        )
+        return ProvisioningPlan(
+            display_name="CodeTwo Backup (INC0012345)",
+            web_redirect_uris=("https://connector.example.com/callback",),
+            permissions=permissions,
+            credential=credential or CredentialSpec(CredentialType.SECRET, timedelta(days=180)),
+            manual_steps=("Assign the Exchange RBAC role to the app",),
+            approval_reasons=approval_reasons,
+        )
+
+    def request(
+        self, request_id: str = "INC0012345", *, display_name: str = "CodeTwo Backup", **extra: Any
+    ) -> RegistrationRequest:
+        return RegistrationRequest(
+            request_id=request_id,
+            profile_id="codetwo-backup-exchange",
+            tenant_id=TENANT,
+            display_name=display_name,
+            credential=extra.pop("credential", CredentialSpec(CredentialType.SECRET)),
+            **extra,
+        )
+
+    async def accept(
+        self,
+        request: RegistrationRequest | None = None,
+        plan: ProvisioningPlan | None = None,
+    ) -> Accepted:
+        request = request or self.request()
+        body = {"requestId": request.request_id, "profile": request.profile_id}
+        return await accept(
+            request, plan or self.plan(), body, store=self.store, vault=self.vault, clock=self.clock
+        )
+
+    def provisioner(
+        self,
+        *,
+        directory: Any = None,
+        vault: Any = None,
+        store: Any = None,
+        probe: Any = None,
+        settings: WorkflowSettings | None = None,
+        owner: str | None = None,
+        sleep: Any = None,
+    ) -> Provisioner:
+        return Provisioner(
+            store=store or self.store,
+            directory=directory or self.directory,
+            vault=vault or self.vault,
+            probe=probe or self.probe,
+            clock=self.clock,
+            settings=settings or WorkflowSettings(lease_wait=timedelta(seconds=5)),
+            owner=owner,
+            sleep=sleep or self.record_sleep,
+        )
+
+    def lifecycle(self, owner: str = "api") -> Lifecycle:
+        return Lifecycle(
+            store=self.store,
+            directory=self.directory,
+            vault=self.vault,
+            clock=self.clock,
+            owner=owner,
+            sleep=fast_sleep,
+        )
+
+
+__all__ = ["TENANT", "WebhookSpec", "World", "fast_sleep"]
