@@ -17,7 +17,8 @@ from typing import Any
 
 from functions.core.models import ResourceCatalog
 from functions.core.permissions import catalog_from_json
-from functions.core.profiles import Profile, ProfileCatalogue, ProfileError, profile_from_dict
+from functions.core.profile_schema import profile_from_dict
+from functions.core.profiles import Profile, ProfileCatalogue, ProfileError
 
 __all__ = [
     "ProfileError",
