@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from functions.core.models import RegistrationStatus, ResourceCatalog, SecretValue
@@ -292,6 +292,14 @@ class RegistrationStore(Protocol):
     ) -> RegistrationPage:
         """Records matching every given filter, at most `limit`, oldest first is not promised;
         `continuation` from the previous page's RegistrationPage.continuation (opaque)."""
+        ...
+
+
+class MessageQueue(Protocol):
+    """Storage queues, written the way the Functions host reads them (base64 message encoding)."""
+
+    async def send(self, queue_name: str, message: str, *, visibility_timeout: timedelta | None = None) -> None:
+        """Enqueue one message; visibility_timeout delays its first delivery."""
         ...
 
 
