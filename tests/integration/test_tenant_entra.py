@@ -3,15 +3,31 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import time
+import uuid
 from typing import Any
 
 import jwt
 import pytest
 from azure.core.exceptions import ClientAuthenticationError
-from azure.identity import ClientSecretCredential
+from azure.identity import CertificateCredential, ClientSecretCredential
+from azure.identity.aio import CertificateCredential as AsyncCertificateCredential
 from azure.identity.aio import ClientSecretCredential as AsyncClientSecretCredential
+from msgraph.generated.applications.item.remove_password.remove_password_post_request_body import (
+    RemovePasswordPostRequestBody,
+)
+from msgraph.generated.models.application import Application
+from msgraph.generated.models.key_credential import KeyCredential
 
 from tests.fixtures.tenant import TenantProcess
+from tests.integration.tenant_clients import (
+    add_password,
+    graph_client,
+    new_app_with_principal,
+    secret_credential,
+    self_signed_certificate,
+)
 
 GRAPH_SCOPE = "https://graph.microsoft.com/.default"
 VAULT_SCOPE = "https://vault.azure.net/.default"
@@ -130,3 +146,90 @@ def test_admin_created_tenant_has_its_own_identity(tenant_admin: TenantProcess) 
     assert "Application.ReadWrite.OwnedBy" in claims["roles"]
     # The home tenant's identity has no service principal in the new tenant.
     assert "AADSTS700016" in refused(tenant_admin, tenant_id=second["tenantId"])
+
+
+# ---- credentials made through Graph (msgraph-sdk) ----------------------------------------------
+
+
+def _app_id(app: Application) -> str:
+    assert app.app_id is not None
+    return app.app_id
+
+
+def test_expired_and_removed_secrets_are_refused(tenant: TenantProcess) -> None:
+    async def arrange() -> tuple[str, str, str, str]:
+        client = graph_client(tenant)
+        app, _ = await new_app_with_principal(client, f"entra-expiry-{uuid.uuid4()}")
+        now = dt.datetime.now(dt.UTC)
+        expired = await add_password(client, app, now - dt.timedelta(days=2), now - dt.timedelta(days=1))
+        removed = await add_password(client, app)
+        assert app.id is not None and removed.key_id is not None
+        # The removed secret works before its removal...
+        assert secret_credential(
+            tenant, clientId=_app_id(app), clientSecret=str(removed.secret_text)
+        ).get_token(GRAPH_SCOPE)
+        body = RemovePasswordPostRequestBody(key_id=removed.key_id)
+        await client.applications.by_application_id(app.id).remove_password.post(body)
+        return _app_id(app), str(expired.secret_text), str(removed.secret_text), app.id
+
+    app_id, expired_secret, removed_secret, _ = asyncio.run(arrange())
+
+    assert "AADSTS7000222" in refused(tenant, client_id=app_id, client_secret=expired_secret)
+    assert "AADSTS7000215" in refused(tenant, client_id=app_id, client_secret=removed_secret)
+
+
+def test_new_secret_works_only_after_the_propagation_delay(tenant_admin: TenantProcess) -> None:
+    tenant_admin.configure(propagationDelayS=2)
+
+    async def arrange() -> tuple[str, str]:
+        client = graph_client(tenant_admin)
+        app, _ = await new_app_with_principal(client, f"entra-propagation-{uuid.uuid4()}")
+        return _app_id(app), str((await add_password(client, app)).secret_text)
+
+    app_id, secret = asyncio.run(arrange())
+    created = time.monotonic()
+    assert "AADSTS7000215" in refused(tenant_admin, client_id=app_id, client_secret=secret)
+    deadline = created + 15
+    while True:
+        try:
+            token = credential(tenant_admin, client_id=app_id, client_secret=secret).get_token(GRAPH_SCOPE)
+            break
+        except ClientAuthenticationError:
+            assert time.monotonic() < deadline, "secret never became usable"
+            time.sleep(0.25)
+    assert time.monotonic() - created >= 1.0  # refused for (most of) the delay, not just once
+    assert verified_claims(tenant_admin, token.token, "https://graph.microsoft.com")["appid"] == app_id
+
+
+def test_certificate_assertions_sync_and_async(tenant: TenantProcess) -> None:
+    der, pem = self_signed_certificate()
+
+    async def arrange() -> str:
+        client = graph_client(tenant)
+        app, _ = await new_app_with_principal(client, f"entra-certificate-{uuid.uuid4()}")
+        assert app.id is not None
+        key = KeyCredential(key=der, type="AsymmetricX509Cert", usage="Verify", display_name="test")
+        await client.applications.by_application_id(app.id).patch(Application(key_credentials=[key]))
+        return _app_id(app)
+
+    app_id = asyncio.run(arrange())
+    options: dict[str, Any] = {"authority": tenant.authority, "disable_instance_discovery": True}
+
+    sync_token = CertificateCredential(tenant.tenant_id, app_id, certificate_data=pem, **options).get_token(
+        GRAPH_SCOPE
+    )
+    assert verified_claims(tenant, sync_token.token, "https://graph.microsoft.com")["appidacr"] == "2"
+
+    async def get_async() -> str:
+        async with AsyncCertificateCredential(
+            tenant.tenant_id, app_id, certificate_data=pem, **options
+        ) as async_credential:
+            return (await async_credential.get_token(GRAPH_SCOPE)).token
+
+    assert verified_claims(tenant, asyncio.run(get_async()), "https://graph.microsoft.com")["appid"] == app_id
+
+    _, other_pem = self_signed_certificate()  # a certificate the app does not hold
+    with pytest.raises(ClientAuthenticationError, match="AADSTS700027"):
+        CertificateCredential(tenant.tenant_id, app_id, certificate_data=other_pem, **options).get_token(
+            GRAPH_SCOPE
+        )
