@@ -193,7 +193,10 @@ class GraphDirectory:
             app_id=str(sp.app_id),
             service_principal_id=str(sp.id),
             display_name=sp.display_name or "",
-            app_roles=by_value(sp.app_roles),
+            # Only roles an application can hold are application permissions (others are for users).
+            app_roles=by_value(
+                [r for r in sp.app_roles or [] if "Application" in (r.allowed_member_types or [])]
+            ),
             scopes=by_value(sp.oauth2_permission_scopes),
         )
 

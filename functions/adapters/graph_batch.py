@@ -41,9 +41,12 @@ def _retry_after(headers: Any) -> timedelta | None:
     return parse_retry_after(headers) if isinstance(headers, dict) else None
 
 
-def _error_code(body: Any) -> str | None:
+def _error(body: Any) -> tuple[str | None, str]:
+    """(code, message) of an item's Graph error body."""
     error = body.get("error") if isinstance(body, dict) else None
-    return error.get("code") if isinstance(error, dict) else None
+    if not isinstance(error, dict):
+        return None, ""
+    return error.get("code"), str(error.get("message") or "")[:300]
 
 
 async def _post_batch(client: Any, principal_id: str, items: dict[str, tuple[str, str]]) -> dict[str, Any]:
@@ -106,10 +109,11 @@ async def _assign_chunk(
                 retry[request_id] = pair  # the new principal is not visible to the resource yet
                 wait = max(wait, timedelta(seconds=lag_delay))
             else:
-                code = _error_code(body) or f"HTTP{status}"
+                code, message = _error(body)
                 raise PermanentError(
-                    f"Graph refused appRoleAssignedTo {pair[1]} on {pair[0]} for {principal_id}: {status} {code}",
-                    code=code,
+                    f"Graph refused appRoleAssignedTo {pair[1]} on {pair[0]} for {principal_id}: "
+                    f"{status} {code} {message}",
+                    code=code or f"HTTP{status}",
                 )
         if not retry:
             return

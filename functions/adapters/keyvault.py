@@ -1,0 +1,272 @@
+"""ports.Vault on azure-keyvault-secrets/-certificates (aio): secrets and self-signed certificates.
+
+vault_url: REGISTRAR_KEY_VAULT_URL. The credential is the registrar's home-tenant credential.
+Challenge-resource verification (the vault's 401 must name a resource under the vault's own
+domain) stays on in Azure; it is switched off only for a loopback vault (the devstack), whose
+domain is 127.0.0.1. Certificates are issued with content type PEM: the backing secret then holds
+the private key and the certificate as PEM, which CertificateCredential reads directly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import re
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import datetime
+from typing import Any, TypeVar
+
+from functions.adapters.graph_errors import parse_retry_after
+from functions.adapters.identity import RegistrarIdentity, is_loopback_url
+from functions.core.errors import NotFound, PermanentError, RegistrarError, TransientError
+from functions.core.models import SecretValue
+from functions.core.ports import VaultCertificate, VaultSecretRef
+
+T = TypeVar("T")
+
+MAX_TAGS = 15
+MAX_TAG_LENGTH = 512
+MAX_CONTENT_TYPE = 255
+MAX_SECRET_BYTES = 25 * 1024
+_NAME = re.compile(r"^[0-9A-Za-z-]{1,127}$")
+
+
+def validate_secret_write(
+    name: str, value: SecretValue | None, content_type: str | None, tags: Mapping[str, str] | None
+) -> None:
+    """Key Vault's documented limits, checked before any call (PermanentError names the limit)."""
+    if not _NAME.match(name):
+        raise PermanentError(
+            f"Key Vault name {name!r} must be 1-127 letters, digits or '-'", code="BadSecretName"
+        )
+    if value is not None and len(value.reveal().encode()) > MAX_SECRET_BYTES:
+        raise PermanentError(f"secret {name} is larger than 25 KB", code="SecretTooLarge")
+    if content_type is not None and len(content_type) > MAX_CONTENT_TYPE:
+        raise PermanentError(
+            f"content type of {name} is longer than 255 characters", code="ContentTypeTooLong"
+        )
+    if tags is not None:
+        if len(tags) > MAX_TAGS:
+            raise PermanentError(
+                f"secret {name} has {len(tags)} tags; Key Vault allows 15", code="TooManyTags"
+            )
+        for key, tag in tags.items():
+            if len(key) > MAX_TAG_LENGTH or len(str(tag)) > MAX_TAG_LENGTH:
+                raise PermanentError(f"tag {key[:40]!r} of {name} exceeds 512 characters", code="TagTooLong")
+
+
+def _vault_error(error: BaseException, operation: str, name: str) -> RegistrarError | None:
+    from azure.core.exceptions import HttpResponseError, ResourceNotFoundError, ServiceRequestError
+
+    if isinstance(error, ResourceNotFoundError):
+        return NotFound("Key Vault object", name)
+    if isinstance(error, ServiceRequestError):
+        return TransientError(f"Key Vault unreachable during {operation} {name}")
+    if isinstance(error, HttpResponseError):
+        status = error.status_code or 0
+        code = getattr(getattr(error, "error", None), "code", None)
+        text = f"Key Vault {operation} {name}: {status} {code or ''}".strip()
+        if status == 429 or status >= 500:
+            headers = getattr(error.response, "headers", None)
+            return TransientError(text, retry_after=parse_retry_after(dict(headers) if headers else None))
+        return PermanentError(text, code=code or f"HTTP{status}")
+    return None
+
+
+async def _vault_call(operation: str, name: str, attempt: Callable[[], Awaitable[T]]) -> T:
+    failure: RegistrarError | None
+    try:
+        return await attempt()
+    except Exception as error:
+        failure = _vault_error(error, operation, name)
+        if failure is None:
+            raise
+    raise failure  # outside the except block: the SDK's message is not chained to ours
+
+
+def _secret_ref(properties: Any) -> VaultSecretRef:
+    return VaultSecretRef(
+        name=properties.name,
+        version=properties.version,
+        uri=properties.id,
+        expires_on=properties.expires_on,
+        enabled=bool(properties.enabled),
+        tags=dict(properties.tags or {}),
+    )
+
+
+class KeyVaultStore:
+    """Vault port. vault_url: REGISTRAR_KEY_VAULT_URL; identity: the registrar's credentials.
+
+    certificate_poll_seconds: how often to poll a certificate creation that Key Vault has not
+    finished yet (its LRO); purge: purge soft-deleted objects when the vault allows it.
+    """
+
+    def __init__(
+        self,
+        identity: RegistrarIdentity,
+        vault_url: str,
+        *,
+        certificate_poll_seconds: float = 2.0,
+        purge: bool = True,
+    ) -> None:
+        self._identity = identity
+        self._vault_url = vault_url.rstrip("/")
+        self._poll = certificate_poll_seconds
+        self._purge = purge
+        self._secrets: Any = None
+        self._certificates: Any = None
+
+    def _options(self) -> dict[str, Any]:
+        return {"verify_challenge_resource": not is_loopback_url(self._vault_url)}
+
+    @property
+    def secrets(self) -> Any:
+        if self._secrets is None:
+            from azure.keyvault.secrets.aio import SecretClient
+
+            self._secrets = SecretClient(self._vault_url, self._identity.credential(), **self._options())
+        return self._secrets
+
+    @property
+    def certificates(self) -> Any:
+        if self._certificates is None:
+            from azure.keyvault.certificates.aio import CertificateClient
+
+            self._certificates = CertificateClient(
+                self._vault_url, self._identity.credential(), **self._options()
+            )
+        return self._certificates
+
+    async def close(self) -> None:
+        for client in (self._secrets, self._certificates):
+            if client is not None:
+                await client.close()
+        self._secrets = self._certificates = None
+
+    # ---------------------------------------------------------------- secrets
+
+    async def set_secret(
+        self,
+        name: str,
+        value: SecretValue,
+        *,
+        content_type: str,
+        tags: Mapping[str, str],
+        expires_on: datetime | None,
+        not_before: datetime | None = None,
+        enabled: bool = True,
+    ) -> VaultSecretRef:
+        validate_secret_write(name, value, content_type, tags)
+        secret = await _vault_call(
+            "set",
+            name,
+            lambda: self.secrets.set_secret(
+                name,
+                value.reveal(),
+                content_type=content_type,
+                tags={k: str(v) for k, v in tags.items()},
+                expires_on=expires_on,
+                not_before=not_before,
+                enabled=enabled,
+            ),
+        )
+        return _secret_ref(secret.properties)
+
+    async def get_secret(self, name: str, version: str | None = None) -> tuple[VaultSecretRef, SecretValue]:
+        secret = await _vault_call("get", name, lambda: self.secrets.get_secret(name, version))
+        return _secret_ref(secret.properties), SecretValue(secret.value or "")
+
+    async def secret_versions(self, name: str) -> list[VaultSecretRef]:
+        async def collect() -> list[VaultSecretRef]:
+            return [_secret_ref(p) async for p in self.secrets.list_properties_of_secret_versions(name)]
+
+        try:
+            return await _vault_call("list versions of", name, collect)
+        except NotFound:
+            return []
+
+    async def update_secret_version(
+        self, name: str, version: str, *, enabled: bool | None = None, tags: Mapping[str, str] | None = None
+    ) -> None:
+        validate_secret_write(name, None, None, tags)
+        await _vault_call(
+            "update",
+            f"{name}/{version}",
+            lambda: self.secrets.update_secret_properties(
+                name, version, enabled=enabled, tags=dict(tags) if tags is not None else None
+            ),
+        )
+
+    async def delete_secret(self, name: str) -> None:
+        with contextlib.suppress(NotFound):  # already deleted (or never there)
+            await _vault_call("delete", name, lambda: self.secrets.delete_secret(name))
+        if self._purge:
+            # Purge fails where purge protection is on or the role lacks purge: soft delete stands.
+            with contextlib.suppress(NotFound, PermanentError):
+                await _vault_call("purge", name, lambda: self.secrets.purge_deleted_secret(name))
+
+    # ---------------------------------------------------------------- certificates
+
+    async def create_certificate(
+        self, name: str, *, subject: str, validity_months: int, tags: Mapping[str, str]
+    ) -> VaultCertificate:
+        from azure.keyvault.certificates import CertificateContentType, CertificatePolicy, KeyType
+
+        validate_secret_write(name, None, None, tags)
+        policy = CertificatePolicy(
+            issuer_name="Self",
+            subject=subject,
+            key_type=KeyType.rsa,
+            key_size=2048,
+            exportable=True,
+            reuse_key=False,
+            content_type=CertificateContentType.pem,
+            validity_in_months=validity_months,
+        )
+        created = await _vault_call(
+            "create certificate",
+            name,
+            lambda: self.certificates.create_certificate(
+                name, policy, tags=dict(tags), _polling_interval=self._poll
+            ),
+        )
+        if getattr(created, "cer", None) is None:  # a CertificateOperation: creation failed
+            status = getattr(created, "status", None)
+            raise PermanentError(
+                f"Key Vault could not create certificate {name}: {status}", code="CertificateFailed"
+            )
+        return self._certificate(created)
+
+    async def get_certificate(self, name: str, version: str | None = None) -> VaultCertificate:
+        if version:
+            cert = await _vault_call(
+                "get certificate", name, lambda: self.certificates.get_certificate_version(name, version)
+            )
+        else:
+            cert = await _vault_call("get certificate", name, lambda: self.certificates.get_certificate(name))
+        return self._certificate(cert)
+
+    @staticmethod
+    def _certificate(cert: Any) -> VaultCertificate:
+        der = bytes(cert.cer)
+        properties = cert.properties
+        return VaultCertificate(
+            name=cert.name,
+            version=properties.version,
+            certificate_uri=cert.id,
+            secret_uri=cert.secret_id,
+            der=der,
+            thumbprint_sha1=hashlib.sha1(der).hexdigest().upper(),  # noqa: S324  (x5t is SHA-1 by definition)
+            not_before=properties.not_before,
+            expires_on=properties.expires_on,
+        )
+
+    async def delete_certificate(self, name: str) -> None:
+        with contextlib.suppress(NotFound):
+            await _vault_call("delete certificate", name, lambda: self.certificates.delete_certificate(name))
+        if self._purge:
+            with contextlib.suppress(NotFound, PermanentError):
+                await _vault_call(
+                    "purge certificate", name, lambda: self.certificates.purge_deleted_certificate(name)
+                )
