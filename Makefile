@@ -5,6 +5,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PY_STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
+# checkov's own pins clash with the app's: it gets its own venv (tests/infra/test_checkov.py runs it).
+CHECKOV_VENV := .venv-checkov
+CHECKOV_VERSION := 3.3.30
+CHECKOV_STAMP := $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION)
 
 .PHONY: setup test run demo lint clean bench
 
@@ -18,7 +22,15 @@ $(NODE_STAMP): package.json package-lock.json
 	npm ci --no-audit --no-fund --silent
 	touch $@
 
-setup: $(PY_STAMP) $(NODE_STAMP)
+# checkov 3.3.30 pins pycep-parser 0.5.1, whose grammar predates Bicep's `extension` statement
+# (graph-app-roles.bicep); 0.7.1, the one .venv has, parses it and checkov runs unchanged on it.
+$(CHECKOV_STAMP):
+	test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet checkov==$(CHECKOV_VERSION)
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet --no-deps pycep-parser==0.7.1
+	touch $@
+
+setup: $(PY_STAMP) $(NODE_STAMP) $(CHECKOV_STAMP)
 
 test: setup
 	$(PY) -m pytest

@@ -1,0 +1,153 @@
+// Registrar's Flex Consumption (FC1) function app, Python 3.11, with a system-assigned managed
+// identity for everything: the host's storage (AzureWebJobsStorage__*), the deployment package
+// container, Key Vault, Application Insights and Microsoft Graph. No key or connection string
+// with a key is stored anywhere.
+
+@description('Azure region for the plan and the app.')
+param location string
+
+@description('Tags applied to the plan and the app (the app also gets azd-service-name).')
+param tags object
+
+@description('Name of the Flex Consumption plan.')
+param planName string
+
+@description('Name of the function app (globally unique: it is the host name).')
+param functionAppName string
+
+@description('azd service name from azure.yaml; azd finds the app to deploy by this tag.')
+param azdServiceName string = 'api'
+
+@description('Name of the storage account used by the host, the deployment package and the app.')
+param storageAccountName string
+
+@description('Primary blob endpoint of that storage account (https://<account>.blob.<suffix>/).')
+param blobEndpoint string
+
+@description('Blob container the app is deployed from.')
+param deploymentContainerName string
+
+@description('Memory of each instance in MB (Flex Consumption sizes: 512, 2048 or 4096).')
+@allowed([
+  512
+  2048
+  4096
+])
+param instanceMemoryMB int = 2048
+
+@description('Upper bound of instances the app scales out to (40-1000).')
+@minValue(40)
+@maxValue(1000)
+param maximumInstanceCount int = 100
+
+@description('Application Insights component the app sends telemetry to (local auth disabled).')
+param applicationInsightsName string
+
+@description('Registrar settings (REGISTRAR_* and the like) merged into the app settings.')
+param registrarSettings object
+
+resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
+  // checkov:skip=CKV_AZURE_225:Flex Consumption zone redundancy exists only in some regions and bills always-ready instances; Registrar's work is queued and retried, so a zone outage delays it but loses nothing.
+  name: planName
+  location: location
+  tags: tags
+  kind: 'functionapp'
+  sku: {
+    tier: 'FlexConsumption'
+    name: 'FC1'
+  }
+  properties: {
+    reserved: true
+  }
+}
+
+// Read here rather than passed as an output: the connection string is not a secret (ingestion also
+// needs the app's Entra token), but no output of this template carries one.
+resource applicationInsights 'Microsoft.Insights/components@2020-02-02' existing = {
+  name: applicationInsightsName
+}
+
+var hostSettings = {
+  // Identity-based host storage: the host derives the blob, queue and table endpoints from the name.
+  AzureWebJobsStorage__accountName: storageAccountName
+  AzureWebJobsStorage__credential: 'managedidentity'
+  AzureWebJobsFeatureFlags: 'EnableWorkerIndexing'
+  APPLICATIONINSIGHTS_CONNECTION_STRING: applicationInsights.properties.ConnectionString
+  // The resource has local auth disabled: host and worker send telemetry with the managed identity.
+  APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'Authorization=AAD'
+}
+
+resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
+  // checkov:skip=CKV_AZURE_222:The HTTP intake is called by ticketing systems and Event Grid over the internet; every route needs a function key (or the Event Grid system key) over HTTPS only. Private access needs VNet integration, outside this template.
+  // checkov:skip=CKV_AZURE_212:Flex Consumption scales from zero by design; queue messages wait for an instance, nothing is lost. alwaysReady instances can be added if cold start matters.
+  // checkov:skip=CKV_AZURE_213:Flex Consumption does not support App Service health checks (healthCheckPath); the platform manages instance health.
+  // checkov:skip=CKV_AZURE_17:Client certificates are not how ticketing systems or Event Grid authenticate to this API (function keys and Entra ID are).
+  name: functionAppName
+  location: location
+  tags: union(tags, {
+    'azd-service-name': azdServiceName
+  })
+  kind: 'functionapp,linux'
+  identity: {
+    type: 'SystemAssigned'
+  }
+  properties: {
+    serverFarmId: plan.id
+    httpsOnly: true
+    clientCertEnabled: false
+    publicNetworkAccess: 'Enabled'
+    siteConfig: {
+      minTlsVersion: '1.2'
+      scmMinTlsVersion: '1.2'
+      ftpsState: 'Disabled'
+      http20Enabled: true
+      appSettings: [
+        for setting in items(union(hostSettings, registrarSettings)): {
+          name: setting.key
+          value: setting.value
+        }
+      ]
+    }
+    functionAppConfig: {
+      deployment: {
+        storage: {
+          type: 'blobContainer'
+          value: '${blobEndpoint}${deploymentContainerName}'
+          authentication: {
+            type: 'SystemAssignedIdentity'
+          }
+        }
+      }
+      scaleAndConcurrency: {
+        instanceMemoryMB: instanceMemoryMB
+        maximumInstanceCount: maximumInstanceCount
+      }
+      runtime: {
+        name: 'python'
+        version: '3.11'
+      }
+    }
+  }
+}
+
+// Deployments go through azd (Entra ID to the deployment container), never FTP or basic-auth SCM.
+resource ftpPublishing 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-04-01' = {
+  parent: functionApp
+  name: 'ftp'
+  properties: {
+    allow: false
+  }
+}
+
+resource scmPublishing 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-04-01' = {
+  parent: functionApp
+  name: 'scm'
+  properties: {
+    allow: false
+  }
+}
+
+output functionAppName string = functionApp.name
+output functionAppId string = functionApp.id
+output defaultHostName string = functionApp.properties.defaultHostName
+output principalId string = functionApp.identity.principalId

@@ -1,0 +1,45 @@
+// Microsoft Graph application permissions (app roles) for the function's managed identity, through
+// the Microsoft Graph Bicep extension. Deploying this needs Privileged Role Administrator (or Global
+// Administrator); main.bicep's grantGraphRoles=false leaves it to an administrator, with the same
+// three role ids (docs/deploy.md, "Granting the Graph app roles by hand").
+
+extension microsoftGraphV1
+
+@description('Object id of the function app\'s managed identity (its service principal).')
+param principalId string
+
+// Microsoft Graph's well-known appId, the same in every tenant.
+var microsoftGraphAppId = '00000003-0000-0000-c000-000000000000'
+
+// Ids from functions/profiles/resources/microsoft-graph.json (Graph's appRoles).
+var graphAppRoles = [
+  {
+    // Create apps and manage only the apps it owns (every app Registrar creates).
+    name: 'Application.ReadWrite.OwnedBy'
+    id: '18a4783c-866b-4cc7-a460-3d5e5662c884'
+  }
+  {
+    // Grant the connectors' application permissions (admin consent for app roles).
+    name: 'AppRoleAssignment.ReadWrite.All'
+    id: '06b708a9-e830-4db3-a914-8e69da51d44f'
+  }
+  {
+    // Create oauth2PermissionGrants (admin consent for the connectors' delegated scopes).
+    name: 'DelegatedPermissionGrant.ReadWrite.All'
+    id: '8e8e4742-1d95-4f68-9d56-6ee75648c72a'
+  }
+]
+
+resource microsoftGraph 'Microsoft.Graph/servicePrincipals@v1.0' existing = {
+  appId: microsoftGraphAppId
+}
+
+resource appRoleAssignments 'Microsoft.Graph/appRoleAssignedTo@v1.0' = [
+  for role in graphAppRoles: {
+    appRoleId: role.id
+    principalId: principalId
+    resourceId: microsoftGraph.id
+  }
+]
+
+output grantedAppRoles array = [for role in graphAppRoles: role.name]
