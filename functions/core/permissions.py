@@ -135,31 +135,23 @@ def _problem_for_unknown(ref: PermissionRef, catalog: ResourceCatalog, path: str
     other_kind = (
         PermissionKind.DELEGATED if ref.kind is PermissionKind.APPLICATION else PermissionKind.APPLICATION
     )
-    wording = {
-        PermissionKind.APPLICATION: "application permission",
-        PermissionKind.DELEGATED: "delegated scope",
-    }
+    noun = {PermissionKind.APPLICATION: "application permission", PermissionKind.DELEGATED: "delegated scope"}
+    article = {PermissionKind.APPLICATION: "an", PermissionKind.DELEGATED: "a"}
     if ref.name in catalog.permissions(other_kind):
         return Problem(
             path,
-            f"{ref.name} is a {wording[other_kind]} of {label}, not a {wording[ref.kind]}",
+            f"{ref.name} is {article[other_kind]} {noun[other_kind]} of {label}, "
+            f"not {article[ref.kind]} {noun[ref.kind]}",
             f"type: {other_kind.value}",
         )
+    unknown = f"{ref.name}: no such {noun[ref.kind]} on {label}"
     names = suggest_names(ref.name, catalog.permissions(ref.kind))
     if names:
-        return Problem(
-            path,
-            f"{ref.name}: no such {wording[ref.kind]} on {label}",
-            f"did you mean {' or '.join(names)}?",
-        )
+        return Problem(path, unknown, f"did you mean {' or '.join(names)}?")
     names = suggest_names(ref.name, catalog.permissions(other_kind))
     if names:
-        return Problem(
-            path,
-            f"{ref.name}: no such {wording[ref.kind]} on {label}",
-            f"did you mean {' or '.join(names)} ({wording[other_kind]})?",
-        )
-    return Problem(path, f"{ref.name}: no such {wording[ref.kind]} on {label}")
+        return Problem(path, unknown, f"did you mean {' or '.join(names)} ({noun[other_kind]})?")
+    return Problem(path, unknown)
 
 
 def _resolve(
