@@ -3,4 +3,5 @@
 pytest_plugins = [
     "tests.fixtures.tenant",
     "tests.fixtures.azurite",
+    "tests.fixtures.stack",
 ]

@@ -15,6 +15,7 @@ import signal
 import sys
 from pathlib import Path
 
+from devstack.host.config import ConfigError
 from devstack.host.functions import AppLoadError, load
 from devstack.host.server import FunctionsHost
 
@@ -74,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps([f.describe() for f in load(host.app_dir, args.script_file)]), flush=True)
             return 0
         asyncio.run(_serve(host))
-    except AppLoadError as exc:
+    except (AppLoadError, ConfigError) as exc:
         logging.getLogger("devstack.host").error("%s", exc)
         return 1
     return 0

@@ -67,7 +67,7 @@ def start_host(
     child_env["PYTHONPATH"] = os.pathsep.join(p for p in (repo_root, child_env.get("PYTHONPATH", "")) if p)
     log_file: IO[str] | None = log_path.open("a", encoding="utf-8") if log_path else None
     try:
-        proc = processes.spawn(argv, env=child_env, cwd=repo_root, stderr=log_file)
+        proc = processes.spawn(argv, env=child_env, cwd=app_dir, stderr=log_file)  # as Azure: cwd = app root
     finally:
         if log_file is not None:
             log_file.close()  # the child holds its own descriptor

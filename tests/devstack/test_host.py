@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import uuid
 from collections.abc import Iterator
@@ -149,7 +150,7 @@ def test_event_grid_schema_delivery_invokes_once_per_event(sample: dict[str, Any
     ]
     assert deliver(sample, events) == 202
     for event_id in ids:
-        (seen,) = wait_for(lambda event_id=event_id: eventgrid_records(sample, event_id))
+        (seen,) = wait_for(functools.partial(eventgrid_records, sample, event_id))
         assert seen["schema"] == "eventgrid"
         assert seen["event_type"] == "Microsoft.KeyVault.SecretNewVersionCreated"
         assert seen["subject"] == "conn-secret"
@@ -172,7 +173,7 @@ def test_cloud_events_delivery_single_and_batch(sample: dict[str, Any]) -> None:
     assert deliver(sample, cloud_event(single)) == 202
     assert deliver(sample, [cloud_event(batched)]) == 202
     for event_id in (single, batched):
-        (seen,) = wait_for(lambda event_id=event_id: eventgrid_records(sample, event_id))
+        (seen,) = wait_for(functools.partial(eventgrid_records, sample, event_id))
         assert seen["schema"] == "cloudevents"
         assert seen["event_type"] == "Microsoft.KeyVault.SecretNearExpiry"
         assert seen["topic"] == "/subscriptions/x/providers/Microsoft.KeyVault/vaults/kv"

@@ -6,8 +6,15 @@ import json
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from tests.devstack.harness import records, start_sample_host, wait_for
+
+
+def timer_runs(record_dir: Path, skip: int, at_least: int) -> list[dict[str, Any]] | None:
+    """The timer's records after the first `skip`, once there are at least `at_least` of them."""
+    runs = records(record_dir, "timer")[skip:]
+    return runs if len(runs) >= at_least else None
 
 
 def test_timer_fires_every_second_and_runs_past_due_after_a_missed_occurrence(
@@ -22,7 +29,7 @@ def test_timer_fires_every_second_and_runs_past_due_after_a_missed_occurrence(
         "SAMPLE_RECORD_DIR": str(record_dir),
     }
     with start_sample_host(tmp_path, values, state_dir=state_dir):
-        fired = wait_for(lambda: (r := records(record_dir, "timer")) and len(r) >= 3 and r, timeout=15)
+        fired = wait_for(lambda: timer_runs(record_dir, 0, 3), timeout=15)
         assert not any(r["past_due"] for r in fired)  # the host kept up with its schedule
 
     status = json.loads((state_dir / "timers" / "every_second.json").read_text())
@@ -33,8 +40,6 @@ def test_timer_fires_every_second_and_runs_past_due_after_a_missed_occurrence(
 
     before = len(records(record_dir, "timer"))
     with start_sample_host(tmp_path, values, state_dir=state_dir):
-        after_restart = wait_for(
-            lambda: (r := records(record_dir, "timer")[before:]) and len(r) >= 2 and r, timeout=15
-        )
+        after_restart = wait_for(lambda: timer_runs(record_dir, before, 2), timeout=15)
     assert after_restart[0]["past_due"] is True
     assert after_restart[1]["past_due"] is False

@@ -1,0 +1,90 @@
+"""`python -m devstack up [--port 7071] [--state-dir .devstack] [--app-dir .] [--settings FILE]`
+and `python -m devstack demo [--state-dir .devstack]`.
+
+`up` starts Azurite, the local tenant and the Functions host, writes STATE_DIR/endpoints.json once
+all are ready, and stops every process it started on SIGINT/SIGTERM. `demo` runs against it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+
+from devstack.stack import REPO_ROOT, Stack, StackOptions
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m devstack")
+    commands = parser.add_subparsers(dest="command", required=True)
+    up = commands.add_parser("up", help="start Azurite, the local tenant and the Functions host")
+    up.add_argument("--port", type=int, default=7071, help="host port; 0 = every part on free ports")
+    up.add_argument("--state-dir", type=Path, default=REPO_ROOT / ".devstack")
+    up.add_argument("--app-dir", type=Path, default=REPO_ROOT, help="folder holding function_app.py")
+    up.add_argument("--settings", type=Path, help="local.settings.json (default: in --app-dir)")
+    up.add_argument("--host-log", type=Path, help="write the host's log here instead of stderr")
+    demo = commands.add_parser("demo", help="walk through Registrar against a running stack")
+    demo.add_argument("--state-dir", type=Path, default=REPO_ROOT / ".devstack")
+    return parser
+
+
+def _up(args: argparse.Namespace) -> int:
+    options = StackOptions(
+        app_dir=args.app_dir.resolve(),
+        port=args.port,
+        state_dir=args.state_dir.resolve(),
+        settings_file=args.settings.resolve() if args.settings else None,
+        host_log=args.host_log,
+    )
+    stack = Stack(options)
+    stopping = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        stopping.set()
+        raise KeyboardInterrupt  # interrupts a start in progress too
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        stack.start()
+        print(stack.summary(), flush=True)
+        while not stopping.wait(0.5):
+            failed = stack.failed_part()
+            if failed:
+                logging.getLogger("devstack").error("%s exited on its own; stopping the stack", failed)
+                return 1
+    except KeyboardInterrupt:
+        pass
+    except RuntimeError as exc:
+        logging.getLogger("devstack").error("%s", exc)
+        return 1
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # finish stopping before anything else
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        stack.stop()
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    endpoints_file = args.state_dir / "endpoints.json"
+    if not endpoints_file.exists():
+        print(f"No running stack ({endpoints_file} missing): start it with `make run`.", file=sys.stderr)
+        return 1
+    from devstack import demo
+
+    return demo.main(json.loads(endpoints_file.read_text(encoding="utf-8")))
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = _parser().parse_args(argv)
+    return _up(args) if args.command == "up" else _demo(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,251 @@
+"""The whole local stack: Azurite, the local tenant, the Functions host; endpoints.json when ready.
+
+Library use (tests/fixtures/stack.py does this): `stack = Stack(StackOptions(...)); endpoints =
+stack.start(); ...; stack.stop()`. The CLI (`python -m devstack up`) adds signal handling.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from devstack import azurite, processes
+from devstack.host.launcher import HostProcess, first_line, start_host
+
+log = logging.getLogger("devstack")
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+TENANT_TIMEOUT_S = 60.0
+# Settings the stack owns: written into local.settings.json, and never inherited by the host from
+# the caller's environment (where they would win over local.settings.json and point elsewhere).
+STACK_SETTINGS = (
+    "AzureWebJobsStorage",
+    "REGISTRAR_HOME_TENANT_ID",
+    "REGISTRAR_AUTHORITY_HOST",
+    "REGISTRAR_GRAPH_BASE_URL",
+    "REGISTRAR_KEY_VAULT_URL",
+    "REGISTRAR_CLIENT_ID",
+    "REGISTRAR_CLIENT_SECRET",
+    "SSL_CERT_FILE",
+    "REQUESTS_CA_BUNDLE",
+)
+
+
+@dataclass
+class StackOptions:
+    app_dir: Path = REPO_ROOT
+    port: int = 7071  # 0: every part on free ports (tests), else Azurite prefers 10000-10002
+    state_dir: Path = REPO_ROOT / ".devstack"
+    settings_file: Path | None = None  # default: APP_DIR/local.settings.json
+    host_log: Path | None = None  # default: the host logs to this process's stderr
+    tenant_args: list[str] = field(default_factory=list)
+
+    @property
+    def settings_path(self) -> Path:
+        return self.settings_file or self.app_dir / "local.settings.json"
+
+
+def tenant_available() -> bool:
+    """The local tenant lands separately (issue 2); the stack runs without it until it exists."""
+    return importlib.util.find_spec("devstack.tenant.__main__") is not None
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def stack_settings(storage: str, tenant: dict[str, Any] | None) -> dict[str, str]:
+    values = {"AzureWebJobsStorage": storage}
+    if tenant:
+        values |= {
+            "REGISTRAR_HOME_TENANT_ID": tenant["tenantId"],
+            "REGISTRAR_AUTHORITY_HOST": tenant["authority"],
+            "REGISTRAR_GRAPH_BASE_URL": tenant["graphUrl"],
+            "REGISTRAR_KEY_VAULT_URL": tenant["vaultUrl"],
+            "REGISTRAR_CLIENT_ID": tenant["clientId"],
+            "REGISTRAR_CLIENT_SECRET": tenant["clientSecret"],
+            "SSL_CERT_FILE": tenant["caFile"],
+            "REQUESTS_CA_BUNDLE": tenant["caFile"],
+        }
+    return values
+
+
+def write_settings(path: Path, sample: Path, values: dict[str, str]) -> str:
+    """Create local.settings.json from the sample plus the stack's endpoints, or refresh those keys only."""
+    if path.exists():
+        document = json.loads(path.read_text(encoding="utf-8"))
+        action = "updated the stack's endpoints in"
+    else:
+        document = json.loads(sample.read_text(encoding="utf-8")) if sample.exists() else {}
+        document.setdefault("IsEncrypted", False)
+        action = "created"
+    document.setdefault("Values", {}).update(values)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+    temporary.chmod(0o600)  # it holds the local client secret
+    temporary.replace(path)
+    return action
+
+
+class Stack:
+    def __init__(self, options: StackOptions) -> None:
+        self.options = options
+        self.azurite: azurite.Azurite | None = None
+        self.tenant: subprocess.Popen[str] | None = None
+        self.host: HostProcess | None = None
+        self.endpoints: dict[str, Any] = {}
+
+    @property
+    def endpoints_file(self) -> Path:
+        return self.options.state_dir / "endpoints.json"
+
+    def start(self) -> dict[str, Any]:
+        """Start every part; on any failure stop what started and raise RuntimeError."""
+        try:
+            return self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> dict[str, Any]:
+        options = self.options
+        options.state_dir.mkdir(parents=True, exist_ok=True)
+        (options.state_dir / "logs").mkdir(exist_ok=True)
+        self.endpoints_file.unlink(missing_ok=True)
+        host_port = free_port() if options.port == 0 else options.port
+        self.azurite = azurite.start() if options.port == 0 else azurite.start_preferring_defaults()
+        storage = self.azurite.connection_string
+        tenant_info: dict[str, Any] | None = None
+        if tenant_available():
+            webhook = self._event_grid_webhook(host_port)
+            tenant_info = self._start_tenant(webhook)
+        else:
+            log.warning("devstack.tenant is not available yet: starting without the local tenant")
+        action = write_settings(
+            options.settings_path,
+            options.app_dir / "local.settings.sample.json",
+            stack_settings(storage, tenant_info),
+        )
+        log.info("%s %s", action.capitalize(), options.settings_path)
+        self.host = start_host(
+            options.app_dir,
+            port=host_port,
+            settings_file=options.settings_path,
+            state_dir=options.state_dir / "host",
+            log_path=options.host_log,
+            env={k: v for k, v in os.environ.items() if k not in STACK_SETTINGS},
+        )
+        self.endpoints = {
+            **(tenant_info or {}),
+            "hostUrl": self.host.url,
+            "storageConnectionString": storage,
+            "azurite": self.azurite.ports,
+            "functions": self.host.functions,
+            "settingsFile": str(options.settings_path),
+        }
+        temporary = self.endpoints_file.with_suffix(".tmp")
+        temporary.write_text(json.dumps(self.endpoints, indent=2) + "\n", encoding="utf-8")
+        temporary.chmod(0o600)
+        temporary.replace(self.endpoints_file)  # appears whole: readers never see half a file
+        return self.endpoints
+
+    def _event_grid_webhook(self, host_port: int) -> str | None:
+        """The host URL of the app's Event Grid function, found in the app's own metadata."""
+        argv = [
+            sys.executable,
+            "-m",
+            "devstack.host",
+            "--app-dir",
+            str(self.options.app_dir),
+            "--list-functions",
+        ]
+        if self.options.settings_path.exists():
+            argv += ["--settings", str(self.options.settings_path)]
+        env = {k: v for k, v in os.environ.items() if k not in STACK_SETTINGS}
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
+        listed = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=env, check=False)
+        if listed.returncode != 0:
+            raise RuntimeError(f"cannot index {self.options.app_dir}: {listed.stderr.strip()[-2000:]}")
+        names = [f["name"] for f in json.loads(listed.stdout) if f["triggerType"] == "eventGridTrigger"]
+        if not names:
+            log.info("The app has no Event Grid function: Key Vault events are not delivered")
+            return None
+        if len(names) > 1:
+            log.warning(
+                "Several Event Grid functions (%s): Key Vault events go to %s", ", ".join(names), names[0]
+            )
+        return f"http://127.0.0.1:{host_port}/runtime/webhooks/eventgrid?functionName={names[0]}"
+
+    def _start_tenant(self, webhook: str | None) -> dict[str, Any]:
+        argv = [sys.executable, "-m", "devstack.tenant", "--port", "0"]
+        argv += ["--state-dir", str(self.options.state_dir / "tenant"), *self.options.tenant_args]
+        if webhook:
+            argv += ["--event-subscriber", webhook]
+        log_path = self.options.state_dir / "logs" / "tenant.log"
+        with log_path.open("a", encoding="utf-8") as tenant_log:
+            self.tenant = processes.spawn(argv, cwd=REPO_ROOT, stderr=tenant_log)
+        assert self.tenant.stdout is not None
+        line = first_line(self.tenant.stdout, TENANT_TIMEOUT_S)
+        if not line:
+            raise RuntimeError(f"the local tenant did not start; see {log_path}")
+        info: dict[str, Any] = json.loads(line)
+        return info
+
+    def failed_part(self) -> str | None:
+        """The name of a part that exited on its own, if any."""
+        parts = {
+            "azurite": self.azurite.process if self.azurite else None,
+            "tenant": self.tenant,
+            "host": self.host.process if self.host else None,
+        }
+        return next(
+            (name for name, proc in parts.items() if proc is not None and proc.poll() is not None), None
+        )
+
+    def stop(self) -> None:
+        """Stop the host, the tenant and Azurite (each as a process group); forget endpoints.json."""
+        with contextlib.suppress(OSError):
+            self.endpoints_file.unlink(missing_ok=True)
+        if self.host is not None:
+            self.host.stop()
+            self.host = None
+        if self.tenant is not None:
+            processes.stop(self.tenant)
+            self.tenant = None
+        if self.azurite is not None:
+            self.azurite.stop()
+            self.azurite = None
+
+    def summary(self) -> str:
+        e = self.endpoints
+        lines = [
+            "Registrar's local stack is up.",
+            f"  Functions host   {e['hostUrl']}  (HTTP API under {e['hostUrl']}/api/...)",
+            f"  Azurite          blob {e['azurite']['blob']}, queue {e['azurite']['queue']}, table {e['azurite']['table']}",
+        ]
+        if "authority" in e:
+            lines += [
+                f"  Entra authority  {e['authority']}  (tenant {e['tenantId']})",
+                f"  Graph            {e['graphUrl']}",
+                f"  Key Vault        {e['vaultUrl']}",
+                f"  Tenant CA        {e['caFile']}",
+            ]
+        lines += [
+            f"  Settings         {e['settingsFile']}",
+            f"  Endpoints        {self.endpoints_file}",
+            f"  Functions        {', '.join(e['functions']) or '(none yet)'}",
+            "Press Ctrl+C to stop everything.",
+        ]
+        return "\n".join(lines)
