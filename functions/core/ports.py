@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 from functions.core.models import RegistrationStatus, ResourceCatalog, SecretValue
 from functions.core.registrations import Registration, RegistrationPage
+from functions.core.rotation_schedule import RotationJob
 
 # ---------------------------------------------------------------- Microsoft Graph (one port)
 
@@ -251,6 +252,13 @@ class Vault(Protocol):
 
     async def delete_certificate(self, name: str) -> None: ...
 
+    async def import_certificate(
+        self, name: str, pem_with_key: SecretValue, *, tags: Mapping[str, str]
+    ) -> VaultCertificate:
+        """A new version of `name` from a PEM (certificate + private key): how a rotated
+        certificate, verified under a staging name, becomes the one connectors read."""
+        ...
+
 
 # ---------------------------------------------------------------- Storage
 
@@ -298,9 +306,25 @@ class RegistrationStore(Protocol):
 class MessageQueue(Protocol):
     """Storage queues, written the way the Functions host reads them (base64 message encoding)."""
 
-    async def send(self, queue_name: str, message: str, *, visibility_timeout: timedelta | None = None) -> None:
+    async def send(
+        self, queue_name: str, message: str, *, visibility_timeout: timedelta | None = None
+    ) -> None:
         """Enqueue one message; visibility_timeout delays its first delivery."""
         ...
+
+
+class ExpiryIndex(Protocol):
+    """Rotation jobs by due time (core/rotation_schedule.py keys): a sweep reads O(due)."""
+
+    async def put(self, job: RotationJob) -> None:
+        """Upsert: scheduling the same job twice is one entry."""
+        ...
+
+    async def remove(self, job: RotationJob) -> None:
+        """Idempotent."""
+        ...
+
+    async def due(self, now: datetime, *, limit: int | None = None) -> list[RotationJob]: ...
 
 
 class Clock(Protocol):
