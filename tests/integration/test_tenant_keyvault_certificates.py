@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import datetime
 import uuid
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
@@ -222,3 +224,42 @@ def test_backing_secret_cannot_be_overwritten(certificates: CertificateClient, s
     with pytest.raises(HttpResponseError) as caught:
         secrets.set_secret(name, "overwrite")
     assert caught.value.status_code == 403
+
+
+def test_certificates_deleted_secrets_and_role_assignments_survive_a_restart(
+    make_tenant_process: Callable[..., TenantProcess], tmp_path: Path
+) -> None:
+    process = make_tenant_process(state_dir=tmp_path / "state")
+
+    def clients() -> tuple[CertificateClient, SecretClient]:
+        home = ClientSecretCredential(
+            process.tenant_id,
+            process.client_id,
+            process.client_secret,
+            authority=process.authority,
+            disable_instance_discovery=True,
+        )
+        return (
+            CertificateClient(process.vault_url, home, verify_challenge_resource=False),
+            SecretClient(process.vault_url, home, verify_challenge_resource=False),
+        )
+
+    certificates, secrets = clients()
+    created = certificates.begin_create_certificate("kept-cert", CertificatePolicy.get_default()).result()
+    secrets.set_secret("kept-deleted", "v")
+    secrets.begin_delete_secret("kept-deleted").result()
+    assignment = process.admin(
+        "POST", "vault/roleAssignments", {"principalId": "someone", "role": "Key Vault Secrets User"}
+    )
+
+    assert process.stop() == 0
+    process.start()
+
+    certificates, secrets = clients()
+    again = certificates.get_certificate("kept-cert")
+    assert again.cer == created.cer and again.properties.version == created.properties.version
+    assert again.id == f"{process.vault_url}/certificates/kept-cert/{created.properties.version}"
+    assert secrets.get_secret("kept-cert").properties.managed is True
+    assert certificates.get_certificate_policy("kept-cert").subject == "CN=DefaultPolicy"
+    assert secrets.get_deleted_secret("kept-deleted").name == "kept-deleted"
+    assert assignment in process.admin("GET", "vault/roleAssignments")["value"]
