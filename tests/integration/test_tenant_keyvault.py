@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
 from azure.core.pipeline import PipelineResponse
+from azure.core.rest import HttpRequest
 from azure.identity import ClientSecretCredential
 from azure.keyvault.secrets import SecretClient
 
@@ -228,3 +229,23 @@ def test_limits_at_the_boundary_are_accepted(client: SecretClient) -> None:
     )
     assert len(secret.value or "") == 25 * 1024
     assert len(secret.properties.tags or {}) == 15
+
+
+def test_unrecognised_api_version_and_unknown_routes_get_key_vault_errors(client: SecretClient) -> None:
+    name = unique("raw")
+    client.set_secret(name, "v")
+
+    bad_version = client.send_request(
+        HttpRequest("GET", f"/secrets/{name}/", params={"api-version": "bogus"})
+    )
+    unknown = client.send_request(HttpRequest("GET", f"/secrets/{name}/a/b"))
+    bad_body = client.send_request(
+        HttpRequest(
+            "PUT", f"/secrets/{name}", content=b"{not json", headers={"Content-Type": "application/json"}
+        )
+    )
+
+    assert bad_version.status_code == 400
+    assert bad_version.json()["error"]["code"] == "BadParameter"
+    assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "NotFound"
+    assert bad_body.status_code == 400 and bad_body.json()["error"]["code"] == "BadParameter"

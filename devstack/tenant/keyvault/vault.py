@@ -119,7 +119,18 @@ class KeyVault:
             web.route(method, path, self._guard(handler, action, path))
             for method, path, handler, action in [*self.secrets_api.routes(), *self.certificates_api.routes()]
         ]
+        # Anything else under the vault's collections: Key Vault's JSON 404, never aiohttp's text.
+        defs += [
+            web.route("*", f"/{collection}{tail}", self._unknown_route)
+            for collection in ("secrets", "certificates", "deletedsecrets", "deletedcertificates")
+            for tail in ("", "/{tail:.*}")
+        ]
         return defs + admin.routes(self)
+
+    async def _unknown_route(self, request: web.Request) -> web.Response:
+        return error_response(
+            404, "NotFound", f"The requested resource {request.method} {request.path[:200]} does not exist."
+        )
 
     async def start(self) -> None:
         await self.events.start()
