@@ -15,7 +15,7 @@ import json
 import logging
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from functions.core.errors import Conflict, NotFound
@@ -37,10 +37,33 @@ from functions.core.registrations import (
     StepEvent,
     WebhookSubscriptionRef,
 )
+from functions.core.requests import ValidatedRequest
 
 log = logging.getLogger(__name__)
 
 WEBHOOK_SECRET_CONTENT_TYPE = "text/plain; registrar=webhook-signing-secret"  # noqa: S105
+
+
+def plan_from_validated(validated: ValidatedRequest) -> ProvisioningPlan:
+    """Everything the worker needs, fixed at intake (so a later catalogue change cannot alter it)."""
+    request = validated.request
+    credential = request.credential
+    if credential.lifetime is None:
+        credential = replace(credential, lifetime=validated.credential_lifetime)
+    return ProvisioningPlan(
+        display_name=request.display_name,
+        sign_in_audience=validated.sign_in_audience,
+        web_redirect_uris=validated.redirect_uris.web,
+        spa_redirect_uris=validated.redirect_uris.spa,
+        public_client_redirect_uris=validated.redirect_uris.public_client,
+        permissions=validated.permissions,
+        credential=credential,
+        manual_steps=tuple(f"{step.title}: {step.detail}" for step in validated.manual_steps),
+        approval_reasons=validated.requires_approval_reasons,
+        notes="; ".join(validated.notes) or request.notes,
+        owners=request.owners,
+        requested_by=request.requested_by,
+    )
 
 
 def webhook_secret_name(subscription_id: str) -> str:

@@ -1,0 +1,161 @@
+"""Wires the adapters into the core, once per process, lazily.
+
+Importing this module imports no Azure SDK: each adapter (and the SDK behind it) is built on
+first use, so function_app imports fast (cold start) and an HTTP route that needs only the
+profile catalogue never loads msgraph-sdk. Triggers call `services()`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import threading
+from datetime import UTC, datetime, timedelta
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from functions.resources import REGISTRATION_REQUESTS_QUEUE, REGISTRATIONS_TABLE
+from functions.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from functions.core.lifecycle import Lifecycle
+    from functions.core.policy import Policy
+    from functions.core.ports import Directory, MessageQueue, RegistrationStore, TokenProbe, Vault
+    from functions.core.profiles import ProfileCatalogue
+    from functions.core.provisioning import Provisioner
+
+
+class SystemClock:
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+
+class Services:
+    """The process's adapters and core services. Built on first use; one per process."""
+
+    requests_queue = REGISTRATION_REQUESTS_QUEUE
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.clock = SystemClock()
+        # Lease owner: which instance works on a registration (shows up in the record while it does).
+        self.owner = f"{socket.gethostname()}-{os.getpid()}"
+        self._ready = False
+        self._ready_lock = asyncio.Lock()
+
+    @cached_property
+    def catalogue(self) -> ProfileCatalogue:
+        from functions.profiles import load_catalogue
+
+        return load_catalogue()
+
+    @cached_property
+    def identity(self) -> Any:
+        from functions.adapters.identity import IdentityConfig, RegistrarIdentity
+
+        return RegistrarIdentity(IdentityConfig.from_env(self.settings.values))
+
+    @cached_property
+    def policy(self) -> Policy:
+        from functions.core.policy import policy_from_settings
+
+        tenants = [self.settings.home_tenant_id, *self.identity.config.tenants]
+        return policy_from_settings(self.settings.values, allowed_tenants=tenants)
+
+    @cached_property
+    def directory(self) -> Directory:
+        from functions.adapters.graph import GraphDirectory
+
+        return GraphDirectory(self.identity, self.settings.graph_base_url)
+
+    @cached_property
+    def vault(self) -> Vault:
+        from functions.adapters.keyvault import KeyVaultStore
+
+        return KeyVaultStore(self.identity, self.settings.key_vault_url)
+
+    @cached_property
+    def probe(self) -> TokenProbe:
+        from functions.adapters.identity import EntraTokenProbe
+
+        return EntraTokenProbe(self.settings.authority_host)
+
+    @cached_property
+    def storage(self) -> Any:
+        from functions.adapters.tables import StorageConfig
+
+        return StorageConfig.from_env(self.settings.values)
+
+    def _storage_credential(self) -> Any:
+        # Identity-based storage (Azure, no connection string) uses the function's own identity.
+        return None if self.storage.connection_string else self.identity.credential()
+
+    @cached_property
+    def table_service(self) -> Any:
+        from functions.adapters.tables import table_service
+
+        return table_service(self.storage, self._storage_credential())
+
+    @cached_property
+    def store(self) -> RegistrationStore:
+        from functions.adapters.tables import TableRegistrationStore
+
+        return TableRegistrationStore(self.table_service, REGISTRATIONS_TABLE)
+
+    @cached_property
+    def queue(self) -> MessageQueue:
+        from functions.adapters.queues import StorageQueues
+
+        return StorageQueues(self.storage, self._storage_credential())
+
+    async def ready(self) -> Services:
+        """Create the tables once per process (idempotent; Bicep creates them in Azure too)."""
+        if not self._ready:
+            async with self._ready_lock:
+                if not self._ready:
+                    from functions.adapters.tables import ensure_tables
+
+                    await ensure_tables(self.table_service)
+                    self._ready = True
+        return self
+
+    def provisioner(self) -> Provisioner:
+        from functions.core.provisioning import Provisioner, WorkflowSettings
+
+        return Provisioner(
+            store=self.store,
+            directory=self.directory,
+            vault=self.vault,
+            probe=self.probe,
+            clock=self.clock,
+            settings=WorkflowSettings(verify_timeout=min(self.settings.verify_timeout, timedelta(minutes=5))),
+            owner=self.owner,
+        )
+
+    def lifecycle(self) -> Lifecycle:
+        from functions.core.lifecycle import Lifecycle
+
+        return Lifecycle(
+            store=self.store, directory=self.directory, vault=self.vault, clock=self.clock, owner=self.owner
+        )
+
+
+_lock = threading.Lock()
+_services: Services | None = None
+
+
+def services() -> Services:
+    global _services  # noqa: PLW0603  (one wiring per process is the point)
+    if _services is None:
+        with _lock:
+            if _services is None:
+                _services = Services(get_settings())
+    return _services
+
+
+def reset_services(replacement: Services | None = None) -> None:
+    """Tests: drop the process's wiring (or install one built from other settings)."""
+    global _services  # noqa: PLW0603
+    with _lock:
+        _services = replacement

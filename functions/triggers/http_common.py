@@ -1,0 +1,239 @@
+"""HTTP plumbing shared by the HTTP triggers: JSON and problem+json responses, the public views of
+records and profiles, and the one mapping from core errors to status codes."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+import azure.functions as func
+
+from functions.core.durations import format_duration
+from functions.core.errors import (
+    ConcurrencyConflict,
+    Conflict,
+    Forbidden,
+    NotFound,
+    PermanentError,
+    TransientError,
+    ValidationFailed,
+)
+from functions.core.models import Problem
+from functions.core.permissions import resource_label
+from functions.core.profiles import Profile
+from functions.core.registrations import CredentialState, Registration
+
+log = logging.getLogger(__name__)
+
+PROBLEM_JSON = "application/problem+json"
+PROBLEM_TYPE_BASE = "https://registrar.example/problems/"
+TITLES = {
+    400: "Invalid request",
+    403: "Forbidden",
+    404: "Not found",
+    409: "Conflict",
+    413: "Request body too large",
+    415: "Unsupported media type",
+    422: "Request cannot be processed",
+    500: "Internal error",
+    503: "Service temporarily unavailable",
+}
+
+
+def json_response(
+    body: Any, status: int = 200, headers: Mapping[str, str] | None = None
+) -> func.HttpResponse:
+    return func.HttpResponse(
+        json.dumps(body, default=str),
+        status_code=status,
+        mimetype="application/json",
+        headers=dict(headers or {}),
+    )
+
+
+def problem(
+    status: int, detail: str, problems: Sequence[Problem] = (), *, kind: str | None = None
+) -> func.HttpResponse:
+    body = {
+        "type": PROBLEM_TYPE_BASE + (kind or str(status)),
+        "title": TITLES.get(status, "Error"),
+        "status": status,
+        "detail": detail,
+        "problems": [{"field": p.field, "reason": p.reason, "suggestion": p.suggestion} for p in problems],
+    }
+    return func.HttpResponse(json.dumps(body), status_code=status, mimetype=PROBLEM_JSON)
+
+
+def error_response(err: Exception) -> func.HttpResponse:  # noqa: PLR0911  (one branch per error kind)
+    """The status a core error means for a caller; messages are built from ids, never secrets."""
+    if isinstance(err, ValidationFailed):
+        detail = f"the request has {len(err.problems)} problem(s)"
+        return problem(err.status, detail, err.problems, kind="validation")
+    if isinstance(err, NotFound):
+        return problem(404, str(err), kind="not-found")
+    if isinstance(err, Forbidden):
+        return problem(403, str(err), kind="forbidden")
+    if isinstance(err, Conflict | ConcurrencyConflict):
+        return problem(409, str(err), kind="conflict")
+    if isinstance(err, TransientError):
+        retry = int(err.retry_after.total_seconds()) if err.retry_after else 5
+        response = problem(503, "a dependency is busy; retry later", kind="transient")
+        response.headers["Retry-After"] = str(max(1, retry))
+        return response
+    if isinstance(err, PermanentError):
+        return problem(422, str(err), kind="permanent")
+    log.exception("unexpected error while handling a request")
+    return problem(500, "unexpected error; see the logs for the invocation id", kind="internal")
+
+
+def base_url(req: func.HttpRequest) -> str:
+    parts = urlsplit(req.url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def status_url(req: func.HttpRequest, registration_id: str) -> str:
+    return f"{base_url(req)}/api/registrations/{registration_id}"
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat().replace("+00:00", "Z") if value else None
+
+
+def credential_view(c: CredentialState | None) -> dict[str, Any] | None:
+    if c is None:
+        return None
+    return {
+        "type": c.type.value,
+        "keyId": c.key_id,
+        "generation": c.generation,
+        "displayName": c.display_name,
+        "startsOn": _iso(c.start),
+        "expiresOn": _iso(c.expires_on),
+        "secretUri": c.secret_uri,
+        "certificateUri": c.certificate_uri,
+        "thumbprint": c.thumbprint,
+        "issuer": c.issuer,
+        "subject": c.subject,
+        "verifiedOn": _iso(c.verified_at),
+    }
+
+
+def registration_view(r: Registration, url: str | None = None) -> dict[str, Any]:
+    def perms(items: Sequence[Any]) -> list[dict[str, str]]:
+        return [
+            {
+                "resourceAppId": p.resource_app_id,
+                "resource": resource_label(p.resource_app_id),
+                "type": p.kind.value,
+                "id": p.id,
+                "name": p.name,
+            }
+            for p in items
+        ]
+
+    error = r.last_error
+    return {
+        "id": r.id,
+        "requestId": r.request_id,
+        "profile": r.profile_id,
+        "tenantId": r.tenant_id,
+        "displayName": r.plan.display_name,
+        "status": r.status.value,
+        "createdOn": _iso(r.created_at),
+        "updatedOn": _iso(r.updated_at),
+        "appId": r.app_id,
+        "objectId": r.app_object_id,
+        "servicePrincipalId": r.service_principal_id,
+        "permissions": perms(r.granted_permissions),
+        "requestedPermissions": perms(r.plan.permissions),
+        "credential": credential_view(r.credential),
+        "manualSteps": list(r.plan.manual_steps),
+        "notes": r.plan.notes,
+        "approval": {
+            "reasons": list(r.approval.reasons),
+            "approvedBy": r.approval.approved_by,
+            "approvedOn": _iso(r.approval.approved_at),
+        }
+        if r.approval
+        else None,
+        "webhooks": [{"id": w.id, "url": w.url, "events": list(w.events)} for w in r.webhooks],
+        "history": [
+            {"step": e.step, "outcome": e.outcome, "at": _iso(e.at), "detail": e.detail} for e in r.history
+        ],
+        "lastError": {
+            "step": error.step,
+            "kind": error.kind,
+            "message": error.message,
+            "code": error.code,
+            "at": _iso(error.at),
+            "problems": [
+                {"field": p.field, "reason": p.reason, "suggestion": p.suggestion} for p in error.problems
+            ],
+        }
+        if error
+        else None,
+        "statusUrl": url,
+    }
+
+
+def profile_view(p: Profile, *, detailed: bool = True) -> dict[str, Any]:
+    view: dict[str, Any] = {
+        "id": p.id,
+        "connector": p.connector,
+        "title": p.title,
+        "description": p.description,
+        "seed": p.seed,
+        "custom": p.custom,
+        "credentialTypes": [t.value for t in p.credential_types],
+        "defaultCredentialType": p.default_credential_type.value,
+    }
+    if not detailed:
+        return view
+    view.update(
+        {
+            "signInAudience": p.sign_in_audience,
+            "redirectUris": {
+                "web": list(p.redirect_uris.web),
+                "spa": list(p.redirect_uris.spa),
+                "publicClient": list(p.redirect_uris.public_client),
+            },
+            "permissions": [
+                {
+                    "resource": resource_label(perm.ref().resource),
+                    "type": perm.ref().kind.value,
+                    "name": perm.ref().name,
+                    "when": perm.when,
+                }
+                for perm in p.permissions
+            ],
+            "options": [
+                {
+                    "name": o.name,
+                    "type": o.type,
+                    "description": o.description,
+                    "default": o.default,
+                    "allowed": list(o.allowed),
+                }
+                for o in p.options
+            ],
+            "credentials": [
+                {
+                    "type": rule.type.value,
+                    "defaultLifetime": _duration(rule.default_lifetime),
+                    "maxLifetime": _duration(rule.max_lifetime),
+                }
+                for rule in p.credentials
+            ],
+            "manualSteps": [{"id": s.id, "title": s.title, "detail": s.detail} for s in p.manual_steps],
+            "notes": list(p.notes),
+        }
+    )
+    return view
+
+
+def _duration(value: timedelta | None) -> str | None:
+    return format_duration(value) if value is not None else None

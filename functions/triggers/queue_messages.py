@@ -1,0 +1,43 @@
+"""The one message schema of the `registration-requests` queue.
+
+A message is a JSON object, either
+- a registration request: the same body as POST /api/registrations (ticketing systems write
+  these directly); it has "requestId" and "profile"; or
+- an internal envelope: {"registrationId": "reg-..."} written by HTTP intake and approval, for
+  a registration already accepted (its plan is in the record).
+A message with "registrationId" and no "requestId" is an envelope; any other object is a request.
+What is not a JSON object cannot be processed: the worker raises and the host moves the message
+to `registration-requests-poison` after its retries.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+
+class UnreadableMessage(ValueError):  # noqa: N818  (names what the message is)
+    """Not a JSON object: nothing to record a failure against, so it goes to the poison queue."""
+
+
+@dataclass(frozen=True)
+class Envelope:
+    registration_id: str
+
+
+def envelope(registration_id: str) -> str:
+    return json.dumps({"registrationId": registration_id})
+
+
+def read_message(text: str) -> Envelope | dict[str, Any]:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UnreadableMessage(f"message is not JSON ({exc.msg} at {exc.pos})") from None
+    if not isinstance(data, dict):
+        raise UnreadableMessage(f"message is JSON {type(data).__name__}, not an object")
+    registration_id = data.get("registrationId")
+    if "requestId" not in data and isinstance(registration_id, str) and registration_id:
+        return Envelope(registration_id)
+    return data
