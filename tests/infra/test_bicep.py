@@ -191,6 +191,15 @@ def test_function_app_is_flex_consumption_python_with_managed_identity() -> None
 
 def test_host_storage_and_telemetry_use_the_managed_identity() -> None:
     app_module = tree_of("modules/functionapp.bicep")
+    (config,) = resources(app_module, "Microsoft.Web/sites/config").values()
+    assert body(config)["name"] == "appsettings"
+    applied = body(config)["properties"]["function"]
+    assert applied["type"] == "union"
+    assert list(applied["parameters"].values()) == ["hostSettings", "registrarSettings"]
+    assert app_module["parameters"]["registrarSettings"]["type"] == "object"
+    assert body(tree_of("main.bicep")["modules"]["functionApp"])["params"]["registrarSettings"] == (
+        "registrarSettings"
+    )
     host = resolve(app_module, "hostSettings")
     assert host["AzureWebJobsStorage__accountName"] == "storageAccountName"
     assert host["AzureWebJobsStorage__credential"] == "managedidentity"

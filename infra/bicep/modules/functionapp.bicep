@@ -101,12 +101,6 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
       scmMinTlsVersion: '1.2'
       ftpsState: 'Disabled'
       http20Enabled: true
-      appSettings: [
-        for setting in items(union(hostSettings, registrarSettings)): {
-          name: setting.key
-          value: setting.value
-        }
-      ]
     }
     functionAppConfig: {
       deployment: {
@@ -128,6 +122,21 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
       }
     }
   }
+}
+
+// A config resource rather than siteConfig.appSettings: one object, no copy loop over values that
+// are only known at deployment time (the vault URI, the Application Insights connection string).
+resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
+  // checkov:skip=CKV_AZURE_13:checkov runs its web-config checks on every Microsoft.Web/sites/config resource, but this one is 'appsettings' (name/value pairs only); the site has no App Service Authentication because callers use function keys or the queue (see the site's suppressions).
+  // checkov:skip=CKV_AZURE_63:checkov runs its web-config checks on every Microsoft.Web/sites/config resource, but this one is 'appsettings' (name/value pairs only); HTTP logging is a 'web' config property: requests and failures go to Application Insights.
+  // checkov:skip=CKV_AZURE_65:checkov runs its web-config checks on every Microsoft.Web/sites/config resource, but this one is 'appsettings' (name/value pairs only); detailed error pages are a 'web' config property: errors go to Application Insights.
+  // checkov:skip=CKV_AZURE_66:checkov runs its web-config checks on every Microsoft.Web/sites/config resource, but this one is 'appsettings' (name/value pairs only); failed request tracing is a 'web' config property: failures go to Application Insights.
+  // checkov:skip=CKV_AZURE_80:checkov runs its web-config checks on every Microsoft.Web/sites/config resource, but this one is 'appsettings' (name/value pairs only); the app runs Python 3.11 on Linux (functionAppConfig.runtime), not .NET Framework.
+  // checkov:skip=CKV_AZURE_88:checkov runs its web-config checks on every Microsoft.Web/sites/config resource, but this one is 'appsettings' (name/value pairs only); Flex Consumption has no content share on Azure Files: the package comes from blob storage.
+  // checkov:skip=CKV_AZURE_222:checkov runs its web-config checks on every Microsoft.Web/sites/config resource, but this one is 'appsettings' (name/value pairs only); public network access is a site property, suppressed with its reason on the site.
+  parent: functionApp
+  name: 'appsettings'
+  properties: union(hostSettings, registrarSettings)
 }
 
 // Deployments go through azd (Entra ID to the deployment container), never FTP or basic-auth SCM.
