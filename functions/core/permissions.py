@@ -82,11 +82,15 @@ def catalog_from_json(data: Mapping[str, Any], service_principal_id: str = "") -
             if item.get("value")
         }
 
+    # Only roles an application can hold are application permissions (others are assigned to users).
+    app_roles = [
+        r for r in data.get("appRoles", ()) if "Application" in r.get("allowedMemberTypes", ["Application"])
+    ]
     return ResourceCatalog(
         app_id=str(data["appId"]).lower(),
         service_principal_id=service_principal_id or str(data.get("id", "")),
         display_name=str(data.get("displayName", "")),
-        app_roles=entries(data.get("appRoles", ()), "displayName"),
+        app_roles=entries(app_roles, "displayName"),
         scopes=entries(data.get("oauth2PermissionScopes", ()), "adminConsentDisplayName"),
     )
 

@@ -48,6 +48,24 @@ def test_catalog_from_json_keeps_every_permission_and_its_state() -> None:
     assert catalog.app_roles["AgentCard.Read.All"].enabled is False
 
 
+def test_catalog_from_json_leaves_out_roles_only_users_can_hold() -> None:
+    data = {
+        "appId": "11111111-2222-4333-8444-555555555555",
+        "displayName": "Contoso API",
+        "appRoles": [
+            {"id": "r1", "value": "Things.Read.All", "allowedMemberTypes": ["Application"]},
+            {"id": "r2", "value": "Things.Admin", "allowedMemberTypes": ["User"]},
+            {"id": "r3", "value": "Things.Both", "allowedMemberTypes": ["User", "Application"]},
+        ],
+        "oauth2PermissionScopes": [
+            {"id": "s1", "value": "Things.Read", "adminConsentDisplayName": "Read things"}
+        ],
+    }
+    catalog = catalog_from_json(data)
+    assert set(catalog.app_roles) == {"Things.Read.All", "Things.Both"}
+    assert catalog.scopes["Things.Read"].display_name == "Read things"
+
+
 @pytest.mark.parametrize(
     ("typo", "kind", "resource", "expected"),
     [
