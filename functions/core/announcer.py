@@ -1,0 +1,71 @@
+"""Announce a registration's events to its webhook subscribers, once per event.
+
+The event fans out to one message per interested subscriber on the webhook-deliveries queue
+(the delivery worker signs and sends each, with retries). The record's history remembers which
+events were announced, so a workflow step re-run after a crash does not announce twice; should
+a crash fall between the send and that note, the re-send carries the same deterministic
+webhook-id, which is what Standard Webhooks receivers deduplicate on.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from datetime import datetime
+from typing import Any
+
+from functions.core.keeper import RecordKeeper
+from functions.core.notifications import WebhookEvent, WebhookSubscription, fan_out
+from functions.core.ports import Clock, MessageQueue
+from functions.core.registrations import Registration
+from functions.resources import WEBHOOK_DELIVERIES_QUEUE
+
+log = logging.getLogger(__name__)
+
+ANNOUNCE_STEP = "announce"
+
+
+def subscriptions_of(record: Registration) -> list[WebhookSubscription]:
+    return [
+        WebhookSubscription(
+            id=ref.id, registration_id=record.id, url=ref.url, events=ref.events, created_at=ref.created_at
+        )
+        for ref in record.webhooks
+    ]
+
+
+def announced(record: Registration, event_id: str) -> bool:
+    return any(e.step == ANNOUNCE_STEP and e.detail == event_id for e in record.history)
+
+
+def event_for(record: Registration, event_type: str, key: str, at: datetime, **data: Any) -> WebhookEvent:
+    """A registration's event with the ids every payload carries; `key` makes its id unique."""
+    base: dict[str, Any] = {"tenantId": record.tenant_id, "appId": record.app_id}
+    base.update({name: value for name, value in data.items() if value is not None})
+    return WebhookEvent(
+        id=f"{record.id}:{key}:{event_type}",
+        type=event_type,
+        occurred_at=at,
+        registration_id=record.id,
+        data=base,
+    )
+
+
+class Announcer:
+    def __init__(self, *, queue: MessageQueue, clock: Clock) -> None:
+        self._queue = queue
+        self._clock = clock
+
+    async def announce(self, keeper: RecordKeeper, event: WebhookEvent) -> int:
+        """Enqueue the deliveries of `event` unless it was announced before; returns how many."""
+        record = keeper.current
+        if announced(record, event.id):
+            return 0
+        deliveries = fan_out(event, subscriptions_of(record))
+        for delivery in deliveries:
+            await self._queue.send(WEBHOOK_DELIVERIES_QUEUE, delivery.to_message())
+        now = self._clock.now()
+        await keeper.update(lambda r: replace(r.with_event(ANNOUNCE_STEP, "done", now, event.id)))
+        if deliveries:
+            log.info("announced %s to %d subscriber(s)", event.type, len(deliveries))
+        return len(deliveries)

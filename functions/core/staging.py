@@ -1,0 +1,219 @@
+"""The next generation of a registration's credential: staged, then (once verified) published.
+
+Connectors read the registration's Key Vault object ("latest"), so a rotated credential must
+not appear there before it works. It is first kept under a staging name no consumer reads
+(`<name>-staging`); verification acquires a token with it; only then is it published as a new
+version of the connector's secret (or imported as a new version of its certificate).
+
+Crash safety follows credentials.py: the write-ahead display name `registrar-<id>-g<N>` is in
+the record before any Graph call; a re-run adopts the named credential whose keyId reached the
+staging secret and removes any other with that name, so a rotation makes exactly one credential.
+Publishing is idempotent too: a version of the connector's secret tagged with the new keyId, or
+a certificate version with the new thumbprint, is adopted rather than written again.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from datetime import datetime, timedelta
+
+from functions.core.credentials import SECRET_CONTENT_TYPE, certificate_key_id, vault_tags
+from functions.core.keeper import RecordKeeper
+from functions.core.models import CredentialType, SecretValue
+from functions.core.ports import Clock, Directory, KeyCredentialSpec, Vault
+from functions.core.registrations import CredentialState, PendingCredential, vault_object_name
+from functions.telemetry import redactor
+
+log = logging.getLogger(__name__)
+
+
+def staging_name(registration_id: str) -> str:
+    return f"{vault_object_name(registration_id)}-staging"
+
+
+class NextGeneration:
+    def __init__(
+        self, *, directory: Directory, vault: Vault, clock: Clock, default_lifetime: timedelta
+    ) -> None:
+        self._directory = directory
+        self._vault = vault
+        self._clock = clock
+        self._default_lifetime = default_lifetime
+
+    # ------------------------------------------------------------ stage
+
+    async def stage(
+        self, keeper: RecordKeeper, pending: PendingCredential
+    ) -> tuple[CredentialState, SecretValue]:
+        """Issue (or adopt after a crash) generation `pending.generation`, kept in staging."""
+        if pending.type is CredentialType.CERTIFICATE:
+            return await self._stage_certificate(keeper, pending)
+        return await self._stage_secret(keeper, pending)
+
+    async def _stage_secret(
+        self, keeper: RecordKeeper, pending: PendingCredential
+    ) -> tuple[CredentialState, SecretValue]:
+        record = keeper.current
+        tenant, app = record.tenant_id, record.app_object_id
+        assert app is not None
+        staging = staging_name(record.id)
+        named = [
+            c
+            for c in await self._directory.list_credentials(tenant, app)
+            if c.kind == "password" and c.display_name == pending.display_name
+        ]
+        if named:
+            staged = {
+                v.tags.get("keyId"): v
+                for v in await self._vault.secret_versions(staging)
+                if v.tags.get("generation") == str(pending.generation)
+            }
+            adopted = next((c for c in named if c.key_id in staged), None)
+            for c in named:
+                if c is not adopted:
+                    log.info("removing credential %s that never reached staging", c.key_id)
+                    await self._directory.remove_password(tenant, app, c.key_id)
+            if adopted is not None:
+                ref, value = await self._vault.get_secret(staging, staged[adopted.key_id].version)
+                return self._secret_state(
+                    pending, adopted.key_id, adopted.start, adopted.end or ref.expires_on
+                ), value
+        start = self._clock.now()
+        end = start + (record.plan.credential.lifetime or self._default_lifetime)
+        issued = await self._directory.add_password(tenant, app, pending.display_name, start, end)
+        redactor.register(issued.secret.reveal())
+        await self._vault.set_secret(
+            staging,
+            issued.secret,
+            content_type=SECRET_CONTENT_TYPE,
+            tags=vault_tags(record, issued.key_id, pending.generation, issued.end.isoformat()),
+            expires_on=issued.end,
+        )
+        return self._secret_state(pending, issued.key_id, issued.start, issued.end), issued.secret
+
+    @staticmethod
+    def _secret_state(
+        pending: PendingCredential, key_id: str, start: datetime | None, end: datetime | None
+    ) -> CredentialState:
+        return CredentialState(
+            type=CredentialType.SECRET,
+            generation=pending.generation,
+            display_name=pending.display_name,
+            key_id=key_id,
+            start=start,
+            expires_on=end,
+        )
+
+    async def _stage_certificate(
+        self, keeper: RecordKeeper, pending: PendingCredential
+    ) -> tuple[CredentialState, SecretValue]:
+        record = keeper.current
+        current = record.credential
+        assert record.app_object_id is not None and current is not None
+        staging = staging_name(record.id)
+        key_id = certificate_key_id(record.id, pending.generation)
+        if pending.certificate_version:
+            cert = await self._vault.get_certificate(staging, pending.certificate_version)
+        else:
+            lifetime = record.plan.credential.lifetime or self._default_lifetime
+            cert = await self._vault.create_certificate(
+                staging,
+                subject=f"CN={record.id}",
+                validity_months=max(1, lifetime.days // 30),
+                tags=vault_tags(record, key_id, pending.generation, ""),
+            )
+            made = cert.version
+            await keeper.update(
+                lambda r: replace(r, pending_credential=replace(pending, certificate_version=made))
+            )
+        keep = await self._key_spec(current)
+        # keyCredentials is replaced as a whole: the current key stays until retirement.
+        await self._directory.set_key_credentials(
+            record.tenant_id,
+            record.app_object_id,
+            [
+                *keep,
+                KeyCredentialSpec(key_id, pending.display_name, cert.der, cert.not_before, cert.expires_on),
+            ],
+        )
+        _, pem = await self._vault.get_secret(staging, cert.secret_uri.rstrip("/").rsplit("/", 1)[-1])
+        state = CredentialState(
+            type=CredentialType.CERTIFICATE,
+            generation=pending.generation,
+            display_name=pending.display_name,
+            key_id=key_id,
+            start=cert.not_before,
+            expires_on=cert.expires_on,
+            thumbprint=cert.thumbprint_sha1,
+        )
+        return state, pem
+
+    async def _key_spec(self, credential: CredentialState | None) -> list[KeyCredentialSpec]:
+        if credential is None or credential.type is not CredentialType.CERTIFICATE:
+            return []
+        assert credential.certificate_name is not None
+        cert = await self._vault.get_certificate(credential.certificate_name, credential.certificate_version)
+        return [
+            KeyCredentialSpec(
+                credential.key_id, credential.display_name, cert.der, cert.not_before, cert.expires_on
+            )
+        ]
+
+    # ------------------------------------------------------------ publish
+
+    async def publish(
+        self, keeper: RecordKeeper, state: CredentialState, value: SecretValue
+    ) -> CredentialState:
+        """Make the verified credential the connector's "latest"; idempotent."""
+        record = keeper.current
+        name = vault_object_name(record.id)
+        expires = state.expires_on.isoformat() if state.expires_on else ""
+        tags = vault_tags(record, state.key_id, state.generation, expires)
+        if state.type is CredentialType.CERTIFICATE:
+            latest = await self._vault.get_certificate(name)
+            cert = latest if latest.thumbprint_sha1 == state.thumbprint else None
+            if cert is None:
+                cert = await self._vault.import_certificate(name, value, tags=tags)
+            return replace(
+                state,
+                secret_name=name,
+                secret_uri=cert.secret_uri,
+                secret_version=cert.secret_uri.rstrip("/").rsplit("/", 1)[-1],
+                certificate_name=name,
+                certificate_uri=cert.certificate_uri,
+                certificate_version=cert.version,
+            )
+        existing = next(
+            (v for v in await self._vault.secret_versions(name) if v.tags.get("keyId") == state.key_id), None
+        )
+        ref = existing or await self._vault.set_secret(
+            name, value, content_type=SECRET_CONTENT_TYPE, tags=tags, expires_on=state.expires_on
+        )
+        return replace(state, secret_name=name, secret_uri=ref.uri, secret_version=ref.version)
+
+    async def unstage(self, registration_id: str, kind: CredentialType) -> None:
+        """Disable what staging holds: nothing but the published copy stays readable.
+
+        Disabled, not deleted: with purge protection a deleted name could not be reused by the
+        next rotation for the retention period.
+        """
+        staging = staging_name(registration_id)
+        for version in await self._vault.secret_versions(staging):
+            if version.enabled:
+                await self._vault.update_secret_version(staging, version.version, enabled=False)
+
+    # ------------------------------------------------------------ retire
+
+    async def retire(self, keeper: RecordKeeper, old: CredentialState) -> None:
+        """Remove an old credential from the app and disable its Key Vault version; idempotent."""
+        record = keeper.current
+        tenant, app = record.tenant_id, record.app_object_id
+        assert app is not None
+        if old.type is CredentialType.SECRET:
+            await self._directory.remove_password(tenant, app, old.key_id)
+            if old.secret_name and old.secret_version:
+                await self._vault.update_secret_version(old.secret_name, old.secret_version, enabled=False)
+        elif old.type is CredentialType.CERTIFICATE:
+            keep = await self._key_spec(record.credential)
+            await self._directory.set_key_credentials(tenant, app, keep)
