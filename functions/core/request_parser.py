@@ -24,6 +24,7 @@ from functions.core.permissions import canonical_resource, suggest_names
 from functions.core.policy import Policy
 from functions.core.profiles import COMMON_OPTIONS, OptionSpec, Profile, ProfileCatalogue
 
+MAX_PROBLEMS = 50  # at most this many problems in one answer (the last says how many were left out)
 MAX_BODY_BYTES = 64 * 1024  # the HTTP trigger refuses larger bodies with 413 before parsing
 MAX_DISPLAY_NAME = 120
 MAX_CUSTOM_PERMISSIONS = 50
@@ -91,8 +92,11 @@ class RequestParser:
             return None
         for key in value:
             if key not in allowed:
-                self.add(f"{path}.{key}" if path else key, "unknown field",
-                         _did_you_mean(suggest_names(key, allowed, limit=1)) or f"allowed: {', '.join(allowed)}")  # fmt: skip
+                shown = key if len(key) <= 64 else key[:61] + "..."  # never echo a huge key back
+                close = _did_you_mean(suggest_names(shown, allowed, limit=1))
+                listing = f"allowed: {', '.join(allowed)}"
+                self.add(f"{path}.{shown}" if path else shown, "unknown field",
+                         f"{close} {listing}" if close else listing)  # fmt: skip
         return value
 
     def list_(self, value: Any, path: str, *, max_items: int) -> list[Any] | None:
@@ -118,6 +122,9 @@ class RequestParser:
 
     def tenant(self, value: Any, home_tenant_id: str) -> str | None:
         if value is None:
+            if not GUID.match(home_tenant_id or ""):
+                self.add("tenantId", "required: Registrar has no home tenant configured")
+                return None
             tenant = home_tenant_id
         else:
             text = self.string(value, "tenantId", max_len=36)

@@ -33,6 +33,7 @@ from functions.core.profiles import (
 from functions.core.request_parser import (
     MAX_BODY_BYTES,
     MAX_DISPLAY_NAME,
+    MAX_PROBLEMS,
     REQUEST_ID,
     TOP_LEVEL_FIELDS,
     RequestParser,
@@ -136,6 +137,9 @@ def _parse(
 def _failed(parser: RequestParser, extra: Sequence[Problem] = ()) -> ValidationFailed:
     problems = [*parser.problems, *extra]
     only_tenant = parser.tenant_refused and all(pr.field == "tenantId" for pr in problems)
+    if len(problems) > MAX_PROBLEMS:  # a hostile body must not turn into a huge error response
+        hidden = len(problems) - MAX_PROBLEMS + 1
+        problems = [*problems[: MAX_PROBLEMS - 1], Problem("", f"{hidden} more problems not shown")]
     return ValidationFailed(problems, status=422 if only_tenant else 400)
 
 

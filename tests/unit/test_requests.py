@@ -143,6 +143,7 @@ def test_every_problem_is_reported_together() -> None:
     assert problems["requestedBy"].reason == "expected a string, got a number"
     assert str(problems["webhooks[0].events[0]"].suggestion).startswith("did you mean credential.rotated")
     assert problems["options.colour"].suggestion == "allowed: createMailboxes, redirectUris"
+    assert str(problems["extra"].suggestion).startswith("allowed: requestId, profile, displayName")
     assert problems["extra"].suggestion is not None and "requestId" in problems["extra"].suggestion
     assert "https" in problems["options.redirectUris.web[0]"].reason
 
@@ -155,6 +156,35 @@ def test_missing_required_fields_and_wrong_body_types() -> None:
         _, problems = problems_of(parse, body)
         assert list(problems) == [""]
         assert problems[""].reason.startswith("the body must be a JSON object")
+
+
+def test_misspelt_fields_get_the_closest_name_and_the_allowed_list() -> None:
+    _, problems = problems_of(parse, {"requestID": "A1", "profile": "cloudiway-gal-sync"})
+    assert set(problems) == {"requestID", "requestId"}
+    assert str(problems["requestID"].suggestion).startswith(
+        "did you mean requestId? allowed: requestId, profile"
+    )
+
+
+def test_hostile_bodies_get_bounded_answers() -> None:
+    body = {f"k{i}": i for i in range(500)} | {"x" * 5000: 1}
+    status, problems = problems_of(parse, body)
+    assert status == 400 and len(problems) == 50
+    assert problems[""].reason == "454 more problems not shown"
+    assert all(len(field) <= 64 for field in problems)
+
+
+def test_no_home_tenant_configured_needs_a_tenant_id() -> None:
+    body = {"requestId": "A1", "profile": "cloudiway-gal-sync"}
+    with pytest.raises(ValidationFailed) as failure:
+        parse_registration_request(body, home_tenant_id="", catalogue=load_catalogue(), policy=Policy())
+    assert [(p.field, p.reason) for p in failure.value.problems] == [
+        ("tenantId", "required: Registrar has no home tenant configured")
+    ]
+    request = parse_registration_request(
+        {**body, "tenantId": OTHER}, home_tenant_id="", catalogue=load_catalogue(), policy=Policy()
+    )
+    assert request.tenant_id == OTHER
 
 
 def test_unknown_profile_suggests_the_closest_ids() -> None:
