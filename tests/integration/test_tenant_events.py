@@ -15,6 +15,11 @@ import pytest
 from azure.identity import ClientSecretCredential
 from azure.keyvault.certificates import CertificateClient, CertificatePolicy
 from azure.keyvault.secrets import SecretClient
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.serialization import pkcs12
+from cryptography.x509.oid import NameOID
 
 from tests.fixtures.tenant import TenantProcess
 
@@ -183,6 +188,37 @@ def test_near_expiry_and_expired_fire_once_for_the_current_version_only(
         "Microsoft.KeyVault.SecretNewVersionCreated"
     ] * 2
     assert len([e for e in receiver.events if e["subject"] == expiring]) == 3
+
+
+def test_certificate_near_expiry_and_expired(tenant_admin: TenantProcess, receiver: Receiver) -> None:
+    tenant_admin.configure(nearExpiryWindowS=60.0)
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "short-lived.example.com")])
+    now = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
+    short_lived = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(seconds=3))
+        .sign(key, hashes.SHA256())
+    )
+    pfx = pkcs12.serialize_key_and_certificates(None, key, short_lived, None, serialization.NoEncryption())
+    certificates = CertificateClient(
+        tenant_admin.vault_url, credential(tenant_admin), verify_challenge_resource=False
+    )
+    name = unique("shortcert")
+    imported = certificates.import_certificate(name, pfx)
+
+    for kind in ("CertificateNearExpiry", "CertificateExpired"):
+        (event,) = receiver.wait_for(of(kind, name))
+        assert event["data"]["ObjectType"] == "Certificate"
+        assert event["data"]["Id"] == imported.id
+        assert event["data"]["EXP"] == int(short_lived.not_valid_after_utc.timestamp())
+    # The backing secret carries the same dates, so it has its own events.
+    receiver.wait_for(of("SecretExpired", name))
 
 
 def test_failed_deliveries_are_retried_until_accepted(

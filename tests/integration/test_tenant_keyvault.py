@@ -87,6 +87,33 @@ def test_a_forged_token_is_refused_with_401(tenant: TenantProcess) -> None:
     assert error_of(caught.value) == (401, "Unauthorized")
 
 
+def test_a_token_for_another_audience_is_refused_with_401(tenant: TenantProcess) -> None:
+    graph_token = ClientSecretCredential(
+        tenant.tenant_id,
+        tenant.client_id,
+        tenant.client_secret,
+        authority=tenant.authority,
+        disable_instance_discovery=True,
+    ).get_token("https://graph.microsoft.com/.default")
+
+    class GraphTokenCredential:
+        def get_token(self, *scopes: str, **kwargs: Any) -> Any:
+            return graph_token
+
+    wire = WireLog()
+    client = SecretClient(
+        tenant.vault_url,
+        GraphTokenCredential(),  # type: ignore[arg-type]
+        verify_challenge_resource=False,
+        raw_response_hook=wire,
+    )
+    with pytest.raises(HttpResponseError) as caught:
+        client.get_secret("anything")
+    assert error_of(caught.value) == (401, "Unauthorized")
+    assert [(sent, status) for sent, status, _ in wire.exchanges] == [(False, 401), (True, 401)]
+    assert "WWW-Authenticate" in wire.exchanges[-1][2]
+
+
 def test_set_get_latest_and_by_version(client: SecretClient) -> None:
     name = unique("rw")
     expires = datetime.datetime.now(datetime.UTC).replace(microsecond=0) + datetime.timedelta(days=30)

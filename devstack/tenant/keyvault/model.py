@@ -49,7 +49,7 @@ class Attributes:
 @dataclass
 class SecretVersion:
     version: str
-    value: str
+    value: str = field(repr=False)  # never in a repr, a log line or an error
     attributes: Attributes
     content_type: str | None = None
     tags: dict[str, str] | None = None
