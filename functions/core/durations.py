@@ -18,7 +18,7 @@ _MAX_DURATION = timedelta(days=36500)
 
 def parse_duration(text: str) -> timedelta:
     """Parse an ISO 8601 duration like P90D, PT5M, P1DT12H, P2W; raise ValueError otherwise."""
-    match = _DURATION.match(text.strip().upper())
+    match = _DURATION.fullmatch(text.strip().upper())
     if match is None:
         raise ValueError(f"{text!r} is not an ISO 8601 duration like P90D or PT5M")
     parts = {k: float(v) if v else 0.0 for k, v in match.groupdict().items()}

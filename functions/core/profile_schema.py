@@ -111,7 +111,7 @@ def profile_from_dict(data: Mapping[str, Any], *, source: str) -> Profile:
     r = _Reader(source)
     r.known_keys(data, _PROFILE_KEYS, "")
     profile_id = r.req(data, "id", "")
-    if not PROFILE_ID.match(profile_id):
+    if not PROFILE_ID.fullmatch(profile_id):
         raise r.fail("id", "lower-case letters, digits and '-' (2-63 characters)")
     custom = data.get("custom", False)
     if not isinstance(custom, bool):

@@ -122,7 +122,7 @@ class RequestParser:
 
     def tenant(self, value: Any, home_tenant_id: str) -> str | None:
         if value is None:
-            if not GUID.match(home_tenant_id or ""):
+            if not GUID.fullmatch(home_tenant_id or ""):
                 self.add("tenantId", "required: Registrar has no home tenant configured")
                 return None
             tenant = home_tenant_id
@@ -130,7 +130,7 @@ class RequestParser:
             text = self.string(value, "tenantId", max_len=36)
             if text is None:
                 return None
-            if not GUID.match(text):
+            if not GUID.fullmatch(text):
                 self.add("tenantId", "expected a tenant id (GUID)")
                 return None
             tenant = text
@@ -293,7 +293,7 @@ class RequestParser:
         items = self.list_(value, "owners", max_items=self.policy.max_owners) if value is not None else []
         owners: list[str] = []
         for i, item in enumerate(items or ()):
-            if not isinstance(item, str) or not GUID.match(item):
+            if not isinstance(item, str) or not GUID.fullmatch(item):
                 self.add(f"owners[{i}]", "expected a user or service principal object id (GUID)")
             elif item.lower() not in owners:
                 owners.append(item.lower())

@@ -97,7 +97,7 @@ def _parse(
         return p, None, None
     p.object_(body, "", TOP_LEVEL_FIELDS)
     request_id = p.string(body.get("requestId"), "requestId", max_len=128, required=True)
-    if request_id is not None and not REQUEST_ID.match(request_id):
+    if request_id is not None and not REQUEST_ID.fullmatch(request_id):
         p.add(
             "requestId",
             "use letters, digits and . _ : @ - (1-128 characters, starting with a letter or digit)",
