@@ -106,6 +106,7 @@ class Stack:
         self.tenant: subprocess.Popen[str] | None = None
         self.host: HostProcess | None = None
         self.endpoints: dict[str, Any] = {}
+        self._indexer: subprocess.Popen[str] | None = None
 
     @property
     def endpoints_file(self) -> Path:
@@ -125,11 +126,12 @@ class Stack:
         (options.state_dir / "logs").mkdir(exist_ok=True)
         self.endpoints_file.unlink(missing_ok=True)
         host_port = free_port() if options.port == 0 else options.port
+        indexing = self._index_app()  # runs while Azurite starts
         self.azurite = azurite.start() if options.port == 0 else azurite.start_preferring_defaults()
         storage = self.azurite.connection_string
+        webhook = self._event_grid_webhook(indexing, host_port)
         tenant_info: dict[str, Any] | None = None
         if tenant_available():
-            webhook = self._event_grid_webhook(host_port)
             tenant_info = self._start_tenant(webhook)
         else:
             log.warning("devstack.tenant is not available yet: starting without the local tenant")
@@ -161,24 +163,27 @@ class Stack:
         temporary.replace(self.endpoints_file)  # appears whole: readers never see half a file
         return self.endpoints
 
-    def _event_grid_webhook(self, host_port: int) -> str | None:
-        """The host URL of the app's Event Grid function, found in the app's own metadata."""
-        argv = [
-            sys.executable,
-            "-m",
-            "devstack.host",
-            "--app-dir",
-            str(self.options.app_dir),
-            "--list-functions",
-        ]
+    def _index_app(self) -> subprocess.Popen[str]:
+        """List the app's functions (`devstack.host --list-functions`) in a child process."""
+        argv = [sys.executable, "-m", "devstack.host", "--list-functions"]
+        argv += ["--app-dir", str(self.options.app_dir)]
         if self.options.settings_path.exists():
             argv += ["--settings", str(self.options.settings_path)]
         env = {k: v for k, v in os.environ.items() if k not in STACK_SETTINGS}
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
-        listed = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=env, check=False)
-        if listed.returncode != 0:
-            raise RuntimeError(f"cannot index {self.options.app_dir}: {listed.stderr.strip()[-2000:]}")
-        names = [f["name"] for f in json.loads(listed.stdout) if f["triggerType"] == "eventGridTrigger"]
+        self._indexer = processes.spawn(argv, env=env, cwd=self.options.app_dir, stderr=subprocess.PIPE)
+        return self._indexer
+
+    def _event_grid_webhook(self, indexing: subprocess.Popen[str], host_port: int) -> str | None:
+        """The host URL of the app's Event Grid function, found in the app's own metadata."""
+        try:
+            out, err = indexing.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            processes.stop(indexing)
+            raise RuntimeError(f"indexing {self.options.app_dir} took more than 120 s") from None
+        if indexing.returncode != 0:
+            raise RuntimeError(f"cannot index {self.options.app_dir}: {err.strip()[-2000:]}")
+        names = [f["name"] for f in json.loads(out) if f["triggerType"] == "eventGridTrigger"]
         if not names:
             log.info("The app has no Event Grid function: Key Vault events are not delivered")
             return None
@@ -218,6 +223,8 @@ class Stack:
         """Stop the host, the tenant and Azurite (each as a process group); forget endpoints.json."""
         with contextlib.suppress(OSError):
             self.endpoints_file.unlink(missing_ok=True)
+        if self._indexer is not None and self._indexer.poll() is None:
+            processes.stop(self._indexer)
         if self.host is not None:
             self.host.stop()
             self.host = None

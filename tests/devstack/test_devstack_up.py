@@ -12,6 +12,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from azure.identity import ClientSecretCredential
+from azure.keyvault.secrets import SecretClient
+
 from devstack import processes
 from devstack.stack import REPO_ROOT
 from tests.devstack.harness import SAMPLE_APP, http, wait_for
@@ -80,4 +83,15 @@ def test_stack_fixture_serves_the_repository_app(stack: dict[str, Any]) -> None:
     status, _, body = http("GET", f"{stack['hostUrl']}/admin/functions")
     assert status == 200
     assert sorted(f["name"] for f in json.loads(body)) == sorted(stack["functions"])
-    assert stack["vaultUrl"].startswith("https://127.0.0.1:")
+    # The test process trusts the stack's tenant: the official SDK reaches its Key Vault unchanged.
+    credential = ClientSecretCredential(
+        stack["tenantId"],
+        stack["clientId"],
+        stack["clientSecret"],
+        authority=stack["authority"],
+        disable_instance_discovery=True,
+    )
+    secrets = SecretClient(stack["vaultUrl"], credential, verify_challenge_resource=False)
+    name = f"stack-check-{uuid.uuid4().hex[:8]}"
+    secrets.set_secret(name, "value-1")
+    assert secrets.get_secret(name).value == "value-1"
