@@ -254,6 +254,22 @@ def test_profile_documents_are_json(catalogue: ProfileCatalogue) -> None:
         assert {o["name"] for o in doc["options"]} >= {"redirectUris"}
 
 
+def test_profile_document_reports_mappings_and_seed_corrections(catalogue: ProfileCatalogue) -> None:
+    cloudelements = profile_document(catalogue.get("cloudelements-office365"))  # type: ignore[arg-type]
+    assert len(cloudelements["mappings"]) == 8
+    assert cloudelements["mappings"][0]["from"]["resource"] == "Azure Active Directory Graph"
+    assert cloudelements["mappings"][0]["to"]["resourceName"] == "Microsoft Graph"
+    groups = profile_document(catalogue.get("cloudiway-groups-teams-target"))  # type: ignore[arg-type]
+    spelled = {p["name"]: p["seedSpelling"] for p in groups["permissions"] if p["seedSpelling"]}
+    assert spelled["Group.ReadWrite.All"] == "Group.ReadWrite.Alls"
+    assert groups["redirectUris"] == {"web": [], "spa": [], "publicClient": []}
+    sharepoint = profile_document(catalogue.get("codetwo-backup-sharepoint"))  # type: ignore[arg-type]
+    assert sharepoint["credentials"] == [
+        {"type": "certificate", "defaultLifetime": "P365D", "maxLifetime": None, "keySize": 2048,
+         "note": sharepoint["credentials"][0]["note"]}
+    ]  # fmt: skip
+
+
 def test_checked_in_docs_equal_the_generated_ones(catalogue: ProfileCatalogue) -> None:
     assert DOC_PATH.read_text(encoding="utf-8") == render_markdown(catalogue), (
         "docs/profiles.md is stale: run python -m functions.profiles.docs"
