@@ -23,10 +23,9 @@ from tests.integration.tenant_graph_support import (
 def list_config(
     **query: object,
 ) -> RequestConfiguration[ApplicationsRequestBuilder.ApplicationsRequestBuilderGetQueryParameters]:
-    config = RequestConfiguration(
+    return RequestConfiguration(
         query_parameters=ApplicationsRequestBuilder.ApplicationsRequestBuilderGetQueryParameters(**query)  # type: ignore[arg-type]
     )
-    return config
 
 
 async def test_created_app_has_graph_defaults_and_the_caller_as_owner(tenant: TenantProcess) -> None:

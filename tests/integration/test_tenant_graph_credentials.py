@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from azure.core.exceptions import ClientAuthenticationError
 from kiota_abstractions.base_request_configuration import RequestConfiguration
+from msgraph import GraphServiceClient
 from msgraph.generated.applications.item.add_key.add_key_post_request_body import AddKeyPostRequestBody
 from msgraph.generated.applications.item.add_password.add_password_post_request_body import (
     AddPasswordPostRequestBody,
@@ -42,12 +44,20 @@ from tests.integration.tenant_graph_support import (
 SECRET_ALPHABET = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.~")
 
 
-async def new_app(client, *, audience: str = "AzureADMyOrg", service_principal: bool = False) -> Application:  # type: ignore[no-untyped-def]
+@dataclass(frozen=True)
+class NewApp:
+    id: str
+    app_id: str
+
+
+async def new_app(
+    client: GraphServiceClient, *, audience: str = "AzureADMyOrg", service_principal: bool = False
+) -> NewApp:
     app = await client.applications.post(Application(display_name=unique("cred"), sign_in_audience=audience))
     assert app is not None and app.id and app.app_id
     if service_principal:
         await client.service_principals.post(ServicePrincipal(app_id=app.app_id))
-    return app  # type: ignore[no-any-return]
+    return NewApp(app.id, app.app_id)
 
 
 def key_credential(der: bytes, name: str = "cert") -> KeyCredential:
@@ -57,7 +67,7 @@ def key_credential(der: bytes, name: str = "cert") -> KeyCredential:
 async def test_add_password_returns_the_secret_once_and_it_works_until_removed(tenant: TenantProcess) -> None:
     client = graph_client(tenant)
     app = await new_app(client, service_principal=True)
-    items = client.applications.by_application_id(app.id)  # type: ignore[arg-type]
+    items = client.applications.by_application_id(app.id)
 
     added = await items.add_password.post(
         AddPasswordPostRequestBody(password_credential=PasswordCredential(display_name="rotation-1"))
@@ -87,7 +97,7 @@ async def test_add_password_returns_the_secret_once_and_it_works_until_removed(t
 async def test_add_password_validates_dates_and_personal_account_limit(tenant: TenantProcess) -> None:
     client = graph_client(tenant)
     app = await new_app(client, audience="AzureADandPersonalMicrosoftAccount")
-    items = client.applications.by_application_id(app.id)  # type: ignore[arg-type]
+    items = client.applications.by_application_id(app.id)
     start = datetime.now(UTC)
     with pytest.raises(ODataError) as caught:
         await items.add_password.post(
@@ -114,7 +124,7 @@ async def test_add_password_validates_dates_and_personal_account_limit(tenant: T
 async def test_patch_key_credentials_replaces_the_collection(tenant: TenantProcess) -> None:
     client = graph_client(tenant)
     app = await new_app(client)
-    items = client.applications.by_application_id(app.id)  # type: ignore[arg-type]
+    items = client.applications.by_application_id(app.id)
     _, first_der = self_signed("first")
     _, second_der = self_signed("second")
 
@@ -148,7 +158,7 @@ async def test_patch_key_credentials_replaces_the_collection(tenant: TenantProce
 async def test_add_key_and_remove_key_need_a_proof_from_a_valid_certificate(tenant: TenantProcess) -> None:
     client = graph_client(tenant)
     app = await new_app(client)
-    items = client.applications.by_application_id(app.id)  # type: ignore[arg-type]
+    items = client.applications.by_application_id(app.id)
     first_key, first_der = self_signed("first")
     second_key, second_der = self_signed("second")
     stranger_key, _ = self_signed("stranger")
@@ -157,15 +167,15 @@ async def test_add_key_and_remove_key_need_a_proof_from_a_valid_certificate(tena
         await items.add_key.post(
             AddKeyPostRequestBody(
                 key_credential=key_credential(second_der), proof=proof_token(first_key, app.id)
-            )  # type: ignore[arg-type]
+            )
         )
     assert odata_error(caught)[0] == 400
     await items.patch(Application(key_credentials=[key_credential(first_der, "first")]))
 
     bad_proofs = [
-        proof_token(stranger_key, app.id),  # type: ignore[arg-type]
+        proof_token(stranger_key, app.id),
         proof_token(first_key, str(uuid.uuid4())),
-        proof_token(first_key, app.id, lifetime_s=3600),  # type: ignore[arg-type]
+        proof_token(first_key, app.id, lifetime_s=3600),
         "not-a-jwt",
     ]
     for proof in bad_proofs:
@@ -178,7 +188,7 @@ async def test_add_key_and_remove_key_need_a_proof_from_a_valid_certificate(tena
     added = await items.add_key.post(
         AddKeyPostRequestBody(
             key_credential=key_credential(second_der, "second"), proof=proof_token(first_key, app.id)
-        )  # type: ignore[arg-type]
+        )
     )
     assert added is not None and added.key_id and added.display_name == "second"
     fetched = await items.get()
@@ -190,7 +200,7 @@ async def test_add_key_and_remove_key_need_a_proof_from_a_valid_certificate(tena
     first_id = next(k.key_id for k in fetched.key_credentials or [] if k.display_name == "first")
     await items.remove_key.post(
         RemoveKeyPostRequestBody(key_id=first_id, proof=proof_token(second_key, app.id))
-    )  # type: ignore[arg-type]
+    )
     remaining = await items.get()
     assert remaining is not None and [k.key_id for k in remaining.key_credentials or []] == [added.key_id]
 
@@ -198,7 +208,7 @@ async def test_add_key_and_remove_key_need_a_proof_from_a_valid_certificate(tena
 async def test_federated_credentials_limit_uniqueness_and_immutable_name(tenant: TenantProcess) -> None:
     client = graph_client(tenant)
     app = await new_app(client)
-    fics = client.applications.by_application_id(app.id).federated_identity_credentials  # type: ignore[arg-type]
+    fics = client.applications.by_application_id(app.id).federated_identity_credentials
     issuer = "https://token.actions.githubusercontent.com"
 
     def fic(index: int, subject: str | None = None) -> FederatedIdentityCredential:
@@ -245,4 +255,3 @@ async def test_federated_credentials_limit_uniqueness_and_immutable_name(tenant:
     assert odata_error(caught)[0] == 400
     replacement = await fics.post(fic(21))
     assert replacement is not None and replacement.name == "fic-21"
-

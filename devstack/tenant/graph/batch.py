@@ -15,7 +15,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 from multidict import CIMultiDict
 
 from devstack.tenant.graph.errors import GraphError, bad_request
-from devstack.tenant.graph.http import Call, Reply, Router, error_reply, run
+from devstack.tenant.graph.http import MISSING, Call, Reply, Router, error_reply, run
 
 MAX_ITEMS = 20
 ALLOWED_METHODS = {"GET", "POST", "PATCH", "PUT", "DELETE"}
@@ -91,6 +91,7 @@ def _item_call(call: Call, item: dict[str, Any]) -> Call:
         headers=headers,
         raw_body=raw,
         request_id=str(uuid.uuid4()),
+        _json=MISSING,  # the item's own body, parsed on demand
     )
 
 
@@ -106,7 +107,8 @@ def _response_text(item_id: str, reply: Reply) -> str:
 
 def handle_batch(call: Call, router: Router, client_request_id: str, throttle: ItemThrottle | None) -> Reply:
     try:
-        ordered = _order(_items(call))
+        items = _items(call)
+        ordered = _order(items)
     except GraphError as error:
         return error_reply(error, call.request_id, client_request_id)
     statuses: dict[str, int] = {}
@@ -130,7 +132,7 @@ def handle_batch(call: Call, router: Router, client_request_id: str, throttle: I
             reply = _run_throttled(router, sub, client_request_id, throttle)
         statuses[item_id] = reply.status
         texts[item_id] = _response_text(item_id, reply)
-    body = '{"responses":[' + ",".join(texts[i["id"]] for i in ordered) + "]}"
+    body = '{"responses":[' + ",".join(texts[i["id"]] for i in items) + "]}"
     return Reply.json(200, body)
 
 

@@ -26,7 +26,7 @@ JSON_CONTENT_TYPE = (
     "application/json;odata.metadata=minimal;odata.streaming=true;IEEE754Compatible=false;charset=utf-8"
 )
 GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
-_MISSING = object()
+MISSING: Any = object()
 
 
 @dataclass
@@ -43,7 +43,7 @@ class Call:
     sim: SimulationConfig
     base_url: str  # https://127.0.0.1:PORT
     request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
-    _json: Any = field(default=_MISSING, repr=False)
+    _json: Any = field(default=MISSING, repr=False)
 
     @property
     def delay_ms(self) -> int:
@@ -51,7 +51,7 @@ class Call:
 
     def json(self) -> dict[str, Any]:
         """The body as a JSON object, or Graph's 400 for an empty, malformed or non-object body."""
-        if self._json is _MISSING:
+        if self._json is MISSING:
             if not self.raw_body.strip():
                 raise bad_request("Empty Payload. JSON content expected.", code="BadRequest")
             try:
