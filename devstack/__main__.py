@@ -28,6 +28,11 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--app-dir", type=Path, default=REPO_ROOT, help="folder holding function_app.py")
     up.add_argument("--settings", type=Path, help="local.settings.json (default: in --app-dir)")
     up.add_argument("--host-log", type=Path, help="write the host's log here instead of stderr")
+    up.add_argument(
+        "--no-host",
+        action="store_true",
+        help="start Azurite and the tenant only; serve the app with `func start` on --port",
+    )
     demo = commands.add_parser("demo", help="walk through Registrar against a running stack")
     demo.add_argument("--state-dir", type=Path, default=REPO_ROOT / ".devstack")
     return parser
@@ -40,6 +45,7 @@ def _up(args: argparse.Namespace) -> int:
         state_dir=args.state_dir.resolve(),
         settings_file=args.settings.resolve() if args.settings else None,
         host_log=args.host_log,
+        run_host=not args.no_host,
     )
     stack = Stack(options)
     stopping = threading.Event()

@@ -48,6 +48,7 @@ class StackOptions:
     settings_file: Path | None = None  # default: APP_DIR/local.settings.json
     host_log: Path | None = None  # default: the host logs to this process's stderr
     tenant_args: list[str] = field(default_factory=list)
+    run_host: bool = True  # False: only Azurite and the tenant, for `func start` on `port`
 
     @property
     def settings_path(self) -> Path:
@@ -141,20 +142,24 @@ class Stack:
             stack_settings(storage, tenant_info),
         )
         log.info("%s %s", action.capitalize(), options.settings_path)
-        self.host = start_host(
-            options.app_dir,
-            port=host_port,
-            settings_file=options.settings_path,
-            state_dir=options.state_dir / "host",
-            log_path=options.host_log,
-            env={k: v for k, v in os.environ.items() if k not in STACK_SETTINGS},
-        )
+        host_url = f"http://127.0.0.1:{host_port}"
+        functions: list[str] = []
+        if options.run_host:
+            self.host = start_host(
+                options.app_dir,
+                port=host_port,
+                settings_file=options.settings_path,
+                state_dir=options.state_dir / "host",
+                log_path=options.host_log,
+                env={k: v for k, v in os.environ.items() if k not in STACK_SETTINGS},
+            )
+            host_url, functions = self.host.url, self.host.functions
         self.endpoints = {
             **(tenant_info or {}),
-            "hostUrl": self.host.url,
+            "hostUrl": host_url,
             "storageConnectionString": storage,
             "azurite": self.azurite.ports,
-            "functions": self.host.functions,
+            "functions": functions,
             "settingsFile": str(options.settings_path),
         }
         temporary = self.endpoints_file.with_suffix(".tmp")
@@ -239,7 +244,8 @@ class Stack:
         e = self.endpoints
         lines = [
             "Registrar's local stack is up.",
-            f"  Functions host   {e['hostUrl']}  (HTTP API under {e['hostUrl']}/api/...)",
+            f"  Functions host   {e['hostUrl']}  (HTTP API under {e['hostUrl']}/api/...)"
+            + ("" if self.options.run_host else "  <- not started: run `func start` there"),
             f"  Azurite          blob {e['azurite']['blob']}, queue {e['azurite']['queue']}, table {e['azurite']['table']}",
         ]
         if "authority" in e:
