@@ -189,7 +189,7 @@ def render_markdown(catalogue: ProfileCatalogue, policy: Policy | None = None) -
         "Each profile comes from one vendor guide (a seed) and grants exactly the permissions below; names "
         "resolve to ids through Microsoft Graph in the customer's tenant at run time. Where a seed misspells a "
         "permission the profile stores the correct name and records the seed's spelling. Lifetimes are ISO 8601 "
-        "durations (a year counts as 365 days, a month as 30). Tier-0 marks follow the default policy "
+        "durations (a year counts as 365 days, a month as 30). Seed quotes join a list's items with ' / '. Tier-0 marks follow the default policy "
         "(REGISTRAR_TIER0_PERMISSIONS can change it).",
         "",
         *_summary(catalogue, policy),
