@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from typing import Any
 
 from azure.identity import ClientSecretCredential
@@ -50,13 +51,13 @@ def async_secret_credential(source: Any, **overrides: str) -> AsyncClientSecretC
     )
 
 
-def graph_client(source: Any, credential: Any = None) -> GraphServiceClient:
-    """msgraph-sdk on the local tenant (create one per event loop: httpx clients are loop-bound)."""
-    client = GraphServiceClient(
-        credentials=credential or async_secret_credential(source), scopes=[GRAPH_SCOPE]
-    )
-    client.request_adapter.base_url = identity(source)["graphUrl"]
-    return client
+@asynccontextmanager
+async def graph_client(source: Any) -> AsyncIterator[GraphServiceClient]:
+    """msgraph-sdk on the local tenant, as the source's bootstrap identity (one per event loop)."""
+    async with async_secret_credential(source) as credential:
+        client = GraphServiceClient(credentials=credential, scopes=[GRAPH_SCOPE])
+        client.request_adapter.base_url = identity(source)["graphUrl"]
+        yield client
 
 
 async def new_app_with_principal(

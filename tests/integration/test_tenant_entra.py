@@ -158,19 +158,19 @@ def _app_id(app: Application) -> str:
 
 def test_expired_and_removed_secrets_are_refused(tenant: TenantProcess) -> None:
     async def arrange() -> tuple[str, str, str, str]:
-        client = graph_client(tenant)
-        app, _ = await new_app_with_principal(client, f"entra-expiry-{uuid.uuid4()}")
-        now = dt.datetime.now(dt.UTC)
-        expired = await add_password(client, app, now - dt.timedelta(days=2), now - dt.timedelta(days=1))
-        removed = await add_password(client, app)
-        assert app.id is not None and removed.key_id is not None
-        # The removed secret works before its removal...
-        assert secret_credential(
-            tenant, clientId=_app_id(app), clientSecret=str(removed.secret_text)
-        ).get_token(GRAPH_SCOPE)
-        body = RemovePasswordPostRequestBody(key_id=removed.key_id)
-        await client.applications.by_application_id(app.id).remove_password.post(body)
-        return _app_id(app), str(expired.secret_text), str(removed.secret_text), app.id
+        async with graph_client(tenant) as client:
+            app, _ = await new_app_with_principal(client, f"entra-expiry-{uuid.uuid4()}")
+            now = dt.datetime.now(dt.UTC)
+            expired = await add_password(client, app, now - dt.timedelta(days=2), now - dt.timedelta(days=1))
+            removed = await add_password(client, app)
+            assert app.id is not None and removed.key_id is not None
+            # The removed secret works before its removal...
+            assert secret_credential(
+                tenant, clientId=_app_id(app), clientSecret=str(removed.secret_text)
+            ).get_token(GRAPH_SCOPE)
+            body = RemovePasswordPostRequestBody(key_id=removed.key_id)
+            await client.applications.by_application_id(app.id).remove_password.post(body)
+            return _app_id(app), str(expired.secret_text), str(removed.secret_text), app.id
 
     app_id, expired_secret, removed_secret, _ = asyncio.run(arrange())
 
@@ -182,9 +182,9 @@ def test_new_secret_works_only_after_the_propagation_delay(tenant_admin: TenantP
     tenant_admin.configure(propagationDelayS=2)
 
     async def arrange() -> tuple[str, str]:
-        client = graph_client(tenant_admin)
-        app, _ = await new_app_with_principal(client, f"entra-propagation-{uuid.uuid4()}")
-        return _app_id(app), str((await add_password(client, app)).secret_text)
+        async with graph_client(tenant_admin) as client:
+            app, _ = await new_app_with_principal(client, f"entra-propagation-{uuid.uuid4()}")
+            return _app_id(app), str((await add_password(client, app)).secret_text)
 
     app_id, secret = asyncio.run(arrange())
     created = time.monotonic()
@@ -205,12 +205,12 @@ def test_certificate_assertions_sync_and_async(tenant: TenantProcess) -> None:
     der, pem = self_signed_certificate()
 
     async def arrange() -> str:
-        client = graph_client(tenant)
-        app, _ = await new_app_with_principal(client, f"entra-certificate-{uuid.uuid4()}")
-        assert app.id is not None
-        key = KeyCredential(key=der, type="AsymmetricX509Cert", usage="Verify", display_name="test")
-        await client.applications.by_application_id(app.id).patch(Application(key_credentials=[key]))
-        return _app_id(app)
+        async with graph_client(tenant) as client:
+            app, _ = await new_app_with_principal(client, f"entra-certificate-{uuid.uuid4()}")
+            assert app.id is not None
+            key = KeyCredential(key=der, type="AsymmetricX509Cert", usage="Verify", display_name="test")
+            await client.applications.by_application_id(app.id).patch(Application(key_credentials=[key]))
+            return _app_id(app)
 
     app_id = asyncio.run(arrange())
     options: dict[str, Any] = {"authority": tenant.authority, "disable_instance_discovery": True}

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import ssl
 import time
 import urllib.error
+import urllib.request
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -12,10 +16,14 @@ import pytest
 from azure.core.exceptions import ClientAuthenticationError
 from azure.identity import ClientSecretCredential
 from azure.identity.aio import ClientSecretCredential as AsyncClientSecretCredential
+from msgraph.generated.models.application import Application
+from msgraph.generated.models.o_data_errors.o_data_error import ODataError
 
 from tests.fixtures.tenant import TenantProcess
+from tests.integration.tenant_clients import graph_client
 
 GRAPH_SCOPE = "https://graph.microsoft.com/.default"
+GRAPH_APP_ID = "00000003-0000-0000-c000-000000000000"
 
 
 def credential(tenant: TenantProcess) -> ClientSecretCredential:
@@ -103,3 +111,125 @@ def test_start_time_options_apply(make_tenant_process: Callable[..., TenantProce
         7.0,
         False,
     )
+
+
+# ---- Graph, through msgraph-sdk ------------------------------------------------------------------
+
+
+def raw_graph(tenant: TenantProcess, method: str, path: str, body: Any = None) -> tuple[int, Any, Any]:
+    """(status, headers, JSON) of one Graph call made without the SDK, to read headers and error bodies."""
+    token = credential(tenant).get_token(GRAPH_SCOPE).token
+    request = urllib.request.Request(
+        f"{tenant.graph_url}{path}",
+        data=json.dumps(body).encode() if body is not None else None,
+        method=method,
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(
+            request, context=ssl.create_default_context(cafile=tenant.ca_file)
+        ) as response:
+            payload = response.read()
+            return response.status, response.headers, json.loads(payload) if payload else None
+    except urllib.error.HTTPError as error:
+        return error.code, error.headers, json.loads(error.read() or b"null")
+
+
+def test_throttled_graph_calls_answer_429_and_the_sdk_retry_succeeds(tenant_admin: TenantProcess) -> None:
+    tenant_admin.configure(throttleScale=10 / 3500)  # 10 resource units per 10 s for this app
+    before = tenant_admin.stats()["throttled429"]
+
+    async def read_until_throttled() -> tuple[int, int]:
+        calls = found = 0
+        async with graph_client(tenant_admin) as client:
+            # Each call costs 1 RU; once the 10 are spent, Graph answers 429 + Retry-After: 1 and
+            # the SDK's retry handler waits and succeeds. Stop two calls after the first 429.
+            while (calls < 40 and tenant_admin.stats()["throttled429"] == before) or calls < 2:
+                sp = await client.service_principals_with_app_id(tenant_admin.client_id).get()
+                found += sp is not None and sp.app_id == tenant_admin.client_id
+                calls += 1
+        return calls, found
+
+    calls, found = asyncio.run(read_until_throttled())
+    assert found == calls
+    assert tenant_admin.stats()["throttled429"] > before
+
+    for _ in range(12):
+        status, headers, body = raw_graph(
+            tenant_admin, "GET", f"/servicePrincipals(appId='{tenant_admin.client_id}')"
+        )
+        if status == 429:
+            break
+        assert headers["x-ms-resource-unit"] == "1"
+    assert status == 429
+    assert int(headers["Retry-After"]) >= 1
+    assert headers["x-ms-throttle-information"] == "ResourceUnitLimitExceeded"
+    assert tenant_admin.client_id in headers["x-ms-throttle-scope"]
+    assert body["error"]["code"] == "Request_ThrottledTemporarily"
+
+
+def test_write_budget_gives_write_limit_exceeded(tenant_admin: TenantProcess) -> None:
+    # 5 writes per 150 s; a large tenant's 8,000 RU per 10 s scale to ~13, so writes run out first.
+    tenant_admin.configure(throttleScale=5 / 3000, tenantSize="large")
+    status, _, app = raw_graph(
+        tenant_admin, "POST", "/applications", {"displayName": f"writes-{uuid.uuid4()}"}
+    )
+    assert status == 201
+    for _ in range(5):
+        status, headers, _ = raw_graph(tenant_admin, "PATCH", f"/applications/{app['id']}", {"notes": "x"})
+        if status == 429:
+            break
+    assert status == 429
+    assert headers["x-ms-throttle-information"] == "WriteLimitExceeded"
+
+
+def test_injected_503s_on_graph_are_retried_by_the_sdk(tenant_admin: TenantProcess) -> None:
+    tenant_admin.add_fault(503, r"^/v1\.0/servicePrincipals", "GET", count=2, retryAfter=1)
+    before = tenant_admin.stats()["faultsInjected"]
+
+    async def read() -> str | None:
+        async with graph_client(tenant_admin) as client:
+            sp = await client.service_principals_with_app_id(tenant_admin.client_id).get()
+        return sp.app_id if sp is not None else None
+
+    assert asyncio.run(read()) == tenant_admin.client_id
+    assert tenant_admin.stats()["faultsInjected"] - before == 2
+
+
+def test_injected_fault_without_retry_reaches_the_sdk_in_graph_shape(tenant_admin: TenantProcess) -> None:
+    tenant_admin.add_fault(409, r"^/v1\.0/applications$", "POST", count=1)
+
+    async def create() -> None:
+        async with graph_client(tenant_admin) as client:
+            await client.applications.post(Application(display_name="conflicted"))
+
+    with pytest.raises(ODataError) as caught:
+        asyncio.run(create())
+    assert caught.value.response_status_code == 409
+    assert caught.value.error is not None and caught.value.error.code
+
+
+def test_unknown_routes_get_graph_shaped_errors(tenant: TenantProcess) -> None:
+    # Under /v1.0 Graph itself answers (400 "Resource not found for the segment", as Graph does).
+    status, _, body = raw_graph(tenant, "GET", "/noSuchCollection/abc")
+    assert status in (400, 404)
+    assert set(body["error"]) >= {"code", "message", "innerError"}
+    # Outside every API the server answers 404 in Graph's shape, never a bare HTML page.
+    request = urllib.request.Request(f"{tenant.authority}/no/such/route")
+    with pytest.raises(urllib.error.HTTPError) as caught:
+        urllib.request.urlopen(request, context=ssl.create_default_context(cafile=tenant.ca_file))
+    assert caught.value.code == 404
+    assert json.loads(caught.value.read())["error"]["code"] == "Request_ResourceNotFound"
+
+
+def test_admin_created_tenant_serves_graph_to_its_own_identity(tenant_admin: TenantProcess) -> None:
+    second = tenant_admin.create_tenant()
+
+    async def names() -> list[str]:
+        async with graph_client(second) as client:
+            apps = await client.applications.get()
+        assert apps is not None and apps.value is not None
+        return [str(app.app_id) for app in apps.value]
+
+    assert second["clientId"] in asyncio.run(names())
+    assert tenant_admin.client_id not in asyncio.run(names())
