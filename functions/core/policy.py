@@ -64,7 +64,7 @@ class Policy:
     tier0_permissions: tuple[str, ...] = DEFAULT_TIER0_PERMISSIONS
     default_credential_lifetime: timedelta = timedelta(days=180)
     max_credential_lifetime: timedelta = timedelta(days=730)
-    min_credential_lifetime: timedelta = timedelta(hours=1)
+    min_credential_lifetime: timedelta = timedelta(minutes=1)
     allowed_tenants: frozenset[str] | None = None
     allow_insecure_webhooks: bool = False
     custom_requires_approval: bool = False

@@ -153,8 +153,9 @@ def test_lifetime_problem_names_the_maximum() -> None:
         "longer than the maximum P365D (policy)"
     )
     assert policy.lifetime_problem(timedelta(days=365), target, CredentialType.SECRET) is None
-    assert policy.lifetime_problem(timedelta(minutes=5), target, CredentialType.SECRET) == (
-        "shorter than the minimum PT1H"
+    assert policy.lifetime_problem(timedelta(minutes=5), target, CredentialType.SECRET) is None
+    assert policy.lifetime_problem(timedelta(seconds=30), target, CredentialType.SECRET) == (
+        "shorter than the minimum PT1M"
     )
 
 

@@ -226,6 +226,9 @@ def test_credential_rules() -> None:
     _, problems = problems_of(parse, {**base, "credential": {"lifetime": "P3Y"}})
     assert problems["credential.lifetime"].reason == "longer than the maximum P730D (policy)"
     assert parse({**base, "credential": {"lifetime": 86400}}).credential.lifetime == timedelta(days=1)
+    assert parse({**base, "credential": {"lifetime": "PT5M"}}).credential.lifetime == timedelta(minutes=5)
+    _, problems = problems_of(parse, {**base, "credential": {"lifetime": 0}})
+    assert problems["credential.lifetime"].reason == "shorter than the minimum PT1M"
     _, problems = problems_of(parse, {**base, "credential": {"lifetime": True}})
     assert problems["credential.lifetime"].reason.endswith("got a boolean")
     _, problems = problems_of(parse, {**base, "credential": "certificate"})
