@@ -327,6 +327,41 @@ class ExpiryIndex(Protocol):
     async def due(self, now: datetime, *, limit: int | None = None) -> list[RotationJob]: ...
 
 
+@dataclass(frozen=True)
+class DeliveryRecord:
+    """Where one webhook delivery stands (never its body's secrets: it has none, nor the URL's)."""
+
+    registration_id: str
+    delivery_id: str
+    subscription_id: str
+    event_type: str
+    status: str  # delivered | retrying | dead_lettered | gone
+    attempts: int
+    last_status: int | None
+    last_error: str | None
+    updated_at: datetime
+
+
+class DeliveryLog(Protocol):
+    """Webhook delivery outcomes (Table storage), readable through the API."""
+
+    async def record(self, entry: DeliveryRecord) -> None:
+        """Upsert by (registration id, delivery id)."""
+        ...
+
+    async def list(self, registration_id: str, *, status: str | None = None) -> list[DeliveryRecord]: ...
+
+
+class WebhookTransport(Protocol):
+    """Sends one signed delivery; failures of the receiver come back as the outcome, not raised."""
+
+    async def send(self, url: str, headers: dict[str, str], body: bytes) -> Any: ...
+
+    async def check(self, url: str) -> None:
+        """Raises PermanentError when the URL may not be a webhook target."""
+        ...
+
+
 class Clock(Protocol):
     def now(self) -> datetime:
         """Timezone-aware UTC."""

@@ -28,6 +28,7 @@ from functions.core.announcer import Announcer, event_for
 from functions.core.errors import NotFound, PermanentError, TransientError
 from functions.core.keeper import RecordKeeper, Sleep
 from functions.core.models import CredentialType, RegistrationStatus
+from functions.core.notifications import WebhookEvent
 from functions.core.ports import (
     Clock,
     Directory,
@@ -150,6 +151,33 @@ async def sweep(
     jobs = await index.due(clock.now(), limit=limit)
     await asyncio.gather(*(enqueue(queue, job) for job in jobs))
     return SweepResult(read=len(jobs), enqueued=len(jobs))
+
+
+def rotated_event(record: Registration, fallback_at: datetime) -> WebhookEvent:
+    """credential.rotated for the record's current generation; its id is the same from every
+    path that announces it (the rotation job, or Key Vault's SecretNewVersionCreated)."""
+    new = record.credential
+    assert new is not None
+    old = next((c for c in record.retiring_credentials if c.generation == new.generation - 1), None)
+    at = next(
+        (e.at for e in reversed(record.history) if e.step == "rotation" and e.outcome == "done"),
+        fallback_at,
+    )
+    return event_for(
+        record,
+        "credential.rotated",
+        f"g{new.generation}",
+        at,
+        keyId=new.key_id,
+        generation=new.generation,
+        secretUri=new.secret_uri,
+        secretVersion=new.secret_version,
+        certificateUri=new.certificate_uri,
+        thumbprint=new.thumbprint,
+        expiresOn=new.expires_on,
+        previousKeyId=old.key_id if old else None,
+        previousRetiresAt=old.retire_after if old else None,
+    )
 
 
 # ---------------------------------------------------------------- the jobs
@@ -292,29 +320,7 @@ class Rotator:
         if new is None or new.generation < 2:
             return
         await self._next.unstage(record.id, new.type)
-        old = next((c for c in record.retiring_credentials if c.generation == new.generation - 1), None)
-        at = next(
-            (e.at for e in reversed(record.history) if e.step == "rotation" and e.outcome == "done"),
-            self._clock.now(),
-        )
-        await self._announcer.announce(
-            keeper,
-            event_for(
-                record,
-                "credential.rotated",
-                f"g{new.generation}",
-                at,
-                keyId=new.key_id,
-                generation=new.generation,
-                secretUri=new.secret_uri,
-                secretVersion=new.secret_version,
-                certificateUri=new.certificate_uri,
-                thumbprint=new.thumbprint,
-                expiresOn=new.expires_on,
-                previousKeyId=old.key_id if old else None,
-                previousRetiresAt=old.retire_after if old else None,
-            ),
-        )
+        await self._announcer.announce(keeper, rotated_event(record, self._clock.now()))
 
     # ------------------------------------------------------------ retire
 

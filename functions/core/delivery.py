@@ -1,0 +1,104 @@
+"""The webhook delivery worker's logic: sign, send, and retry with backoff or dead-letter.
+
+One queue message is one event for one subscriber (notifications.Delivery). Retries are explicit:
+a failed attempt re-enqueues the message with the next attempt number and a visibility delay
+from the retry schedule (exponential), so backoff does not depend on the host's fixed visibility
+timeout; after the last scheduled retry the delivery is dead-lettered with its last error, which
+the API shows. The webhook-id is the same on every attempt. The signature is computed at send
+time, so the timestamp is fresh even after hours of retries (receivers reject old ones).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from datetime import timedelta
+
+from functions.core.errors import NotFound
+from functions.core.intake import webhook_secret_name
+from functions.core.notifications import (
+    DEFAULT_RETRY_SCHEDULE,
+    Delivery,
+    DeliveryOutcome,
+    retry_delay,
+    signed_headers,
+)
+from functions.core.ports import Clock, DeliveryLog, DeliveryRecord, MessageQueue, Vault, WebhookTransport
+from functions.resources import WEBHOOK_DELIVERIES_QUEUE
+
+log = logging.getLogger(__name__)
+
+
+class DeliveryWorker:
+    def __init__(
+        self,
+        *,
+        vault: Vault,
+        transport: WebhookTransport,
+        queue: MessageQueue,
+        deliveries: DeliveryLog,
+        clock: Clock,
+        schedule: Sequence[timedelta] = DEFAULT_RETRY_SCHEDULE,
+    ) -> None:
+        self._vault = vault
+        self._transport = transport
+        self._queue = queue
+        self._log = deliveries
+        self._clock = clock
+        self._schedule = tuple(schedule)
+
+    async def deliver(self, delivery: Delivery) -> str:
+        """One attempt; returns the resulting status (delivered, retrying, dead_lettered, gone)."""
+        try:
+            _, secret = await self._vault.get_secret(webhook_secret_name(delivery.subscription_id))
+        except NotFound:
+            await self._note(delivery, "gone", None, "the subscription was removed")
+            return "gone"
+        now = self._clock.now()
+        body = delivery.body.encode()
+        headers = signed_headers(secret, delivery.delivery_id, int(now.timestamp()), body)
+        outcome: DeliveryOutcome = await self._transport.send(delivery.url, headers, body)
+        if outcome.delivered:
+            await self._note(delivery, "delivered", outcome.status, None)
+            return "delivered"
+        if outcome.gone:
+            await self._note(delivery, "gone", outcome.status, "the receiver answered 410 Gone")
+            return "gone"
+        delay = retry_delay(delivery.attempt, self._schedule)
+        if delay is None:
+            log.error(
+                "webhook delivery %s dead-lettered after %d attempts: %s",
+                delivery.delivery_id,
+                delivery.attempt,
+                outcome.describe(),
+            )
+            await self._note(delivery, "dead_lettered", outcome.status, outcome.describe())
+            return "dead_lettered"
+        following = delivery.next_attempt()
+        await self._queue.send(WEBHOOK_DELIVERIES_QUEUE, following.to_message(), visibility_timeout=delay)
+        await self._note(delivery, "retrying", outcome.status, outcome.describe())
+        log.warning(
+            "webhook delivery %s attempt %d failed (%s); retrying in %s",
+            delivery.delivery_id,
+            delivery.attempt,
+            outcome.describe(),
+            delay,
+        )
+        return "retrying"
+
+    async def _note(
+        self, delivery: Delivery, status: str, last_status: int | None, error: str | None
+    ) -> None:
+        await self._log.record(
+            DeliveryRecord(
+                registration_id=delivery.registration_id,
+                delivery_id=delivery.delivery_id,
+                subscription_id=delivery.subscription_id,
+                event_type=delivery.event_type,
+                status=status,
+                attempts=delivery.attempt,
+                last_status=last_status,
+                last_error=error,
+                updated_at=self._clock.now(),
+            )
+        )
