@@ -189,7 +189,8 @@ async def _simulate(request: web.Request, handler: Handler, api: str, path: str)
         if rule is not None:
             return _injected(rule, api, request)
     extra_headers: dict[str, str] = {}
-    if api == GRAPH and sim.throttling_enabled:
+    # $batch is charged per item by graph/ (through THROTTLER), never as an envelope.
+    if api == GRAPH and sim.throttling_enabled and path != "/v1.0/$batch":
         throttled, extra_headers = _throttle(request, path)
         if throttled is not None:
             return throttled

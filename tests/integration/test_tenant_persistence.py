@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -9,6 +11,7 @@ from azure.identity import ClientSecretCredential
 from azure.keyvault.secrets import SecretClient
 
 from tests.fixtures.tenant import TenantProcess
+from tests.integration.tenant_clients import add_password, graph_client, new_app_with_principal
 
 GRAPH_SCOPE = "https://graph.microsoft.com/.default"
 
@@ -29,6 +32,14 @@ def test_identities_tenants_and_vault_survive_a_restart(
     vault = SecretClient(process.vault_url, home, verify_challenge_resource=False)
     vault.set_secret("survives-restart", "kept-value")
 
+    async def make_app() -> tuple[str, str]:
+        async with graph_client(process) as client:
+            app, _ = await new_app_with_principal(client, f"persisted-{uuid.uuid4()}")
+            assert app.app_id is not None
+            return app.app_id, str((await add_password(client, app)).secret_text)
+
+    app_id, app_secret = asyncio.run(make_app())
+
     assert process.stop() == 0  # SIGTERM is a clean stop
     process.start()
 
@@ -42,3 +53,6 @@ def test_identities_tenants_and_vault_survive_a_restart(
     assert other.get_token(GRAPH_SCOPE).token
     vault = SecretClient(process.vault_url, home, verify_challenge_resource=False)
     assert vault.get_secret("survives-restart").value == "kept-value"
+    # The app made through Graph, its service principal and its secret came back too.
+    made = secret_credential(process.authority, process.tenant_id, app_id, app_secret)
+    assert made.get_token(GRAPH_SCOPE).token
