@@ -25,6 +25,7 @@ from functions.settings import Settings
 from functions.triggers import http_registrations as api
 from functions.triggers.queue_messages import UnreadableMessage
 from functions.triggers.queue_registrations import registration_worker
+from tests.openapi_check import load_openapi, response_errors
 from tests.unit.provisioning_world import TENANT, World
 
 BASE = "https://registrar.example.com/api"
@@ -284,3 +285,58 @@ async def test_profiles_are_listed_and_described(svc: FakeServices) -> None:
     missing = await api.get_profile(http("GET", "p", route={"id": "codetwo-backup-sharepont"}))
     assert missing.status_code == 404
     assert "codetwo-backup-sharepoint" in as_json(missing)["problems"][0]["suggestion"]
+
+
+async def test_responses_match_the_openapi_document(svc: FakeServices) -> None:
+    document = load_openapi()
+    served = await api.openapi_document(http("GET", "openapi.json"))
+    assert as_json(served)["openapi"].startswith("3.1")
+    checks: list[tuple[str, str, func.HttpResponse]] = []
+    created = await api.create_registration(http("POST", "registrations", request_body()))
+    checks.append(("/registrations", "POST", created))
+    checks.append(("/registrations", "POST", await api.create_registration(http("POST", "r", raw=b"{"))))
+    checks.append(
+        ("/registrations", "POST", await api.create_registration(http("POST", "r", {"profile": 1})))
+    )
+    await deliver(svc.queue.sent[-1][1])
+    route = {"id": as_json(created)["id"]}
+    checks.append(("/registrations/{id}", "GET", await api.get_registration(http("GET", "r", route=route))))
+    checks.append(
+        ("/registrations/{id}", "GET", await api.get_registration(http("GET", "r", route={"id": "x"})))
+    )
+    checks.append(("/registrations", "GET", await api.list_registrations(http("GET", "registrations"))))
+    checks.append(("/profiles", "GET", await api.list_profiles(http("GET", "profiles"))))
+    for profile_id in ("codetwo-migration-target", "custom", "nope"):
+        checks.append(
+            ("/profiles/{id}", "GET", await api.get_profile(http("GET", "p", route={"id": profile_id})))
+        )
+    checks.append(
+        (
+            "/registrations/{id}/approve",
+            "POST",
+            await api.approve_registration(http("POST", "a", route=route)),
+        )
+    )
+    admin = principal("Registrar.Admin")
+    deleted = await api.decommission_registration(http("DELETE", "d", route=route, headers=admin))
+    checks.append(("/registrations/{id}", "DELETE", deleted))
+    for path, method, response in checks:
+        body = as_json(response)
+        assert (
+            response_errors(
+                document, path, method, response.status_code, body, content_type=response.mimetype
+            )
+            == []
+        ), (
+            path,
+            method,
+            response.status_code,
+        )
+
+
+def test_the_checker_catches_a_response_that_breaks_the_document() -> None:
+    document = load_openapi()
+    broken = {"id": "reg-1", "status": "weird", "statusUrl": 3, "webhooks": []}
+    found = response_errors(document, "/registrations", "POST", 202, broken, content_type="application/json")
+    assert any("weird" in e for e in found) and any("statusUrl" in e for e in found)
+    assert response_errors(document, "/registrations", "POST", 418, {}, content_type="application/json")
