@@ -218,9 +218,20 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=3.0, help="per phase")
     parser.add_argument("--throttling", action="store_true", help="keep Graph throttling on (real budgets)")
     parser.add_argument("--only-mix", action="store_true")
+    parser.add_argument("--profile", metavar="FILE", help="run the tenant under cProfile, writing FILE")
     args = parser.parse_args()
     state_dir = Path(tempfile.mkdtemp(prefix="tenant-bench-"))
-    command = [sys.executable, "-m", "devstack.tenant", "--port", "0", "--state-dir", str(state_dir)]
+    profile = ["-m", "cProfile", "-o", args.profile] if args.profile else []
+    command = [
+        sys.executable,
+        *profile,
+        "-m",
+        "devstack.tenant",
+        "--port",
+        "0",
+        "--state-dir",
+        str(state_dir),
+    ]
     if not args.throttling:
         command.append("--no-throttling")
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)

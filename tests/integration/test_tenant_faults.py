@@ -13,9 +13,10 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from azure.core.exceptions import ClientAuthenticationError
+from azure.core.exceptions import ClientAuthenticationError, HttpResponseError
 from azure.identity import ClientSecretCredential
 from azure.identity.aio import ClientSecretCredential as AsyncClientSecretCredential
+from azure.keyvault.secrets import SecretClient
 from msgraph.generated.models.application import Application
 from msgraph.generated.models.o_data_errors.o_data_error import ODataError
 
@@ -233,3 +234,20 @@ def test_admin_created_tenant_serves_graph_to_its_own_identity(tenant_admin: Ten
 
     assert second["clientId"] in asyncio.run(names())
     assert tenant_admin.client_id not in asyncio.run(names())
+
+
+# ---- Key Vault, through azure-keyvault-secrets ---------------------------------------------------
+
+
+def test_vault_faults_take_key_vault_shape_and_429_is_retried(tenant_admin: TenantProcess) -> None:
+    vault = SecretClient(tenant_admin.vault_url, credential(tenant_admin), verify_challenge_resource=False)
+    name = f"faults-{uuid.uuid4().hex[:12]}"
+    tenant_admin.add_fault(429, rf"^/secrets/{name}$", "PUT", count=1, retryAfter=1)
+    assert vault.set_secret(name, "value").name == name  # retried after Retry-After
+
+    tenant_admin.add_fault(400, rf"^/secrets/{name}/", "GET", count=1)
+    with pytest.raises(HttpResponseError) as caught:
+        vault.get_secret(name)
+    assert caught.value.status_code == 400
+    assert caught.value.error is not None and caught.value.error.code == "BadParameter"
+    assert vault.get_secret(name).value == "value"  # the rule was used up
