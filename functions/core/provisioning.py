@@ -228,14 +228,17 @@ class Provisioner:
             catalogs = await asyncio.gather(
                 *(self._directory.resource_catalog(tenant, app_id) for app_id in resources)
             )
-            sp_of = {c.app_id: c.service_principal_id for c in catalogs}
+            # Ids compare case-insensitively (Graph returns GUIDs in either case).
+            sp_of = {c.app_id.lower(): c.service_principal_id.lower() for c in catalogs}
             wanted_roles = {
-                (sp_of[p.resource_app_id], p.id) for p in permissions if p.kind is PermissionKind.APPLICATION
+                (sp_of[p.resource_app_id.lower()], p.id.lower())
+                for p in permissions
+                if p.kind is PermissionKind.APPLICATION
             }
             wanted_scopes: dict[str, set[str]] = {}
             for p in permissions:
                 if p.kind is PermissionKind.DELEGATED:
-                    wanted_scopes.setdefault(sp_of[p.resource_app_id], set()).add(p.name)
+                    wanted_scopes.setdefault(sp_of[p.resource_app_id.lower()], set()).add(p.name)
 
             # A service principal this workflow created has no grants until this step first runs:
             # only a re-run (after a crash or retry) needs to read what exists.
@@ -245,10 +248,12 @@ class Provisioner:
                 existing_roles: set[tuple[str, str]] = set()
                 existing_grants: Mapping[str, DelegatedGrant] = {}
             else:
-                existing_roles, existing_grants = await asyncio.gather(
+                roles, grants = await asyncio.gather(
                     self._directory.app_role_assignments(tenant, principal),
                     self._directory.delegated_grants(tenant, principal),
                 )
+                existing_roles = {(r.lower(), role.lower()) for r, role in roles}
+                existing_grants = {k.lower(): g for k, g in grants.items()}
             missing = sorted(wanted_roles - existing_roles)
             calls = []
             if missing and self._settings.concurrent:
