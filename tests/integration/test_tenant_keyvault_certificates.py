@@ -202,6 +202,8 @@ def test_soft_delete_recover_purge_and_errors(certificates: CertificateClient, s
         secrets.get_secret(name)  # the backing secret went with it
     with pytest.raises(ResourceExistsError):
         certificates.begin_create_certificate(name, CertificatePolicy.get_default())
+    with pytest.raises(ResourceExistsError):
+        secrets.set_secret(name, "takeover")  # the deleted certificate still holds its name
 
     certificates.begin_recover_deleted_certificate(name).result()
     assert certificates.get_certificate(name).name == name

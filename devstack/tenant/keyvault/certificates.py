@@ -314,6 +314,9 @@ class CertificatesApi:
         self.vault.certificates[entry.name] = entry
         if secret is not None:
             self.vault.secrets[entry.name] = secret
+            self.vault.expiry.watch("Secret", entry.name, secret.latest.version, secret.latest.attributes.exp)
+        latest = entry.latest  # its expiry entries were skipped while it was deleted
+        self.vault.expiry.watch("Certificate", entry.name, latest.version, latest.attributes.exp)
         self.vault.mark_dirty()
         return web.json_response(self.bundle(entry, entry.latest))
 

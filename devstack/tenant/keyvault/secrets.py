@@ -119,8 +119,8 @@ class SecretsApi:
     async def set_secret(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
         body = await read_json(request)
-        if name in self.vault.deleted_secrets:
-            raise in_deleted_state("Secret", name)
+        if name in self.vault.deleted_secrets or name in self.vault.deleted_certificates:
+            raise in_deleted_state("Secret", name)  # a deleted certificate's backing secret holds it too
         existing = self.vault.secrets.get(name)
         if existing is not None and existing.latest.managed:
             raise forbidden_operation("set", "managed secret")
@@ -210,5 +210,7 @@ class SecretsApi:
         entry, _ = self._deleted(request.match_info["name"])
         del self.vault.deleted_secrets[entry.name]
         self.vault.secrets[entry.name] = entry
+        latest = entry.latest  # its expiry entries were skipped while it was deleted
+        self.vault.expiry.watch("Secret", entry.name, latest.version, latest.attributes.exp)
         self.vault.mark_dirty()
         return web.json_response(self.bundle(entry.name, entry.latest, with_value=False))
