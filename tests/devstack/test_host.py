@@ -28,6 +28,8 @@ def sample(azurite: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[d
         "SAMPLE_SCHEDULE": "*/1 * * * * *",
         "SAMPLE_RECORD_DIR": str(tmp / "records"),
         "AzureWebJobs.every_second.Disabled": "true",  # the timer has its own test and host
+        "SAMPLE_SLOW_SCHEDULE": "0 0 0 1 1 *",
+        "AzureWebJobs.slow_timer.Disabled": "true",
     }
     host: HostProcess = start_sample_host(tmp, values)
     try:
@@ -241,7 +243,15 @@ def test_host_lists_functions_from_their_decorators(sample: dict[str, Any]) -> N
     status, _, body = http("GET", f"{sample['host'].url}/admin/functions")
     assert status == 200
     listed = {f["name"]: f for f in json.loads(body)}
-    assert set(listed) == {"get_item", "put_file", "broken", "work_queue", "every_second", "on_event"}
+    assert set(listed) == {
+        "get_item",
+        "put_file",
+        "broken",
+        "work_queue",
+        "every_second",
+        "slow_timer",
+        "on_event",
+    }
     assert listed["work_queue"]["bindings"][0]["queueName"] == "%SAMPLE_QUEUE%"
 
 

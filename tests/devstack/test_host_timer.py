@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from datetime import UTC, datetime
@@ -11,9 +12,11 @@ from typing import Any
 from tests.devstack.harness import records, start_sample_host, wait_for
 
 
-def timer_runs(record_dir: Path, skip: int, at_least: int) -> list[dict[str, Any]] | None:
-    """The timer's records after the first `skip`, once there are at least `at_least` of them."""
-    runs = records(record_dir, "timer")[skip:]
+def timer_runs(
+    record_dir: Path, skip: int, at_least: int, kind: str = "timer"
+) -> list[dict[str, Any]] | None:
+    """A timer's records after the first `skip`, once there are at least `at_least` of them."""
+    runs = records(record_dir, kind)[skip:]
     return runs if len(runs) >= at_least else None
 
 
@@ -27,6 +30,8 @@ def test_timer_fires_every_second_and_runs_past_due_after_a_missed_occurrence(
         "SAMPLE_QUEUE": "timer-test-unused",
         "SAMPLE_SCHEDULE": "* * * * * *",  # resolved from the %SAMPLE_SCHEDULE% binding expression
         "SAMPLE_RECORD_DIR": str(record_dir),
+        "SAMPLE_SLOW_SCHEDULE": "0 0 0 1 1 *",
+        "AzureWebJobs.slow_timer.Disabled": "true",
     }
     with start_sample_host(tmp_path, values, state_dir=state_dir):
         fired = wait_for(lambda: timer_runs(record_dir, 0, 3), timeout=15)
@@ -43,3 +48,26 @@ def test_timer_fires_every_second_and_runs_past_due_after_a_missed_occurrence(
         after_restart = wait_for(lambda: timer_runs(record_dir, before, 2), timeout=15)
     assert after_restart[0]["past_due"] is True
     assert after_restart[1]["past_due"] is False
+
+
+def test_timer_runs_on_startup_and_never_overlaps_a_run_still_in_progress(
+    azurite: str, tmp_path: Path
+) -> None:
+    record_dir = tmp_path / "records"
+    values = {
+        "SampleStorage": azurite,
+        "SAMPLE_QUEUE": "timer-test-unused",
+        "SAMPLE_SCHEDULE": "* * * * * *",
+        "SAMPLE_SLOW_SCHEDULE": "* * * * * *",  # every second, while each run takes 1.5 s
+        "SAMPLE_SLOW_SECONDS": "1.5",
+        "SAMPLE_RECORD_DIR": str(record_dir),
+        "AzureWebJobs.every_second.Disabled": "true",
+    }
+    with start_sample_host(tmp_path, values):
+        runs = wait_for(lambda: timer_runs(record_dir, 0, 3, kind="slow"), timeout=20)
+    ordered = sorted(runs, key=lambda r: r["started"])
+    for previous, following in itertools.pairwise(ordered):
+        assert following["started"] >= previous["ended"]  # one run at a time
+    log = (tmp_path / "host.log").read_text()
+    assert "Functions.slow_timer' (Succeeded" in log
+    assert "Reason='RunOnStartup'" in log

@@ -4,8 +4,10 @@ Each non-HTTP function records what it received as one JSON file in SAMPLE_RECOR
 sees exactly what the host passed in.
 """
 
+import asyncio
 import json
 import os
+import time
 import uuid
 from pathlib import Path
 
@@ -62,6 +64,14 @@ def work_queue(msg: func.QueueMessage) -> None:
 @app.timer_trigger(schedule="%SAMPLE_SCHEDULE%", arg_name="timer", use_monitor=True)
 def every_second(timer: func.TimerRequest) -> None:
     record("timer", past_due=timer.past_due)
+
+
+@app.timer_trigger(schedule="%SAMPLE_SLOW_SCHEDULE%", arg_name="timer", run_on_startup=True)
+async def slow_timer(timer: func.TimerRequest) -> None:
+    """Runs longer than its schedule's interval: the host must never start a second run meanwhile."""
+    started = time.time()
+    await asyncio.sleep(float(os.environ.get("SAMPLE_SLOW_SECONDS", "1.5")))
+    record("slow", started=started, ended=time.time(), past_due=timer.past_due)
 
 
 @app.event_grid_trigger(arg_name="event")
