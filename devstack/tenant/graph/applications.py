@@ -244,7 +244,14 @@ def page(
     predicate: Any,
 ) -> Reply:
     offset = decode_skiptoken(call.query.get("$skiptoken"))
-    matched = [o for o in candidates if call.visible(o) and (predicate is None or predicate(o.props))]
+    # Without $count, stop one past the page: enough to know whether a nextLink is due.
+    wanted = None if count else offset + top + 1
+    matched = []
+    for candidate in candidates:
+        if call.visible(candidate) and (predicate is None or predicate(candidate.props)):
+            matched.append(candidate)
+            if wanted is not None and len(matched) >= wanted:
+                break
     items = [o.to_json(select) for o in matched[offset : offset + top]]
     more = offset + top < len(matched)
     return list_reply(

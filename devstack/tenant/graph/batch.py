@@ -46,6 +46,8 @@ def _items(call: Call) -> list[dict[str, Any]]:
         seen.add(item_id)
         if not isinstance(method, str) or method.upper() not in ALLOWED_METHODS:
             raise bad_request(f"Invalid method in batch request '{item_id}'.", code="BadRequest")
+        if not isinstance(item.get("headers") or {}, dict):
+            raise bad_request(f"Invalid headers in batch request '{item_id}'.", code="BadRequest")
         if not isinstance(url, str) or not url or url.lower().startswith(("http:", "https:")):
             raise bad_request(
                 f"Invalid url in batch request '{item_id}': a relative url is expected.", code="BadRequest"

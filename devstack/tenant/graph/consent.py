@@ -65,15 +65,8 @@ def _assign(
         or not role.get("isEnabled", True)
     ):
         raise bad_request(f"Permission being assigned was not found on application '{resource.app_id}'.")
-    for existing in call.directory.assignments.values():
-        if (existing.principal_id, existing.resource_id, existing.app_role_id) == (
-            principal.id,
-            resource.id,
-            app_role_id,
-        ):
-            raise conflict(
-                "Permission being assigned already exists on the object", code="Request_BadRequest"
-            )
+    if call.directory.consent.find_assignment(principal.id, resource.id, app_role_id) is not None:
+        raise conflict("Permission being assigned already exists on the object", code="Request_BadRequest")
     return call.directory.assign_app_role(principal, resource, app_role_id)
 
 
@@ -112,12 +105,9 @@ def post_assignments(call: Call, match: re.Match[str]) -> Reply:
 
 
 def _assignments_of(call: Call, sp: ServicePrincipal, *, as_resource: bool) -> list[AppRoleAssignment]:
-    return [
-        a
-        for a in call.directory.assignments.values()
-        if (a.resource_id if as_resource else a.principal_id) == sp.id
-        and call.directory.visible(a, call.delay_ms)  # type: ignore[arg-type]
-    ]
+    store = call.directory.consent
+    found = store.assignments_of_resource(sp.id) if as_resource else store.assignments_of_principal(sp.id)
+    return [a for a in found if call.visible(a)]
 
 
 def list_assigned_to(call: Call, match: re.Match[str]) -> Reply:
@@ -142,7 +132,7 @@ def _find_assignment(
     call: Call, match: re.Match[str], *, as_resource: bool
 ) -> tuple[ServicePrincipal, AppRoleAssignment]:
     sp = find_sp(call, match)
-    assignment = call.directory.assignments.get(match["assignment"])
+    assignment = call.directory.consent.assignments.get(match["assignment"])
     if assignment is None or (assignment.resource_id if as_resource else assignment.principal_id) != sp.id:
         raise not_found(match["assignment"])
     return sp, assignment
@@ -161,7 +151,7 @@ def get_assignment(call: Call, match: re.Match[str]) -> Reply:
 def delete_assignment(call: Call, match: re.Match[str]) -> Reply:
     authz.require_assignment_write(call.principal)
     _, assignment = _find_assignment(call, match, as_resource="appRoleAssignedTo" in call.path)
-    del call.directory.assignments[assignment.id]
+    call.directory.consent.remove_assignment(assignment)
     return Reply.empty(204)
 
 
@@ -199,27 +189,31 @@ def post_grant(call: Call, match: re.Match[str]) -> Reply:
     scope = _validate_scope(resource, body.get("scope", ""))
     ids = [client.id, resource.id] + ([principal_id] if principal_id else [])
     grant_id = guid_bytes_id(*ids)
-    if grant_id in call.directory.grants:
+    if grant_id in call.directory.consent.grants:
         raise conflict("Permission entry already exists.")
     grant = PermissionGrant(grant_id, client.id, consent_type, principal_id, resource.id, scope, time.time())
-    call.directory.add_grant(grant)
+    call.directory.consent.add_grant(grant)
     return Reply.data(201, grant.to_graph(), call.context_url("oauth2PermissionGrants/$entity"))
 
 
-def _visible_grants(call: Call) -> Iterable[PermissionGrant]:
-    return (g for g in call.directory.grants.values() if call.directory.visible(g, call.delay_ms))  # type: ignore[arg-type]
+def _visible_grants(call: Call, client_id: str | None = None) -> Iterable[PermissionGrant]:
+    store = call.directory.consent
+    grants = store.grants.values() if client_id is None else store.grants_of_client(client_id)
+    return (g for g in grants if call.visible(g))
 
 
 def list_grants(call: Call, match: re.Match[str]) -> Reply:
     authz.require_consent_read(call.principal)
-    rows = (g.to_graph() for g in _visible_grants(call))
+    flt = parse_filter(call.query.get("$filter"), GRANT_FIELDS, "oAuth2PermissionGrant")
+    client_id = flt.index[1].lower() if flt is not None and flt.index and flt.index[0] == "clientId" else None
+    rows = (g.to_graph() for g in _visible_grants(call, client_id))
     return page_dicts(call, "oauth2PermissionGrants", rows, GRANT_FIELDS, "oAuth2PermissionGrant")
 
 
 def list_sp_grants(call: Call, match: re.Match[str]) -> Reply:
     authz.require_consent_read(call.principal)
     sp = find_sp(call, match)
-    rows = (g.to_graph() for g in _visible_grants(call) if g.client_id == sp.id)
+    rows = (g.to_graph() for g in _visible_grants(call, sp.id))
     return page_dicts(
         call,
         f"servicePrincipals('{sp.id}')/oauth2PermissionGrants",
@@ -230,7 +224,7 @@ def list_sp_grants(call: Call, match: re.Match[str]) -> Reply:
 
 
 def _find_grant(call: Call, match: re.Match[str]) -> PermissionGrant:
-    grant = call.directory.grants.get(match["grant"])
+    grant = call.directory.consent.grants.get(match["grant"])
     if grant is None:
         raise not_found(match["grant"])
     return grant
@@ -259,7 +253,7 @@ def patch_grant(call: Call, match: re.Match[str]) -> Reply:
 def delete_grant(call: Call, match: re.Match[str]) -> Reply:
     authz.require_grant_write(call.principal)
     grant = _find_grant(call, match)
-    del call.directory.grants[grant.id]
+    call.directory.consent.remove_grant(grant)
     return Reply.empty(204)
 
 

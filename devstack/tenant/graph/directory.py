@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 import uuid
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from devstack.tenant.context import (
     GRAPH_APP_ID,
@@ -21,14 +21,13 @@ from devstack.tenant.context import (
     ResourceRecord,
     SecretRecord,
 )
+from devstack.tenant.graph.consent_store import ConsentStore
 from devstack.tenant.graph.model import (
     Application,
     AppRoleAssignment,
     FederatedIdentityCredential,
-    GraphObject,
     KeyCredential,
     PasswordCredential,
-    PermissionGrant,
     ServicePrincipal,
     guid_bytes_id,
     iso,
@@ -109,6 +108,10 @@ def application_defaults() -> dict[str, Any]:
     }
 
 
+class HasCreatedAt(Protocol):
+    created_at: float
+
+
 class Directory:
     """Implements context.DirectoryView; see module docstring."""
 
@@ -120,8 +123,7 @@ class Directory:
         self.service_principals: dict[str, ServicePrincipal] = {}
         self.sps_by_app_id: dict[str, ServicePrincipal] = {}
         self.sps_by_name: dict[str, ServicePrincipal] = {}  # servicePrincipalNames, lower case
-        self.assignments: dict[str, AppRoleAssignment] = {}
-        self.grants: dict[str, PermissionGrant] = {}
+        self.consent = ConsentStore()
 
     # ---- context.DirectoryView -------------------------------------------------------------
     def application_by_app_id(self, app_id: str) -> Application | None:
@@ -142,8 +144,8 @@ class Directory:
         if resource is None:
             return set()
         values = set()
-        for assignment in self.assignments.values():
-            if assignment.principal_id == client_sp_id and assignment.resource_id == resource_sp_id:
+        for assignment in self.consent.assignments_of_principal(client_sp_id):
+            if assignment.resource_id == resource_sp_id:
                 value = resource.role_value(assignment.app_role_id)
                 if value:
                     values.add(value)
@@ -194,7 +196,7 @@ class Directory:
 
     # ---- visibility (replication delay) ---------------------------------------------------
     @staticmethod
-    def visible(obj: GraphObject, delay_ms: int, now: float | None = None) -> bool:
+    def visible(obj: HasCreatedAt, delay_ms: int, now: float | None = None) -> bool:
         if delay_ms <= 0:
             return True
         return ((now if now is not None else time.time()) - obj.created_at) * 1000.0 >= delay_ms
@@ -277,12 +279,7 @@ class Directory:
         for name in sp.props.get("servicePrincipalNames") or []:
             if self.sps_by_name.get(str(name).lower()) is sp:
                 self.sps_by_name.pop(str(name).lower())
-        for key, assignment in list(self.assignments.items()):
-            if sp.id in (assignment.principal_id, assignment.resource_id):
-                del self.assignments[key]
-        for key, grant in list(self.grants.items()):
-            if sp.id in (grant.client_id, grant.resource_id):
-                del self.grants[key]
+        self.consent.forget_service_principal(sp.id)
 
     # ---- consent ----------------------------------------------------------------------------
     def assign_app_role(
@@ -297,11 +294,8 @@ class Directory:
             resource_display_name=resource.display_name,
             created_at=time.time(),
         )
-        self.assignments[assignment.id] = assignment
+        self.consent.add_assignment(assignment)
         return assignment
-
-    def add_grant(self, grant: PermissionGrant) -> None:
-        self.grants[grant.id] = grant
 
     # ---- persistence ------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -328,8 +322,7 @@ class Directory:
             "tenantId": self.tenant_id,
             "applications": apps,
             "servicePrincipals": sps,
-            "appRoleAssignments": [a.to_dict() for a in self.assignments.values()],
-            "oauth2PermissionGrants": [g.to_dict() for g in self.grants.values()],
+            **self.consent.to_dict(),
         }
 
     @classmethod
@@ -352,10 +345,7 @@ class Directory:
             sp = ServicePrincipal(props["id"], float(item["createdAt"]), props, seed=item["seed"])
             sp.owners = list(item["owners"])
             directory._index_service_principal(sp)
-        for item in data["appRoleAssignments"]:
-            directory.assignments[item["id"]] = AppRoleAssignment(**item)
-        for item in data["oauth2PermissionGrants"]:
-            directory.grants[item["id"]] = PermissionGrant(**item)
+        directory.consent.load(data)
         return directory
 
 

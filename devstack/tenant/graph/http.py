@@ -16,9 +16,8 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 from devstack.tenant.context import Principal, SimulationConfig
-from devstack.tenant.graph.directory import Directory
+from devstack.tenant.graph.directory import Directory, HasCreatedAt
 from devstack.tenant.graph.errors import GraphError, bad_request, invalid_id, unknown_segment
-from devstack.tenant.graph.model import GraphObject
 
 log = logging.getLogger("devstack.tenant.graph")
 
@@ -69,7 +68,7 @@ class Call:
     def context_url(self, fragment: str) -> str:
         return f"{self.base_url}/v1.0/$metadata#{fragment}"
 
-    def visible(self, obj: GraphObject) -> bool:
+    def visible(self, obj: HasCreatedAt) -> bool:
         return Directory.visible(obj, self.delay_ms)
 
 

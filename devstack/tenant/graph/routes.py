@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from functools import cache
 
@@ -12,6 +13,8 @@ from devstack.tenant.graph import applications, consent, credentials, service_pr
 from devstack.tenant.graph.batch import ItemThrottle, handle_batch
 from devstack.tenant.graph.errors import GraphError
 from devstack.tenant.graph.http import Call, Reply, Router, error_reply, run
+
+log = logging.getLogger("devstack.tenant.graph")
 
 
 @cache
@@ -57,6 +60,15 @@ def _to_response(reply: Reply) -> web.Response:
 
 async def handle(request: web.Request) -> web.Response:
     client_request_id = request.headers.get("client-request-id") or str(uuid.uuid4())
+    try:
+        return await _handle(request, client_request_id)
+    except Exception:  # a bug must still answer Graph's shape, never a bare 500 or a hang
+        log.exception("graph request failed: %s %s", request.method, request.path)
+        failure = GraphError(500, "generalException", "An unexpected error occurred.")
+        return _to_response(error_reply(failure, str(uuid.uuid4()), client_request_id))
+
+
+async def _handle(request: web.Request, client_request_id: str) -> web.Response:
     try:
         principal = await request.app[AUTHENTICATE](request, GRAPH_RESOURCE)
     except Unauthorized as error:
