@@ -2,9 +2,10 @@
 
 From host.json extensions.queues: batchSize messages per fetch, a new fetch once in-flight
 messages drop to newBatchThreshold, randomized exponential backoff up to maxPollingInterval
-while the queue is empty, base64 message encoding by default (a message that does not decode
-fails its invocation), visibilityTimeout before a failed message reappears, and after
-maxDequeueCount failed attempts the message is copied to '<queue>-poison' and deleted.
+while the queue is empty, base64 message encoding by default, visibilityTimeout before a failed
+message reappears, and after maxDequeueCount failed attempts the message is copied to
+'<queue>-poison' and deleted. A message that is not valid base64 goes to the poison queue at once,
+without invoking the function (extension 5.x: retrying it could never succeed).
 """
 
 from __future__ import annotations
@@ -147,9 +148,13 @@ class QueueListener:
             return
         try:
             body = decode_body(message.content, self.options.message_encoding)
-        except MessageDecodingError as exc:
-            log.error("Function '%s': message %s: %s", self.function.name, message.id, exc)
-            await self._failed(message)
+        except MessageDecodingError:
+            log.error(
+                "Message decoding has failed! Check MessageEncoding settings. MessageId=%s (function '%s')",
+                message.id,
+                self.function.name,
+            )
+            await self._move_to_poison(message)
             return
         try:
             await self.invoker.invoke(

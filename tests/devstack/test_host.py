@@ -114,11 +114,16 @@ def test_failing_message_is_retried_max_dequeue_count_times_then_poisoned(sample
     ]
 
 
-def test_message_that_is_not_base64_fails_without_reaching_the_function(sample: dict[str, Any]) -> None:
+def test_message_that_is_not_base64_goes_to_poison_without_reaching_the_function(
+    sample: dict[str, Any],
+) -> None:
     text = f"not base64 {uuid.uuid4().hex}!"
     queue_client(sample, sample["queue"]).send_message(text)
     wait_for(lambda: text in poison_contents(sample))
     assert not [r for r in records(sample["records"], "queue") if text in r["body"]]
+    assert (
+        "Message decoding has failed! Check MessageEncoding settings" in sample["host"].log_path.read_text()
+    )
 
 
 def eventgrid_records(sample: dict[str, Any], event_id: str) -> list[dict[str, Any]]:
