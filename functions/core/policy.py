@@ -17,7 +17,7 @@ from urllib.parse import SplitResult, urlsplit
 
 from functions.core.durations import format_duration, parse_duration
 from functions.core.errors import Forbidden
-from functions.core.models import GRAPH_APP_ID, CredentialType, PermissionKind, ResolvedPermission
+from functions.core.models import GRAPH_APP_ID, CredentialType, ResolvedPermission
 from functions.core.profiles import Profile
 
 ROLE_APPROVER = "Registrar.Approver"  # may approve registrations held for tier-0 permissions
@@ -292,7 +292,6 @@ __all__ = [
     "ROLE_ADMIN",
     "ROLE_APPROVER",
     "CallerPrincipal",
-    "PermissionKind",
     "Policy",
     "credential_end",
     "default_lifetime",
