@@ -76,6 +76,14 @@ def test_tier0_matching_is_case_insensitive_and_configurable() -> None:
     assert Policy().is_tier0("PrivilegedAccess.ReadWrite.AzureADGroup")
 
 
+def test_every_default_tier0_pattern_names_real_graph_permissions() -> None:
+    graph = real_catalogs()[GRAPH_APP_ID]
+    names = [*graph.app_roles, *graph.scopes]
+    for pattern in DEFAULT_TIER0_PERMISSIONS:
+        policy = Policy(tier0_permissions=(pattern,))
+        assert any(policy.is_tier0(name) for name in names), pattern
+
+
 def test_custom_sets_need_approval_only_when_the_policy_says_so() -> None:
     harmless = resolved((GRAPH_APP_ID, APP, "User.Read.All"))
     assert Policy().requires_approval(harmless, custom=True) == []
