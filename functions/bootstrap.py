@@ -19,11 +19,23 @@ from functions.resources import REGISTRATION_REQUESTS_QUEUE, REGISTRATIONS_TABLE
 from functions.settings import Settings, get_settings
 
 if TYPE_CHECKING:
+    from functions.core.delivery import DeliveryWorker
+    from functions.core.keyvault_reactions import KeyVaultReactions
     from functions.core.lifecycle import Lifecycle
     from functions.core.policy import Policy
-    from functions.core.ports import Directory, MessageQueue, RegistrationStore, TokenProbe, Vault
+    from functions.core.ports import (
+        DeliveryLog,
+        Directory,
+        ExpiryIndex,
+        MessageQueue,
+        RegistrationStore,
+        TokenProbe,
+        Vault,
+        WebhookTransport,
+    )
     from functions.core.profiles import ProfileCatalogue
     from functions.core.provisioning import Provisioner
+    from functions.core.rotation import RotationSettings, Rotator
 
 
 class SystemClock:
@@ -131,6 +143,81 @@ class Services:
             clock=self.clock,
             settings=WorkflowSettings(verify_timeout=min(self.settings.verify_timeout, timedelta(minutes=5))),
             owner=self.owner,
+        )
+
+    # ------------------------------------------------------------ rotation and notification
+
+    @cached_property
+    def index(self) -> ExpiryIndex:
+        from functions.adapters.table_index import CredentialExpiryIndex
+
+        return CredentialExpiryIndex(self.table_service)
+
+    @cached_property
+    def deliveries(self) -> DeliveryLog:
+        from functions.adapters.deliveries import TableDeliveryLog
+
+        return TableDeliveryLog(self.table_service)
+
+    @cached_property
+    def webhook_sender(self) -> WebhookTransport:
+        from functions.adapters.webhooks import WebhookSender
+
+        return WebhookSender(allow_insecure_local=self.settings.webhook_allow_insecure_local)
+
+    @cached_property
+    def rotation_settings(self) -> RotationSettings:
+        from functions.core.rotation import RotationSettings
+        from functions.core.verification import VerifyPolicy
+
+        return RotationSettings(
+            lead_time=self.settings.rotation_lead_time,
+            lifetime_fraction=self.settings.rotation_lifetime_fraction,
+            overlap=self.settings.rotation_overlap,
+            default_lifetime=self.settings.default_credential_lifetime,
+            verify=VerifyPolicy(timeout=min(self.settings.verify_timeout, timedelta(minutes=5))),
+        )
+
+    @cached_property
+    def webhook_retry_schedule(self) -> tuple[timedelta, ...]:
+        from functions.core.durations import parse_duration
+        from functions.core.notifications import DEFAULT_RETRY_SCHEDULE
+
+        raw = (self.settings.values.get("REGISTRAR_WEBHOOK_RETRY_SCHEDULE") or "").strip()
+        if not raw:
+            return DEFAULT_RETRY_SCHEDULE
+        return tuple(parse_duration(part.strip()) for part in raw.split(",") if part.strip())
+
+    def rotator(self) -> Rotator:
+        from functions.core.rotation import Rotator
+
+        return Rotator(
+            store=self.store,
+            directory=self.directory,
+            vault=self.vault,
+            probe=self.probe,
+            index=self.index,
+            queue=self.queue,
+            clock=self.clock,
+            settings=self.rotation_settings,
+            owner=self.owner,
+        )
+
+    def reactions(self) -> KeyVaultReactions:
+        from functions.core.keyvault_reactions import KeyVaultReactions
+
+        return KeyVaultReactions(store=self.store, queue=self.queue, clock=self.clock, owner=self.owner)
+
+    def delivery_worker(self) -> DeliveryWorker:
+        from functions.core.delivery import DeliveryWorker
+
+        return DeliveryWorker(
+            vault=self.vault,
+            transport=self.webhook_sender,
+            queue=self.queue,
+            deliveries=self.deliveries,
+            clock=self.clock,
+            schedule=self.webhook_retry_schedule,
         )
 
     def lifecycle(self) -> Lifecycle:

@@ -247,6 +247,30 @@ class KeyVaultStore:
             cert = await _vault_call("get certificate", name, lambda: self.certificates.get_certificate(name))
         return self._certificate(cert)
 
+    async def import_certificate(
+        self, name: str, pem_with_key: SecretValue, *, tags: Mapping[str, str]
+    ) -> VaultCertificate:
+        """A new version of `name` from a PEM bundle (certificate + private key), kept as PEM."""
+        from azure.keyvault.certificates import CertificateContentType, CertificatePolicy, KeyType
+
+        validate_secret_write(name, None, None, tags)
+        policy = CertificatePolicy(
+            issuer_name="Self",
+            key_type=KeyType.rsa,
+            key_size=2048,
+            exportable=True,
+            reuse_key=False,
+            content_type=CertificateContentType.pem,
+        )
+        imported = await _vault_call(
+            "import certificate",
+            name,
+            lambda: self.certificates.import_certificate(
+                name, pem_with_key.reveal().encode(), policy=policy, tags=dict(tags)
+            ),
+        )
+        return self._certificate(imported)
+
     @staticmethod
     def _certificate(cert: Any) -> VaultCertificate:
         der = bytes(cert.cer)
