@@ -2,9 +2,11 @@
 
 import azure.functions as func
 
-app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
+from functions.triggers import http_registrations, notifications, queue_registrations, rotation
 
-from functions.triggers import http_registrations, queue_registrations  # noqa: E402
+app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 
 app.register_functions(http_registrations.bp)
 app.register_functions(queue_registrations.bp)
+app.register_functions(rotation.bp)
+app.register_functions(notifications.bp)
