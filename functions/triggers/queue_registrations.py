@@ -15,6 +15,7 @@ import azure.functions as func
 from functions.bootstrap import services
 from functions.core.errors import Conflict, NotFound, ValidationFailed
 from functions.core.intake import accept, plan_from_validated, record_invalid
+from functions.core.outcomes import settle_provisioned
 from functions.core.requests import validate_request
 from functions.resources import REGISTRATION_REQUESTS_QUEUE
 from functions.telemetry import log_context
@@ -71,3 +72,12 @@ async def registration_worker(msg: func.QueueMessage) -> None:
             log.warning("queued registration %s does not exist; message dropped", registration_id)
             return
         log.info("registration %s is %s (delivery %s)", record.id, record.status.value, msg.dequeue_count)
+        await settle_provisioned(
+            record,
+            store=svc.store,
+            index=svc.index,
+            queue=svc.queue,
+            clock=svc.clock,
+            owner=svc.owner,
+            settings=svc.rotation_settings,
+        )

@@ -12,7 +12,7 @@ from functions.core.delivery import DeliveryWorker
 from functions.core.intake import webhook_secret_name
 from functions.core.keyvault_events import KeyVaultEvent, KeyVaultEventKind, ObjectType
 from functions.core.keyvault_reactions import KeyVaultReactions, Reaction, registration_id_of
-from functions.core.models import SecretValue
+from functions.core.models import SecretValue, WebhookSpec
 from functions.core.notifications import Delivery, DeliveryOutcome, WebhookEvent, WebhookSubscription, fan_out
 from functions.core.ports import DeliveryRecord
 from functions.core.rotation_schedule import JobAction, RotationJob
@@ -170,3 +170,32 @@ async def test_expiry_of_the_current_credential_alerts() -> None:
 
     assert outcome is Reaction.ALERTED
     assert [json.loads(d.body)["type"] for d in world.queue.deliveries()] == ["credential.expired"]
+
+
+async def test_settling_a_provisioned_registration_schedules_rotation_and_announces_once() -> None:
+    from functions.core.outcomes import settle_provisioned
+    from tests.unit.test_rotation import SETTINGS
+
+    world = RotationWorld()
+    request = world.request(credential=world.credential, webhooks=(WebhookSpec("https://hooks.example/x"),))
+    accepted = await world.accept(request, world.plan(credential=world.credential))
+    record = await world.provisioner().run(accepted.registration.id)
+
+    for _ in range(2):
+        await settle_provisioned(
+            await world.store.get(record.id),
+            store=world.store,
+            index=world.index,
+            queue=world.queue,
+            clock=world.clock,
+            owner="worker",
+            settings=SETTINGS,
+            sleep=fast_sleep,
+        )
+
+    assert [(j.action, j.generation) for j in world.index.jobs.values()] == [(JobAction.ROTATE, 1)]
+    (delivery,) = world.queue.deliveries()
+    payload = json.loads(delivery.body)
+    assert payload["type"] == "registration.active"
+    assert payload["data"]["keyId"] == record.credential.key_id  # type: ignore[union-attr]
+    assert payload["data"]["secretUri"] == record.credential.secret_uri  # type: ignore[union-attr]
