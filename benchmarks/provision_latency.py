@@ -1,0 +1,219 @@
+"""Provisioning latency in units of L, the latency the local tenant adds to every call.
+
+Starts the local tenant (devstack.tenant), wires the real adapters (msgraph-sdk Graph, Key Vault
+aio, Entra token probe) into the workflow, warms the registrar's own tokens with L = 0, then with
+L = 100 ms provisions codetwo-migration-target with options.createMailboxes (approved, as policy
+holds it for Directory.ReadWrite.All) twice in the same run:
+
+- optimised: the workflow as shipped (credential alongside the service principal, consent in one
+  $batch alongside verify);
+- naive: every call one after another, one appRoleAssignment per call.
+
+Registration records live in memory here: Table storage is not the tenant, and L is the tenant's.
+Prints figures; asserts nothing. Target: optimised <= 4.5 L and >= 2.5x faster than naive.
+
+    .venv/bin/python -m benchmarks.provision_latency [--latency-ms 100] [--credential secret]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import selectors
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+from urllib import request as urlrequest
+
+from devstack import processes
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+PROFILE = "codetwo-migration-target"
+
+
+class MemoryStore:
+    """RegistrationStore in memory, with the same ETag rules as the Tables adapter."""
+
+    def __init__(self) -> None:
+        self._docs: dict[str, tuple[dict[str, Any], str]] = {}
+
+    def _load(self, key: str) -> Any:
+        from functions.core.registrations import Registration
+
+        doc, etag = self._docs[key]
+        return Registration.from_document(doc, etag=etag)
+
+    async def get(self, registration_id: str) -> Any:
+        from functions.core.errors import NotFound
+
+        if registration_id not in self._docs:
+            raise NotFound("registration", registration_id)
+        return self._load(registration_id)
+
+    async def create(self, registration: Any) -> tuple[Any, bool]:
+        if registration.id in self._docs:
+            return self._load(registration.id), False
+        self._docs[registration.id] = (registration.to_document(), uuid.uuid4().hex)
+        return self._load(registration.id), True
+
+    async def replace(self, registration: Any) -> Any:
+        from functions.core.errors import ConcurrencyConflict
+
+        if self._docs[registration.id][1] != registration.etag:
+            raise ConcurrencyConflict(registration.id)
+        self._docs[registration.id] = (registration.to_document(), uuid.uuid4().hex)
+        return self._load(registration.id)
+
+    async def list(self, **_: Any) -> Any:
+        raise NotImplementedError
+
+
+def first_line(stream: Any, timeout: float) -> str:
+    """The tenant's startup JSON line (devstack.host.launcher has one, but importing it loads aiohttp
+    before SSL_CERT_FILE points at the tenant's CA)."""
+    chosen = selectors.DefaultSelector()
+    chosen.register(stream, selectors.EVENT_READ)
+    return stream.readline().strip() if chosen.select(timeout) else ""
+
+
+def start_tenant(state_dir: Path) -> tuple[Any, dict[str, Any]]:
+    argv = [sys.executable, "-m", "devstack.tenant", "--port", "0", "--state-dir", str(state_dir)]
+    log = (state_dir.parent / "tenant.log").open("a", encoding="utf-8")
+    proc = processes.spawn(argv, cwd=REPO_ROOT, stderr=log)
+    assert proc.stdout is not None
+    line = first_line(proc.stdout, 60.0)
+    if not line:
+        processes.stop(proc)
+        raise SystemExit(f"the local tenant did not start; see {state_dir.parent / 'tenant.log'}")
+    return proc, json.loads(line)
+
+
+def set_latency(tenant: Mapping[str, Any], latency_ms: float) -> None:
+    import ssl
+
+    context = ssl.create_default_context(cafile=tenant["caFile"])
+    body = json.dumps({"latencyMs": latency_ms}).encode()
+    url = f"{tenant['adminUrl']}/config"  # the tenant's admin API on loopback (https)
+    req = urlrequest.Request(url, data=body, method="PUT", headers={"content-type": "application/json"})  # noqa: S310
+    with urlrequest.urlopen(req, context=context, timeout=30) as response:  # noqa: S310
+        response.read()
+
+
+async def measure(tenant: Mapping[str, Any], latency_ms: float, credential: str) -> dict[str, float]:
+    # Imported only now: aiohttp reads SSL_CERT_FILE (the tenant's CA) when first imported.
+    from functions.adapters.graph import GraphDirectory
+    from functions.adapters.identity import EntraTokenProbe, IdentityConfig, RegistrarIdentity
+    from functions.adapters.keyvault import KeyVaultStore
+    from functions.bootstrap import SystemClock
+    from functions.core.intake import accept, plan_from_validated
+    from functions.core.lifecycle import Lifecycle
+    from functions.core.models import SecretValue
+    from functions.core.policy import Policy
+    from functions.core.provisioning import Provisioner, WorkflowSettings
+    from functions.core.requests import validate_request
+    from functions.profiles import load_catalogue
+
+    identity = RegistrarIdentity(
+        IdentityConfig(
+            authority_host=tenant["authority"],
+            home_tenant_id=tenant["tenantId"],
+            client_id=tenant["clientId"],
+            client_secret=SecretValue(tenant["clientSecret"]),
+        )
+    )
+    directory = GraphDirectory(identity, tenant["graphUrl"])
+    vault = KeyVaultStore(identity, tenant["vaultUrl"], certificate_poll_seconds=0.05)
+    probe = EntraTokenProbe(tenant["authority"])
+    store, clock = MemoryStore(), SystemClock()
+    catalogue, policy = load_catalogue(), Policy(allowed_tenants=frozenset({tenant["tenantId"].lower()}))
+    lifecycle = Lifecycle(store=store, directory=directory, vault=vault, clock=clock, owner="bench")
+
+    async def approved_registration(tag: str) -> str:
+        body = {
+            "requestId": f"BENCH-{tag}-{uuid.uuid4().hex[:6]}",
+            "profile": PROFILE,
+            "displayName": f"bench {tag}",
+            "options": {"createMailboxes": True},
+            "credential": {"type": credential},
+        }
+        validated = await validate_request(
+            body, directory=directory, home_tenant_id=tenant["tenantId"], catalogue=catalogue, policy=policy
+        )
+        accepted = await accept(
+            validated.request, plan_from_validated(validated), body, store=store, vault=vault, clock=clock
+        )
+        record = accepted.registration
+        if record.plan.approval_reasons:
+            held = await Provisioner(
+                store=store, directory=directory, vault=vault, probe=probe, clock=clock, owner="bench"
+            ).run(record.id)
+            assert held.status.value == "pending_approval", held.status
+            await lifecycle.approve(record.id, "benchmark")
+        return record.id
+
+    async def provision(registration_id: str, *, concurrent: bool) -> float:
+        worker = Provisioner(
+            store=store,
+            directory=directory,
+            vault=vault,
+            probe=probe,
+            clock=clock,
+            settings=replace(WorkflowSettings(), concurrent=concurrent),
+            owner="bench",
+        )
+        started = time.perf_counter()
+        record = await worker.run(registration_id)
+        elapsed = time.perf_counter() - started
+        if record.status.value != "active":
+            raise SystemExit(f"registration ended {record.status.value}: {record.last_error}")
+        return elapsed
+
+    try:
+        # Warm-up at L = 0: the registrar's tokens (Graph, Key Vault challenge), catalogues, imports.
+        await provision(await approved_registration("warmup"), concurrent=True)
+        optimised_id = await approved_registration("optimised")
+        naive_id = await approved_registration("naive")
+        set_latency(tenant, latency_ms)
+        optimised = await provision(optimised_id, concurrent=True)
+        naive = await provision(naive_id, concurrent=False)
+    finally:
+        await directory.close()
+        await vault.close()
+        await identity.close()
+    return {"optimised": optimised, "naive": naive}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--latency-ms", type=float, default=100.0)
+    parser.add_argument("--credential", choices=["secret", "certificate"], default="secret")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="registrar-bench-") as tmp:
+        state = Path(tmp) / "tenant"
+        state.mkdir()
+        proc, tenant = start_tenant(state)
+        try:
+            os.environ["SSL_CERT_FILE"] = os.environ["REQUESTS_CA_BUNDLE"] = tenant["caFile"]
+            figures = asyncio.run(measure(tenant, args.latency_ms, args.credential))
+        finally:
+            processes.stop(proc)
+    unit = args.latency_ms / 1000.0
+    optimised, naive = figures["optimised"] / unit, figures["naive"] / unit
+    print(
+        f"provision {PROFILE} (createMailboxes, {args.credential}) with L = {args.latency_ms:.0f} ms per call"
+    )
+    print(f"  optimised workflow : {figures['optimised']:.3f} s = {optimised:.2f} L   (target <= 4.5 L)")
+    print(f"  naive baseline     : {figures['naive']:.3f} s = {naive:.2f} L")
+    print(f"  speed-up           : {naive / optimised:.2f}x   (target >= 2.5x)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
