@@ -239,13 +239,18 @@ def test_admin_created_tenant_serves_graph_to_its_own_identity(tenant_admin: Ten
 # ---- Key Vault, through azure-keyvault-secrets ---------------------------------------------------
 
 
-def test_vault_faults_take_key_vault_shape_and_429_is_retried(tenant_admin: TenantProcess) -> None:
-    vault = SecretClient(tenant_admin.vault_url, credential(tenant_admin), verify_challenge_resource=False)
+def test_vault_faults_take_key_vault_shape_and_429_is_retried(
+    make_tenant_process: Callable[..., TenantProcess],
+) -> None:
+    # Its own process: azure-keyvault caches each vault URL's challenge for the whole session, and
+    # other tests observe the session vault's first challenge.
+    process = make_tenant_process()
+    vault = SecretClient(process.vault_url, credential(process), verify_challenge_resource=False)
     name = f"faults-{uuid.uuid4().hex[:12]}"
-    tenant_admin.add_fault(429, rf"^/secrets/{name}$", "PUT", count=1, retryAfter=1)
+    process.add_fault(429, rf"^/secrets/{name}$", "PUT", count=1, retryAfter=1)
     assert vault.set_secret(name, "value").name == name  # retried after Retry-After
 
-    tenant_admin.add_fault(400, rf"^/secrets/{name}/", "GET", count=1)
+    process.add_fault(400, rf"^/secrets/{name}/", "GET", count=1)
     with pytest.raises(HttpResponseError) as caught:
         vault.get_secret(name)
     assert caught.value.status_code == 400
