@@ -130,6 +130,8 @@ class DirectoryView(Protocol):
 
     # Added by the server/Entra part: typed views so the token endpoint needs no knowledge of
     # graph/'s internal objects. Both are on the token hot path: answer from memory, no copying.
+    # Optional: while a directory lacks them, entra.py builds the same records from
+    # application_by_app_id() / service_principal_by_app_id() / resource_for_scope().
     def client_record(self, app_id: str) -> ClientRecord | None:
         """None when no application with this appId exists in this tenant."""
         ...
