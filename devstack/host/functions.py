@@ -11,6 +11,7 @@ import inspect
 import json
 import logging
 import sys
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -110,10 +111,22 @@ def index(app: FunctionRegister) -> list[FunctionInfo]:
                 bindings=bindings,
                 user_function=user_function,
                 is_async=inspect.iscoroutinefunction(user_function),
-                parameters=dict(inspect.signature(user_function).parameters),
+                parameters=_parameters(user_function),
             )
         )
     return infos
+
+
+def _parameters(user_function: Callable[..., Any]) -> dict[str, inspect.Parameter]:
+    """Parameters with resolved annotations: under `from __future__ import annotations` they are strings."""
+    try:
+        hints = typing.get_type_hints(user_function)
+    except Exception:  # an annotation that does not resolve: keep what inspect saw, as the worker would
+        hints = {}
+    return {
+        name: parameter.replace(annotation=hints.get(name, parameter.annotation))
+        for name, parameter in inspect.signature(user_function).parameters.items()
+    }
 
 
 def load(app_dir: Path, script_file: str = "function_app.py") -> list[FunctionInfo]:

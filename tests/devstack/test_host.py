@@ -244,6 +244,13 @@ def test_admin_invocation_runs_non_http_functions(sample: dict[str, Any]) -> Non
     assert http("POST", f"{url}/admin/functions/get_item", b"{}")[0] == 400
 
 
+def test_str_parameter_receives_the_message_body(sample: dict[str, Any]) -> None:
+    text = f"plain-{uuid.uuid4().hex}"
+    queue_client(sample, f"{sample['queue']}-text").send_message(base64.b64encode(text.encode()).decode())
+    (seen,) = wait_for(lambda: [r for r in records(sample["records"], "text") if r["body"] == text])
+    assert seen["type"] == "str"
+
+
 def test_host_lists_functions_from_their_decorators(sample: dict[str, Any]) -> None:
     status, _, body = http("GET", f"{sample['host'].url}/admin/functions")
     assert status == 200
@@ -255,6 +262,7 @@ def test_host_lists_functions_from_their_decorators(sample: dict[str, Any]) -> N
         "work_queue",
         "every_second",
         "slow_timer",
+        "plain_text",
         "on_event",
     }
     assert listed["work_queue"]["bindings"][0]["queueName"] == "%SAMPLE_QUEUE%"

@@ -4,6 +4,8 @@ Each non-HTTP function records what it received as one JSON file in SAMPLE_RECOR
 sees exactly what the host passed in.
 """
 
+from __future__ import annotations  # annotations are strings: the host must still see `str` below
+
 import asyncio
 import json
 import os
@@ -59,6 +61,12 @@ def work_queue(msg: func.QueueMessage) -> None:
     record("queue", id=msg.id, body=text, dequeue_count=msg.dequeue_count, pop_receipt=bool(msg.pop_receipt))
     if text.startswith("fail"):
         raise ValueError("asked to fail")
+
+
+@app.queue_trigger(arg_name="text", queue_name="%SAMPLE_QUEUE%-text", connection="SampleStorage")
+def plain_text(text: str) -> None:
+    """A `str` parameter gets the message body itself, not a QueueMessage (as the Python worker does)."""
+    record("text", type=type(text).__name__, body=text)
 
 
 @app.timer_trigger(schedule="%SAMPLE_SCHEDULE%", arg_name="timer", use_monitor=True)
