@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import re
 import time
 import uuid
@@ -128,16 +129,51 @@ class GraphDirectory(GraphCredentials):
             config.query_parameters = _OData(filter=filter, select=select)
         return config
 
-    async def _pages(self, builder: Any, first: Any) -> list[Any]:
-        """Follow @odata.nextLink until the collection ends."""
-        items: list[Any] = []
-        page = first
-        while page is not None:
-            items.extend(page.value or [])
-            if not page.odata_next_link:
-                break
-            page = await builder.with_url(page.odata_next_link).get()
-        return items
+    async def _send(  # noqa: PLR0917  (mirrors _call, plus the client and request)
+        self,
+        client: Any,
+        operation: str,
+        what: str,
+        key: str,
+        request: Any,
+        lag: Callable[[Any], bool] | None = None,
+    ) -> Any:
+        """Send a request builder's RequestInformation and return the body as JSON (None: no content).
+
+        Responses are read as JSON rather than kiota models: deserializing any directoryObject makes
+        kiota import every Entity subtype (~1,300 modules, seconds of cold start), json.loads does
+        not. Requests still go through the request builders and the client's middleware.
+        """
+        from msgraph.generated.models.o_data_errors.o_data_error import ODataError
+
+        raw = await self._call(
+            operation,
+            what,
+            key,
+            lambda: client.request_adapter.send_primitive_async(request, "bytes", {"XXX": ODataError}),
+            lag,
+        )
+        return json.loads(raw) if raw else None
+
+    async def _list(  # noqa: PLR0917
+        self,
+        client: Any,
+        what: str,
+        key: str,
+        builder: Any,
+        config: Any = None,
+        lag: Callable[[Any], bool] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Every item of a collection, following @odata.nextLink."""
+        items: list[dict[str, Any]] = []
+        request = builder.to_get_request_information(config)
+        while True:
+            page = await self._send(client, "GET", what, key, request, lag) or {}
+            items.extend(page.get("value") or [])
+            next_link = page.get("@odata.nextLink")
+            if not next_link:
+                return items
+            request = builder.with_url(next_link).to_get_request_information()
 
     # ---------------------------------------------------------------- catalogue
 
@@ -160,40 +196,38 @@ class GraphDirectory(GraphCredentials):
         return catalog
 
     async def _fetch_catalog(self, tenant_id: str, resource: str) -> ResourceCatalog:
+        """GET /servicePrincipals?$filter=appId or displayName eq ...&$select=id,appId,displayName,appRoles,..."""
         client = self.client(tenant_id)
         field = "appId" if _GUID.match(resource) else "displayName"
         config = self._config(filter=f"{field} eq '{_odata_quote(resource)}'", select=CATALOG_SELECT)
-        page = await self._call(
-            "GET", "servicePrincipals", resource, lambda: client.service_principals.get(config)
-        )
-        found = list(page.value or []) if page else []
+        request = client.service_principals.to_get_request_information(config)
+        found = (await self._send(client, "GET", "servicePrincipals", resource, request) or {}).get("value")
         if not found:
             raise NotFound("resource service principal", resource)
         sp = found[0]
 
-        def by_value(items: Sequence[Any] | None) -> dict[str, ResourcePermission]:
+        def by_value(items: Sequence[dict[str, Any]]) -> dict[str, ResourcePermission]:
             return {
-                item.value: ResourcePermission(
-                    id=str(item.id),
-                    value=item.value,
-                    display_name=getattr(item, "display_name", None)
-                    or getattr(item, "admin_consent_display_name", None)
-                    or item.value,
-                    enabled=item.is_enabled is not False,
+                item["value"]: ResourcePermission(
+                    id=str(item["id"]),
+                    value=item["value"],
+                    display_name=item.get("displayName")
+                    or item.get("adminConsentDisplayName")
+                    or item["value"],
+                    enabled=item.get("isEnabled") is not False,
                 )
-                for item in items or []
-                if item.value
+                for item in items
+                if item.get("value") and item.get("id")
             }
 
+        # Only roles an application can hold are application permissions (others are for users).
+        roles = [r for r in sp.get("appRoles") or [] if "Application" in (r.get("allowedMemberTypes") or [])]
         return ResourceCatalog(
-            app_id=str(sp.app_id),
-            service_principal_id=str(sp.id),
-            display_name=sp.display_name or "",
-            # Only roles an application can hold are application permissions (others are for users).
-            app_roles=by_value(
-                [r for r in sp.app_roles or [] if "Application" in (r.allowed_member_types or [])]
-            ),
-            scopes=by_value(sp.oauth2_permission_scopes),
+            app_id=str(sp["appId"]),
+            service_principal_id=str(sp["id"]),
+            display_name=sp.get("displayName") or "",
+            app_roles=by_value(roles),
+            scopes=by_value(sp.get("oauth2PermissionScopes") or []),
         )
 
     # ---------------------------------------------------------------- applications
@@ -227,15 +261,13 @@ class GraphDirectory(GraphCredentials):
 
     async def upsert_application(self, tenant_id: str, spec: ApplicationSpec) -> ApplicationRef:
         client = self.client(tenant_id)
-        body = self._application_body(spec)
         config = self._config()
         config.headers.add("Prefer", "create-if-missing")
         builder = client.applications_with_unique_name(spec.unique_name)
-        created = await self._call(
-            "PATCH", "application", spec.unique_name, lambda: builder.patch(body, config)
-        )
-        if created is not None and created.id and created.app_id:  # 201 with the new app
-            return ApplicationRef(object_id=str(created.id), app_id=str(created.app_id), created=True)
+        request = builder.to_patch_request_information(self._application_body(spec), config)
+        created = await self._send(client, "PATCH", "application", spec.unique_name, request)
+        if created and created.get("id") and created.get("appId"):  # 201 with the new app
+            return ApplicationRef(object_id=created["id"], app_id=created["appId"], created=True)
         found = await self._find(tenant_id, spec.unique_name, lag=True)  # 204: updated in place
         if found is None:
             raise NotFound("application", spec.unique_name)
@@ -245,20 +277,23 @@ class GraphDirectory(GraphCredentials):
         return await self._find(tenant_id, unique_name, lag=False)
 
     async def _find(self, tenant_id: str, unique_name: str, *, lag: bool) -> ApplicationRef | None:
-        builder = self.client(tenant_id).applications_with_unique_name(unique_name)
-        config = self._config(select=["id", "appId"])
+        client = self.client(tenant_id)
+        request = client.applications_with_unique_name(unique_name).to_get_request_information(
+            self._config(select=["id", "appId"])
+        )
         try:
-            app = await self._call(
-                "GET", "application", unique_name, lambda: builder.get(config), not_found_lag if lag else None
+            app = await self._send(
+                client, "GET", "application", unique_name, request, not_found_lag if lag else None
             )
         except NotFound:
             return None
-        return ApplicationRef(object_id=str(app.id), app_id=str(app.app_id), created=False)
+        return ApplicationRef(object_id=app["id"], app_id=app["appId"], created=False)
 
     async def delete_application(self, tenant_id: str, app_object_id: str) -> None:
-        builder = self.client(tenant_id).applications.by_application_id(app_object_id)
+        client = self.client(tenant_id)
+        request = client.applications.by_application_id(app_object_id).to_delete_request_information()
         with contextlib.suppress(NotFound):  # already gone is success
-            await self._call("DELETE", "application", app_object_id, builder.delete)
+            await self._send(client, "DELETE", "application", app_object_id, request)
 
     # ---------------------------------------------------------------- service principals and consent
 
@@ -266,45 +301,28 @@ class GraphDirectory(GraphCredentials):
         from msgraph.generated.models.service_principal import ServicePrincipal
 
         client = self.client(tenant_id)
-        by_app_id = client.service_principals_with_app_id(app_id)
-        select = self._config(select=["id", "appId"])
-
-        async def get_or_create() -> Any:
-            try:
-                return await self._call("GET", "servicePrincipal", app_id, lambda: by_app_id.get(select))
-            except NotFound:
-                pass
-            try:
-                return await self._call(
-                    "POST",
-                    "servicePrincipal for",
-                    app_id,
-                    lambda: client.service_principals.post(ServicePrincipal(app_id=app_id)),
-                    replication_lag,
-                )
-            except PermanentError as error:
-                if "409" not in str(error) and error.code != "Request_MultipleObjectsWithSameKeyValue":
-                    raise
-            # Created concurrently by another worker: read the winner's.
-            return await self._call(
-                "GET", "servicePrincipal", app_id, lambda: by_app_id.get(select), not_found_lag
-            )
-
-        sp = await get_or_create()
-        return str(sp.id)
+        get = client.service_principals_with_app_id(app_id).to_get_request_information(
+            self._config(select=["id", "appId"])
+        )
+        try:
+            return str((await self._send(client, "GET", "servicePrincipal", app_id, get))["id"])
+        except NotFound:
+            pass
+        post = client.service_principals.to_post_request_information(ServicePrincipal(app_id=app_id))
+        try:
+            created = await self._send(client, "POST", "servicePrincipal for", app_id, post, replication_lag)
+            return str(created["id"])
+        except PermanentError as error:
+            if "409" not in str(error) and error.code != "Request_MultipleObjectsWithSameKeyValue":
+                raise
+        # Created concurrently by another worker: read the winner's.
+        return str((await self._send(client, "GET", "servicePrincipal", app_id, get, not_found_lag))["id"])
 
     async def app_role_assignments(self, tenant_id: str, principal_id: str) -> set[tuple[str, str]]:
-        builder = (
-            self.client(tenant_id)
-            .service_principals.by_service_principal_id(principal_id)
-            .app_role_assignments
-        )
-
-        async def fetch() -> list[Any]:
-            return await self._pages(builder, await builder.get())
-
-        items = await self._call("GET", "appRoleAssignments of", principal_id, fetch, not_found_lag)
-        return {(str(a.resource_id).lower(), str(a.app_role_id).lower()) for a in items}
+        client = self.client(tenant_id)
+        builder = client.service_principals.by_service_principal_id(principal_id).app_role_assignments
+        items = await self._list(client, "appRoleAssignments of", principal_id, builder, None, not_found_lag)
+        return {(str(a["resourceId"]).lower(), str(a["appRoleId"]).lower()) for a in items}
 
     async def assign_app_roles(
         self, tenant_id: str, principal_id: str, assignments: Sequence[tuple[str, str]]
@@ -315,21 +333,19 @@ class GraphDirectory(GraphCredentials):
             )
 
     async def delegated_grants(self, tenant_id: str, client_id: str) -> Mapping[str, DelegatedGrant]:
-        builder = self.client(tenant_id).oauth2_permission_grants
+        client = self.client(tenant_id)
         config = self._config(filter=f"clientId eq '{_odata_quote(client_id)}'")
-
-        async def fetch() -> list[Any]:
-            return await self._pages(builder, await builder.get(config))
-
-        grants = await self._call("GET", "oauth2PermissionGrants of", client_id, fetch)
+        grants = await self._list(
+            client, "oauth2PermissionGrants of", client_id, client.oauth2_permission_grants, config
+        )
         return {
-            str(g.resource_id).lower(): DelegatedGrant(
-                grant_id=str(g.id),
-                resource_service_principal_id=str(g.resource_id).lower(),
-                scopes=frozenset((g.scope or "").split()),
+            str(g["resourceId"]).lower(): DelegatedGrant(
+                grant_id=str(g["id"]),
+                resource_service_principal_id=str(g["resourceId"]).lower(),
+                scopes=frozenset((g.get("scope") or "").split()),
             )
             for g in grants
-            if (g.consent_type or "").lower() == "allprincipals"
+            if str(g.get("consentType") or "").lower() == "allprincipals"
         }
 
     async def grant_delegated(
@@ -337,37 +353,33 @@ class GraphDirectory(GraphCredentials):
     ) -> None:
         from msgraph.generated.models.o_auth2_permission_grant import OAuth2PermissionGrant
 
-        grants = self.client(tenant_id).oauth2_permission_grants
+        client = self.client(tenant_id)
+        grants = client.oauth2_permission_grants
         scope = " ".join(sorted(scopes))
         if existing is not None:
             item = grants.by_o_auth2_permission_grant_id(existing)
+            request = (
+                item.to_patch_request_information(OAuth2PermissionGrant(scope=scope))
+                if scopes
+                else item.to_delete_request_information()  # exactly no scopes: the grant itself goes
+            )
             try:
-                if not scopes:  # exactly no scopes: the grant itself goes
-                    await self._call("DELETE", "oauth2PermissionGrant", existing, item.delete)
-                else:
-                    await self._call(
-                        "PATCH",
-                        "oauth2PermissionGrant",
-                        existing,
-                        lambda: item.patch(OAuth2PermissionGrant(scope=scope)),
-                    )
+                await self._send(client, request.http_method.name, "oauth2PermissionGrant", existing, request)
                 return
             except NotFound:
-                if not scopes:
-                    return
-                # Deleted meanwhile: create it anew below.
+                pass  # deleted meanwhile: create it anew below
         if not scopes:
             return
         body = OAuth2PermissionGrant(
             client_id=client_id, consent_type="AllPrincipals", resource_id=resource_id, scope=scope
         )
+        request = grants.to_post_request_information(body)
         try:
-            await self._call(
-                "POST", "oauth2PermissionGrant for", client_id, lambda: grants.post(body), not_found_lag
-            )
+            await self._send(client, "POST", "oauth2PermissionGrant for", client_id, request, not_found_lag)
         except PermanentError as error:
             if "409" not in str(error):
                 raise
+            # A grant for this client and resource exists already (a retry): set its scopes instead.
             current = (await self.delegated_grants(tenant_id, client_id)).get(resource_id.lower())
             if current is None:
                 raise

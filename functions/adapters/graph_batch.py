@@ -26,7 +26,7 @@ from functions.adapters.graph_errors import call, parse_retry_after
 from functions.core.errors import PermanentError, TransientError
 
 MAX_BATCH = 20
-THROTTLE_ROUNDS = 4  # batch rounds for items answered 429/5xx before giving up with TransientError
+THROTTLE_ROUNDS = 4  # batch rounds in a row with no item through (429/5xx) before TransientError
 CONCURRENT_BATCHES = 4  # $batch requests in flight at once (each is up to 20 writes)
 
 
@@ -118,7 +118,9 @@ async def _assign_chunk(
         if not retry:
             return
         if throttled:
-            rounds += 1
+            # Rounds that made progress do not count: a drip of 429s (a nearly empty bucket) still
+            # converges; only rounds where every remaining item was throttled use the budget up.
+            rounds = 0 if len(retry) < len(pending) else rounds + 1
             if rounds >= THROTTLE_ROUNDS:
                 raise TransientError(
                     f"Graph kept throttling appRoleAssignedTo for {principal_id} ({len(retry)} left)",

@@ -6,9 +6,10 @@ A mixin of GraphDirectory (graph.py), which provides client(), _call() and _conf
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -19,57 +20,82 @@ from functions.core.ports import AppCredential, FederatedCredentialSpec, IssuedS
 from functions.telemetry import redactor
 
 
+def _when(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
+
+
 class GraphCredentials:
     """passwordCredentials, keyCredentials and federatedIdentityCredentials of an application."""
 
     def client(self, tenant_id: str) -> Any:
         raise NotImplementedError
 
-    async def _call(
+    async def _send(  # noqa: PLR0917
         self,
+        client: Any,
         operation: str,
         what: str,
         key: str,
-        attempt: Callable[[], Awaitable[Any]],
+        request: Any,
         lag: Callable[[Any], bool] | None = None,
     ) -> Any:
+        raise NotImplementedError
+
+    async def _list(  # noqa: PLR0917
+        self,
+        client: Any,
+        what: str,
+        key: str,
+        builder: Any,
+        config: Any = None,
+        lag: Callable[[Any], bool] | None = None,
+    ) -> list[dict[str, Any]]:
         raise NotImplementedError
 
     @staticmethod
     def _config(*, filter: str | None = None, select: list[str] | None = None) -> Any:
         raise NotImplementedError
 
-    async def _pages(self, builder: Any, first: Any) -> list[Any]:
-        raise NotImplementedError
-
     async def list_credentials(self, tenant_id: str, app_object_id: str) -> list[AppCredential]:
-        app_builder = self.client(tenant_id).applications.by_application_id(app_object_id)
-        config = self._config(select=["id", "passwordCredentials", "keyCredentials"])
-        fic_builder = app_builder.federated_identity_credentials
-
-        async def federated() -> list[Any]:
-            return await self._pages(fic_builder, await fic_builder.get())
-
+        client = self.client(tenant_id)
+        app_builder = client.applications.by_application_id(app_object_id)
+        get_app = app_builder.to_get_request_information(
+            self._config(select=["id", "passwordCredentials", "keyCredentials"])
+        )
         app, fics = await asyncio.gather(
-            self._call("GET", "application", app_object_id, lambda: app_builder.get(config), not_found_lag),
-            self._call("GET", "federatedIdentityCredentials of", app_object_id, federated, not_found_lag),
+            self._send(client, "GET", "application", app_object_id, get_app, not_found_lag),
+            self._list(
+                client,
+                "federatedIdentityCredentials of",
+                app_object_id,
+                app_builder.federated_identity_credentials,
+                None,
+                not_found_lag,
+            ),
         )
         creds = [
-            AppCredential("password", str(p.key_id), p.display_name, p.start_date_time, p.end_date_time)
-            for p in app.password_credentials or []
-        ]
-        creds += [
             AppCredential(
-                "key",
-                str(k.key_id),
-                k.display_name,
-                k.start_date_time,
-                k.end_date_time,
-                thumbprint=k.custom_key_identifier.hex().upper() if k.custom_key_identifier else None,
+                "password",
+                str(p["keyId"]),
+                p.get("displayName"),
+                _when(p.get("startDateTime")),
+                _when(p.get("endDateTime")),
             )
-            for k in app.key_credentials or []
+            for p in app.get("passwordCredentials") or []
         ]
-        creds += [AppCredential("federated", str(f.id), f.name, None, None) for f in fics]
+        for k in app.get("keyCredentials") or []:
+            custom = k.get("customKeyIdentifier")
+            creds.append(
+                AppCredential(
+                    "key",
+                    str(k["keyId"]),
+                    k.get("displayName"),
+                    _when(k.get("startDateTime")),
+                    _when(k.get("endDateTime")),
+                    thumbprint=base64.b64decode(custom).hex().upper() if custom else None,
+                )
+            )
+        creds += [AppCredential("federated", str(f["id"]), f.get("name"), None, None) for f in fics]
         return creds
 
     async def add_password(
@@ -80,26 +106,28 @@ class GraphCredentials:
         )
         from msgraph.generated.models.password_credential import PasswordCredential
 
+        client = self.client(tenant_id)
         body = AddPasswordPostRequestBody(
             password_credential=PasswordCredential(
                 display_name=display_name, start_date_time=start, end_date_time=end
             )
         )
-        builder = self.client(tenant_id).applications.by_application_id(app_object_id).add_password
-        issued = await self._call(
-            "POST", "addPassword on", app_object_id, lambda: builder.post(body), not_found_lag
-        )
-        if issued is None or not issued.secret_text:
+        request = client.applications.by_application_id(
+            app_object_id
+        ).add_password.to_post_request_information(body)
+        issued = await self._send(client, "POST", "addPassword on", app_object_id, request, not_found_lag)
+        secret_text = (issued or {}).get("secretText")
+        if not secret_text:
             raise PermanentError(
                 f"Graph returned no secret for addPassword on {app_object_id}", code="NoSecretText"
             )
-        redactor.register(issued.secret_text)  # no log record may ever show it
+        redactor.register(secret_text)  # no log record may ever show it
         return IssuedSecret(
-            key_id=str(issued.key_id),
-            secret=SecretValue(issued.secret_text),
-            hint=issued.hint,
-            start=issued.start_date_time or start,
-            end=issued.end_date_time or end,
+            key_id=str(issued["keyId"]),
+            secret=SecretValue(secret_text),
+            hint=issued.get("hint"),
+            start=_when(issued.get("startDateTime")) or start,
+            end=_when(issued.get("endDateTime")) or end,
         )
 
     async def remove_password(self, tenant_id: str, app_object_id: str, key_id: str) -> None:
@@ -107,10 +135,11 @@ class GraphCredentials:
             RemovePasswordPostRequestBody,
         )
 
-        builder = self.client(tenant_id).applications.by_application_id(app_object_id).remove_password
-        body = RemovePasswordPostRequestBody(key_id=uuid.UUID(key_id))
+        client = self.client(tenant_id)
+        builder = client.applications.by_application_id(app_object_id).remove_password
+        request = builder.to_post_request_information(RemovePasswordPostRequestBody(key_id=uuid.UUID(key_id)))
         try:
-            await self._call("POST", "removePassword on", app_object_id, lambda: builder.post(body))
+            await self._send(client, "POST", "removePassword on", app_object_id, request)
         except NotFound:
             return  # the app (or the key) is gone: nothing left to remove
         except PermanentError:
@@ -140,31 +169,23 @@ class GraphCredentials:
                 for k in keys
             ]
         )
-        builder = self.client(tenant_id).applications.by_application_id(app_object_id)
-        await self._call(
-            "PATCH", "keyCredentials of", app_object_id, lambda: builder.patch(body), not_found_lag
-        )
+        client = self.client(tenant_id)
+        request = client.applications.by_application_id(app_object_id).to_patch_request_information(body)
+        await self._send(client, "PATCH", "keyCredentials of", app_object_id, request, not_found_lag)
 
     async def add_federated_credential(
         self, tenant_id: str, app_object_id: str, spec: FederatedCredentialSpec
     ) -> str:
         from msgraph.generated.models.federated_identity_credential import FederatedIdentityCredential
 
-        builder = (
-            self.client(tenant_id)
-            .applications.by_application_id(app_object_id)
-            .federated_identity_credentials
-        )
+        client = self.client(tenant_id)
+        builder = client.applications.by_application_id(app_object_id).federated_identity_credentials
 
         async def existing() -> str | None:
-            items = await self._call(
-                "GET",
-                "federatedIdentityCredentials of",
-                app_object_id,
-                builder.get,
-                not_found_lag,
+            items = await self._list(
+                client, "federatedIdentityCredentials of", app_object_id, builder, None, not_found_lag
             )
-            return next((str(f.id) for f in (items.value or []) if f.name == spec.name), None)
+            return next((str(f["id"]) for f in items if f.get("name") == spec.name), None)
 
         found = await existing()
         if found is not None:
@@ -172,15 +193,12 @@ class GraphCredentials:
         body = FederatedIdentityCredential(
             name=spec.name, issuer=spec.issuer, subject=spec.subject, audiences=list(spec.audiences)
         )
+        request = builder.to_post_request_information(body)
         try:
-            created = await self._call(
-                "POST",
-                "federatedIdentityCredential on",
-                app_object_id,
-                lambda: builder.post(body),
-                not_found_lag,
+            created = await self._send(
+                client, "POST", "federatedIdentityCredential on", app_object_id, request, not_found_lag
             )
-            return str(created.id)
+            return str(created["id"])
         except PermanentError as error:
             if "409" not in str(error):
                 raise
