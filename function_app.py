@@ -1,8 +1,15 @@
-"""Composition only: the FunctionApp and its blueprints. Business logic lives in functions/core."""
+"""Composition only: telemetry, the FunctionApp and its blueprints. Business logic lives in functions/core."""
+
+import os
 
 import azure.functions as func
 
+from functions.telemetry import configure_telemetry
 from functions.triggers import http_registrations, notifications, queue_registrations, rotation
+
+# Azure Monitor when APPLICATIONINSIGHTS_CONNECTION_STRING is set (imported lazily), else the
+# console; either way every handler carries the secret redactor and the workflow's log context.
+configure_telemetry(os.environ)
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 

@@ -77,6 +77,9 @@ param maxCredentialLifetime string = 'P730D'
 @description('Comma-separated permissions that need approval before they are granted (REGISTRAR_TIER0_PERMISSIONS); empty for the built-in list.')
 param tier0Permissions string = ''
 
+@description('Retry delays of a failed webhook delivery, comma-separated ISO 8601 durations (empty: the built-in 5 s, 5 min, 30 min, 2 h, 5 h, 10 h); after the last one the delivery is dead-lettered.')
+param webhookRetrySchedule string = ''
+
 @description('ISO 8601 duration to wait for a new credential to work through Entra\'s propagation delay (REGISTRAR_VERIFY_TIMEOUT).')
 param verifyTimeout string = 'PT10M'
 
@@ -168,6 +171,7 @@ var registrarSettings = {
   REGISTRAR_TIER0_PERMISSIONS: tier0Permissions
   REGISTRAR_WEBHOOK_ALLOW_INSECURE_LOCAL: 'false'
   REGISTRAR_VERIFY_TIMEOUT: verifyTimeout
+  REGISTRAR_WEBHOOK_RETRY_SCHEDULE: webhookRetrySchedule
 }
 
 module functionApp 'modules/functionapp.bicep' = {
