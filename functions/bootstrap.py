@@ -16,7 +16,6 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from functions.resources import REGISTRATION_REQUESTS_QUEUE, REGISTRATIONS_TABLE
-from functions.settings import Settings, get_settings
 
 if TYPE_CHECKING:
     from functions.core.delivery import DeliveryWorker
@@ -36,6 +35,7 @@ if TYPE_CHECKING:
     from functions.core.profiles import ProfileCatalogue
     from functions.core.provisioning import Provisioner
     from functions.core.rotation import RotationSettings, Rotator
+    from functions.settings import Settings
 
 
 class SystemClock:
@@ -235,6 +235,8 @@ _services: Services | None = None
 def services() -> Services:
     global _services  # noqa: PLW0603  (one wiring per process is the point)
     if _services is None:
+        from functions.settings import get_settings
+
         with _lock:
             if _services is None:
                 _services = Services(get_settings())

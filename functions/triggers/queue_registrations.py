@@ -1,83 +1,21 @@
-"""Queue worker for `registration-requests`: HTTP intake and ticketing systems converge here.
+"""Queue trigger on `registration-requests` (a Blueprint). The handler (registration_worker.py)
+is imported on the first message, so importing function_app stays fast on cold start.
 
-Message schema: queue_messages.py. A request that fails validation becomes a `failed`
-registration listing its problems (the message completes); an unreadable message raises, so the
-host retries it and then moves it to `registration-requests-poison`. TransientError raises too:
-the host redelivers the message and the workflow resumes from its last saved step.
+Message schema: queue_messages.py. Unreadable messages and TransientError raise: the host
+retries, then moves the message to `registration-requests-poison`.
 """
 
 from __future__ import annotations
 
-import logging
-
 import azure.functions as func
 
-from functions.bootstrap import services
-from functions.core.errors import Conflict, NotFound, ValidationFailed
-from functions.core.intake import accept, plan_from_validated, record_invalid
-from functions.core.outcomes import settle_provisioned
-from functions.core.requests import validate_request
 from functions.resources import REGISTRATION_REQUESTS_QUEUE
-from functions.telemetry import log_context
-from functions.triggers.queue_messages import Envelope, read_message
 
-log = logging.getLogger(__name__)
 bp = func.Blueprint()
 
 
 @bp.queue_trigger(arg_name="msg", queue_name=REGISTRATION_REQUESTS_QUEUE, connection="AzureWebJobsStorage")
 async def registration_worker(msg: func.QueueMessage) -> None:
-    message = read_message(msg.get_body().decode("utf-8", errors="replace"))
-    svc = await services().ready()
-    if isinstance(message, Envelope):
-        registration_id = message.registration_id
-    else:
-        try:
-            validated = await validate_request(
-                message,
-                directory=svc.directory,
-                home_tenant_id=svc.settings.home_tenant_id,
-                catalogue=svc.catalogue,
-                policy=svc.policy,
-            )
-        except ValidationFailed as err:
-            tenant = message.get("tenantId")
-            record = await record_invalid(
-                message,
-                err.problems,
-                tenant_id=tenant if isinstance(tenant, str) and tenant else svc.settings.home_tenant_id,
-                store=svc.store,
-                clock=svc.clock,
-            )
-            log.warning("queued request refused as %s: %s", record.id, err)
-            return
-        request = validated.request
-        try:
-            accepted = await accept(
-                request,
-                plan_from_validated(validated),
-                message,
-                store=svc.store,
-                vault=svc.vault,
-                clock=svc.clock,
-            )
-        except Conflict as err:
-            log.warning("queued request ignored: %s", err)
-            return
-        registration_id = accepted.registration.id
-    with log_context(registration_id=registration_id, operation="provision"):
-        try:
-            record = await svc.provisioner().run(registration_id)
-        except NotFound:
-            log.warning("queued registration %s does not exist; message dropped", registration_id)
-            return
-        log.info("registration %s is %s (delivery %s)", record.id, record.status.value, msg.dequeue_count)
-        await settle_provisioned(
-            record,
-            store=svc.store,
-            index=svc.index,
-            queue=svc.queue,
-            clock=svc.clock,
-            owner=svc.owner,
-            settings=svc.rotation_settings,
-        )
+    from functions.triggers import registration_worker as worker
+
+    await worker.registration_worker(msg)

@@ -19,6 +19,7 @@ from azure.functions.queue import QueueMessage
 from functions import bootstrap
 from functions.core.models import RegistrationStatus
 from functions.core.policy import Policy
+from functions.core.rotation import RotationSettings
 from functions.profiles import load_catalogue
 from functions.resources import REGISTRATION_REQUESTS_QUEUE
 from functions.settings import Settings
@@ -41,8 +42,23 @@ class FakeQueue:
         self.sent.append((queue_name, message))
 
 
+class FakeExpiryIndex:
+    def __init__(self) -> None:
+        self.jobs: dict[str, Any] = {}
+
+    async def put(self, job: Any) -> None:
+        self.jobs[job.job_id] = job
+
+    async def remove(self, job: Any) -> None:
+        self.jobs.pop(job.job_id, None)
+
+    async def due(self, now: Any, *, limit: int | None = None) -> list[Any]:
+        return [j for j in self.jobs.values() if j.due <= now][:limit]
+
+
 class FakeServices:
     requests_queue = REGISTRATION_REQUESTS_QUEUE
+    owner = "worker"
 
     def __init__(self, world: World) -> None:
         self.world = world
@@ -57,6 +73,8 @@ class FakeServices:
         self.store = world.store
         self.probe = world.probe
         self.queue = FakeQueue()
+        self.index = FakeExpiryIndex()
+        self.rotation_settings = RotationSettings()
 
     async def ready(self) -> FakeServices:
         return self

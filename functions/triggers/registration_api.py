@@ -1,0 +1,204 @@
+"""HTTP API handlers: registrations, profiles, approval, decommission, and the OpenAPI document.
+
+http_registrations.py declares the routes and imports this module on the first request, so the
+app imports fast (cold start).
+
+Each handler parses the request, calls one core function through bootstrap.services(), and maps
+typed errors to a status (http_common.error_response). No Graph call happens on the POST path
+beyond validation's permission lookup (cached per tenant): the worker does the work.
+
+Queue messages this module writes on `registration-requests` (see queue_registrations.py):
+{"registrationId": "reg-..."}. Ticketing systems write the request JSON itself instead.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import timedelta
+from pathlib import Path
+
+import azure.functions as func
+
+from functions.bootstrap import services
+from functions.core.errors import Forbidden, RegistrarError, ValidationFailed
+from functions.core.intake import accept, plan_from_validated
+from functions.core.models import Problem, RegistrationStatus
+from functions.core.policy import (
+    CLIENT_PRINCIPAL_HEADER,
+    ROLE_ADMIN,
+    ROLE_APPROVER,
+    parse_client_principal,
+    require_role,
+)
+from functions.core.requests import parse_json_body, validate_request
+from functions.telemetry import log_context
+from functions.triggers.http_common import (
+    error_response,
+    json_response,
+    problem,
+    profile_view,
+    registration_view,
+    status_url,
+)
+from functions.triggers.queue_messages import envelope
+
+log = logging.getLogger(__name__)
+
+OPENAPI_PATH = Path(__file__).resolve().parent.parent / "openapi.json"
+MAX_PAGE = 100
+# A duplicate POST of a registration still `accepted` this long after its last change re-sends
+# its queue message: the first send may have been lost between the record and the queue.
+RESEND_AFTER = timedelta(minutes=1)
+
+
+def _is_json(req: func.HttpRequest) -> bool:
+    content_type = (req.headers.get("content-type") or "").split(";")[0].strip().lower()
+    return content_type in ("", "application/json") or content_type.endswith("+json")
+
+
+async def create_registration(req: func.HttpRequest) -> func.HttpResponse:
+    if not _is_json(req):
+        return problem(415, "send the request as application/json", kind="media-type")
+    svc = await services().ready()
+    try:
+        body = parse_json_body(req.get_body())
+        validated = await validate_request(
+            body,
+            directory=svc.directory,
+            home_tenant_id=svc.settings.home_tenant_id,
+            catalogue=svc.catalogue,
+            policy=svc.policy,
+        )
+        request = validated.request
+        with log_context(
+            registration_id=request.registration_id, tenant_id=request.tenant_id, operation="intake"
+        ):
+            accepted = await accept(
+                request,
+                plan_from_validated(validated),
+                body,
+                store=svc.store,
+                vault=svc.vault,
+                clock=svc.clock,
+            )
+            record = accepted.registration
+            stale = svc.clock.now() - record.updated_at > RESEND_AFTER
+            if accepted.created or (record.status is RegistrationStatus.ACCEPTED and stale):
+                await svc.queue.send(svc.requests_queue, envelope(record.id))
+    except RegistrarError as err:
+        return error_response(err)
+    url = status_url(req, record.id)
+    body_out = {
+        "id": record.id,
+        "status": record.status.value,
+        "statusUrl": url,
+        "webhooks": [
+            {
+                "id": w.id,
+                "url": w.url,
+                "events": list(w.events),
+                # shown once, to the caller whose request created the subscription
+                "secret": accepted.webhook_secrets[w.id].reveal()
+                if w.id in accepted.webhook_secrets
+                else None,
+            }
+            for w in record.webhooks
+        ],
+    }
+    return json_response(body_out, 202 if accepted.created else 200, headers={"Location": url})
+
+
+async def get_registration(req: func.HttpRequest) -> func.HttpResponse:
+    registration_id = req.route_params.get("id", "")
+    try:
+        record = await (await services().ready()).store.get(registration_id)
+    except RegistrarError as err:
+        return error_response(err)
+    return json_response(registration_view(record, status_url(req, record.id)))
+
+
+async def list_registrations(req: func.HttpRequest) -> func.HttpResponse:
+    problems: list[Problem] = []
+    status_text = req.params.get("status")
+    status = None
+    if status_text:
+        try:
+            status = RegistrationStatus(status_text)
+        except ValueError:
+            allowed = ", ".join(s.value for s in RegistrationStatus)
+            problems.append(Problem("status", f"unknown status {status_text!r}", f"one of {allowed}"))
+    limit = 50
+    if req.params.get("limit"):
+        try:
+            limit = int(req.params["limit"])
+            if not 1 <= limit <= MAX_PAGE:
+                raise ValueError
+        except ValueError:
+            problems.append(Problem("limit", f"must be an integer from 1 to {MAX_PAGE}"))
+    if problems:
+        return error_response(ValidationFailed(problems))
+    try:
+        page = await (await services().ready()).store.list(
+            tenant_id=req.params.get("tenantId") or None,
+            profile_id=req.params.get("profile") or None,
+            status=status,
+            limit=limit,
+            continuation=req.params.get("continuation") or None,
+        )
+    except RegistrarError as err:
+        return error_response(err)
+    return json_response(
+        {
+            "items": [registration_view(r, status_url(req, r.id)) for r in page.items],
+            "continuation": page.continuation,
+        }
+    )
+
+
+async def approve_registration(req: func.HttpRequest) -> func.HttpResponse:
+    registration_id = req.route_params.get("id", "")
+    svc = await services().ready()
+    try:
+        caller = require_role(parse_client_principal(req.headers.get(CLIENT_PRINCIPAL_HEADER)), ROLE_APPROVER)
+        record, enqueue = await svc.lifecycle().approve(
+            registration_id, caller.name or caller.object_id or "?"
+        )
+        if enqueue:
+            await svc.queue.send(svc.requests_queue, envelope(record.id))
+    except (Forbidden, RegistrarError) as err:
+        return error_response(err)
+    return json_response(registration_view(record, status_url(req, record.id)))
+
+
+async def decommission_registration(req: func.HttpRequest) -> func.HttpResponse:
+    registration_id = req.route_params.get("id", "")
+    svc = await services().ready()
+    try:
+        caller = require_role(parse_client_principal(req.headers.get(CLIENT_PRINCIPAL_HEADER)), ROLE_ADMIN)
+        record = await svc.lifecycle().decommission(registration_id, caller.name or caller.object_id or "?")
+    except RegistrarError as err:
+        return error_response(err)
+    return json_response(registration_view(record, status_url(req, record.id)))
+
+
+async def list_profiles(req: func.HttpRequest) -> func.HttpResponse:
+    catalogue = services().catalogue
+    return json_response({"items": [profile_view(p, detailed=False) for p in catalogue]})
+
+
+async def get_profile(req: func.HttpRequest) -> func.HttpResponse:
+    profile_id = req.route_params.get("id", "")
+    catalogue = services().catalogue
+    profile = catalogue.get(profile_id)
+    if profile is None:
+        suggestions = catalogue.suggest(profile_id)
+        hint = f"did you mean {', '.join(suggestions)}?" if suggestions else None
+        return problem(404, f"profile {profile_id!r} not found", [Problem("id", "unknown profile", hint)])
+    return json_response(profile_view(profile))
+
+
+async def openapi_document(req: func.HttpRequest) -> func.HttpResponse:
+    document = json.loads(OPENAPI_PATH.read_text(encoding="utf-8"))
+    document["servers"] = [{"url": f"{status_url(req, '').rsplit('/registrations/', 1)[0]}"}]
+    return json_response(document)
