@@ -31,7 +31,7 @@ class WireLog:
         self.bodies.append(http.text())
 
 
-def secret_client(tenant: TenantProcess, **kwargs: Any) -> SecretClient:
+def secret_client(tenant: TenantProcess, vault_url: str | None = None, **kwargs: Any) -> SecretClient:
     credential = ClientSecretCredential(
         tenant.tenant_id,
         tenant.client_id,
@@ -39,7 +39,7 @@ def secret_client(tenant: TenantProcess, **kwargs: Any) -> SecretClient:
         authority=tenant.authority,
         disable_instance_discovery=True,
     )
-    return SecretClient(tenant.vault_url, credential, verify_challenge_resource=False, **kwargs)
+    return SecretClient(vault_url or tenant.vault_url, credential, verify_challenge_resource=False, **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +57,10 @@ def error_of(exc: HttpResponseError) -> tuple[int | None, str | None]:
 
 def test_first_request_is_challenged_then_succeeds_with_a_token(tenant: TenantProcess) -> None:
     wire = WireLog()
-    client = secret_client(tenant, raw_response_hook=wire)
+    # The SDK caches challenges per origin for the whole process: other tests have already been
+    # challenged at 127.0.0.1, so reach the same vault by its other name to see a first contact.
+    vault_url = tenant.vault_url.replace("://127.0.0.1:", "://localhost:")
+    client = secret_client(tenant, raw_response_hook=wire, vault_url=vault_url)
     name = unique("challenge")
 
     secret = client.set_secret(name, "s3cr3t-value")
@@ -110,8 +113,9 @@ def test_a_token_for_another_audience_is_refused_with_401(tenant: TenantProcess)
     with pytest.raises(HttpResponseError) as caught:
         client.get_secret("anything")
     assert error_of(caught.value) == (401, "Unauthorized")
-    assert [(sent, status) for sent, status, _ in wire.exchanges] == [(False, 401), (True, 401)]
-    assert "WWW-Authenticate" in wire.exchanges[-1][2]
+    # (the first request carries no token unless an earlier test left a challenge in the SDK's cache)
+    assert wire.exchanges[-1][:2] == (True, 401)
+    assert all(status == 401 and "WWW-Authenticate" in headers for _, status, headers in wire.exchanges)
 
 
 def test_set_get_latest_and_by_version(client: SecretClient) -> None:
