@@ -33,6 +33,11 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="start Azurite and the tenant only; serve the app with `func start` on --port",
     )
+    up.add_argument(
+        "--demo",
+        action="store_true",
+        help="once the stack is ready, run the guided demo (`make run` does), then keep serving",
+    )
     demo = commands.add_parser("demo", help="walk through Registrar against a running stack")
     demo.add_argument("--state-dir", type=Path, default=REPO_ROOT / ".devstack")
     return parser
@@ -59,6 +64,8 @@ def _up(args: argparse.Namespace) -> int:
     try:
         stack.start()
         print(stack.summary(), flush=True)
+        if args.demo:
+            threading.Thread(target=_run_demo, args=(options.state_dir,), daemon=True).start()
         while not stopping.wait(0.5):
             failed = stack.failed_part()
             if failed:
@@ -74,6 +81,18 @@ def _up(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         stack.stop()
     return 0
+
+
+def _run_demo(state_dir: Path) -> None:
+    from devstack import demo
+
+    try:
+        outcome = demo.main(json.loads((state_dir / "endpoints.json").read_text(encoding="utf-8")))
+    except Exception:  # the stack keeps serving; the traceback says what went wrong
+        logging.getLogger("devstack").exception("the demo failed")
+        return
+    if outcome == 0:
+        print("The stack keeps running: call the API (see README), or stop it with Ctrl+C.", flush=True)
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -14,6 +14,7 @@ import os
 import socket
 import subprocess
 import sys
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,18 @@ class StackOptions:
 def tenant_available() -> bool:
     """The local tenant lands separately (issue 2); the stack runs without it until it exists."""
     return importlib.util.find_spec("devstack.tenant.__main__") is not None
+
+
+def running_stack(endpoints_file: Path) -> str | None:
+    """The host URL of a live stack that wrote endpoints_file, or None (no file, or nobody answers)."""
+    try:
+        url = json.loads(endpoints_file.read_text(encoding="utf-8"))["hostUrl"]
+        if not str(url).startswith("http://127.0.0.1:"):
+            return None
+        with urllib.request.urlopen(f"{url}/admin/host/status", timeout=2) as response:  # noqa: S310 (loopback http only)
+            return str(url) if response.status == 200 else None
+    except (OSError, ValueError, KeyError):
+        return None
 
 
 def free_port() -> int:
@@ -125,7 +138,12 @@ class Stack:
         options = self.options
         options.state_dir.mkdir(parents=True, exist_ok=True)
         (options.state_dir / "logs").mkdir(exist_ok=True)
-        self.endpoints_file.unlink(missing_ok=True)
+        running = running_stack(self.endpoints_file)
+        if running:
+            raise RuntimeError(
+                f"a stack already runs from {options.state_dir} (host {running}); stop it first"
+            )
+        self.endpoints_file.unlink(missing_ok=True)  # left by a stack that was killed
         host_port = free_port() if options.port == 0 else options.port
         indexing = self._index_app()  # runs while Azurite starts
         self.azurite = azurite.start() if options.port == 0 else azurite.start_preferring_defaults()
@@ -151,7 +169,7 @@ class Stack:
                 settings_file=options.settings_path,
                 state_dir=options.state_dir / "host",
                 log_path=options.host_log,
-                env={k: v for k, v in os.environ.items() if k not in STACK_SETTINGS},
+                env=self._host_env(tenant_info),
             )
             host_url, functions = self.host.url, self.host.functions
         self.endpoints = {
@@ -167,6 +185,16 @@ class Stack:
         temporary.chmod(0o600)
         temporary.replace(self.endpoints_file)  # appears whole: readers never see half a file
         return self.endpoints
+
+    @staticmethod
+    def _host_env(tenant_info: dict[str, Any] | None) -> dict[str, str]:
+        """The caller's environment without the stack's settings, but trusting the tenant's CA from
+        the start: the host imports aiohttp (which reads SSL_CERT_FILE once, at import) before it
+        exports local.settings.json, so the CA given only there would come too late."""
+        env = {k: v for k, v in os.environ.items() if k not in STACK_SETTINGS}
+        if tenant_info:
+            env["SSL_CERT_FILE"] = env["REQUESTS_CA_BUNDLE"] = tenant_info["caFile"]
+        return env
 
     def _index_app(self) -> subprocess.Popen[str]:
         """List the app's functions (`devstack.host --list-functions`) in a child process."""
@@ -226,8 +254,10 @@ class Stack:
 
     def stop(self) -> None:
         """Stop the host, the tenant and Azurite (each as a process group); forget endpoints.json."""
-        with contextlib.suppress(OSError):
-            self.endpoints_file.unlink(missing_ok=True)
+        if self.endpoints:  # only the file this stack wrote, never another stack's
+            with contextlib.suppress(OSError):
+                self.endpoints_file.unlink(missing_ok=True)
+            self.endpoints = {}
         if self._indexer is not None and self._indexer.poll() is None:
             processes.stop(self._indexer)
         if self.host is not None:

@@ -65,6 +65,12 @@ def test_devstack_up_serves_the_app_and_sigterm_stops_every_child(tmp_path: Path
         assert values["SSL_CERT_FILE"] == endpoints["caFile"]
         assert oct(settings.stat().st_mode & 0o777) == "0o600"
 
+        # A second stack on the same state dir refuses to start and leaves the running one alone.
+        second = subprocess.run(argv, cwd=REPO_ROOT, capture_output=True, text=True, timeout=60, check=False)
+        assert second.returncode == 1
+        assert "already runs" in second.stderr
+        assert read_endpoints(state_dir / "endpoints.json") == endpoints
+
         up.send_signal(signal.SIGTERM)
         assert up.wait(timeout=60) == 0
         assert [pid for pid in children if alive(pid)] == []
