@@ -10,6 +10,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from devstack.tenant.graph import authz
+from devstack.tenant.graph.directory import Directory
 from devstack.tenant.graph.errors import bad_request, conflict, not_found, unknown_property
 from devstack.tenant.graph.http import Call, Reply, Router, list_reply, require_guid
 from devstack.tenant.graph.model import AppRoleAssignment, PermissionGrant, ServicePrincipal, guid_bytes_id
@@ -107,7 +108,7 @@ def post_assignments(call: Call, match: re.Match[str]) -> Reply:
 def _assignments_of(call: Call, sp: ServicePrincipal, *, as_resource: bool) -> list[AppRoleAssignment]:
     store = call.directory.consent
     found = store.assignments_of_resource(sp.id) if as_resource else store.assignments_of_principal(sp.id)
-    return [a for a in found if call.visible(a)]
+    return [a for a in found if _listed(call, a)]
 
 
 def list_assigned_to(call: Call, match: re.Match[str]) -> Reply:
@@ -196,10 +197,17 @@ def post_grant(call: Call, match: re.Match[str]) -> Reply:
     return Reply.data(201, grant.to_graph(), call.context_url("oauth2PermissionGrants/$entity"))
 
 
+def _listed(call: Call, item: AppRoleAssignment | PermissionGrant) -> bool:
+    """Assignment and grant lists can lag their writes (REFERENCE: 30-60 s). Off unless the
+    simulation sets extra["consentListLagMs"], so the lag is a choice of the test that wants it."""
+    lag_ms = int(call.sim.extra.get("consentListLagMs", 0) or 0)
+    return Directory.visible(item, lag_ms)
+
+
 def _visible_grants(call: Call, client_id: str | None = None) -> Iterable[PermissionGrant]:
     store = call.directory.consent
     grants = store.grants.values() if client_id is None else store.grants_of_client(client_id)
-    return (g for g in grants if call.visible(g))
+    return (g for g in grants if _listed(call, g))
 
 
 def list_grants(call: Call, match: re.Match[str]) -> Reply:
