@@ -36,7 +36,7 @@ test: setup
 	$(PY) -m pytest
 
 run: setup
-	$(PY) -m devstack up
+	$(PY) -m devstack up --demo
 
 demo: setup
 	$(PY) -m devstack demo

@@ -107,6 +107,9 @@ def _demo(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # The Azure SDKs log every request's headers at INFO: too much for a person watching the demo.
+    for noisy in ("azure", "msal"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     args = _parser().parse_args(argv)
     return _up(args) if args.command == "up" else _demo(args)
 
