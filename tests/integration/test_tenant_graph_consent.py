@@ -289,3 +289,29 @@ async def test_caller_without_graph_roles_is_refused(tenant: TenantProcess) -> N
         with pytest.raises(ODataError) as caught:
             await request
         assert odata_error(caught)[:2] == (403, "Authorization_RequestDenied")
+
+
+async def test_consent_lists_can_lag_their_writes_when_asked(tenant_admin: TenantProcess) -> None:
+    client = graph_client(tenant_admin)
+    app = await app_with_sp(client)
+    sharepoint = await client.service_principals_with_app_id(SHAREPOINT_APP_ID).get()
+    assert sharepoint is not None and sharepoint.id
+    tenant_admin.configure(extra={"consentListLagMs": 60_000})
+    body = AppRoleAssignment(
+        principal_id=uuid.UUID(app.sp_id),
+        resource_id=uuid.UUID(sharepoint.id),
+        app_role_id=uuid.UUID(SITES_READ_ALL),
+    )
+    assigned_to = client.service_principals.by_service_principal_id(sharepoint.id).app_role_assigned_to
+
+    created = await assigned_to.post(body)
+
+    assert created is not None and created.id
+    listed = await client.service_principals.by_service_principal_id(app.sp_id).app_role_assignments.get()
+    assert listed is not None and listed.value == []  # the list lags...
+    with pytest.raises(ODataError) as caught:  # ...while the write side already knows it
+        await assigned_to.post(body)
+    assert odata_error(caught)[0] == 409
+    tenant_admin.configure(extra={})
+    listed = await client.service_principals.by_service_principal_id(app.sp_id).app_role_assignments.get()
+    assert listed is not None and [a.id for a in listed.value or []] == [created.id]
