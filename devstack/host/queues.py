@@ -102,9 +102,14 @@ class QueueListener:
         with contextlib.suppress(ResourceExistsError):
             await self.queue.create_queue()
 
-    async def close(self) -> None:
-        for task in list(self._in_flight):
-            task.cancel()
+    async def close(self, drain_s: float = 5.0) -> None:
+        """Let running invocations finish (up to drain_s), as the host drains at shutdown; then
+        cancel the rest, whose messages are made visible again at once rather than after the lease."""
+        if self._in_flight:
+            _, pending = await asyncio.wait(set(self._in_flight), timeout=drain_s)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
         await self.service.close()
 
     async def run(self) -> None:
@@ -143,6 +148,16 @@ class QueueListener:
         idle.set()
 
     async def _process(self, message: QueueMessage) -> None:
+        try:
+            await self._handle(message)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await self.queue.update_message(message.id, message.pop_receipt, visibility_timeout=0)
+            raise
+        except Exception:  # storage said no (e.g. the lease was lost): the message simply comes back later
+            log.exception("Function '%s': could not settle message %s", self.function.name, message.id)
+
+    async def _handle(self, message: QueueMessage) -> None:
         if message.dequeue_count and message.dequeue_count > self.options.max_dequeue_count:
             await self._move_to_poison(message)  # failed before a crash could record it
             return

@@ -111,7 +111,8 @@ class FunctionsHost:
         app.router.add_post("/runtime/webhooks/eventgrid", webhook.post)
         app.router.add_route("OPTIONS", "/runtime/webhooks/eventgrid", webhook.options)
         app.router.add_route("*", "/{tail:.*}", self.http.handle)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        # shutdown_timeout: in-flight HTTP requests get a few seconds to finish when the host stops.
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=5.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.bind, self.port)
         await site.start()

@@ -61,6 +61,8 @@ def work_queue(msg: func.QueueMessage) -> None:
     record("queue", id=msg.id, body=text, dequeue_count=msg.dequeue_count, pop_receipt=bool(msg.pop_receipt))
     if text.startswith("fail"):
         raise ValueError("asked to fail")
+    if text.startswith("sleep:"):
+        time.sleep(float(text.split(":")[1]))
 
 
 @app.queue_trigger(arg_name="text", queue_name="%SAMPLE_QUEUE%-text", connection="SampleStorage")
