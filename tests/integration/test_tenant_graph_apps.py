@@ -201,3 +201,29 @@ def test_missing_or_bad_token_is_401(tenant: TenantProcess) -> None:
     raw.token = "not-a-token"
     status, _, body = raw.call("GET", "/applications")
     assert_graph_error(status, body, 401, "InvalidAuthenticationToken")
+
+
+async def test_lists_page_at_100_by_default(tenant: TenantProcess) -> None:
+    raw = RawGraph(tenant)
+    tag = unique("hundred")
+    for batch in range(6):  # 120 applications, 20 per $batch
+        requests = [
+            {
+                "id": str(i),
+                "method": "POST",
+                "url": "/applications",
+                "headers": {"Content-Type": "application/json"},
+                "body": {"displayName": unique(f"p{batch}-{i}"), "tags": [tag]},
+            }
+            for i in range(20)
+        ]
+        status, _, body = raw.call("POST", "/$batch", {"requests": requests})
+        assert status == 200 and {r["status"] for r in body["responses"]} == {201}
+    client = graph_client(tenant)
+
+    first = await client.applications.get(list_config(filter=f"tags/any(t:t eq '{tag}')", select=["id"]))
+
+    assert first is not None and len(first.value or []) == 100 and first.odata_next_link
+    second = await client.applications.with_url(first.odata_next_link).get()
+    assert second is not None and len(second.value or []) == 20 and second.odata_next_link is None
+    assert not {a.id for a in first.value or []} & {a.id for a in second.value or []}
