@@ -162,8 +162,10 @@ class FunctionsHost:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        # Seconds running queue invocations get to finish at shutdown (a devstack knob, not an Azure setting).
+        drain_s = float(os.environ.get("DEVSTACK_HOST_DRAIN_SECONDS", "5"))
         for listener in self._queue_listeners:
-            await listener.close()
+            await listener.close(drain_s)
         if self._runner is not None:
             await self._runner.cleanup()
         self._invoker.shutdown()

@@ -22,8 +22,9 @@ def test_message_in_progress_at_shutdown_is_visible_again_at_once(azurite: str, 
         "SAMPLE_SLOW_SCHEDULE": "0 0 0 1 1 *",
         "AzureWebJobs.every_second.Disabled": "true",
         "AzureWebJobs.slow_timer.Disabled": "true",
+        "DEVSTACK_HOST_DRAIN_SECONDS": "0.5",
     }
-    text = "sleep:7"  # longer than the host's 5 s drain at shutdown
+    text = "sleep:4"  # longer than the drain at shutdown
     queue = QueueClient.from_connection_string(azurite, queue_name)
     with start_sample_host(tmp_path, values) as host:
         queue.send_message(base64.b64encode(text.encode()).decode())
