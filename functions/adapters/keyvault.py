@@ -99,7 +99,10 @@ class KeyVaultStore:
     """Vault port. vault_url: REGISTRAR_KEY_VAULT_URL; identity: the registrar's credentials.
 
     certificate_poll_seconds: how often to poll a certificate creation that Key Vault has not
-    finished yet (its LRO); purge: purge soft-deleted objects when the vault allows it.
+    finished yet (its LRO); purge: purge soft-deleted objects when the vault allows it;
+    retries: azure-core's retries of 408/429/5xx (honouring Retry-After) before TransientError.
+    Fewer than the SDK's default 10: the queue trigger's redelivery is the outer retry, and a
+    worker should not sit in backoff for minutes.
     """
 
     def __init__(
@@ -109,16 +112,21 @@ class KeyVaultStore:
         *,
         certificate_poll_seconds: float = 2.0,
         purge: bool = True,
+        retries: int = 3,
     ) -> None:
         self._identity = identity
         self._vault_url = vault_url.rstrip("/")
         self._poll = certificate_poll_seconds
         self._purge = purge
+        self._retries = retries
         self._secrets: Any = None
         self._certificates: Any = None
 
     def _options(self) -> dict[str, Any]:
-        return {"verify_challenge_resource": not is_loopback_url(self._vault_url)}
+        return {
+            "verify_challenge_resource": not is_loopback_url(self._vault_url),
+            "retry_total": self._retries,
+        }
 
     @property
     def secrets(self) -> Any:

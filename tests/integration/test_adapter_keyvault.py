@@ -1,0 +1,177 @@
+"""functions/adapters/keyvault.py through azure-keyvault-secrets/-certificates against the local vault."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from cryptography import x509
+
+from functions.core.errors import NotFound, PermanentError, TransientError
+from functions.core.models import SecretValue
+from functions.core.ports import KeyCredentialSpec
+from tests.fixtures.tenant import TenantProcess
+from tests.integration.adapter_support import adapters, app_spec
+
+
+def name(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+def test_secret_versions_tags_dates_disable_and_delete(
+    tenant: TenantProcess, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    secret_name = name("reg")
+    values = [f"first-value-{uuid.uuid4().hex}", f"second-value-{uuid.uuid4().hex}"]
+    expires = datetime.now(UTC).replace(microsecond=0) + timedelta(days=30)
+    not_before = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=1)
+
+    async def main() -> None:
+        async with adapters(tenant) as a:
+            tags = {"registrationId": "reg-1", "generation": "1", "expiresOn": expires.isoformat()}
+            first = await a.vault.set_secret(
+                secret_name,
+                SecretValue(values[0]),
+                content_type="application/vnd.registrar.client-secret",
+                tags=tags,
+                expires_on=expires,
+                not_before=not_before,
+            )
+            second = await a.vault.set_secret(
+                secret_name,
+                SecretValue(values[1]),
+                content_type="text/plain",
+                tags={"generation": "2"},
+                expires_on=None,
+            )
+            assert first.version != second.version
+            assert first.uri.endswith(f"/secrets/{secret_name}/{first.version}")
+            assert (first.expires_on, dict(first.tags)) == (expires, tags)
+
+            latest, value = await a.vault.get_secret(secret_name)
+            assert (latest.version, value.reveal()) == (second.version, values[1])
+            old, old_value = await a.vault.get_secret(secret_name, first.version)
+            assert (old.expires_on, old_value.reveal()) == (expires, values[0])
+
+            await a.vault.update_secret_version(
+                secret_name, first.version, enabled=False, tags={"retired": "true"}
+            )
+            versions = {v.version: v for v in await a.vault.secret_versions(secret_name)}
+            assert set(versions) == {first.version, second.version}
+            assert not versions[first.version].enabled and versions[second.version].enabled
+            assert versions[first.version].tags == {"retired": "true"}
+            assert await a.vault.secret_versions(name("absent")) == []
+
+            await a.vault.delete_secret(secret_name)
+            await a.vault.delete_secret(secret_name)  # idempotent
+            with pytest.raises(NotFound):
+                await a.vault.get_secret(secret_name)
+
+    asyncio.run(main())
+    assert not any(v in caplog.text for v in values)
+
+
+def test_limits_are_refused_before_any_call(tenant: TenantProcess) -> None:
+    async def main() -> None:
+        async with adapters(tenant) as a:
+            before = tenant.stats()["byRoute"].get("PUT /secrets/{name}", 0)
+            too_many = {f"t{i}": "v" for i in range(16)}
+            with pytest.raises(PermanentError, match="15") as many:
+                await a.vault.set_secret(
+                    name("s"), SecretValue("x" * 20), content_type="t", tags=too_many, expires_on=None
+                )
+            with pytest.raises(PermanentError, match="512"):
+                await a.vault.set_secret(
+                    name("s"), SecretValue("x" * 20), content_type="t", tags={"t": "v" * 513}, expires_on=None
+                )
+            with pytest.raises(PermanentError):
+                await a.vault.set_secret(
+                    "not_valid!", SecretValue("x" * 20), content_type="t", tags={}, expires_on=None
+                )
+            with pytest.raises(PermanentError):
+                await a.vault.set_secret(
+                    name("s"), SecretValue("x" * 26_000), content_type="t", tags={}, expires_on=None
+                )
+            assert many.value.code == "TooManyTags"
+            assert tenant.stats()["byRoute"].get("PUT /secrets/{name}", 0) == before
+
+    asyncio.run(main())
+
+
+def test_self_signed_certificate_in_pem_works_as_the_apps_key_credential(tenant: TenantProcess) -> None:
+    cert_name = name("cert")
+
+    async def main() -> None:
+        async with adapters(tenant) as a:
+            created = await a.vault.create_certificate(
+                cert_name,
+                subject="CN=connector.registrar",
+                validity_months=12,
+                tags={"registrationId": "reg-c"},
+            )
+            parsed = x509.load_der_x509_certificate(created.der)
+            assert parsed.subject.rfc4514_string() == "CN=connector.registrar"
+            assert parsed.public_key().key_size == 2048
+            assert created.expires_on > created.not_before
+            assert await a.vault.get_certificate(cert_name) == created
+
+            secret_ref, pem = await a.vault.get_secret(cert_name, created.version)
+            assert secret_ref.uri == created.secret_uri
+            assert "PRIVATE KEY" in pem.reveal() and "CERTIFICATE" in pem.reveal()
+
+            app = await a.graph.upsert_application(a.tenant_id, app_spec("cert"))
+            await a.graph.ensure_service_principal(a.tenant_id, app.app_id)
+            key = KeyCredentialSpec(
+                str(uuid.uuid4()), "gen-1", created.der, created.not_before, created.expires_on
+            )
+            await a.graph.set_key_credentials(a.tenant_id, app.object_id, [key])
+            listed = [
+                c for c in await a.graph.list_credentials(a.tenant_id, app.object_id) if c.kind == "key"
+            ]
+            assert [c.thumbprint for c in listed] == [created.thumbprint_sha1]
+            await a.probe.try_certificate(a.tenant_id, app.app_id, pem)  # CertificateCredential gets a token
+
+            renewed = await a.vault.create_certificate(
+                cert_name, subject="CN=connector.registrar", validity_months=12, tags={}
+            )
+            assert renewed.version != created.version and renewed.thumbprint_sha1 != created.thumbprint_sha1
+            assert await a.vault.get_certificate(cert_name, created.version) == created
+            with pytest.raises(TransientError):  # the new key is not on the app: Entra refuses it
+                await a.probe.try_certificate(
+                    a.tenant_id, app.app_id, (await a.vault.get_secret(cert_name))[1]
+                )
+
+            await a.vault.delete_certificate(cert_name)
+            await a.vault.delete_certificate(cert_name)
+            with pytest.raises(NotFound):
+                await a.vault.get_certificate(cert_name)
+
+    asyncio.run(main())
+
+
+def test_vault_faults_map_to_core_errors(tenant_admin: TenantProcess) -> None:
+    async def main() -> None:
+        async with adapters(tenant_admin) as a:
+            survived = name("f")
+            tenant_admin.add_fault(503, path_regex="/secrets/", method="PUT", count=1)
+            ref = await a.vault.set_secret(
+                survived, SecretValue("v" * 20), content_type="t", tags={}, expires_on=None
+            )
+            assert ref.version  # the SDK retried the 503
+
+            tenant_admin.add_fault(429, path_regex="/secrets/", method="GET", count=10, retryAfter=1)
+            with pytest.raises(TransientError) as throttled:
+                await a.vault.get_secret(survived)
+            assert throttled.value.retry_after == timedelta(seconds=1)
+            tenant_admin.admin("DELETE", "faults")
+
+            tenant_admin.add_fault(403, path_regex="/secrets/", method="GET", count=1)
+            with pytest.raises(PermanentError) as denied:
+                await a.vault.get_secret(survived)
+            assert denied.value.code == "Forbidden"
+
+    asyncio.run(main())
