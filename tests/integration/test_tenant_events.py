@@ -30,7 +30,7 @@ Event = dict[str, Any]
 class Receiver:
     """An Event Grid subscriber on loopback that records what it is sent; can answer 500 at first."""
 
-    def __init__(self, fail_first: int = 0) -> None:
+    def __init__(self, fail_first: int | float = 0) -> None:
         self.fail_first = fail_first
         self.attempts: list[tuple[dict[str, str], list[Event]]] = []  # every POST, failed ones included
         self.events: list[Event] = []  # accepted deliveries only
@@ -240,6 +240,34 @@ def test_failed_deliveries_are_retried_until_accepted(
     after = tenant_admin.stats()["vault"]["events"]
     assert after["retried"] - before["retried"] >= 2
     assert after["delivered"] - before["delivered"] >= 1
+
+
+def test_delivery_is_given_up_after_the_configured_attempts(
+    tenant_admin: TenantProcess, secrets: SecretClient
+) -> None:
+    receiver = Receiver(fail_first=float("inf"))
+    tenant_admin.configure(
+        eventSubscriberUrl=receiver.url,
+        extra={"keyvault_delivery_max_attempts": 3, "keyvault_delivery_first_backoff_s": 0.05},
+    )
+    before = tenant_admin.stats()["vault"]["events"]["failed"]
+    name = unique("giveup")
+    try:
+        secrets.set_secret(name, "v")
+        deadline = time.monotonic() + WAIT_S
+
+        def ours() -> list[dict[str, str]]:
+            return [h for h, body in list(receiver.attempts) if body[0]["subject"] == name]
+
+        while len(ours()) < 3 or tenant_admin.stats()["vault"]["events"]["failed"] == before:
+            assert time.monotonic() < deadline, "the delivery was never given up"
+            time.sleep(0.1)
+    finally:
+        receiver.close()
+
+    attempts = ours()
+    assert [h["aeg-delivery-count"] for h in attempts] == ["0", "1", "2"]
+    assert receiver.events == []
 
 
 def test_subscriber_can_be_changed_through_the_vault_admin_route(

@@ -29,7 +29,11 @@ role through the admin API (see admin.py):
 
 Events (Event Grid schema, POST with ``aeg-event-type: Notification``) go to
 ``sim.event_subscriber_url``; ``sim.near_expiry_window_s`` is the NearExpiry lead;
-``sim.extra["keyvault_expiry_scan_interval_s"]`` the scanner's longest sleep (default 1 s).
+``sim.extra["keyvault_expiry_scan_interval_s"]`` the scanner's longest sleep (default 1 s);
+``sim.extra["keyvault_delivery_max_attempts"]`` (default 6) and
+``sim.extra["keyvault_delivery_first_backoff_s"]`` (default 0.2, doubling, capped at 5 s) bound
+the retries of a delivery (connection error or non-2xx). Counters (emitted, delivered, failed,
+retried, dropped, pending) are in ``vault.stats()["events"]``, served under /_sim/stats "vault".
 PATCH /_sim/vault/events {"subscriberUrl", "nearExpiryWindowSeconds", "scanIntervalSeconds"}
 changes them at run time.
 """

@@ -24,6 +24,10 @@ from devstack.tenant.context import SimulationConfig
 
 log = logging.getLogger(__name__)
 
+# sim.extra overrides, changeable at run time through PUT /_sim/config {"extra": {...}}.
+MAX_ATTEMPTS_KEY = "keyvault_delivery_max_attempts"
+FIRST_BACKOFF_KEY = "keyvault_delivery_first_backoff_s"
+
 SECRET_NEW_VERSION = "Microsoft.KeyVault.SecretNewVersionCreated"
 SECRET_NEAR_EXPIRY = "Microsoft.KeyVault.SecretNearExpiry"
 SECRET_EXPIRED = "Microsoft.KeyVault.SecretExpired"
@@ -154,7 +158,13 @@ class EventPublisher:
             async with self._session.post(
                 url,
                 json=[event],
-                headers={"aeg-event-type": "Notification", "aeg-delivery-count": str(delivery.attempt)},
+                headers={
+                    "aeg-event-type": "Notification",
+                    "aeg-subscription-name": "DEVSTACK",
+                    "aeg-delivery-count": str(delivery.attempt),
+                    "aeg-data-version": "1",
+                    "aeg-metadata-version": "1",
+                },
             ) as response:
                 await response.read()
                 if 200 <= response.status < 300:
@@ -166,13 +176,15 @@ class EventPublisher:
 
     def _reschedule(self, delivery: _Delivery) -> None:
         delivery.attempt += 1
-        if delivery.attempt >= self._max_attempts:
+        max_attempts = int(self._sim.extra.get(MAX_ATTEMPTS_KEY, self._max_attempts))
+        first_backoff_s = float(self._sim.extra.get(FIRST_BACKOFF_KEY, self._first_backoff_s))
+        if delivery.attempt >= max_attempts:
             self.failed += 1
             log.warning("event %s %s given up after %d attempts", delivery.event["eventType"],
                         delivery.event["id"], delivery.attempt)  # fmt: skip
             return
         self.retried += 1
-        delay = min(self._first_backoff_s * 2 ** (delivery.attempt - 1), self._max_backoff_s)
+        delay = min(first_backoff_s * 2 ** (delivery.attempt - 1), self._max_backoff_s)
         loop = asyncio.get_running_loop()
         handle: asyncio.TimerHandle | None = None
 
