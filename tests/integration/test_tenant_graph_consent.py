@@ -315,3 +315,27 @@ async def test_consent_lists_can_lag_their_writes_when_asked(tenant_admin: Tenan
     tenant_admin.configure(extra={})
     listed = await client.service_principals.by_service_principal_id(app.sp_id).app_role_assignments.get()
     assert listed is not None and [a.id for a in listed.value or []] == [created.id]
+
+
+async def test_assigning_app_roles_needs_assignment_and_read_roles(tenant: TenantProcess) -> None:
+    target = await app_with_sp(graph_client(tenant))
+    sharepoint = await graph_client(tenant).service_principals_with_app_id(SHAREPOINT_APP_ID).get()
+    assert sharepoint is not None and sharepoint.id
+    body = AppRoleAssignment(
+        principal_id=uuid.UUID(target.sp_id),
+        resource_id=uuid.UUID(sharepoint.id),
+        app_role_id=uuid.UUID(SITES_READ_ALL),
+    )
+    only_assign = graph_client(tenant, *new_identity(tenant, ["AppRoleAssignment.ReadWrite.All"])[:2])
+    with pytest.raises(ODataError) as caught:
+        await only_assign.service_principals.by_service_principal_id(sharepoint.id).app_role_assigned_to.post(
+            body
+        )
+    assert odata_error(caught)[:2] == (403, "Authorization_RequestDenied")
+
+    roles = ["AppRoleAssignment.ReadWrite.All", "Application.Read.All"]
+    assign_and_read = graph_client(tenant, *new_identity(tenant, roles)[:2])
+    created = await assign_and_read.service_principals.by_service_principal_id(
+        sharepoint.id
+    ).app_role_assigned_to.post(body)
+    assert created is not None and str(created.principal_id) == target.sp_id

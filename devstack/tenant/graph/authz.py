@@ -57,7 +57,10 @@ def require_sp_write(principal: Principal, sp: ServicePrincipal, app: Applicatio
 
 
 def require_assignment_write(principal: Principal) -> None:
+    """AppRoleAssignment.ReadWrite.All, plus a role that reads the service principals involved
+    (Graph's documented least privilege: AppRoleAssignment.ReadWrite.All + Application.Read.All)."""
     require_any(principal, frozenset({APP_ROLE_ASSIGNMENT_RW}))
+    require_read(principal)
 
 
 def require_grant_write(principal: Principal) -> None:
