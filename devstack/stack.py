@@ -49,6 +49,7 @@ class StackOptions:
     settings_file: Path | None = None  # default: APP_DIR/local.settings.json
     host_log: Path | None = None  # default: the host logs to this process's stderr
     tenant_args: list[str] = field(default_factory=list)
+    settings: dict[str, str] = field(default_factory=dict)  # extra app settings (tests: fast schedules...)
     run_host: bool = True  # False: only Azurite and the tenant, for `func start` on `port`
 
     @property
@@ -157,7 +158,7 @@ class Stack:
         action = write_settings(
             options.settings_path,
             options.app_dir / "local.settings.sample.json",
-            stack_settings(storage, tenant_info),
+            {**options.settings, **stack_settings(storage, tenant_info)},
         )
         log.info("%s %s", action.capitalize(), options.settings_path)
         host_url = f"http://127.0.0.1:{host_port}"

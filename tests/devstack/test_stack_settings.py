@@ -1,0 +1,40 @@
+"""local.settings.json as `devstack up` writes it: sample values, then the stack's endpoints."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from devstack.stack import stack_settings, write_settings
+
+TENANT = {
+    "tenantId": "t-1",
+    "authority": "https://127.0.0.1:1234",
+    "graphUrl": "https://127.0.0.1:1234/v1.0",
+    "vaultUrl": "https://127.0.0.1:1234",
+    "clientId": "c-1",
+    "clientSecret": "local-secret",
+    "caFile": "/state/tenant/ca.pem",
+}
+
+
+def test_created_from_the_sample_plus_the_stack_endpoints(tmp_path: Path) -> None:
+    sample = tmp_path / "local.settings.sample.json"
+    sample.write_text(json.dumps({"IsEncrypted": False, "Values": {"KEEP": "1", "REGISTRAR_CLIENT_ID": ""}}))
+    target = tmp_path / "local.settings.json"
+    assert write_settings(target, sample, {"EXTRA": "x", **stack_settings("conn-a", TENANT)}) == "created"
+    values = json.loads(target.read_text())["Values"]
+    assert values["KEEP"] == "1"
+    assert values["EXTRA"] == "x"
+    assert values["AzureWebJobsStorage"] == "conn-a"
+    assert values["REGISTRAR_CLIENT_ID"] == "c-1"
+    assert values["SSL_CERT_FILE"] == values["REQUESTS_CA_BUNDLE"] == "/state/tenant/ca.pem"
+    assert oct(target.stat().st_mode & 0o777) == "0o600"
+
+
+def test_an_existing_file_keeps_the_developers_values_and_gets_fresh_endpoints(tmp_path: Path) -> None:
+    target = tmp_path / "local.settings.json"
+    target.write_text(json.dumps({"Values": {"MINE": "edited", "AzureWebJobsStorage": "stale"}}))
+    action = write_settings(target, tmp_path / "missing-sample.json", stack_settings("conn-b", None))
+    assert action.startswith("updated")
+    assert json.loads(target.read_text())["Values"] == {"MINE": "edited", "AzureWebJobsStorage": "conn-b"}
