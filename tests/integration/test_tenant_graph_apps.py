@@ -186,6 +186,8 @@ def test_malformed_requests_get_graph_shaped_errors(tenant: TenantProcess) -> No
         ("GET", "/applications?$top=1000", None, None, 400),
         ("GET", "/applications?$select=colour", None, None, 400),
         ("GET", "/applications?$filter=displayName%20eq", None, None, 400),
+        ("GET", "/applications?$filter=" + "(" * 500 + "appId%20eq%20'x'" + ")" * 500, None, None, 400),
+        ("GET", "/applications?$filter=keyCredentials/any(k:k/keyId%20eq%20'x')", None, None, 400),
         ("GET", "/noSuchCollection", None, None, 400),
         ("GET", f"/applications/{app['id']}/noSuchThing", None, None, 400),
         ("PUT", "/applications", {"displayName": "x"}, None, 405),

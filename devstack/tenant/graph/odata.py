@@ -18,6 +18,8 @@ Predicate = Callable[[Mapping[str, Any]], bool]
 
 DEFAULT_PAGE = 100
 MAX_PAGE = 999
+MAX_FILTER_LENGTH = 4096
+MAX_FILTER_NESTING = 64  # bounds the recursive descent: a hostile filter gets a 400, not a 500
 NOT_FILTERABLE = {"passwordCredentials", "keyCredentials", "federatedIdentityCredentials"}
 
 _TOKEN = re.compile(
@@ -195,6 +197,8 @@ def parse_filter(text: str | None, fields: Mapping[str, str], type_name: str) ->
         return None
     if not text.strip():
         raise _invalid_filter()
+    if len(text) > MAX_FILTER_LENGTH or text.count("(") > MAX_FILTER_NESTING:
+        raise unsupported_query("The $filter expression is too long or too deeply nested.")
     return _Parser(text, fields, type_name).parse()
 
 
