@@ -11,6 +11,7 @@ import asyncio
 import os
 import socket
 import threading
+import uuid
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -121,6 +122,11 @@ class Services:
 
         return StorageQueues(self.storage, self._storage_credential())
 
+    def job_owner(self) -> str:
+        """A lease owner for one job: jobs of this process run concurrently (a queue batch, a timer,
+        an HTTP call), and a lease shared by the whole process would let them all in at once."""
+        return f"{self.owner}-{uuid.uuid4().hex[:8]}"
+
     async def ready(self) -> Services:
         """Create the tables once per process (idempotent; Bicep creates them in Azure too)."""
         if not self._ready:
@@ -200,13 +206,13 @@ class Services:
             queue=self.queue,
             clock=self.clock,
             settings=self.rotation_settings,
-            owner=self.owner,
+            owner=self.job_owner(),
         )
 
     def reactions(self) -> KeyVaultReactions:
         from functions.core.keyvault_reactions import KeyVaultReactions
 
-        return KeyVaultReactions(store=self.store, queue=self.queue, clock=self.clock, owner=self.owner)
+        return KeyVaultReactions(store=self.store, queue=self.queue, clock=self.clock, owner=self.job_owner())
 
     def delivery_worker(self) -> DeliveryWorker:
         from functions.core.delivery import DeliveryWorker

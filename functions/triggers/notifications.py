@@ -52,7 +52,7 @@ async def webhook_delivery(msg: func.QueueMessage) -> None:
 def _subscriptions() -> Subscriptions:
     svc = services()
     return Subscriptions(
-        store=svc.store, vault=svc.vault, transport=svc.webhook_sender, clock=svc.clock, owner=svc.owner
+        store=svc.store, vault=svc.vault, transport=svc.webhook_sender, clock=svc.clock, owner=svc.job_owner()
     )
 
 
