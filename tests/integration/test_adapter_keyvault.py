@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from functions.core.errors import NotFound, PermanentError, TransientError
 from functions.core.models import SecretValue
@@ -115,7 +116,8 @@ def test_self_signed_certificate_in_pem_works_as_the_apps_key_credential(tenant:
             )
             parsed = x509.load_der_x509_certificate(created.der)
             assert parsed.subject.rfc4514_string() == "CN=connector.registrar"
-            assert parsed.public_key().key_size == 2048
+            public_key = parsed.public_key()
+            assert isinstance(public_key, rsa.RSAPublicKey) and public_key.key_size == 2048
             assert created.expires_on > created.not_before
             assert await a.vault.get_certificate(cert_name) == created
 
