@@ -139,6 +139,17 @@ def test_set_get_latest_and_by_version(client: SecretClient) -> None:
     assert old.properties.recovery_level == "Recoverable+Purgeable"
 
 
+def test_names_are_case_insensitive(client: SecretClient) -> None:
+    name = unique("Mixed-Case")
+    created = client.set_secret(name, "one")
+    again = client.set_secret(name.upper(), "two")
+
+    assert client.get_secret(name.lower()).value == "two"
+    assert again.name == name  # the name keeps the case it was first written with
+    versions = {item.version for item in client.list_properties_of_secret_versions(name.lower())}
+    assert versions == {created.properties.version, again.properties.version}
+
+
 def test_list_versions_pages_with_next_link(client: SecretClient) -> None:
     name = unique("paged")
     created = {client.set_secret(name, f"v{i}").properties.version for i in range(7)}

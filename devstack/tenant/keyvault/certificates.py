@@ -152,10 +152,10 @@ class CertificatesApi:
         entry.versions[version_id] = version
         content_type = policy["secret_props"]["contentType"]
         self.vault.secrets_api.add_version(
-            name, material.secret_value(content_type), content_type=content_type, tags=None,
+            entry.name, material.secret_value(content_type), content_type=content_type, tags=None,
             attribute_fields=fields, managed=True, version_id=version_id,
         )  # fmt: skip
-        self.vault.new_version_created("Certificate", name, version_id, attributes)
+        self.vault.new_version_created("Certificate", entry.name, version_id, attributes)
         return entry, version
 
     def _operation(self, name: str, issuer: str, csr: bytes | None, status: str) -> dict[str, Any]:

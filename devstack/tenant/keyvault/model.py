@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 RECOVERY_LEVEL = "Recoverable+Purgeable"
 RECOVERABLE_DAYS = 90
@@ -21,6 +21,32 @@ def now_s() -> int:
 
 def new_version_id() -> str:
     return uuid.uuid4().hex
+
+
+V = TypeVar("V")
+
+
+class NameMap(dict[str, V]):
+    """Key Vault object names are case-insensitive: "Api-Key" and "api-key" are the same object.
+    Keys are folded to lower case; the entries keep the name as first written."""
+
+    def __getitem__(self, name: str) -> V:
+        return super().__getitem__(name.lower())
+
+    def __setitem__(self, name: str, value: V) -> None:
+        super().__setitem__(name.lower(), value)
+
+    def __delitem__(self, name: str) -> None:
+        super().__delitem__(name.lower())
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and super().__contains__(name.lower())
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return super().get(name.lower(), default)
+
+    def pop(self, name: str, default: Any = None) -> Any:
+        return super().pop(name.lower(), default)
 
 
 @dataclass

@@ -114,7 +114,7 @@ class RoleAssignments:
         for assignment in self._by_id.values():
             if assignment.principal_id not in (principal.service_principal_id, principal.app_id):
                 continue
-            if assignment.scope not in ("/", object_scope):
+            if assignment.scope != "/" and assignment.scope.lower() != object_scope.lower():
                 continue
             patterns = ROLE_DEFINITIONS[assignment.role_definition_id][1]
             if any(fnmatch.fnmatchcase(data_action, pattern) for pattern in patterns):

@@ -99,7 +99,7 @@ class SecretsApi:
             managed=managed,
         )
         entry.versions[version.version] = version
-        self.vault.new_version_created("Secret", name, version.version, version.attributes)
+        self.vault.new_version_created("Secret", entry.name, version.version, version.attributes)
         return version
 
     def _entry(self, name: str) -> SecretEntry:
@@ -136,7 +136,8 @@ class SecretsApi:
             tags=parse_tags(body.get("tags")),
             attribute_fields=parse_attributes(body.get("attributes")),
         )
-        return web.json_response(self.bundle(name, version, with_value=True))
+        stored_name = self.vault.secrets[name].name  # as first written (names are case-insensitive)
+        return web.json_response(self.bundle(stored_name, version, with_value=True))
 
     async def get_secret(self, request: web.Request) -> web.Response:
         entry = self._entry(request.match_info["name"])

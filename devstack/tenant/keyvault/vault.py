@@ -36,6 +36,7 @@ from .model import (
     Attributes,
     CertificateEntry,
     Deletion,
+    NameMap,
     SecretEntry,
     certificate_entry_from_dict,
     certificate_entry_to_dict,
@@ -86,11 +87,11 @@ class KeyVault:
         self.vault_name = vault_name
         subscription = subscription_id or str(uuid.uuid5(uuid.NAMESPACE_URL, f"devstack:{home_tenant_id}"))
         self.resource_id = f"/subscriptions/{subscription}/resourceGroups/devstack/providers/Microsoft.KeyVault/vaults/{vault_name}"
-        self.secrets: dict[str, SecretEntry] = {}
-        self.deleted_secrets: dict[str, tuple[SecretEntry, Deletion]] = {}
-        self.certificates: dict[str, CertificateEntry] = {}
+        self.secrets: NameMap[SecretEntry] = NameMap()
+        self.deleted_secrets: NameMap[tuple[SecretEntry, Deletion]] = NameMap()
+        self.certificates: NameMap[CertificateEntry] = NameMap()
         # A deleted certificate keeps its backing secret with it (hidden from /deletedsecrets).
-        self.deleted_certificates: dict[str, tuple[CertificateEntry, SecretEntry | None, Deletion]] = {}
+        self.deleted_certificates: NameMap[tuple[CertificateEntry, SecretEntry | None, Deletion]] = NameMap()
         self.roles = RoleAssignments()
         self.bootstrap_principal_app_id = bootstrap_principal_app_id
         if bootstrap_principal_app_id:
@@ -172,15 +173,17 @@ class KeyVault:
         }
 
     def restore(self, state: dict[str, Any]) -> None:
-        self.secrets = {e.name: e for e in map(secret_entry_from_dict, state.get("secrets", []))}
-        self.deleted_secrets = {}
+        self.secrets = NameMap()
+        for entry in map(secret_entry_from_dict, state.get("secrets", [])):
+            self.secrets[entry.name] = entry
+        self.deleted_secrets = NameMap()
         for raw in state.get("deletedSecrets", []):
             entry = secret_entry_from_dict(raw["entry"])
             self.deleted_secrets[entry.name] = (entry, Deletion(**raw["deletion"]))
-        self.certificates = {
-            e.name: e for e in map(certificate_entry_from_dict, state.get("certificates", []))
-        }
-        self.deleted_certificates = {}
+        self.certificates = NameMap()
+        for cert in map(certificate_entry_from_dict, state.get("certificates", [])):
+            self.certificates[cert.name] = cert
+        self.deleted_certificates = NameMap()
         for raw in state.get("deletedCertificates", []):
             cert = certificate_entry_from_dict(raw["entry"])
             secret = secret_entry_from_dict(raw["secret"]) if raw.get("secret") else None
