@@ -229,3 +229,22 @@ async def test_lists_page_at_100_by_default(tenant: TenantProcess) -> None:
     second = await client.applications.with_url(first.odata_next_link).get()
     assert second is not None and len(second.value or []) == 20 and second.odata_next_link is None
     assert not {a.id for a in first.value or []} & {a.id for a in second.value or []}
+
+
+def test_wrongly_typed_values_are_400_not_500(tenant: TenantProcess) -> None:
+    raw = RawGraph(tenant)
+    bodies = [
+        {"displayName": "x", "signInAudience": {"not": "a string"}},
+        {"displayName": ["x"]},
+        {
+            "displayName": "x",
+            "requiredResourceAccess": [{"resourceAppId": "x", "resourceAccess": [{"type": "Role"}]}],
+        },
+        {"displayName": "x", "keyCredentials": [{"type": "AsymmetricX509Cert", "usage": "Verify", "key": 5}]},
+    ]
+    for body in bodies:
+        status, _, answer = raw.call("POST", "/applications", body)
+        assert_graph_error(status, answer, 400)
+    batch = {"requests": [{"id": "1", "method": "GET", "url": "/applications", "dependsOn": [{"id": "0"}]}]}
+    status, _, answer = raw.call("POST", "/$batch", batch)
+    assert_graph_error(status, answer, 400)

@@ -79,7 +79,7 @@ def _app_value(name: str, raw: Any, defaults: dict[str, Any]) -> Any:
     value = strip_odata_annotations(raw)
     if name in STRING_PROPERTIES and value is not None and not isinstance(value, str):
         raise _invalid(name)
-    if name == "signInAudience" and value not in SIGN_IN_AUDIENCES:
+    if name == "signInAudience" and (not isinstance(value, str) or value not in SIGN_IN_AUDIENCES):
         raise _invalid(name)
     if name in ("tags", "identifierUris"):
         return _string_list(name, value)

@@ -54,7 +54,9 @@ def _items(call: Call) -> list[dict[str, Any]]:
             )
     for item in requests:
         depends = item.get("dependsOn") or []
-        if not isinstance(depends, list) or any(d not in seen or d == item["id"] for d in depends):
+        if not isinstance(depends, list) or any(
+            not isinstance(d, str) or d not in seen or d == item["id"] for d in depends
+        ):
             raise bad_request(f"Invalid dependsOn in batch request '{item['id']}'.", code="BadRequest")
     return requests
 
