@@ -298,16 +298,12 @@ class GraphDirectory(GraphCredentials):
     # ---------------------------------------------------------------- service principals and consent
 
     async def ensure_service_principal(self, tenant_id: str, app_id: str) -> str:
+        """POST first (one round trip on the usual path, right after the app was created); a 409
+        means it exists (a retry, or another worker won): read it. NoBackingApplicationObject (the
+        new app not replicated yet) is retried within the replication window."""
         from msgraph.generated.models.service_principal import ServicePrincipal
 
         client = self.client(tenant_id)
-        get = client.service_principals_with_app_id(app_id).to_get_request_information(
-            self._config(select=["id", "appId"])
-        )
-        try:
-            return str((await self._send(client, "GET", "servicePrincipal", app_id, get))["id"])
-        except NotFound:
-            pass
         post = client.service_principals.to_post_request_information(ServicePrincipal(app_id=app_id))
         try:
             created = await self._send(client, "POST", "servicePrincipal for", app_id, post, replication_lag)
@@ -315,7 +311,9 @@ class GraphDirectory(GraphCredentials):
         except PermanentError as error:
             if "409" not in str(error) and error.code != "Request_MultipleObjectsWithSameKeyValue":
                 raise
-        # Created concurrently by another worker: read the winner's.
+        get = client.service_principals_with_app_id(app_id).to_get_request_information(
+            self._config(select=["id", "appId"])
+        )
         return str((await self._send(client, "GET", "servicePrincipal", app_id, get, not_found_lag))["id"])
 
     async def app_role_assignments(self, tenant_id: str, principal_id: str) -> set[tuple[str, str]]:
