@@ -59,7 +59,9 @@ def _is_json(req: func.HttpRequest) -> bool:
 
 async def create_registration(req: func.HttpRequest) -> func.HttpResponse:
     if not _is_json(req):
-        return problem(415, "send the request as application/json", kind="media-type")
+        given = (req.headers.get("content-type") or "").split(";", maxsplit=1)[0].strip()
+        wrong = Problem("content-type", f"{given[:100]} is not accepted", "send application/json")
+        return problem(415, "send the request as application/json", [wrong], kind="media-type")
     svc = await services().ready()
     try:
         body = parse_json_body(req.get_body())
