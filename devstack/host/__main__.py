@@ -14,10 +14,14 @@ import logging
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from devstack.host import config
 from devstack.host.config import ConfigError
 from devstack.host.functions import AppLoadError, load
-from devstack.host.server import FunctionsHost
+
+if TYPE_CHECKING:
+    from devstack.host.server import FunctionsHost
 
 
 def _arguments(argv: list[str] | None) -> argparse.Namespace:
@@ -61,6 +65,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     for noisy in ("azure", "aiohttp.access", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # Settings first: the server module imports aiohttp, which reads SSL_CERT_FILE at import.
+    config.export_app_settings(args.app_dir.resolve(), args.settings)
+    from devstack.host.server import FunctionsHost
+
     host = FunctionsHost(
         args.app_dir,
         port=args.port,

@@ -41,6 +41,20 @@ def export_settings(values: Mapping[str, str], environ: MutableMapping[str, str]
         environ[key] = value
 
 
+def export_app_settings(app_dir: Path, settings_file: Path | None) -> None:
+    """Export the app's settings (local.settings.json, else the sample next to it) to os.environ.
+
+    Call it before anything imports aiohttp: aiohttp builds its default SSL context at import,
+    reading SSL_CERT_FILE then, so a CA given only in the settings would otherwise come too late.
+    """
+    path = settings_file or app_dir / "local.settings.json"
+    if not path.exists():
+        sample = app_dir / "local.settings.sample.json"
+        log.warning("%s not found; using %s", path, sample.name if sample.exists() else "no settings")
+        path = sample
+    export_settings(load_settings(path))
+
+
 def resolve(expression: str, environ: Mapping[str, str] = os.environ) -> str:
     """Resolve %SETTING% binding expressions; an unknown setting fails like the host's indexing."""
 

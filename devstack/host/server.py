@@ -70,14 +70,8 @@ class FunctionsHost:
         return f"http://{self.bind}:{self.port}"
 
     def load_settings(self) -> None:
-        settings_file = self.settings_file
-        if not settings_file.exists():
-            sample = self.app_dir / "local.settings.sample.json"
-            log.warning(
-                "%s not found; using %s", settings_file, sample.name if sample.exists() else "no settings"
-            )
-            settings_file = sample
-        config.export_settings(config.load_settings(settings_file))
+        """Export the settings (a no-op for keys already exported: the environment wins) and read host.json."""
+        config.export_app_settings(self.app_dir, self.settings_file)
         self.options = config.load_host_json(self.app_dir / "host.json")
 
     async def start(self) -> None:

@@ -258,6 +258,7 @@ def test_host_lists_functions_from_their_decorators(sample: dict[str, Any]) -> N
     assert set(listed) == {
         "get_item",
         "put_file",
+        "fetch",
         "broken",
         "work_queue",
         "every_second",

@@ -50,6 +50,15 @@ async def put_file(req: func.HttpRequest, context: func.Context) -> func.HttpRes
     )
 
 
+@app.route(route="fetch", methods=["GET"])
+async def fetch(req: func.HttpRequest) -> func.HttpResponse:
+    """GET another URL with aiohttp: proves the CA named in the settings (SSL_CERT_FILE) is trusted."""
+    import aiohttp
+
+    async with aiohttp.ClientSession() as session, session.get(req.params["url"]) as response:
+        return func.HttpResponse(str(response.status))
+
+
 @app.route(route="broken")
 def broken(req: func.HttpRequest) -> func.HttpResponse:
     raise RuntimeError("this function always fails")
