@@ -126,6 +126,7 @@ class RegistrarIdentity:
     def __init__(self, config: IdentityConfig) -> None:
         self._config = config
         self._credentials: dict[str, AsyncTokenCredential] = {}
+        self._assertion_source: Any = None  # sync managed identity credential, federated tenants only
 
     @property
     def config(self) -> IdentityConfig:
@@ -197,16 +198,21 @@ class RegistrarIdentity:
         """A managed identity token for api://AzureADTokenExchange: the client assertion in other tenants.
 
         ClientAssertionCredential calls this synchronously, and only when its own token has expired;
-        the sync ManagedIdentityCredential caches its token, so the event loop rarely waits here.
+        the sync ManagedIdentityCredential (made once) caches its token, so the event loop rarely
+        waits here.
         """
-        from azure.identity import ManagedIdentityCredential as SyncManagedIdentityCredential
+        if self._assertion_source is None:
+            from azure.identity import ManagedIdentityCredential as SyncManagedIdentityCredential
 
-        with SyncManagedIdentityCredential(client_id=self._config.client_id) as credential:
-            return credential.get_token(TOKEN_EXCHANGE_SCOPE).token
+            self._assertion_source = SyncManagedIdentityCredential(client_id=self._config.client_id)
+        return str(self._assertion_source.get_token(TOKEN_EXCHANGE_SCOPE).token)
 
     async def close(self) -> None:
         credentials, self._credentials = list(self._credentials.values()), {}
         await asyncio.gather(*(c.close() for c in credentials), return_exceptions=True)
+        if self._assertion_source is not None:
+            self._assertion_source.close()
+            self._assertion_source = None
 
 
 # ------------------------------------------------------------------------------------------ probe
