@@ -15,6 +15,7 @@ from msgraph import GraphServiceClient
 from msgraph.generated.applications.item.add_password.add_password_post_request_body import (
     AddPasswordPostRequestBody,
 )
+from msgraph.generated.models.app_role import AppRole
 from msgraph.generated.models.app_role_assignment import AppRoleAssignment
 from msgraph.generated.models.application import Application
 from msgraph.generated.models.o_auth2_permission_grant import OAuth2PermissionGrant
@@ -339,3 +340,45 @@ async def test_assigning_app_roles_needs_assignment_and_read_roles(tenant: Tenan
         sharepoint.id
     ).app_role_assigned_to.post(body)
     assert created is not None and str(created.principal_id) == target.sp_id
+
+
+async def test_service_principal_mirrors_its_apps_roles_and_identifier_uris(tenant: TenantProcess) -> None:
+    client = graph_client(tenant)
+    api = await app_with_sp(client)
+    role_id = uuid.uuid4()
+    role = AppRole(
+        id=role_id,
+        value="Widgets.Read.All",
+        display_name="Read widgets",
+        description="Read all widgets",
+        allowed_member_types=["Application"],
+        is_enabled=True,
+    )
+    identifier = f"api://{api.app_id}"
+
+    await client.applications.by_application_id(api.id).patch(
+        Application(identifier_uris=[identifier], app_roles=[role])
+    )
+
+    config = RequestConfiguration(
+        query_parameters=ServicePrincipalsRequestBuilder.ServicePrincipalsRequestBuilderGetQueryParameters(
+            filter=f"servicePrincipalNames/any(n:n eq '{identifier}')"
+        )
+    )
+    found = await client.service_principals.get(config)
+    assert found is not None and [s.id for s in found.value or []] == [api.sp_id]
+    assert [(r.id, r.value) for r in (found.value or [])[0].app_roles or []] == [
+        (role_id, "Widgets.Read.All")
+    ]
+    caller = await app_with_sp(client)
+    secret = await client.applications.by_application_id(caller.id).add_password.post(
+        AddPasswordPostRequestBody()
+    )
+    assert secret is not None and secret.secret_text
+    await client.service_principals.by_service_principal_id(api.sp_id).app_role_assigned_to.post(
+        AppRoleAssignment(
+            principal_id=uuid.UUID(caller.sp_id), resource_id=uuid.UUID(api.sp_id), app_role_id=role_id
+        )
+    )
+    token = credential(tenant, caller.app_id, secret.secret_text).get_token(f"{identifier}/.default").token
+    assert jwt.decode(token, options={"verify_signature": False})["roles"] == ["Widgets.Read.All"]

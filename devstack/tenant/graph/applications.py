@@ -6,7 +6,6 @@ import re
 from typing import Any
 
 from devstack.tenant.graph import authz
-from devstack.tenant.graph.directory import application_defaults
 from devstack.tenant.graph.errors import GraphError, bad_request, conflict, not_found, unknown_property
 from devstack.tenant.graph.http import Call, Reply, Router, list_reply, require_guid
 from devstack.tenant.graph.model import Application, KeyCredential, ServicePrincipal
@@ -18,6 +17,7 @@ from devstack.tenant.graph.odata import (
     reject_unknown_options,
     wants_count,
 )
+from devstack.tenant.graph.shapes import application_defaults
 
 APP_REF = r"/applications(?:/(?P<id>[^/()]+)|\((?P<key>appId|uniqueName)='(?P<value>[^']*)'\))"
 READ_ONLY = {
@@ -39,6 +39,7 @@ SIGN_IN_AUDIENCES = {
     "AzureADandPersonalMicrosoftAccount",
     "PersonalMicrosoftAccount",
 }
+MIRRORED = frozenset({"displayName", "identifierUris", "appRoles", "api"})
 FILTER_FIELDS = {
     "id": "str",
     "appId": "str",
@@ -177,15 +178,22 @@ def apply_update(call: Call, app: Application, props: dict[str, Any], keys: list
     if new_keys is not None:
         app.key_credentials = new_keys
     app.credentials_changed()
-    if "displayName" in props:
-        _rename_service_principal(call, app)
+    if MIRRORED.intersection(props):
+        _mirror_on_service_principal(call, app)
 
 
-def _rename_service_principal(call: Call, app: Application) -> None:
+def _mirror_on_service_principal(call: Call, app: Application) -> None:
+    """Entra mirrors an app's name, identifier URIs, app roles and scopes on its service principal."""
     sp = call.directory.service_principal_by_app_id(app.app_id)
-    if sp is not None:
-        sp.props["displayName"] = sp.props["appDisplayName"] = app.display_name
-        sp.changed()
+    if sp is None:
+        return
+    sp.props["displayName"] = sp.props["appDisplayName"] = app.display_name
+    sp.props["appRoles"] = list(app.props.get("appRoles") or [])
+    sp.props["oauth2PermissionScopes"] = list(
+        (app.props.get("api") or {}).get("oauth2PermissionScopes") or []
+    )
+    call.directory.set_service_principal_names(sp, [app.app_id, *(app.props.get("identifierUris") or [])])
+    sp.changed()
 
 
 def create_app(call: Call, props: dict[str, Any], keys: list[Any] | None) -> Application:

@@ -35,6 +35,7 @@ from devstack.tenant.graph.model import (
     now_utc,
 )
 from devstack.tenant.graph.seeds import SEEDS, catalogue, seed_props, service_principal_props
+from devstack.tenant.graph.shapes import DEFAULT_SIGN_IN_AUDIENCE, application_defaults
 
 BOOTSTRAP_DISPLAY_NAME = "Registrar (devstack)"
 BOOTSTRAP_GRAPH_ROLES = (
@@ -43,69 +44,6 @@ BOOTSTRAP_GRAPH_ROLES = (
     "DelegatedPermissionGrant.ReadWrite.All",
 )
 RESOURCE_AUDIENCES = {GRAPH_APP_ID: GRAPH_RESOURCE, KEY_VAULT_APP_ID: KEY_VAULT_RESOURCE}
-DEFAULT_SIGN_IN_AUDIENCE = "AzureADandPersonalMicrosoftAccount"
-
-
-def application_defaults() -> dict[str, Any]:
-    """Every property Graph returns for a new application, in Graph's order."""
-    return {
-        "id": None,
-        "deletedDateTime": None,
-        "appId": None,
-        "applicationTemplateId": None,
-        "disabledByMicrosoftStatus": None,
-        "createdDateTime": None,
-        "displayName": None,
-        "description": None,
-        "groupMembershipClaims": None,
-        "identifierUris": [],
-        "isDeviceOnlyAuthAllowed": None,
-        "isFallbackPublicClient": None,
-        "nativeAuthenticationApisEnabled": None,
-        "notes": None,
-        "publisherDomain": "devstack.onmicrosoft.com",
-        "serviceManagementReference": None,
-        "signInAudience": DEFAULT_SIGN_IN_AUDIENCE,
-        "tags": [],
-        "tokenEncryptionKeyId": None,
-        "uniqueName": None,
-        "samlMetadataUrl": None,
-        "defaultRedirectUri": None,
-        "certification": None,
-        "optionalClaims": None,
-        "requestSignatureVerification": None,
-        "servicePrincipalLockConfiguration": None,
-        "addIns": [],
-        "api": {
-            "acceptMappedClaims": None,
-            "knownClientApplications": [],
-            "requestedAccessTokenVersion": None,
-            "oauth2PermissionScopes": [],
-            "preAuthorizedApplications": [],
-        },
-        "appRoles": [],
-        "info": {
-            "logoUrl": None,
-            "marketingUrl": None,
-            "privacyStatementUrl": None,
-            "supportUrl": None,
-            "termsOfServiceUrl": None,
-        },
-        "keyCredentials": [],
-        "parentalControlSettings": {"countriesBlockedForMinors": [], "legalAgeGroupRule": "Allow"},
-        "passwordCredentials": [],
-        "publicClient": {"redirectUris": []},
-        "requiredResourceAccess": [],
-        "verifiedPublisher": {"displayName": None, "verifiedPublisherId": None, "addedDateTime": None},
-        "web": {
-            "homePageUrl": None,
-            "logoutUrl": None,
-            "redirectUris": [],
-            "implicitGrantSettings": {"enableAccessTokenIssuance": False, "enableIdTokenIssuance": False},
-            "redirectUriSettings": [],
-        },
-        "spa": {"redirectUris": []},
-    }
 
 
 class HasCreatedAt(Protocol):
@@ -271,6 +209,14 @@ class Directory:
         self.sps_by_app_id[sp.app_id.lower()] = sp
         for name in sp.props.get("servicePrincipalNames") or []:
             self.sps_by_name.setdefault(str(name).lower(), sp)
+
+    def set_service_principal_names(self, sp: ServicePrincipal, names: list[str]) -> None:
+        for name in sp.props.get("servicePrincipalNames") or []:
+            if self.sps_by_name.get(str(name).lower()) is sp:
+                self.sps_by_name.pop(str(name).lower())
+        sp.props["servicePrincipalNames"] = names
+        for name in names:
+            self.sps_by_name.setdefault(name.lower(), sp)
 
     def delete_service_principal(self, sp: ServicePrincipal) -> None:
         self.service_principals.pop(sp.id, None)
