@@ -111,7 +111,7 @@ async def test_replication_delay_hides_new_objects_from_reads_and_dependent_writ
     tenant_admin: TenantProcess,
 ) -> None:
     client = graph_client(tenant_admin)
-    tenant_admin.configure(replicationDelayMs=1500)
+    tenant_admin.configure(replicationDelayMs=4000)  # wide: the first calls must land inside it
 
     app = await client.applications.post(Application(display_name=unique("replication")))
     assert app is not None and app.id and app.app_id
@@ -128,7 +128,7 @@ async def test_replication_delay_hides_new_objects_from_reads_and_dependent_writ
         await client.applications.by_application_id(app.id).patch(Application(notes="too early"))
     assert odata_error(caught)[:2] == (404, "Request_ResourceNotFound")
 
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 20
     while True:  # retry as a client must, bounded
         try:
             sp = await client.service_principals.post(ServicePrincipal(app_id=app.app_id))
