@@ -459,3 +459,29 @@ class Crashing:
             return result
 
         return call
+
+
+class Flaky:
+    """Wraps a fake: a share of calls fail with TransientError, either before taking effect (429,
+    503) or after (the response was lost, e.g. a 504 once the write was done)."""
+
+    def __init__(self, target: Any, rng: Any, rate: float) -> None:
+        self._target = target
+        self._rng = rng
+        self._rate = rate
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._target, name)
+        if name.startswith("_") or not callable(attribute):
+            return attribute
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            roll = self._rng.random()
+            if roll < self._rate / 2:
+                raise TransientError(f"429 Too Many Requests ({name})", retry_after=timedelta(seconds=1))
+            result = await attribute(*args, **kwargs)
+            if roll < self._rate:
+                raise TransientError(f"504 Gateway Timeout after {name} took effect")
+            return result
+
+        return call

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import random
 from datetime import timedelta
 
 import pytest
@@ -20,7 +21,7 @@ from functions.core.models import (
 )
 from functions.core.provisioning import WorkflowSettings
 from functions.core.registrations import Registration, vault_object_name
-from tests.unit.fakes import Crash, Crashing, FakeTokenProbe, Faults
+from tests.unit.fakes import Crash, Crashing, FakeTokenProbe, Faults, Flaky
 from tests.unit.provisioning_world import World, fast_sleep
 
 
@@ -382,3 +383,32 @@ def test_the_record_survives_a_document_round_trip() -> None:
     record = asyncio.run(build())
     copy = Registration.from_document(json.loads(json.dumps(record.to_document())), etag=record.etag)
     assert copy == record
+
+
+async def test_twenty_registrations_converge_through_transient_faults_on_a_fifth_of_calls() -> None:
+    rng = random.Random(20261122)
+    world = World()
+    ids = [(await world.accept(world.request(f"INC-F{n:02d}"))).registration.id for n in range(20)]
+    flaky = {
+        "directory": Flaky(world.directory, rng, 0.2),
+        "vault": Flaky(world.vault, rng, 0.2),
+        "probe": Flaky(world.probe, rng, 0.2),
+    }
+    deliveries = 0
+    for registration_id in ids:
+        for _ in range(40):  # the queue re-delivers until the worker stops raising
+            deliveries += 1
+            try:
+                record = await world.provisioner(**flaky).run(registration_id)
+            except TransientError:
+                continue
+            break
+        assert record.status is RegistrationStatus.ACTIVE, record.last_error
+    assert deliveries > 20  # faults did happen
+    records = [await world.store.get(i) for i in ids]
+    assert len(world.directory.apps) == 20
+    for record in records:
+        app = world.directory.apps[record.app_object_id or ""]
+        assert record.credential is not None
+        assert list(app.passwords) == [record.credential.key_id]  # no orphaned credential
+        assert world.vault.latest_value(record.id) == app.passwords[record.credential.key_id][3]
