@@ -97,12 +97,20 @@ def stack_settings(storage: str, tenant: dict[str, Any] | None) -> dict[str, str
 
 
 def write_settings(path: Path, sample: Path, values: dict[str, str]) -> str:
-    """Create local.settings.json from the sample plus the stack's endpoints, or refresh those keys only."""
+    """Create local.settings.json from the sample plus the stack's endpoints; when it exists, refresh
+    those endpoints and add settings the sample gained since, keeping every value the developer set."""
+    sample_document = json.loads(sample.read_text(encoding="utf-8")) if sample.exists() else {}
     if path.exists():
         document = json.loads(path.read_text(encoding="utf-8"))
-        action = "updated the stack's endpoints in"
+        current = document.setdefault("Values", {})
+        added = [key for key in sample_document.get("Values", {}) if key not in current]
+        for key in added:
+            current[key] = sample_document["Values"][key]
+        action = (
+            "updated the stack's endpoints" + (f" (and added {', '.join(added)})" if added else "") + " in"
+        )
     else:
-        document = json.loads(sample.read_text(encoding="utf-8")) if sample.exists() else {}
+        document = sample_document
         document.setdefault("IsEncrypted", False)
         action = "created"
     document.setdefault("Values", {}).update(values)

@@ -35,6 +35,13 @@ def test_created_from_the_sample_plus_the_stack_endpoints(tmp_path: Path) -> Non
 def test_an_existing_file_keeps_the_developers_values_and_gets_fresh_endpoints(tmp_path: Path) -> None:
     target = tmp_path / "local.settings.json"
     target.write_text(json.dumps({"Values": {"MINE": "edited", "AzureWebJobsStorage": "stale"}}))
-    action = write_settings(target, tmp_path / "missing-sample.json", stack_settings("conn-b", None))
+    sample = tmp_path / "local.settings.sample.json"
+    sample.write_text(json.dumps({"Values": {"MINE": "sample default", "NEW_SETTING": "since added"}}))
+    action = write_settings(target, sample, stack_settings("conn-b", None))
     assert action.startswith("updated")
-    assert json.loads(target.read_text())["Values"] == {"MINE": "edited", "AzureWebJobsStorage": "conn-b"}
+    assert "NEW_SETTING" in action
+    assert json.loads(target.read_text())["Values"] == {
+        "MINE": "edited",
+        "NEW_SETTING": "since added",
+        "AzureWebJobsStorage": "conn-b",
+    }
