@@ -18,6 +18,7 @@ MAX_TAGS = 15
 MAX_TAG_LENGTH = 512
 MAX_CONTENT_TYPE = 255
 MAX_PAGE = 25
+MAX_UNIX_S = 253402300799  # 9999-12-31T23:59:59Z
 
 
 def validate_name(name: str) -> None:
@@ -64,7 +65,7 @@ def parse_content_type(raw: Any) -> str | None:
 def _unix(raw: Any, field: str) -> int | None:
     if raw is None:
         return None
-    if isinstance(raw, bool) or not isinstance(raw, int | float):
+    if isinstance(raw, bool) or not isinstance(raw, int | float) or not 0 <= raw <= MAX_UNIX_S:
         raise bad_parameter(f"Invalid value for attribute '{field}': expected Unix seconds.")
     return int(raw)
 
@@ -122,6 +123,8 @@ def page(request: web.Request, vault_url: str, items: list[dict[str, Any]]) -> w
             start = int(base64.urlsafe_b64decode(token.encode()).decode())
         except (ValueError, binascii.Error, UnicodeDecodeError):
             raise bad_parameter("invalid $skiptoken") from None
+        if start < 0:
+            raise bad_parameter("invalid $skiptoken")
     chunk = items[start : start + size]
     next_link = None
     if start + size < len(items):
