@@ -74,9 +74,11 @@ class DeliveryWorker:
             )
             await self._note(delivery, "dead_lettered", outcome.status, outcome.describe())
             return "dead_lettered"
+        # Noted before the next attempt is enqueued: with a short delay, that attempt's own note
+        # ("delivered") could otherwise land first and be overwritten by this older "retrying".
+        await self._note(delivery, "retrying", outcome.status, outcome.describe())
         following = delivery.next_attempt()
         await self._queue.send(WEBHOOK_DELIVERIES_QUEUE, following.to_message(), visibility_timeout=delay)
-        await self._note(delivery, "retrying", outcome.status, outcome.describe())
         log.warning(
             "webhook delivery %s attempt %d failed (%s); retrying in %s",
             delivery.delivery_id,

@@ -33,6 +33,10 @@ PROFILE = "m365-usage-connector"  # a client secret, application permissions, no
 T = TypeVar("T")
 
 
+def private_host(stack: Stack) -> Host:
+    return Host(stack.endpoints, stack.options.host_log)
+
+
 def start_private_stack(
     state_dir: Path, ca_dir: Path, settings: dict[str, str], tenant_args: list[str] | None = None
 ) -> Stack:
@@ -82,6 +86,7 @@ class Receiver:
 
     status: int = 204
     delay_s: float = 0.0
+    fail_first: dict[str, int] = field(default_factory=dict)  # path -> answer 503 to its first N hits
     hits: list[Hit] = field(default_factory=list)
     port: int = 0
     _loop: asyncio.AbstractEventLoop | None = None
@@ -98,8 +103,11 @@ class Receiver:
         body = await request.read()
         with self._lock:
             self.hits.append(Hit(request.path, dict(request.headers), body, time.monotonic()))
+            seen = sum(1 for h in self.hits if h.path == request.path)
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
+        if seen <= self.fail_first.get(request.path, 0):
+            return web.Response(status=503)
         return web.Response(status=self.status)
 
     async def _serve(self) -> None:
@@ -150,8 +158,10 @@ class Receiver:
 
 
 class Host:
-    def __init__(self, endpoints: dict[str, Any]) -> None:
+    def __init__(self, endpoints: dict[str, Any], log_path: Path | None = None) -> None:
         self.endpoints = endpoints
+        self.log_path = log_path
+        self.seen: set[str] = set()  # every secret value read during the tests, for the leak check
         self.api = httpx.Client(base_url=endpoints["hostUrl"], timeout=60)
         self._secrets: Any = None
 
@@ -181,6 +191,7 @@ class Host:
         assert response.status_code == 202, response.text
         data = response.json()
         secrets = {w["url"]: w["secret"] for w in data["webhooks"]}
+        self.seen.update(secrets.values())
         return data["id"], secrets
 
     def registration(self, registration_id: str) -> dict[str, Any]:
@@ -259,7 +270,15 @@ class Host:
                     value = self.secrets.get_secret(props.name, version.version).value
                     if value:
                         values.add(value)
+        self.seen.update(values)
         return values
+
+    def leak_places(self, extra: dict[str, str] | None = None) -> dict[str, str]:
+        """The host's log, every Table entity and queue message of the stack, and `extra` texts."""
+        places = storage_texts(self.endpoints["storageConnectionString"])
+        if self.log_path is not None:
+            places["host log"] = self.log_path.read_text(encoding="utf-8", errors="replace")
+        return places | (extra or {})
 
     def passwords(self, app_id: str) -> list[dict[str, Any]]:
         """The app's passwordCredentials (keyId, displayName), read through Graph."""
@@ -272,3 +291,41 @@ class Host:
             )
         assert response.status_code == 200, response.text
         return response.json()["passwordCredentials"]
+
+
+# ---------------------------------------------------------------- the leak check
+
+
+def storage_texts(connection_string: str) -> dict[str, str]:
+    """Every Table entity and every queue message (poison queues included) of an Azurite, as text."""
+    from azure.data.tables import TableServiceClient
+    from azure.storage.queue import QueueServiceClient
+
+    texts: dict[str, str] = {}
+    tables = TableServiceClient.from_connection_string(connection_string)
+    for table in tables.list_tables():
+        client = tables.get_table_client(table.name)
+        texts[f"table {table.name}"] = "\n".join(repr(dict(e)) for e in client.list_entities())
+    queues = QueueServiceClient.from_connection_string(connection_string)
+    for item in queues.list_queues():
+        client = queues.get_queue_client(item.name)
+        messages = []
+        for message in client.peek_messages(max_messages=32):
+            raw = str(message.content)
+            try:
+                decoded = base64.b64decode(raw, validate=True).decode("utf-8", "replace")
+            except ValueError:
+                decoded = ""
+            messages += [raw, decoded]
+        texts[f"queue {item.name}"] = "\n".join(messages)
+    return texts
+
+
+def leaks(values: set[str], places: dict[str, str]) -> list[str]:
+    """Where any of `values` appears (the places' names only: a report must not repeat a secret)."""
+    return sorted(
+        f"secret #{i} in {where}"
+        for i, value in enumerate(sorted(values))
+        for where, text in places.items()
+        if value and value in text
+    )

@@ -20,7 +20,15 @@ from typing import Any
 import pytest
 from standardwebhooks.webhooks import Webhook
 
-from tests.e2e.rotation_support import GRAPH_SCOPE, Host, Receiver, start_private_stack, wait_until
+from tests.e2e.rotation_support import (
+    GRAPH_SCOPE,
+    Host,
+    Receiver,
+    leaks,
+    private_host,
+    start_private_stack,
+    wait_until,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -40,7 +48,7 @@ def host(tmp_path_factory: pytest.TempPathFactory, tenant_ca_dir: Path) -> Itera
     stack = start_private_stack(
         tmp_path_factory.mktemp("rotation-stack"), tenant_ca_dir, SETTINGS, TENANT_ARGS
     )
-    client = Host(stack.endpoints)
+    client = private_host(stack)
     try:
         yield client
     finally:
@@ -95,6 +103,7 @@ class Prober:
                 authority=self.host.endpoints["authority"],
                 disable_instance_discovery=True,
             )
+            self.host.seen.add(latest.value)
             credential.get_token(GRAPH_SCOPE)
             credential.close()
             self.versions.add(latest.properties.version)
@@ -235,3 +244,13 @@ def test_sweeps_racing_an_admin_rotate_rotate_the_credential_once(host: Host) ->
     assert len(versions) == 2, [v.tags for v in versions]
     started = [h for h in after["history"] if h["step"] == "rotation" and h["outcome"] == "started"]
     assert len(started) == 1, started
+
+
+def test_no_secret_value_leaks_into_logs_tables_queues_or_webhooks(host: Host, receiver: Receiver) -> None:
+    """Runs last: every value this module's rotations issued (read from the vault as they were
+    current, plus what the vault still holds) and the webhook signing secrets, searched for in the
+    host's log, every Table entity, every queue message and every webhook body received."""
+    values = host.seen | host.all_secret_values() | {host.endpoints["clientSecret"]}
+    assert len(values) >= 5  # several generations of three registrations, and the webhook secret
+    bodies = {f"webhook body {i}": hit.body.decode() for i, hit in enumerate(receiver.received())}
+    assert leaks(values, host.leak_places(bodies)) == []

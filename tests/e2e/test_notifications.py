@@ -1,0 +1,167 @@
+"""Connector notifications end to end through the local host: retries, dead letters, the address
+guard outside local development, Key Vault's NearExpiry, and the leak check.
+
+A private stack whose webhook retry schedule is PT1S,PT2S (three attempts in about three seconds)
+and whose rotation timer keeps its default (every 15 minutes): rotations here come from Key Vault
+events only. Webhook receivers are local aiohttp servers on 127.0.0.1 (the devstack allows
+http + loopback); every delivery they get is verified with the Standard Webhooks reference library.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from standardwebhooks.webhooks import Webhook
+
+from devstack.stack import free_port
+from tests.e2e.rotation_support import Host, Receiver, leaks, private_host, start_private_stack, wait_until
+
+pytestmark = pytest.mark.slow
+
+SETTINGS = {"REGISTRAR_WEBHOOK_RETRY_SCHEDULE": "PT1S,PT2S"}
+TENANT_ARGS = ["--propagation-delay", "2", "--near-expiry-window-s", "5"]
+ATTEMPTS = 3  # the first try and the two retries of the schedule
+
+
+@pytest.fixture(scope="module")
+def host(tmp_path_factory: pytest.TempPathFactory, tenant_ca_dir: Path) -> Iterator[Host]:
+    stack = start_private_stack(tmp_path_factory.mktemp("notify-stack"), tenant_ca_dir, SETTINGS, TENANT_ARGS)
+    client = private_host(stack)
+    try:
+        yield client
+    finally:
+        client.close()
+        stack.stop()
+
+
+@pytest.fixture(scope="module")
+def receiver() -> Iterator[Receiver]:
+    started = Receiver().start()
+    try:
+        yield started
+    finally:
+        started.close()
+
+
+def tag() -> str:
+    return uuid.uuid4().hex[:8]
+
+
+def test_a_receiver_down_for_a_while_gets_the_delivery_on_a_retry(host: Host, receiver: Receiver) -> None:
+    path = f"/flaky-{tag()}"
+    receiver.fail_first[path] = ATTEMPTS - 1  # 503 twice, then 204
+    registration_id, secrets = host.register(
+        tag(), lifetime="P1D", webhooks=[{"url": receiver.url(path), "events": ["registration.active"]}]
+    )
+    host.wait_status(registration_id, "active", timeout_s=60)
+
+    def delivered() -> list[dict[str, object]] | None:
+        items = host.deliveries(registration_id, status="delivered")
+        return items or None
+
+    items = wait_until("the delivery after retries", delivered, timeout_s=30)
+    assert [(i["eventType"], i["attempts"], i["lastStatus"]) for i in items] == [
+        ("registration.active", ATTEMPTS, 204)
+    ]
+    hits = receiver.received(path)
+    assert len(hits) == ATTEMPTS
+    webhook = Webhook(secrets[receiver.url(path)])
+    for hit in hits:  # signed at send time: every attempt verifies on its own
+        assert webhook.verify(hit.body, hit.headers)["type"] == "registration.active"
+    assert len({h.headers["webhook-id"] for h in hits}) == 1  # one event, one webhook-id
+    assert host.deliveries(registration_id, status="dead_lettered") == []
+
+
+def test_a_receiver_down_for_good_dead_letters_the_delivery_with_its_error(host: Host) -> None:
+    nothing_listens = f"http://127.0.0.1:{free_port()}/gone"
+    registration_id, _ = host.register(
+        tag(), lifetime="P1D", webhooks=[{"url": nothing_listens, "events": ["registration.active"]}]
+    )
+    host.wait_status(registration_id, "active", timeout_s=60)
+
+    items = wait_until(
+        "the dead letter",
+        lambda: host.deliveries(registration_id, status="dead_lettered") or None,
+        timeout_s=30,
+    )
+    assert len(items) == 1
+    dead = items[0]
+    assert dead["eventType"] == "registration.active" and dead["attempts"] == ATTEMPTS
+    assert dead["lastStatus"] is None and dead["lastError"]  # the connection error, named
+    assert "ClientConnectorError" in dead["lastError"] or "connect" in dead["lastError"].lower()
+    assert host.deliveries(registration_id, status="delivered") == []
+
+
+def test_near_expiry_of_the_current_version_enqueues_a_rotation_and_tells_the_subscriber(
+    host: Host, receiver: Receiver
+) -> None:
+    path = f"/expiring-{tag()}"
+    registration_id, secrets = host.register(
+        tag(),
+        lifetime="PT30M",  # due by schedule in 15 minutes: only the event can rotate it now
+        webhooks=[{"url": receiver.url(path), "events": ["credential.expiring", "credential.rotated"]}],
+    )
+    view = host.wait_status(registration_id, "active", timeout_s=60)
+    first = view["credential"]
+    before = host.admin("GET", "config")["nearExpiryWindowS"]
+    host.admin("PUT", "config", {"nearExpiryWindowS": 3600})  # Key Vault now finds it near expiry
+    try:
+        wait_until("credential.expiring", lambda: receiver.received(path), timeout_s=30)
+    finally:
+        host.admin("PUT", "config", {"nearExpiryWindowS": before})
+    wait_until(
+        "the rotation the event enqueued",
+        lambda: host.registration(registration_id)["credential"]["generation"] >= 2,
+        timeout_s=60,
+    )
+    webhook = Webhook(secrets[receiver.url(path)])
+    events = wait_until(
+        "credential.rotated",
+        lambda: (
+            got
+            if len(got := [webhook.verify(h.body, h.headers) for h in receiver.received(path)]) >= 2
+            else None
+        ),
+        timeout_s=20,
+    )
+    expiring = events[0]
+    assert expiring["type"] == "credential.expiring"
+    assert expiring["data"]["registrationId"] == registration_id
+    assert expiring["data"]["keyId"] == first["keyId"]
+    assert "credential.rotated" in [e["type"] for e in events[1:]]
+
+
+def test_an_https_url_resolving_to_loopback_is_refused_outside_local_development(
+    tmp_path: Path, tenant_ca_dir: Path
+) -> None:
+    stack = start_private_stack(
+        tmp_path / "strict", tenant_ca_dir, {"REGISTRAR_WEBHOOK_ALLOW_INSECURE_LOCAL": "false"}
+    )
+    strict = private_host(stack)
+    try:
+        registration_id, _ = strict.register(tag(), lifetime="P1D")
+        strict.wait_status(registration_id, "active", timeout_s=60)
+        for url in (
+            f"https://127.0.0.1:{free_port()}/hook",
+            f"https://localhost:{free_port()}/hook",
+            f"http://127.0.0.1:{free_port()}/hook",
+        ):
+            response = strict.api.post(f"/api/registrations/{registration_id}/webhooks", json={"url": url})
+            assert response.status_code == 400, (url, response.text)
+            assert response.json()["problems"][0]["field"] == "url"
+        assert strict.registration(registration_id)["webhooks"] == []
+    finally:
+        strict.close()
+        stack.stop()
+
+
+def test_no_secret_value_leaks_into_logs_tables_queues_or_webhooks(host: Host, receiver: Receiver) -> None:
+    """Runs last in this module: every secret the vault holds (the registrations' credentials and
+    the webhook signing secrets), the ones read earlier, and the registrar's own client secret."""
+    values = host.seen | host.all_secret_values() | {host.endpoints["clientSecret"]}
+    assert len(values) >= 5
+    bodies = {f"webhook body {i}": hit.body.decode() for i, hit in enumerate(receiver.received())}
+    assert leaks(values, host.leak_places(bodies)) == []
