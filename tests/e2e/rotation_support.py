@@ -304,13 +304,13 @@ def storage_texts(connection_string: str) -> dict[str, str]:
     texts: dict[str, str] = {}
     tables = TableServiceClient.from_connection_string(connection_string)
     for table in tables.list_tables():
-        client = tables.get_table_client(table.name)
-        texts[f"table {table.name}"] = "\n".join(repr(dict(e)) for e in client.list_entities())
+        table_client = tables.get_table_client(table.name)
+        texts[f"table {table.name}"] = "\n".join(repr(dict(e)) for e in table_client.list_entities())
     queues = QueueServiceClient.from_connection_string(connection_string)
     for item in queues.list_queues():
-        client = queues.get_queue_client(item.name)
+        queue_client = queues.get_queue_client(item.name)
         messages = []
-        for message in client.peek_messages(max_messages=32):
+        for message in queue_client.peek_messages(max_messages=32):
             raw = str(message.content)
             try:
                 decoded = base64.b64decode(raw, validate=True).decode("utf-8", "replace")
