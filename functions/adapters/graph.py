@@ -265,7 +265,14 @@ class GraphDirectory(GraphCredentials):
         config.headers.add("Prefer", "create-if-missing")
         builder = client.applications_with_unique_name(spec.unique_name)
         request = builder.to_patch_request_information(self._application_body(spec), config)
-        created = await self._send(client, "PATCH", "application", spec.unique_name, request)
+        try:
+            created = await self._send(client, "PATCH", "application", spec.unique_name, request)
+        except PermanentError as error:
+            # Two workers creating the same uniqueName at once: the loser may get a 409. The app
+            # exists either way; this call's desired state is applied by the caller's next run.
+            if "409" not in str(error):
+                raise
+            created = None
         if created and created.get("id") and created.get("appId"):  # 201 with the new app
             return ApplicationRef(object_id=created["id"], app_id=created["appId"], created=True)
         found = await self._find(tenant_id, spec.unique_name, lag=True)  # 204: updated in place

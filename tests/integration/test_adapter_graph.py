@@ -61,8 +61,16 @@ def test_upsert_is_idempotent_by_unique_name_and_delete_twice_is_fine(tenant: Te
 def test_service_principal_and_consent_are_idempotent_and_exact(tenant: TenantProcess) -> None:
     async def main() -> None:
         async with adapters(tenant) as a:
-            app = await a.graph.upsert_application(a.tenant_id, app_spec())
-            sp = await a.graph.ensure_service_principal(a.tenant_id, app.app_id)
+            spec = app_spec()
+            racers = await asyncio.gather(*(a.graph.upsert_application(a.tenant_id, spec) for _ in range(3)))
+            assert len({(r.object_id, r.app_id) for r in racers}) == 1
+            assert sum(r.created for r in racers) == 1
+            app = racers[0]
+            sps = await asyncio.gather(
+                *(a.graph.ensure_service_principal(a.tenant_id, app.app_id) for _ in range(3))
+            )
+            assert len(set(sps)) == 1
+            sp = sps[0]
             assert await a.graph.ensure_service_principal(a.tenant_id, app.app_id) == sp
 
             pairs = await graph_roles(a.graph, a.tenant_id, 25)  # more than one $batch of 20

@@ -76,6 +76,26 @@ def test_secret_versions_tags_dates_disable_and_delete(
     assert not any(v in caplog.text for v in values)
 
 
+def test_secret_versions_follow_the_next_link(tenant: TenantProcess) -> None:
+    secret_name = name("paged")
+
+    async def main() -> list[str]:
+        async with adapters(tenant) as a:
+            written = [
+                (
+                    await a.vault.set_secret(
+                        secret_name, SecretValue(f"v{i:02d}" * 8), content_type="t", tags={}, expires_on=None
+                    )
+                ).version
+                for i in range(30)
+            ]
+            listed = [v.version for v in await a.vault.secret_versions(secret_name)]
+            assert sorted(listed) == sorted(written)  # more than one page of 25
+            return listed
+
+    asyncio.run(main())
+
+
 def test_limits_are_refused_before_any_call(tenant: TenantProcess) -> None:
     async def main() -> None:
         async with adapters(tenant) as a:
