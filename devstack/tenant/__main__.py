@@ -10,11 +10,10 @@ import argparse
 import asyncio
 import json
 import logging
+import signal
 import sys
 from pathlib import Path
-
-from devstack.tenant.context import SimulationConfig
-from devstack.tenant.server import ServerOptions, TenantServer
+from types import FrameType
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -39,8 +38,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def _stop_during_startup(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)
+
+
 def main(argv: list[str] | None = None) -> int:
+    # Until the event loop takes over the signals, SIGTERM/SIGINT still mean a clean exit 0 (and
+    # override an inherited "ignore SIGINT" of background jobs).
+    signal.signal(signal.SIGTERM, _stop_during_startup)
+    signal.signal(signal.SIGINT, _stop_during_startup)
     args = parse_args(argv)
+    # Imported only now: aiohttp and the Graph catalogues take a moment to load.
+    from devstack.tenant.context import SimulationConfig
+    from devstack.tenant.server import ServerOptions, TenantServer
+
     logging.basicConfig(
         level=args.log_level.upper(), stream=sys.stderr, format="%(asctime)s %(name)s %(message)s"
     )

@@ -156,10 +156,6 @@ class TenantServer:
 
 
 def _graph_routes() -> list[web.RouteDef]:
-    try:
-        from devstack.tenant.graph import routes  # type: ignore[attr-defined]
-    except ImportError:
-        log.warning("devstack.tenant.graph has no routes() yet: serving without Graph")
-        return []
-    result: list[web.RouteDef] = routes()
-    return result
+    from devstack.tenant.graph import routes
+
+    return routes()
