@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
+from azure.core.credentials import AccessToken
 from azure.identity import ClientSecretCredential
 from azure.identity.aio import ClientSecretCredential as AsyncClientSecretCredential
 from cryptography import x509
@@ -51,11 +53,30 @@ def async_secret_credential(source: Any, **overrides: str) -> AsyncClientSecretC
     )
 
 
+class StaticToken:
+    """An async credential that always presents the given access token (to send bad tokens)."""
+
+    def __init__(self, token: str) -> None:
+        self._token = token
+
+    async def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
+        return AccessToken(self._token, int(time.time()) + 3600)
+
+    async def close(self) -> None:
+        return None
+
+    async def __aenter__(self) -> StaticToken:
+        return self
+
+    async def __aexit__(self, *args: object) -> None:
+        return None
+
+
 @asynccontextmanager
-async def graph_client(source: Any) -> AsyncIterator[GraphServiceClient]:
-    """msgraph-sdk on the local tenant, as the source's bootstrap identity (one per event loop)."""
-    async with async_secret_credential(source) as credential:
-        client = GraphServiceClient(credentials=credential, scopes=[GRAPH_SCOPE])
+async def graph_client(source: Any, credential: Any = None) -> AsyncIterator[GraphServiceClient]:
+    """msgraph-sdk on the local tenant, as the source's bootstrap identity unless `credential` is given."""
+    async with credential or async_secret_credential(source) as active:
+        client = GraphServiceClient(credentials=active, scopes=[GRAPH_SCOPE])
         client.request_adapter.base_url = identity(source)["graphUrl"]
         yield client
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import datetime as dt
+import json
 import time
 import uuid
 from typing import Any
@@ -19,9 +21,11 @@ from msgraph.generated.applications.item.remove_password.remove_password_post_re
 )
 from msgraph.generated.models.application import Application
 from msgraph.generated.models.key_credential import KeyCredential
+from msgraph.generated.models.o_data_errors.o_data_error import ODataError
 
 from tests.fixtures.tenant import TenantProcess
 from tests.integration.tenant_clients import (
+    StaticToken,
     add_password,
     graph_client,
     new_app_with_principal,
@@ -233,3 +237,36 @@ def test_certificate_assertions_sync_and_async(tenant: TenantProcess) -> None:
         CertificateCredential(tenant.tenant_id, app_id, certificate_data=other_pem, **options).get_token(
             GRAPH_SCOPE
         )
+
+
+def test_app_without_a_service_principal_is_refused_with_700016(tenant: TenantProcess) -> None:
+    async def arrange() -> tuple[str, str]:
+        async with graph_client(tenant) as client:
+            app = await client.applications.post(
+                Application(display_name=f"entra-no-sp-{uuid.uuid4()}", sign_in_audience="AzureADMyOrg")
+            )
+            assert app is not None
+            return _app_id(app), str((await add_password(client, app)).secret_text)
+
+    app_id, secret = asyncio.run(arrange())
+    assert "AADSTS700016" in refused(tenant, client_id=app_id, client_secret=secret)
+
+
+def test_graph_refuses_tokens_for_another_audience_or_tampered(tenant: TenantProcess) -> None:
+    vault_token = credential(tenant).get_token(VAULT_SCOPE).token
+    graph_token = credential(tenant).get_token(GRAPH_SCOPE).token
+    header, payload, signature = graph_token.split(".")
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    claims["roles"] = ["Application.ReadWrite.All"]  # an attacker's wish
+    forged_payload = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
+
+    async def list_with(token: str) -> None:
+        async with graph_client(tenant, StaticToken(token)) as client:
+            await client.applications.get()
+
+    for token in (vault_token, f"{header}.{forged_payload}.{signature}"):
+        with pytest.raises(ODataError) as caught:
+            asyncio.run(list_with(token))
+        assert caught.value.response_status_code == 401
+        assert caught.value.error is not None and caught.value.error.code == "InvalidAuthenticationToken"
+    asyncio.run(list_with(graph_token))  # the genuine token works
