@@ -9,6 +9,7 @@ webhook-id, which is what Standard Webhooks receivers deduplicate on.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import replace
 from datetime import datetime
@@ -62,8 +63,10 @@ class Announcer:
         if announced(record, event.id):
             return 0
         deliveries = fan_out(event, subscriptions_of(record))
-        for delivery in deliveries:
-            await self._queue.send(WEBHOOK_DELIVERIES_QUEUE, delivery.to_message())
+        # Sent at once: one event to many subscribers should not wait on one queue write after another.
+        await asyncio.gather(
+            *(self._queue.send(WEBHOOK_DELIVERIES_QUEUE, delivery.to_message()) for delivery in deliveries)
+        )
         now = self._clock.now()
         await keeper.update(lambda r: replace(r.with_event(ANNOUNCE_STEP, "done", now, event.id)))
         if deliveries:

@@ -1,0 +1,162 @@
+"""One rotation notifying 100 subscribers, end to end through the local host, against 100 x one.
+
+    .venv/bin/python -m benchmarks.notify_fanout [--subscribers 100] [--receiver-ms 50] [--singles 5]
+
+A private stack (Azurite, tenant without propagation delay, the Functions host on function_app.py)
+and a local receiver (aiohttp on 127.0.0.1) whose every endpoint takes `--receiver-ms` to answer.
+
+- Fan-out: a registration made through POST /api/registrations; its record then gets `--subscribers`
+  webhook subscriptions (signing secrets in Key Vault), written straight to its Table entity because
+  the API allows 10 per registration. POST .../rotate; the rotation job announces credential.rotated
+  (one message per subscriber on webhook-deliveries) and the host's webhook_delivery function sends
+  them, as many at once as its queue batch allows (host.json batchSize 16 + newBatchThreshold 8).
+  Time: from the rotation being recorded (its history entry) to the last subscriber's delivery.
+- Single: another registration with one subscriber, rotated `--singles` times one after the other;
+  the same time for each; the median x 100 is the sequential baseline.
+Target: the fan-out under 10 % of 100 x the single delivery.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from devstack.tenant import ca
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+async def add_subscriptions(host: Any, registration_id: str, urls: list[str]) -> None:
+    """Subscriptions past the API's limit, as the API would store them: ref in the record, secret in Key Vault."""
+    from functions.adapters.tables import StorageConfig, TableRegistrationStore, table_service
+    from functions.core.intake import WEBHOOK_SECRET_CONTENT_TYPE, webhook_secret_name
+    from functions.core.models import WEBHOOK_EVENTS
+    from functions.core.notifications import new_signing_secret
+    from functions.core.registrations import WebhookSubscriptionRef
+    from functions.resources import REGISTRATIONS_TABLE
+
+    refs = []
+    for url in urls:
+        subscription_id = f"wh-{uuid.uuid4().hex}"
+        name = webhook_secret_name(subscription_id)
+        host.secrets.set_secret(
+            name,
+            new_signing_secret().reveal(),
+            content_type=WEBHOOK_SECRET_CONTENT_TYPE,
+            tags={"registrationId": registration_id, "subscriptionId": subscription_id},
+        )
+        refs.append(WebhookSubscriptionRef(subscription_id, url, WEBHOOK_EVENTS, name, datetime.now(UTC)))
+    service = table_service(StorageConfig(connection_string=host.endpoints["storageConnectionString"]))
+    async with service:
+        store = TableRegistrationStore(service, REGISTRATIONS_TABLE)
+        record = await store.get(registration_id)
+        await store.replace(replace(record, webhooks=tuple(refs)))
+
+
+def rotated_at(host: Any, registration_id: str, generation: int) -> float:
+    """Wall-clock time the rotation to `generation` was recorded (its history entry)."""
+    view = host.registration(registration_id)
+    detail = f"generation {generation} "
+    entry = next(
+        h
+        for h in view["history"]
+        if h["step"] == "rotation" and h["outcome"] == "done" and (h["detail"] or "").startswith(detail)
+    )
+    return datetime.fromisoformat(entry["at"].replace("Z", "+00:00")).timestamp()
+
+
+def rotate_and_time(
+    host: Any, receiver: Any, registration_id: str, paths: list[str], generation: int
+) -> float:
+    """POST rotate; seconds from the rotation recorded to the last of `paths` receiving it."""
+    from tests.e2e.rotation_support import wait_until
+
+    before = {p: len(receiver.received(p)) for p in paths}
+    response = host.rotate(registration_id)
+    assert response.status_code == 202, response.text
+
+    def all_delivered() -> bool:
+        return all(len(receiver.received(p)) > before[p] for p in paths)
+
+    wait_until(f"{len(paths)} deliveries", all_delivered, timeout_s=120, every_s=0.05)
+    last = max(receiver.received(p)[before[p]].at for p in paths)  # monotonic, converted below
+    wall_last = time.time() - (time.monotonic() - last)
+    return wall_last - rotated_at(host, registration_id, generation)
+
+
+def run(args: argparse.Namespace, state_dir: Path) -> int:
+    material = state_dir / "ca"
+    ca.load_or_create(material)
+    os.environ["SSL_CERT_FILE"] = os.environ["REQUESTS_CA_BUNDLE"] = str(material / "ca.pem")
+    from tests.e2e.rotation_support import Receiver, private_host, start_private_stack
+
+    log("starting Azurite, the tenant and the host...")
+    stack = start_private_stack(state_dir / "stack", material, {}, ["--propagation-delay", "0"])
+    receiver = Receiver(delay_s=args.receiver_ms / 1000).start()
+    host = private_host(stack)
+    try:
+        fan_paths = [f"/fan/{i}" for i in range(args.subscribers)]
+        fan_id, _ = host.register(f"fan-{uuid.uuid4().hex[:6]}", lifetime="P1D")
+        single_id, _ = host.register(
+            f"one-{uuid.uuid4().hex[:6]}",
+            lifetime="P1D",
+            webhooks=[{"url": receiver.url("/single"), "events": ["credential.rotated"]}],
+        )
+        host.wait_status(fan_id, "active", timeout_s=120)
+        host.wait_status(single_id, "active", timeout_s=120)
+        asyncio.run(add_subscriptions(host, fan_id, [receiver.url(p) for p in fan_paths]))
+
+        log(f"single delivery: {args.singles} rotations of a registration with one subscriber...")
+        singles = [
+            rotate_and_time(host, receiver, single_id, ["/single"], generation)
+            for generation in range(2, 2 + args.singles)
+        ]
+        single = statistics.median(singles)
+        log(f"fan-out: one rotation of a registration with {args.subscribers} subscribers...")
+        fan_out = rotate_and_time(host, receiver, fan_id, fan_paths, 2)
+        sequential = args.subscribers * single
+        print()
+        print(
+            f"single delivery (rotation recorded -> received, {args.receiver_ms} ms receiver): median"
+            f" {single * 1000:.0f} ms of {', '.join(f'{s * 1000:.0f}' for s in singles)}"
+        )
+        print(
+            f"fan-out to {args.subscribers} subscribers: {fan_out * 1000:.0f} ms = {fan_out / sequential:.1%}"
+            f" of {args.subscribers} x a single delivery ({sequential:.1f} s) (target < 10 %)"
+        )
+        print(
+            "measured end to end through the host: the rotation job enqueues one message per subscriber"
+            " on webhook-deliveries and the host's webhook_delivery function sends them, up to"
+            " batchSize + newBatchThreshold (host.json) at once"
+        )
+        return 0 if fan_out < 0.1 * sequential else 1
+    finally:
+        host.close()
+        receiver.close()
+        stack.stop()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--subscribers", type=int, default=100)
+    parser.add_argument("--receiver-ms", type=int, default=50)
+    parser.add_argument("--singles", type=int, default=5)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="notify-fanout-") as state:
+        return run(args, Path(state))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
