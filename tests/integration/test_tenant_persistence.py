@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -56,3 +57,24 @@ def test_identities_tenants_and_vault_survive_a_restart(
     # The app made through Graph, its service principal and its secret came back too.
     made = secret_credential(process.authority, process.tenant_id, app_id, app_secret)
     assert made.get_token(GRAPH_SCOPE).token
+
+
+def test_writes_are_saved_soon_after_they_happen_even_without_a_clean_stop(
+    make_tenant_process: Callable[..., TenantProcess], tmp_path: Path
+) -> None:
+    state_dir = tmp_path / "state"
+    process = make_tenant_process(state_dir=state_dir)
+    second = process.create_tenant()
+    state_file = state_dir / "state.json"
+    deadline = time.monotonic() + 15
+    while not (state_file.exists() and second["tenantId"] in state_file.read_text()):
+        assert time.monotonic() < deadline, "the debounced save never happened"
+        time.sleep(0.2)
+
+    process.kill()
+    process.start()
+
+    other = secret_credential(
+        process.authority, second["tenantId"], second["clientId"], second["clientSecret"]
+    )
+    assert other.get_token(GRAPH_SCOPE).token
