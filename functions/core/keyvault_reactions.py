@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 from functions.core.announcer import Announcer, event_for
@@ -54,6 +54,26 @@ def _is_current(record: Registration, event: KeyVaultEvent) -> bool:
     if credential is None or not event.version:
         return False
     return event.version in (credential.secret_version, credential.certificate_version)
+
+
+def _expiry_event(
+    event_type: str, generation: int, source: KeyVaultEvent, at: datetime
+) -> Callable[[Registration], WebhookEvent]:
+    """credential.expiring / credential.expired for a generation, built from the latest record."""
+
+    def build(record: Registration) -> WebhookEvent:
+        credential = record.credential
+        return event_for(
+            record,
+            event_type,
+            f"g{generation}",
+            at,
+            keyId=credential.key_id if credential else None,
+            secretUri=credential.secret_uri if credential else None,
+            expiresOn=source.expires_on,
+        )
+
+    return build
 
 
 class KeyVaultReactions:
@@ -102,32 +122,14 @@ class KeyVaultReactions:
                         await enqueue(self._queue, job)
                         enqueued = True
                 await self._announce(
-                    record,
-                    lambda r: event_for(
-                        r,
-                        "credential.expiring",
-                        f"g{generation}",
-                        self._clock.now(),
-                        keyId=r.credential.key_id if r.credential else None,
-                        expiresOn=event.expires_on,
-                        secretUri=r.credential.secret_uri if r.credential else None,
-                    ),
+                    record, _expiry_event("credential.expiring", generation, event, self._clock.now())
                 )
                 return Reaction.ROTATION_ENQUEUED if enqueued else Reaction.NOTIFIED
             log.error(
                 "the current credential (generation %d) of registration %s has expired", generation, record.id
             )
             await self._announce(
-                record,
-                lambda r: event_for(
-                    r,
-                    "credential.expired",
-                    f"g{generation}",
-                    self._clock.now(),
-                    keyId=r.credential.key_id if r.credential else None,
-                    expiresOn=event.expires_on,
-                    secretUri=r.credential.secret_uri if r.credential else None,
-                ),
+                record, _expiry_event("credential.expired", generation, event, self._clock.now())
             )
             return Reaction.ALERTED
 
