@@ -115,16 +115,18 @@ class KeyVaultReactions:
                 return Reaction.NOTIFIED
             generation = record.credential.generation
             if event.kind is KeyVaultEventKind.NEAR_EXPIRY:
-                enqueued = False
+                # Announced before the rotation is enqueued: the rotation job holds the lease for
+                # seconds (propagation), and an announcement waiting behind it could give up, be
+                # retried by Event Grid after the version stopped being current, and be lost.
+                await self._announce(
+                    record, _expiry_event("credential.expiring", generation, event, self._clock.now())
+                )
                 if record.status is RegistrationStatus.ACTIVE and record.pending_credential is None:
                     job = rotate_now_job(record, self._clock.now(), "keyvault-event")
                     if job is not None:
                         await enqueue(self._queue, job)
-                        enqueued = True
-                await self._announce(
-                    record, _expiry_event("credential.expiring", generation, event, self._clock.now())
-                )
-                return Reaction.ROTATION_ENQUEUED if enqueued else Reaction.NOTIFIED
+                        return Reaction.ROTATION_ENQUEUED
+                return Reaction.NOTIFIED
             log.error(
                 "the current credential (generation %d) of registration %s has expired", generation, record.id
             )

@@ -127,11 +127,12 @@ def test_near_expiry_of_the_current_version_enqueues_a_rotation_and_tells_the_su
         ),
         timeout_s=20,
     )
-    expiring = events[0]
-    assert expiring["type"] == "credential.expiring"
+    by_type = {e["type"]: e for e in events}
+    assert set(by_type) == {"credential.expiring", "credential.rotated"}, [e["type"] for e in events]
+    expiring = by_type["credential.expiring"]
     assert expiring["data"]["registrationId"] == registration_id
     assert expiring["data"]["keyId"] == first["keyId"]
-    assert "credential.rotated" in [e["type"] for e in events[1:]]
+    assert by_type["credential.rotated"]["data"]["previousKeyId"] == first["keyId"]
 
 
 def test_an_https_url_resolving_to_loopback_is_refused_outside_local_development(
