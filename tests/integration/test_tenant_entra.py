@@ -183,7 +183,9 @@ def test_expired_and_removed_secrets_are_refused(tenant: TenantProcess) -> None:
 
 
 def test_new_secret_works_only_after_the_propagation_delay(tenant_admin: TenantProcess) -> None:
-    tenant_admin.configure(propagationDelayS=2)
+    # A long delay makes the first refusal certain however slow the machine; then a short one lets
+    # the same secret through once it is old enough.
+    tenant_admin.configure(propagationDelayS=120)
 
     async def arrange() -> tuple[str, str]:
         async with graph_client(tenant_admin) as client:
@@ -191,9 +193,10 @@ def test_new_secret_works_only_after_the_propagation_delay(tenant_admin: TenantP
             return _app_id(app), str((await add_password(client, app)).secret_text)
 
     app_id, secret = asyncio.run(arrange())
-    created = time.monotonic()
     assert "AADSTS7000215" in refused(tenant_admin, client_id=app_id, client_secret=secret)
-    deadline = created + 15
+
+    tenant_admin.configure(propagationDelayS=1)
+    deadline = time.monotonic() + 15
     while True:
         try:
             token = credential(tenant_admin, client_id=app_id, client_secret=secret).get_token(GRAPH_SCOPE)
@@ -201,7 +204,6 @@ def test_new_secret_works_only_after_the_propagation_delay(tenant_admin: TenantP
         except ClientAuthenticationError:
             assert time.monotonic() < deadline, "secret never became usable"
             time.sleep(0.25)
-    assert time.monotonic() - created >= 1.0  # refused for (most of) the delay, not just once
     assert verified_claims(tenant_admin, token.token, "https://graph.microsoft.com")["appid"] == app_id
 
 

@@ -137,14 +137,14 @@ def raw_graph(tenant: TenantProcess, method: str, path: str, body: Any = None) -
 
 
 def test_throttled_graph_calls_answer_429_and_the_sdk_retry_succeeds(tenant_admin: TenantProcess) -> None:
-    tenant_admin.configure(throttleScale=10 / 3500)  # 10 resource units per 10 s for this app
+    tenant_admin.configure(throttleScale=5 / 3500)  # 5 resource units per 10 s for this app
     before = tenant_admin.stats()["throttled429"]
 
     async def read_until_throttled() -> tuple[int, int]:
         calls = found = 0
         async with graph_client(tenant_admin) as client:
-            # Each call costs 1 RU; once the 10 are spent, Graph answers 429 + Retry-After: 1 and
-            # the SDK's retry handler waits and succeeds. Stop two calls after the first 429.
+            # Each call costs 1 RU; once the 5 are spent, Graph answers 429 + Retry-After: 2 and
+            # the SDK's retry handler waits and succeeds. Stop after the first 429.
             while (calls < 40 and tenant_admin.stats()["throttled429"] == before) or calls < 2:
                 sp = await client.service_principals_with_app_id(tenant_admin.client_id).get()
                 found += sp is not None and sp.app_id == tenant_admin.client_id
