@@ -154,6 +154,8 @@ class Stack:
             )
         self.endpoints_file.unlink(missing_ok=True)  # left by a stack that was killed
         host_port = free_port() if options.port == 0 else options.port
+        if options.run_host and options.port != 0 and not azurite.ports_free([host_port]):
+            raise RuntimeError(f"port {host_port} is in use (another host or `func start`?): try --port")
         indexing = self._index_app()  # runs while Azurite starts
         self.azurite = azurite.start() if options.port == 0 else azurite.start_preferring_defaults()
         storage = self.azurite.connection_string
