@@ -177,9 +177,13 @@ def configure_telemetry(settings_env: Mapping[str, str], *, stream: TextIO | Non
         if connection_string:
             _state = _configure_azure_monitor(connection_string, settings_env)
         else:
-            handler = logging.StreamHandler(stream or sys.stderr)
-            handler.setFormatter(ContextFormatter())
-            root.addHandler(handler)
+            # Under a Functions host (Azure's worker, or the devstack's) the root logger already
+            # has the host's handler: a second one would print every line twice. Add our console
+            # handler only where nothing else handles the records (or a test asks for a stream).
+            if stream is not None or not root.handlers:
+                handler = logging.StreamHandler(stream or sys.stderr)
+                handler.setFormatter(ContextFormatter())
+                root.addHandler(handler)
             _state = TelemetryState(mode="console")
         guard_handlers(root)
         return _state
