@@ -59,3 +59,15 @@ async def graph_roles(graph: GraphDirectory, tenant_id: str, count: int) -> list
     catalog = await graph.resource_catalog(tenant_id, GRAPH_APP_ID)
     roles = sorted(r.id for r in catalog.app_roles.values() if r.enabled)[:count]
     return [(catalog.service_principal_id, role) for role in roles]
+
+
+def record_requests(graph: GraphDirectory, tenant_id: str) -> list[str]:
+    """Every HTTP request the adapter's Graph client sends from now on, as "METHOD /path" (an httpx
+    event hook on the real client: counts what goes on the wire, whatever else uses the tenant)."""
+    sent: list[str] = []
+
+    async def record(request: Any) -> None:
+        sent.append(f"{request.method} {request.url.path}")
+
+    graph.client(tenant_id).request_adapter._http_client.event_hooks["request"].append(record)
+    return sent

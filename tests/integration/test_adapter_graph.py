@@ -13,7 +13,7 @@ from functions.core.errors import NotFound, PermanentError, TransientError
 from functions.core.models import EXCHANGE_ONLINE_APP_ID, GRAPH_APP_ID
 from functions.core.ports import FederatedCredentialSpec, RedirectUris, RequiredResourceAccess
 from tests.fixtures.tenant import TenantProcess
-from tests.integration.adapter_support import adapters, app_spec, graph_roles
+from tests.integration.adapter_support import adapters, app_spec, graph_roles, record_requests
 
 
 def test_upsert_is_idempotent_by_unique_name_and_delete_twice_is_fine(tenant: TenantProcess) -> None:
@@ -103,14 +103,12 @@ def test_service_principal_and_consent_are_idempotent_and_exact(tenant: TenantPr
 def test_resource_catalog_is_fetched_once_for_concurrent_callers(tenant: TenantProcess) -> None:
     async def main() -> None:
         async with adapters(tenant) as a:
-            before = tenant.stats()["byRoute"]
+            sent = record_requests(a.graph, a.tenant_id)
             results = await asyncio.gather(
                 *(a.graph.resource_catalog(a.tenant_id, EXCHANGE_ONLINE_APP_ID) for _ in range(8))
             )
             by_name = await a.graph.resource_catalog(a.tenant_id, "Office 365 Exchange Online")
-            after = tenant.stats()["byRoute"]
-            graph_gets = after["GET /v1.0/{tail}"] - before.get("GET /v1.0/{tail}", 0)
-            assert graph_gets == 2  # one by appId (shared by 8 callers), one by display name
+            assert sent == ["GET /v1.0/servicePrincipals"] * 2  # by appId (shared by 8 callers), by name
             assert all(r is results[0] for r in results)
             assert by_name == results[0]
             assert "full_access_as_app" in by_name.app_roles
@@ -163,13 +161,16 @@ def test_throttling_within_the_sdk_retries_is_survived_beyond_it_is_transient(
     async def main() -> None:
         async with adapters(tenant_admin) as a:
             spec = app_spec()
-            tenant_admin.add_fault(
-                429, path_regex="/v1.0/applications", method="PATCH", count=2, retryAfter=1
+            only_this_app = f"/v1.0/applications.*{spec.unique_name}"  # other tests' traffic is untouched
+            rule = tenant_admin.add_fault(
+                429, path_regex=only_this_app, method="PATCH", count=2, retryAfter=1
             )
             created = await a.graph.upsert_application(a.tenant_id, spec)  # 429, 429, then through
             assert created.created
+            remaining = [r for r in tenant_admin.admin("GET", "faults")["value"] if r["id"] == rule["id"]]
+            assert remaining in ([], [{**rule, "count": 0}])  # both 429s were served to this call
 
-            tenant_admin.add_fault(429, path_regex="/v1.0/applications", method="GET", count=10, retryAfter=1)
+            tenant_admin.add_fault(429, path_regex=only_this_app, method="GET", count=10, retryAfter=1)
             with pytest.raises(TransientError) as raised:
                 await a.graph.find_application(a.tenant_id, spec.unique_name)
             assert raised.value.retry_after == timedelta(seconds=1)
@@ -187,11 +188,11 @@ def test_batch_items_throttled_by_the_write_budget_are_retried_alone(tenant_admi
             # 20 get most items through and some answered 429 with Retry-After, item by item.
             tenant_admin.configure(throttleScale=0.025)
             tenant_admin.admin("POST", "throttling/reset")
-            posts_before = tenant_admin.stats()["byRoute"].get("POST /v1.0/{tail}", 0)
+            sent = record_requests(a.graph, a.tenant_id)
             await a.graph.assign_app_roles(a.tenant_id, sp, pairs)
-            batches = tenant_admin.stats()["byRoute"]["POST /v1.0/{tail}"] - posts_before
             tenant_admin.configure(throttleScale=1.0)
-            assert batches > 4  # 4 batches of 20, then more for the items throttled inside them
+            # 4 batches of 20, then more for the items throttled inside them.
+            assert sent.count("POST /v1.0/$batch") > 4
             assert await a.graph.app_role_assignments(a.tenant_id, sp) == {
                 (r.lower(), i.lower()) for r, i in pairs
             }
@@ -235,9 +236,12 @@ def test_replication_delay_after_create_is_waited_out(tenant_admin: TenantProces
 def test_forbidden_is_permanent_with_graphs_code(tenant_admin: TenantProcess) -> None:
     async def main() -> None:
         async with adapters(tenant_admin) as a:
-            tenant_admin.add_fault(403, path_regex="/v1.0/applications", method="PATCH", count=1)
+            spec = app_spec()
+            tenant_admin.add_fault(
+                403, path_regex=f"/v1.0/applications.*{spec.unique_name}", method="PATCH", count=1
+            )
             with pytest.raises(PermanentError) as raised:
-                await a.graph.upsert_application(a.tenant_id, app_spec())
+                await a.graph.upsert_application(a.tenant_id, spec)
             assert raised.value.code == "Authorization_RequestDenied"
 
     asyncio.run(main())
