@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from typing import Any
 
 from aiohttp import web
@@ -85,7 +86,7 @@ async def add_faults(request: web.Request) -> web.Response:
     items = body if isinstance(body, list) else [body]
     try:
         rules = [FaultRule.from_json(item) for item in items]
-    except (ValueError, TypeError, KeyError) as error:  # includes re.error (a ValueError)
+    except (ValueError, TypeError, KeyError, re.error) as error:
         return _bad(str(error))
     request.app[FAULTS].rules.extend(rules)
     return json_response({"value": [rule.to_json() for rule in rules]}, 201)

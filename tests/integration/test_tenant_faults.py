@@ -87,6 +87,9 @@ def test_admin_config_round_trips_and_rejects_unknown_settings(tenant_admin: Ten
     with pytest.raises(urllib.error.HTTPError) as caught:
         tenant_admin.configure(noSuchSetting=1)
     assert caught.value.code == 400
+    with pytest.raises(urllib.error.HTTPError) as caught:
+        tenant_admin.add_fault(503, "(unclosed")
+    assert caught.value.code == 400
 
 
 def test_reset_restores_the_start_configuration(tenant: TenantProcess) -> None:
