@@ -19,6 +19,7 @@ IDENTITY: web.AppKey[Any] = web.AppKey("identity", object)
 # The SimulationConfig values given at start; POST /_sim/reset returns to them.
 INITIAL_SIM: web.AppKey[SimulationConfig] = web.AppKey("initial_sim", SimulationConfig)
 
+_TENANT_SIZES = ("small", "medium", "large")
 _CONFIG_FIELDS = {
     "latencyMs": "latency_ms",
     "latencyJitterMs": "latency_jitter_ms",
@@ -56,24 +57,43 @@ async def get_config(request: web.Request) -> web.Response:
     return json_response(config_to_json(request.app[SIM]))
 
 
+def _invalid(key: str, attribute: str, value: Any, current: Any) -> str | None:
+    """Why `value` cannot be the new value of setting `key` (None when it can)."""
+    is_number = isinstance(value, int | float) and not isinstance(value, bool)
+    if isinstance(current, bool):
+        ok, expected = isinstance(value, bool), "a boolean"
+    elif isinstance(current, float):
+        ok, expected = is_number and value >= 0, "a number >= 0"
+    elif isinstance(current, int):
+        ok, expected = is_number and isinstance(value, int) and value >= 0, "an integer >= 0"
+    elif attribute == "tenant_size":
+        ok, expected = value in _TENANT_SIZES, f"one of {', '.join(_TENANT_SIZES)}"
+    elif attribute == "event_subscriber_url":
+        ok, expected = value is None or isinstance(value, str), "a URL or null"
+    else:  # extra
+        ok, expected = isinstance(value, dict), "an object"
+    return None if ok else f"'{key}' must be {expected}"
+
+
 async def put_config(request: web.Request) -> web.Response:
+    """Change the given settings; all or nothing (400 names the first bad one)."""
     body = await _json_body(request)
     if not isinstance(body, dict):
         return _bad("expected a JSON object")
     sim = request.app[SIM]
     by_attribute = {attribute: attribute for attribute in _CONFIG_FIELDS.values()}
+    changes: dict[str, Any] = {}
     for key, value in body.items():
         attribute = _CONFIG_FIELDS.get(key) or by_attribute.get(key)
         if attribute is None:
             return _bad(f"unknown setting '{key}'")
         current = getattr(sim, attribute)
-        if isinstance(current, bool) and not isinstance(value, bool):
-            return _bad(f"'{key}' must be a boolean")
-        if isinstance(current, float) and (not isinstance(value, int | float) or isinstance(value, bool)):
-            return _bad(f"'{key}' must be a number")
-        if isinstance(current, int) and not isinstance(current, bool) and not isinstance(value, int):
-            return _bad(f"'{key}' must be an integer")
-        setattr(sim, attribute, float(value) if isinstance(current, float) else value)
+        problem = _invalid(key, attribute, value, current)
+        if problem is not None:
+            return _bad(problem)
+        changes[attribute] = float(value) if isinstance(current, float) else value
+    for attribute, value in changes.items():
+        setattr(sim, attribute, value)
     return json_response(config_to_json(sim))
 
 

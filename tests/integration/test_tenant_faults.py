@@ -84,9 +84,11 @@ def test_admin_config_round_trips_and_rejects_unknown_settings(tenant_admin: Ten
     updated = tenant_admin.configure(propagationDelayS=3, throttleScale=0.5)
     assert updated["propagationDelayS"] == 3.0
     assert tenant_admin.admin("GET", "config")["throttleScale"] == 0.5
-    with pytest.raises(urllib.error.HTTPError) as caught:
-        tenant_admin.configure(noSuchSetting=1)
-    assert caught.value.code == 400
+    for bad in ({"noSuchSetting": 1}, {"tenantSize": "huge"}, {"latencyMs": -1}, {"throttlingEnabled": 1}):
+        with pytest.raises(urllib.error.HTTPError) as caught:
+            tenant_admin.admin("PUT", "config", {"latencyMs": 7, **bad})
+        assert caught.value.code == 400
+    assert tenant_admin.admin("GET", "config")["latencyMs"] == 0.0  # all or nothing
     with pytest.raises(urllib.error.HTTPError) as caught:
         tenant_admin.add_fault(503, "(unclosed")
     assert caught.value.code == 400
