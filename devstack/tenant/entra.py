@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 from aiohttp import web
+from multidict import MultiDict, MultiDictProxy
 
 from devstack.tenant.client_credentials import (
     ASSERTION_TYPE,
@@ -160,9 +161,19 @@ async def token(request: web.Request) -> web.Response:
 
 async def _token(request: web.Request) -> web.Response:
     tenant = request.match_info["tenant"]
-    form = await request.post()
+    try:
+        form = await request.post()
+    except (ValueError, UnicodeDecodeError):  # not a form (e.g. multipart without a boundary)
+        form = MultiDictProxy(MultiDict())
     values = {key: str(value) for key, value in form.items()}
-    if values.get("grant_type") != "client_credentials":
+    if "grant_type" not in values:
+        raise EntraError(
+            400,
+            "invalid_request",
+            900144,
+            "The request body must contain the following parameter: 'grant_type'.",
+        )
+    if values["grant_type"] != "client_credentials":
         raise EntraError(
             400,
             "unsupported_grant_type",

@@ -6,7 +6,10 @@ import asyncio
 import base64
 import datetime as dt
 import json
+import ssl
 import time
+import urllib.error
+import urllib.request
 import uuid
 from typing import Any
 
@@ -272,3 +275,28 @@ def test_graph_refuses_tokens_for_another_audience_or_tampered(tenant: TenantPro
         assert caught.value.response_status_code == 401
         assert caught.value.error is not None and caught.value.error.code == "InvalidAuthenticationToken"
     asyncio.run(list_with(graph_token))  # the genuine token works
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body"),
+    [
+        ("multipart/form-data", b"grant_type=client_credentials"),  # no boundary: not parseable
+        ("application/json", b'{"grant_type": "client_credentials"}'),  # Entra reads forms only
+        ("application/x-www-form-urlencoded", b"scope=x"),
+    ],
+)
+def test_malformed_token_requests_get_entra_errors_not_500(
+    tenant: TenantProcess, content_type: str, body: bytes
+) -> None:
+    request = urllib.request.Request(
+        f"{tenant.authority}/{tenant.tenant_id}/oauth2/v2.0/token",
+        data=body,
+        method="POST",
+        headers={"Content-Type": content_type},
+    )
+    with pytest.raises(urllib.error.HTTPError) as caught:
+        urllib.request.urlopen(request, context=ssl.create_default_context(cafile=tenant.ca_file))
+    answer = json.loads(caught.value.read())
+    assert caught.value.code == 400
+    assert answer["error"] == "invalid_request"
+    assert answer["error_codes"] == [900144]
