@@ -21,7 +21,7 @@ from aiohttp import web
 from devstack.tenant import admin, ca, entra, persistence
 from devstack.tenant.auth import Authenticator
 from devstack.tenant.context import AUTHENTICATE, BASE_URL, MARK_DIRTY, REGISTRY, SIM, SimulationConfig
-from devstack.tenant.faults import FAULTS, STATS, FaultRules, Stats, simulation_middleware
+from devstack.tenant.faults import FAULTS, STATS, FaultRule, FaultRules, Stats, simulation_middleware
 from devstack.tenant.keyvault import KeyVault
 from devstack.tenant.registry import TenantRegistry
 from devstack.tenant.throttling import THROTTLER, Throttler
@@ -105,6 +105,7 @@ class TenantServer:
         }
 
     def _build_app(self) -> web.Application:
+        """One application; every part reads the shared objects through the AppKeys of context.py."""
         app = web.Application(middlewares=[simulation_middleware], client_max_size=4 * 1024 * 1024)
         sim = self.sim
         app[SIM] = sim
@@ -117,8 +118,6 @@ class TenantServer:
         app[entra.TOKEN_ISSUER] = entra.TokenIssuer(self.signing_key)
         app[THROTTLER] = Throttler(sim)
         faults = FaultRules()
-        from devstack.tenant.faults import FaultRule
-
         faults.rules.extend(FaultRule.from_json(rule) for rule in self.options.faults)
         app[FAULTS] = faults
         app[STATS] = Stats(extra=lambda: {"vault": self.vault.stats()})
