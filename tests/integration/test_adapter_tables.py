@@ -13,7 +13,7 @@ import pytest
 
 from functions.adapters.table_index import CredentialExpiryIndex, TableLeases
 from functions.adapters.tables import StorageConfig, TableRegistrationStore, ensure_tables, table_service
-from functions.core.errors import ConcurrencyConflict, NotFound
+from functions.core.errors import ConcurrencyConflict, NotFound, PermanentError
 from functions.core.models import RegistrationStatus
 from functions.core.registrations import ProvisioningPlan, Registration, StepEvent
 from functions.core.rotation_schedule import JobAction, RotationJob, job_id
@@ -239,3 +239,25 @@ def test_leases_have_one_owner_until_they_expire_or_are_released(azurite: str) -
         await leases.close()
 
     run_with(azurite, (table,), body)
+
+
+def test_storage_settings_connection_string_or_identity_based_endpoints(azurite: str) -> None:
+    assert StorageConfig.from_env({"AzureWebJobsStorage": azurite}).connection_string == azurite
+    local = StorageConfig.from_env({"AzureWebJobsStorage": "UseDevelopmentStorage=true"})
+    assert (
+        local.connection_string is not None
+        and "TableEndpoint=http://127.0.0.1:10002/" in local.connection_string
+    )
+    by_account = StorageConfig.from_env({"AzureWebJobsStorage__accountName": "registrarstore"})
+    assert by_account.connection_string is None
+    assert by_account.table_endpoint == "https://registrarstore.table.core.windows.net"
+    assert by_account.queue_endpoint == "https://registrarstore.queue.core.windows.net"
+    explicit = StorageConfig.from_env(
+        {
+            "AzureWebJobsStorage__tableServiceUri": "https://t.example",
+            "AzureWebJobsStorage__queueServiceUri": "https://q.example",
+        }
+    )
+    assert (explicit.table_endpoint, explicit.queue_endpoint) == ("https://t.example", "https://q.example")
+    with pytest.raises(PermanentError):  # identity-based endpoints need a credential
+        table_service(by_account)
