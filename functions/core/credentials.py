@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import timedelta
 
@@ -64,9 +65,13 @@ class CredentialIssuer:
         self._vault = vault
         self._clock = clock
 
-    async def issue_first(self, keeper: RecordKeeper) -> SecretValue | None:
+    async def issue_first(
+        self, keeper: RecordKeeper, on_issued: Callable[[SecretValue], None] | None = None
+    ) -> SecretValue | None:
         """Issue generation 1 unless done. Returns the new secret value (in memory, for verify),
-        or None when there is none to return (certificate, federated, adopted after a crash)."""
+        or None when there is none to return (certificate, federated, adopted after a crash).
+        on_issued gets a new secret as soon as Graph returns it, while it is still being written
+        to Key Vault: the caller may prove it works in the meantime."""
         record = keeper.current
         if record.credential is not None and record.pending_credential is None:
             return None
@@ -86,7 +91,7 @@ class CredentialIssuer:
                 )
             )
         if kind is CredentialType.SECRET:
-            return await self._secret(keeper, pending, retry)
+            return await self._secret(keeper, pending, retry, on_issued)
         if kind is CredentialType.CERTIFICATE:
             await self._certificate(keeper, pending)
             return None
@@ -96,7 +101,11 @@ class CredentialIssuer:
     # ------------------------------------------------------------ client secret
 
     async def _secret(
-        self, keeper: RecordKeeper, pending: PendingCredential, retry: bool
+        self,
+        keeper: RecordKeeper,
+        pending: PendingCredential,
+        retry: bool,
+        on_issued: Callable[[SecretValue], None] | None,
     ) -> SecretValue | None:
         record = keeper.current
         tenant, app = record.tenant_id, record.app_object_id
@@ -108,6 +117,8 @@ class CredentialIssuer:
         end = start + (record.plan.credential.lifetime or DEFAULT_LIFETIME)
         issued = await self._directory.add_password(tenant, app, pending.display_name, start, end)
         redactor.register(issued.secret.reveal())  # a slip into any log line is masked
+        if on_issued is not None:
+            on_issued(issued.secret)
         ref = await self._vault.set_secret(
             name,
             issued.secret,

@@ -21,22 +21,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import timedelta
 
+from functions.core.app_spec import application_spec
 from functions.core.credentials import CredentialIssuer
 from functions.core.errors import NotFound, PermanentError, TransientError, ValidationFailed
 from functions.core.keeper import RecordKeeper, Sleep
 from functions.core.models import CredentialType, PermissionKind, RegistrationStatus, SecretValue
 from functions.core.ports import (
-    ApplicationSpec,
     Clock,
     DelegatedGrant,
     Directory,
-    RedirectUris,
     RegistrationStore,
-    RequiredResourceAccess,
     TokenProbe,
     Vault,
 )
@@ -45,7 +43,6 @@ from functions.core.registrations import (
     Approval,
     ErrorInfo,
     Registration,
-    unique_name_for,
 )
 from functions.core.steps import concurrently, failure_kind, in_step, step_of
 from functions.telemetry import log_context
@@ -153,9 +150,34 @@ class Provisioner:
                 await self._consent(keeper)
 
             async def credential_then_verify() -> None:
-                secret = await self._credential(keeper)
+                # A new secret is proven (token) while it is being written to Key Vault: both
+                # need only the value Graph returned, and the registration turns active after both.
+                fresh: asyncio.Future[SecretValue | None] = asyncio.get_running_loop().create_future()
+                proven: list[SecretValue] = []
+
+                def issued(secret: SecretValue) -> None:
+                    if not fresh.done():
+                        fresh.set_result(secret)
+
+                async def issue() -> None:
+                    try:
+                        await self._credential(keeper, on_issued=issued)
+                    finally:
+                        if not fresh.done():  # nothing new in memory: verify reads the vault
+                            fresh.set_result(None)
+
+                async def prove_early() -> None:
+                    secret = await fresh
+                    if secret is None:
+                        return
+                    await principal_ready.wait()
+                    async with in_step("verify"):
+                        await self._until_accepted(keeper.current, CredentialType.SECRET, secret)
+                    proven.append(secret)
+
+                await concurrently(issue(), prove_early())
                 await principal_ready.wait()
-                await self._verify(keeper, secret)
+                await self._verify(keeper, proven[0] if proven else None, proven=bool(proven))
 
             await concurrently(principal_then_consent(), credential_then_verify())
         else:
@@ -176,25 +198,8 @@ class Provisioner:
         record = keeper.current
         if record.app_object_id and record.step_done("app"):
             return
-        plan = record.plan
-        unique_name = unique_name_for(record.id)
-        spec = ApplicationSpec(
-            unique_name=unique_name,
-            display_name=plan.display_name,
-            sign_in_audience=plan.sign_in_audience,
-            redirect_uris=RedirectUris(
-                web=plan.web_redirect_uris,
-                spa=plan.spa_redirect_uris,
-                public_client=plan.public_client_redirect_uris,
-            ),
-            required_resource_access=_required_resource_access(record),
-            notes=_notes(record),
-            tags=(
-                "Registrar",
-                f"registrar:registration:{record.id}",
-                f"registrar:profile:{record.profile_id}",
-            ),
-        )
+        spec = application_spec(record)
+        unique_name = spec.unique_name
         async with in_step("app"):
             ref = await self._directory.upsert_application(record.tenant_id, spec)
         now = self._clock.now()
@@ -287,11 +292,15 @@ class Provisioner:
             )
         )
 
-    async def _credential(self, keeper: RecordKeeper) -> SecretValue | None:
+    async def _credential(
+        self, keeper: RecordKeeper, on_issued: Callable[[SecretValue], None] | None = None
+    ) -> SecretValue | None:
         async with in_step("credential"):
-            return await self._issuer.issue_first(keeper)
+            return await self._issuer.issue_first(keeper, on_issued)
 
-    async def _verify(self, keeper: RecordKeeper, secret: SecretValue | None) -> None:
+    async def _verify(
+        self, keeper: RecordKeeper, secret: SecretValue | None, *, proven: bool = False
+    ) -> None:
         record = keeper.current
         credential = record.credential
         assert credential is not None and record.app_id is not None
@@ -305,11 +314,12 @@ class Provisioner:
                     lambda r: r.with_event("verify", "skipped", now, "federated: proved by the connector")
                 )
                 return
-            if secret is None:  # a re-run: the value is in Key Vault only
-                name = credential.certificate_name or credential.secret_name
-                assert name is not None
-                _, secret = await self._vault.get_secret(name, credential.secret_version)
-            await self._until_accepted(record, credential.type, secret)
+            if not proven:
+                if secret is None:  # a re-run: the value is in Key Vault only
+                    name = credential.certificate_name or credential.secret_name
+                    assert name is not None
+                    _, secret = await self._vault.get_secret(name, credential.secret_version)
+                await self._until_accepted(record, credential.type, secret)
         now = self._clock.now()
         await keeper.update(
             lambda r: replace(
@@ -374,29 +384,3 @@ def _with_error(record: Registration, err: Exception, clock: Clock) -> Registrat
         problems=problems,
     )
     return replace(record, last_error=info)
-
-
-def _required_resource_access(record: Registration) -> tuple[RequiredResourceAccess, ...]:
-    by_resource: dict[str, tuple[set[str], set[str]]] = {}
-    for p in record.plan.permissions:
-        roles, scopes = by_resource.setdefault(p.resource_app_id, (set(), set()))
-        (roles if p.kind is PermissionKind.APPLICATION else scopes).add(p.id)
-    return tuple(
-        RequiredResourceAccess(
-            resource_app_id=app_id, app_role_ids=tuple(sorted(r)), scope_ids=tuple(sorted(s))
-        )
-        for app_id, (r, s) in sorted(by_resource.items())
-    )
-
-
-def _notes(record: Registration) -> str:
-    parts = [
-        f"Registrar registration {record.id}",
-        f"request {record.request_id}",
-        f"profile {record.profile_id}",
-    ]
-    if record.plan.requested_by:
-        parts.append(f"requested by {record.plan.requested_by}")
-    if record.plan.notes:
-        parts.append(record.plan.notes)
-    return "; ".join(parts)[:1024]
