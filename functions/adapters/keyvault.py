@@ -9,6 +9,7 @@ the private key and the certificate as PEM, which CertificateCredential reads di
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import re
@@ -28,6 +29,8 @@ MAX_TAGS = 15
 MAX_TAG_LENGTH = 512
 MAX_CONTENT_TYPE = 255
 MAX_SECRET_BYTES = 25 * 1024
+RECLAIM_ATTEMPTS = 5  # writes tried while a soft-deleted object still holds the name
+RECLAIM_WAIT_SECONDS = 1.0
 _NAME = re.compile(r"^[0-9A-Za-z-]{1,127}$")
 
 
@@ -166,10 +169,9 @@ class KeyVaultStore:
         enabled: bool = True,
     ) -> VaultSecretRef:
         validate_secret_write(name, value, content_type, tags)
-        secret = await _vault_call(
-            "set",
-            name,
-            lambda: self.secrets.set_secret(
+
+        def write() -> Awaitable[Any]:
+            return self.secrets.set_secret(
                 name,
                 value.reveal(),
                 content_type=content_type,
@@ -177,9 +179,47 @@ class KeyVaultStore:
                 expires_on=expires_on,
                 not_before=not_before,
                 enabled=enabled,
-            ),
+            )
+
+        secret = await self._reusing_deleted_name(
+            "set",
+            name,
+            write,
+            purge=lambda: self.secrets.purge_deleted_secret(name),
+            recover=lambda: self.secrets.recover_deleted_secret(name),
         )
         return _secret_ref(secret.properties)
+
+    async def _reusing_deleted_name(
+        self,
+        operation: str,
+        name: str,
+        write: Callable[[], Awaitable[T]],
+        *,
+        purge: Callable[[], Awaitable[Any]],
+        recover: Callable[[], Awaitable[Any]],
+    ) -> T:
+        """Write; if the name is held by a soft-deleted object (409, e.g. a registration decommissioned
+        and requested again), purge it when allowed, else recover it, then write again. Key Vault
+        frees a purged name asynchronously: a few more 409s are waited out (bounded)."""
+        for attempt in range(RECLAIM_ATTEMPTS):
+            try:
+                return await _vault_call(operation, name, write)
+            except PermanentError as error:
+                if error.code != "Conflict" or attempt == RECLAIM_ATTEMPTS - 1:
+                    raise
+            if attempt == 0:
+                purged = False
+                if self._purge:
+                    with contextlib.suppress(PermanentError):  # purge protection, or no purge right
+                        await _vault_call("purge", name, purge)
+                        purged = True
+                if not purged:
+                    with contextlib.suppress(NotFound):
+                        await _vault_call("recover", name, recover)
+            else:
+                await asyncio.sleep(RECLAIM_WAIT_SECONDS)
+        raise AssertionError("unreachable")
 
     async def get_secret(self, name: str, version: str | None = None) -> tuple[VaultSecretRef, SecretValue]:
         secret = await _vault_call("get", name, lambda: self.secrets.get_secret(name, version))
@@ -232,12 +272,14 @@ class KeyVaultStore:
             content_type=CertificateContentType.pem,
             validity_in_months=validity_months,
         )
-        created = await _vault_call(
+        created = await self._reusing_deleted_name(
             "create certificate",
             name,
             lambda: self.certificates.create_certificate(
                 name, policy, tags=dict(tags), _polling_interval=self._poll
             ),
+            purge=lambda: self.certificates.purge_deleted_certificate(name),
+            recover=lambda: self.certificates.recover_deleted_certificate(name),
         )
         if getattr(created, "cer", None) is None:  # a CertificateOperation: creation failed
             status = getattr(created, "status", None)

@@ -11,6 +11,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from functions.adapters.keyvault import KeyVaultStore
 from functions.core.errors import NotFound, PermanentError, TransientError
 from functions.core.models import SecretValue
 from functions.core.ports import KeyCredentialSpec
@@ -92,6 +93,33 @@ def test_secret_versions_follow_the_next_link(tenant: TenantProcess) -> None:
             listed = [v.version for v in await a.vault.secret_versions(secret_name)]
             assert sorted(listed) == sorted(written)  # more than one page of 25
             return listed
+
+    asyncio.run(main())
+
+
+def test_a_soft_deleted_name_is_reclaimed_by_purge_or_recovery(tenant: TenantProcess) -> None:
+    purged_name, recovered_name = name("again"), name("again")
+
+    async def main() -> None:
+        async with adapters(tenant) as a:
+            keep_deleted = KeyVaultStore(a.identity, tenant.vault_url, purge=False)
+            try:
+                for secret_name in (purged_name, recovered_name):
+                    await a.vault.set_secret(
+                        secret_name, SecretValue("old-" * 5), content_type="t", tags={}, expires_on=None
+                    )
+                    await keep_deleted.delete_secret(secret_name)  # soft-deleted: the name is taken
+                again = await a.vault.set_secret(
+                    purged_name, SecretValue("new-" * 5), content_type="t", tags={}, expires_on=None
+                )
+                assert [v.version for v in await a.vault.secret_versions(purged_name)] == [again.version]
+                recovered = await keep_deleted.set_secret(
+                    recovered_name, SecretValue("new-" * 5), content_type="t", tags={}, expires_on=None
+                )
+                assert len(await keep_deleted.secret_versions(recovered_name)) == 2  # old version recovered
+                assert (await keep_deleted.get_secret(recovered_name))[0].version == recovered.version
+            finally:
+                await keep_deleted.close()
 
     asyncio.run(main())
 
