@@ -2,12 +2,15 @@
 
 Steps (DESIGN.md, "The registration workflow"), each idempotent and saved before the next:
 
-    app --+--> service principal --> consent (one $batch for app roles; delegated per resource)
-          |            \\
-          +--> credential -----+--> verify (a token with the new credential) --> active
+    app --+--> service principal --+--> consent (app roles in one $batch; delegated per resource)
+          |                        |
+          +--> addPassword --------+--> verify (a token with the new secret)  --+--> active
+                     |                                                          |
+                     +--> Key Vault set_secret ---------------------------------+
 
-The credential step needs only the app; verify needs the credential and the service principal;
-consent runs alongside verify. So a new registration costs about four round trips, not ten.
+The credential step needs only the app; verify needs the secret's value (in memory) and the
+service principal, not the vault write. So a new registration costs about three round trips on
+its critical path, not ten. Certificates and re-runs verify with the value read from Key Vault.
 
 Failures: TransientError propagates (the queue message is retried and the re-run resumes from
 the last saved step); PermanentError, ValidationFailed and NotFound end the registration as
