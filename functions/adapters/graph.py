@@ -146,6 +146,11 @@ class GraphDirectory(GraphCredentials):
         """
         from msgraph.generated.models.o_data_errors.o_data_error import ODataError
 
+        # msgraph-sdk's key builders (applications_with_unique_name, service_principals_with_app_id)
+        # write their key into the client's shared path_parameters dict, and the URL is built only
+        # when the request is sent, after an await (token, retry sleep). Without a private copy taken
+        # here, before any await, concurrent calls send each other's keys.
+        request.path_parameters = dict(request.path_parameters)
         raw = await self._call(
             operation,
             what,

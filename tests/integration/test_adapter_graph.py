@@ -245,3 +245,35 @@ def test_forbidden_is_permanent_with_graphs_code(tenant_admin: TenantProcess) ->
             assert raised.value.code == "Authorization_RequestDenied"
 
     asyncio.run(main())
+
+
+def test_concurrent_calls_on_a_fresh_client_keep_their_own_keys(tenant: TenantProcess) -> None:
+    """msgraph-sdk's key builders share the client's path parameters: a cold client hit by many
+    registrations at once must still patch, find and create each one under its own key."""
+
+    async def main() -> None:
+        async with adapters(tenant) as a:
+            specs = [app_spec("race") for _ in range(12)]
+            refs = await asyncio.gather(*(a.graph.upsert_application(a.tenant_id, s) for s in specs))
+            found = await asyncio.gather(
+                *(a.graph.find_application(a.tenant_id, s.unique_name) for s in specs)
+            )
+            principals = await asyncio.gather(
+                *(a.graph.ensure_service_principal(a.tenant_id, r.app_id) for r in refs)
+            )
+
+            assert all(r.created for r in refs)
+            assert len({r.object_id for r in refs}) == len(specs)
+            assert [f.object_id if f else None for f in found] == [r.object_id for r in refs]
+            assert len(set(principals)) == len(specs)
+            client = a.graph.client(a.tenant_id)
+            for ref, principal in zip(refs, principals, strict=True):
+                get = client.service_principals.by_service_principal_id(
+                    principal
+                ).to_get_request_information()
+                sp = await a.graph._send(client, "GET", "servicePrincipal", principal, get)
+                assert sp["appId"] == ref.app_id
+            for ref in refs:
+                await a.graph.delete_application(a.tenant_id, ref.object_id)
+
+    asyncio.run(main())
