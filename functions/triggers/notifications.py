@@ -4,19 +4,21 @@ HTTP routes to manage webhook subscriptions and see their deliveries (dead lette
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 import azure.functions as func
 
 from functions.bootstrap import services
 from functions.core.errors import RegistrarError, ValidationFailed
-from functions.core.keyvault_events import UnusableEvent, parse_key_vault_event
 from functions.core.models import Problem
-from functions.core.notifications import Delivery
-from functions.core.requests import parse_json_body
-from functions.core.subscriptions import Subscriptions, parse_webhook_body
 from functions.resources import WEBHOOK_DELIVERIES_QUEUE
 from functions.telemetry import log_context
 from functions.triggers.http_common import error_response, json_response
+
+if TYPE_CHECKING:
+    from functions.core.subscriptions import Subscriptions
+
+# Handlers import their core modules on first use: function_app must import fast (cold start).
 
 log = logging.getLogger(__name__)
 bp = func.Blueprint()
@@ -26,6 +28,8 @@ DELIVERY_STATUSES = ("delivered", "retrying", "dead_lettered", "gone")
 
 @bp.event_grid_trigger(arg_name="event")
 async def keyvault_events(event: func.EventGridEvent) -> None:
+    from functions.core.keyvault_events import UnusableEvent, parse_key_vault_event
+
     try:
         parsed = parse_key_vault_event(
             event_id=event.id, event_type=event.event_type, subject=event.subject, data=event.get_json()
@@ -42,6 +46,8 @@ async def keyvault_events(event: func.EventGridEvent) -> None:
 
 @bp.queue_trigger(arg_name="msg", queue_name=WEBHOOK_DELIVERIES_QUEUE, connection="AzureWebJobsStorage")
 async def webhook_delivery(msg: func.QueueMessage) -> None:
+    from functions.core.notifications import Delivery
+
     delivery = Delivery.from_message(msg.get_body().decode("utf-8"))  # unreadable: poison queue
     svc = await services().ready()
     with log_context(registration_id=delivery.registration_id, operation="webhook.deliver"):
@@ -50,6 +56,8 @@ async def webhook_delivery(msg: func.QueueMessage) -> None:
 
 
 def _subscriptions() -> Subscriptions:
+    from functions.core.subscriptions import Subscriptions
+
     svc = services()
     return Subscriptions(
         store=svc.store, vault=svc.vault, transport=svc.webhook_sender, clock=svc.clock, owner=svc.job_owner()
@@ -58,6 +66,9 @@ def _subscriptions() -> Subscriptions:
 
 @bp.route(route="registrations/{id}/webhooks", methods=["POST"])
 async def add_webhook(req: func.HttpRequest) -> func.HttpResponse:
+    from functions.core.requests import parse_json_body
+    from functions.core.subscriptions import parse_webhook_body
+
     registration_id = req.route_params.get("id", "")
     await services().ready()
     try:
