@@ -26,6 +26,7 @@ from functions.core.models import Problem
 from functions.core.permissions import resource_label
 from functions.core.profiles import Profile
 from functions.core.registrations import CredentialState, Registration
+from functions.profiles.views import mapping_document
 
 log = logging.getLogger(__name__)
 
@@ -230,6 +231,19 @@ def profile_view(p: Profile, *, detailed: bool = True) -> dict[str, Any]:
             ],
             "manualSteps": [{"id": s.id, "title": s.title, "detail": s.detail} for s in p.manual_steps],
             "notes": list(p.notes),
+            # What the seed said, and how Registrar corrected it: typos fixed, retired Azure AD
+            # Graph permissions mapped to Microsoft Graph.
+            "seedWords": list(p.seed_words),
+            "seedCorrections": [
+                {
+                    "resource": resource_label(perm.resource),
+                    "name": perm.name,
+                    "seedSpelling": perm.seed_spelling,
+                }
+                for perm in p.permissions
+                if perm.seed_spelling and perm.seed_spelling != perm.name
+            ],
+            "mappings": [mapping_document(m) for m in p.mappings],
         }
     )
     return view
