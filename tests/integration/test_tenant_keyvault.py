@@ -56,9 +56,12 @@ def error_of(exc: HttpResponseError) -> tuple[int | None, str | None]:
 
 
 def test_first_request_is_challenged_then_succeeds_with_a_token(tenant: TenantProcess) -> None:
+    from azure.keyvault.secrets._shared import http_challenge_cache
+
     wire = WireLog()
-    # The SDK caches challenges per origin for the whole process: other tests have already been
-    # challenged at 127.0.0.1, so reach the same vault by its other name to see a first contact.
+    # The SDK caches challenges per origin for the whole process, so whether this is a first
+    # contact would depend on which tests ran before: forget them, and use the vault's other name.
+    http_challenge_cache.clear()
     vault_url = tenant.vault_url.replace("://127.0.0.1:", "://localhost:")
     client = secret_client(tenant, raw_response_hook=wire, vault_url=vault_url)
     name = unique("challenge")
