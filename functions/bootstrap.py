@@ -212,7 +212,13 @@ class Services:
     def reactions(self) -> KeyVaultReactions:
         from functions.core.keyvault_reactions import KeyVaultReactions
 
-        return KeyVaultReactions(store=self.store, queue=self.queue, clock=self.clock, owner=self.job_owner())
+        return KeyVaultReactions(
+            store=self.store,
+            queue=self.queue,
+            clock=self.clock,
+            owner=self.job_owner(),
+            settings=self.rotation_settings,
+        )
 
     def delivery_worker(self) -> DeliveryWorker:
         from functions.core.delivery import DeliveryWorker

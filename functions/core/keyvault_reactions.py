@@ -27,7 +27,7 @@ from functions.core.models import RegistrationStatus
 from functions.core.notifications import WebhookEvent
 from functions.core.ports import Clock, MessageQueue, RegistrationStore
 from functions.core.registrations import Registration
-from functions.core.rotation import enqueue, rotate_now_job, rotated_event
+from functions.core.rotation import RotationSettings, enqueue, rotate_now_job, rotated_event, rotation_job
 from functions.telemetry import log_context
 
 log = logging.getLogger(__name__)
@@ -87,7 +87,9 @@ class KeyVaultReactions:
         lease_for: timedelta = timedelta(minutes=1),
         lease_wait: timedelta = timedelta(seconds=5),
         sleep: Sleep = asyncio.sleep,
+        settings: RotationSettings | None = None,
     ) -> None:
+        self._settings = settings or RotationSettings()
         self._store = store
         self._queue = queue
         self._clock = clock
@@ -115,6 +117,18 @@ class KeyVaultReactions:
                 return Reaction.NOTIFIED
             generation = record.credential.generation
             if event.kind is KeyVaultEventKind.NEAR_EXPIRY:
+                # Key Vault says "near expiry" 30 days ahead, whatever the lifetime: a credential
+                # living 30 days or less is "near expiry" the moment it is made. Rotating then would
+                # loop (each new version near expiry at once); the timer owns rotation until it is
+                # due, and this event is the safety net for a timer that missed it.
+                scheduled = rotation_job(record, self._settings)
+                if scheduled is not None and scheduled.due_at > self._clock.now():
+                    log.info(
+                        "near expiry of generation %d: not due yet, its rotation is scheduled for %s",
+                        generation,
+                        scheduled.due_at.isoformat(),
+                    )
+                    return Reaction.IGNORED
                 # Announced before the rotation is enqueued: the rotation job holds the lease for
                 # seconds (propagation), and an announcement waiting behind it could give up, be
                 # retried by Event Grid after the version stopped being current, and be lost.

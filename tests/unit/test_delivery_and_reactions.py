@@ -12,7 +12,7 @@ from functions.core.delivery import DeliveryWorker
 from functions.core.intake import webhook_secret_name
 from functions.core.keyvault_events import KeyVaultEvent, KeyVaultEventKind, ObjectType
 from functions.core.keyvault_reactions import KeyVaultReactions, Reaction, registration_id_of
-from functions.core.models import SecretValue, WebhookSpec
+from functions.core.models import CredentialSpec, CredentialType, SecretValue, WebhookSpec
 from functions.core.notifications import Delivery, DeliveryOutcome, WebhookEvent, WebhookSubscription, fan_out
 from functions.core.ports import DeliveryRecord
 from functions.core.rotation_schedule import JobAction, RotationJob
@@ -136,6 +136,8 @@ async def test_near_expiry_enqueues_a_rotation_and_warns_new_version_announces_o
         store=world.store, queue=world.queue, clock=world.clock, owner="events", sleep=fast_sleep
     )
     version = record.credential.secret_version  # type: ignore[union-attr]
+    # Key Vault's NearExpiry comes 30 days before expiry: day 60 of this 90-day secret, when it is due.
+    world.clock.advance(timedelta(days=60))
 
     near = await reactions.handle(_event(KeyVaultEventKind.NEAR_EXPIRY, record.id, version))
     stale = await reactions.handle(_event(KeyVaultEventKind.NEAR_EXPIRY, record.id, "old-version"))
@@ -155,6 +157,29 @@ async def test_near_expiry_enqueues_a_rotation_and_warns_new_version_announces_o
     )
     types = [json.loads(d.body)["type"] for d in world.queue.deliveries()]
     assert types == ["credential.expiring", "credential.rotated"]  # the event path did not announce it again
+
+
+async def test_near_expiry_of_a_credential_not_yet_due_is_left_to_the_timer() -> None:
+    """A short-lived secret is "near expiry" for Key Vault the moment it is made: rotating on that
+    event would rotate every new version at once, for ever."""
+    world = RotationWorld(CredentialSpec(CredentialType.SECRET, timedelta(days=7)))
+    record = await world.active()
+    reactions = KeyVaultReactions(
+        store=world.store, queue=world.queue, clock=world.clock, owner="events", sleep=fast_sleep
+    )
+
+    outcome = await reactions.handle(
+        _event(KeyVaultEventKind.NEAR_EXPIRY, record.id, record.credential.secret_version)  # type: ignore[union-attr]
+    )
+
+    assert outcome is Reaction.IGNORED
+    assert [q for q, _ in world.queue.sent if q == ROTATION_JOBS_QUEUE] == []
+    assert world.queue.deliveries() == []
+    world.clock.advance(timedelta(days=4))  # past half its life: due, so the event rotates it
+    again = await reactions.handle(
+        _event(KeyVaultEventKind.NEAR_EXPIRY, record.id, record.credential.secret_version)  # type: ignore[union-attr]
+    )
+    assert again is Reaction.ROTATION_ENQUEUED
 
 
 async def test_expiry_of_the_current_credential_alerts() -> None:
