@@ -174,6 +174,9 @@ def test_the_timer_rotates_a_credential_without_a_gap_and_tells_the_subscriber(
     assert rotated["previousKeyId"] == first["keyId"]
     assert retired["keyId"] == first["keyId"] and retired["currentKeyId"] == rotated["keyId"]
     assert rotated["secretUri"].startswith(host.endpoints["vaultUrl"])
+    # Announced once, though both the rotation job and Key Vault's SecretNewVersionCreated announce it.
+    gen2 = [e for e in events if e["type"] == "credential.rotated" and e["data"]["generation"] == 2]
+    assert len(gen2) == 1, gen2
 
 
 def test_a_failure_injected_in_the_rotation_is_redelivered_to_exactly_one_new_credential(
