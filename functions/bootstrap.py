@@ -148,7 +148,7 @@ class Services:
             probe=self.probe,
             clock=self.clock,
             settings=WorkflowSettings(verify_timeout=min(self.settings.verify_timeout, timedelta(minutes=5))),
-            owner=self.owner,
+            owner=self.job_owner(),  # one per run: duplicate deliveries in one process must not share a lease
         )
 
     # ------------------------------------------------------------ rotation and notification
@@ -236,7 +236,11 @@ class Services:
         from functions.core.lifecycle import Lifecycle
 
         return Lifecycle(
-            store=self.store, directory=self.directory, vault=self.vault, clock=self.clock, owner=self.owner
+            store=self.store,
+            directory=self.directory,
+            vault=self.vault,
+            clock=self.clock,
+            owner=self.job_owner(),
         )
 
 

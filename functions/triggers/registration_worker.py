@@ -75,6 +75,6 @@ async def registration_worker(msg: func.QueueMessage) -> None:
             index=svc.index,
             queue=svc.queue,
             clock=svc.clock,
-            owner=svc.owner,
+            owner=svc.job_owner(),
             settings=svc.rotation_settings,
         )

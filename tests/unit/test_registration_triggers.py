@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -75,6 +76,9 @@ class FakeServices:
         self.queue = FakeQueue()
         self.index = FakeExpiryIndex()
         self.rotation_settings = RotationSettings()
+
+    def job_owner(self) -> str:
+        return f"{self.owner}-{uuid.uuid4().hex[:8]}"
 
     async def ready(self) -> FakeServices:
         return self
