@@ -13,6 +13,7 @@ import logging
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 from types import FrameType
 
@@ -53,11 +54,12 @@ def _up(args: argparse.Namespace) -> int:
         run_host=not args.no_host,
     )
     stack = Stack(options)
-    stopping = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
-        stopping.set()
-        raise KeyboardInterrupt  # interrupts a start in progress too
+        # Touch no lock here: the handler runs in the main thread between two bytecodes, possibly
+        # while that thread holds one (an Event.set() here once deadlocked inside Event.wait()).
+        # Raising unwinds whatever the main thread was doing, a start in progress included.
+        raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
@@ -66,7 +68,8 @@ def _up(args: argparse.Namespace) -> int:
         print(stack.summary(), flush=True)
         if args.demo:
             threading.Thread(target=_run_demo, args=(options.state_dir,), daemon=True).start()
-        while not stopping.wait(0.5):
+        while True:
+            time.sleep(0.5)
             failed = stack.failed_part()
             if failed:
                 logging.getLogger("devstack").error("%s exited on its own; stopping the stack", failed)

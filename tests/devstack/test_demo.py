@@ -32,3 +32,61 @@ def test_demo_provisions_rotates_and_shows_the_signed_webhooks(stack: dict[str, 
     assert "is active on generation 2" in output
     assert stack["clientSecret"] not in output
     assert "whsec_" not in output  # the webhook signing secret is shown to the caller, not printed
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if text in cmdline:
+                found.append(int(entry.name))
+    return found
+
+
+def test_make_runs_command_serves_the_demo_then_stops_everything_on_sigterm(tmp_path: Path) -> None:
+    """What `make run` runs: the stack, the demo once, serving on; SIGTERM then stops every process
+    (a signal handler that took a lock once deadlocked here after the demo)."""
+    import signal
+    import time
+
+    state = tmp_path / "state"
+    log = tmp_path / "up.log"
+    with log.open("w") as out:
+        up = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "devstack",
+                "up",
+                "--port",
+                "0",
+                "--state-dir",
+                str(state),
+                "--settings",
+                str(tmp_path / "local.settings.json"),
+                "--host-log",
+                str(tmp_path / "host.log"),
+                "--demo",
+            ],
+            cwd=REPO,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        try:
+            deadline = time.monotonic() + 300
+            while "keeps running" not in log.read_text() and time.monotonic() < deadline:
+                assert up.poll() is None, log.read_text()[-3000:]
+                time.sleep(0.5)
+            assert "is active on generation 2" in log.read_text(), log.read_text()[-3000:]
+
+            up.send_signal(signal.SIGTERM)
+            assert up.wait(timeout=90) == 0
+        finally:
+            if up.poll() is None:
+                up.kill()
+    assert _processes_mentioning(str(state)) == []
