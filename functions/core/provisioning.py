@@ -48,6 +48,7 @@ from functions.core.registrations import (
     Registration,
 )
 from functions.core.steps import concurrently, failure_kind, in_step, step_of
+from functions.core.verification import VerifyPolicy, until_accepted
 from functions.telemetry import log_context
 
 log = logging.getLogger(__name__)
@@ -333,25 +334,19 @@ class Provisioner:
     async def _until_accepted(self, record: Registration, kind: CredentialType, secret: SecretValue) -> None:
         """Entra takes a while to accept a new credential: retry with backoff, within a budget."""
         assert record.app_id is not None
-        delay = self._settings.verify_first_delay.total_seconds()
-        budget = self._settings.verify_timeout.total_seconds()
-        waited = 0.0
-        while True:
-            try:
-                if kind is CredentialType.CERTIFICATE:
-                    await self._probe.try_certificate(record.tenant_id, record.app_id, secret)
-                else:
-                    await self._probe.try_secret(record.tenant_id, record.app_id, secret)
-                return
-            except TransientError as err:
-                wait = max(delay, err.retry_after.total_seconds() if err.retry_after else 0.0)
-                if waited + wait > budget:
-                    raise TransientError(
-                        f"the new credential was not accepted within {budget:.0f} s; retrying later"
-                    ) from None
-                await self._sleep(wait)
-                waited += wait
-                delay = min(delay * 2, self._settings.verify_max_delay.total_seconds())
+        await until_accepted(
+            self._probe,
+            tenant_id=record.tenant_id,
+            client_id=record.app_id,
+            kind=kind,
+            secret=secret,
+            policy=VerifyPolicy(
+                timeout=self._settings.verify_timeout,
+                first_delay=self._settings.verify_first_delay,
+                max_delay=self._settings.verify_max_delay,
+            ),
+            sleep=self._sleep,
+        )
 
     # ------------------------------------------------------------ failure
 

@@ -319,7 +319,7 @@ class Rotator:
             await self._index.remove(job)
         if new is None or new.generation < 2:
             return
-        await self._next.unstage(record.id, new.type)
+        await self._next.unstage(record.id)
         await self._announcer.announce(keeper, rotated_event(record, self._clock.now()))
 
     # ------------------------------------------------------------ retire

@@ -192,7 +192,7 @@ class NextGeneration:
         )
         return replace(state, secret_name=name, secret_uri=ref.uri, secret_version=ref.version)
 
-    async def unstage(self, registration_id: str, kind: CredentialType) -> None:
+    async def unstage(self, registration_id: str) -> None:
         """Disable what staging holds: nothing but the published copy stays readable.
 
         Disabled, not deleted: with purge protection a deleted name could not be reused by the
