@@ -2,6 +2,9 @@
 
 PartitionKey = registration id (the API lists one registration's deliveries), RowKey = the
 delivery id (= webhook-id). The URL is not stored (it may carry a token), nor any body.
+Outcomes are written through group commit (table_batches): a fan-out's outcomes share the
+registration's partition and arrive together, so they leave as a few transactions, not one
+request each.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 from datetime import UTC
 from typing import Any
 
+from functions.adapters.table_batches import PartitionBatcher
 from functions.adapters.tables import odata_literal, table_call
 from functions.core.ports import DeliveryRecord
 from functions.resources import WEBHOOK_DELIVERIES_TABLE
@@ -17,8 +21,10 @@ from functions.resources import WEBHOOK_DELIVERIES_TABLE
 class TableDeliveryLog:
     def __init__(self, service: Any, table_name: str = WEBHOOK_DELIVERIES_TABLE) -> None:
         self._table = service.get_table_client(table_name)
+        self._writes = PartitionBatcher(self._table, "record delivery")
 
     async def close(self) -> None:
+        await self._writes.close()
         await self._table.close()
 
     async def record(self, entry: DeliveryRecord) -> None:
@@ -33,7 +39,7 @@ class TableDeliveryLog:
             "LastError": (entry.last_error or "")[:1024],
             "UpdatedAt": entry.updated_at.astimezone(UTC),
         }
-        await table_call("record delivery", entry.delivery_id, lambda: self._table.upsert_entity(entity))
+        await self._writes.upsert(entity)
 
     async def list(self, registration_id: str, *, status: str | None = None) -> list[DeliveryRecord]:
         query = f"PartitionKey eq {odata_literal(registration_id)}"

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from functions.adapters.transport import sdk_client_options
 from functions.core.errors import PermanentError, TransientError
 from functions.core.models import SecretValue
 
@@ -146,7 +147,7 @@ class RegistrarIdentity:
         return credential
 
     def _common_kwargs(self) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {"authority": self._config.authority_host}
+        kwargs: dict[str, Any] = {"authority": self._config.authority_host, **sdk_client_options()}
         if self._config.devstack:
             kwargs["disable_instance_discovery"] = True
         return kwargs
@@ -171,10 +172,12 @@ class RegistrarIdentity:
                     tenant_id, config.client_id, config.client_secret.reveal(), **self._common_kwargs()
                 )
             if config.mode == "managed_identity":
-                return ManagedIdentityCredential(client_id=config.client_id)
+                return ManagedIdentityCredential(client_id=config.client_id, **sdk_client_options())
             if config.mode == "default":
                 return DefaultAzureCredential(
-                    authority=config.authority_host, managed_identity_client_id=config.client_id
+                    authority=config.authority_host,
+                    managed_identity_client_id=config.client_id,
+                    **sdk_client_options(),
                 )
             raise PermanentError(
                 f"unknown REGISTRAR_CREDENTIAL {config.mode!r}", code="IdentityNotConfigured"
@@ -267,7 +270,7 @@ class EntraTokenProbe:
         self._scope = scope
 
     def _kwargs(self) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {"authority": self._authority}
+        kwargs: dict[str, Any] = {"authority": self._authority, **sdk_client_options()}
         if is_loopback_url(self._authority):
             kwargs["disable_instance_discovery"] = True
         return kwargs
