@@ -127,6 +127,21 @@ class Services:
         an HTTP call), and a lease shared by the whole process would let them all in at once."""
         return f"{self.owner}-{uuid.uuid4().hex[:8]}"
 
+    # Users before what they use: the store and logs write through the table service, every
+    # Azure client authenticates through the identity.
+    _CLOSE_ORDER = ("deliveries", "index", "store", "queue", "table_service", "directory", "vault",
+                    "webhook_sender", "identity")  # fmt: skip
+
+    async def close(self) -> None:
+        """Close the adapters built so far (each holds HTTP sessions); benchmarks and tools call
+        this before their event loop ends. The Functions host never does: it ends the process."""
+        for name in self._CLOSE_ORDER:
+            adapter = self.__dict__.pop(name, None)
+            close = getattr(adapter, "close", None)
+            if close is not None:
+                await close()
+        self._ready = False
+
     async def ready(self) -> Services:
         """Create the tables once per process (idempotent; Bicep creates them in Azure too)."""
         if not self._ready:

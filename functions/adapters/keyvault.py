@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 from functions.adapters.graph_errors import parse_retry_after
 from functions.adapters.identity import RegistrarIdentity, is_loopback_url
-from functions.adapters.transport import sdk_client_options
+from functions.adapters.transport import data_plane_options
 from functions.core.errors import NotFound, PermanentError, RegistrarError, TransientError
 from functions.core.models import SecretValue
 from functions.core.ports import VaultCertificate, VaultSecretRef
@@ -130,7 +130,7 @@ class KeyVaultStore:
         return {
             "verify_challenge_resource": not is_loopback_url(self._vault_url),
             "retry_total": self._retries,
-            **sdk_client_options(),
+            **data_plane_options(),
         }
 
     @property

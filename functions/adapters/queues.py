@@ -12,7 +12,7 @@ from datetime import timedelta
 from typing import Any
 
 from functions.adapters.tables import StorageConfig
-from functions.adapters.transport import sdk_client_options
+from functions.adapters.transport import data_plane_options
 from functions.core.errors import NotFound, PermanentError, RegistrarError, TransientError
 from functions.resources import QUEUES
 
@@ -59,7 +59,7 @@ class StorageQueues:
             policies: Mapping[str, Any] = {
                 "message_encode_policy": TextBase64EncodePolicy(),
                 "message_decode_policy": TextBase64DecodePolicy(),
-                **sdk_client_options(),
+                **data_plane_options(),
             }
             if self._config.connection_string:
                 client = QueueClient.from_connection_string(

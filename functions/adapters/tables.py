@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from functions.adapters.transport import sdk_client_options
+from functions.adapters.transport import data_plane_options
 from functions.core.errors import (
     ConcurrencyConflict,
     NotFound,
@@ -84,10 +84,10 @@ def table_service(config: StorageConfig, credential: AsyncTokenCredential | None
     from azure.data.tables.aio import TableServiceClient
 
     if config.connection_string:
-        return TableServiceClient.from_connection_string(config.connection_string, **sdk_client_options())
+        return TableServiceClient.from_connection_string(config.connection_string, **data_plane_options())
     if not config.table_endpoint or credential is None:
         raise PermanentError("no table storage configured (AzureWebJobsStorage)", code="StorageNotConfigured")
-    return TableServiceClient(endpoint=config.table_endpoint, credential=credential, **sdk_client_options())
+    return TableServiceClient(endpoint=config.table_endpoint, credential=credential, **data_plane_options())
 
 
 async def ensure_tables(service: Any, names: tuple[str, ...] = TABLES) -> None:

@@ -1,5 +1,6 @@
 """Every Azure SDK client the adapters build skips aiohttp's per-request proxy lookup unless a
-proxy is configured (functions.adapters.transport): checked on the real SDK objects."""
+proxy is configured, and data-plane clients keep a bounded connection pool
+(functions.adapters.transport): checked on the real SDK objects."""
 
 from __future__ import annotations
 
@@ -13,9 +14,15 @@ from functions.adapters.identity import EntraTokenProbe, IdentityConfig, Registr
 from functions.adapters.keyvault import KeyVaultStore
 from functions.adapters.queues import StorageQueues
 from functions.adapters.tables import StorageConfig, table_service
-from functions.adapters.transport import proxy_configured, sdk_client_options
+from functions.adapters.transport import (
+    CONNECTIONS_PER_HOST,
+    PooledTransport,
+    proxy_configured,
+    sdk_client_options,
+)
 
 HOME = "11111111-1111-1111-1111-111111111111"
+DATA_PLANE = ("key vault secrets", "key vault certificates", "table service", "queue")
 
 
 def transports_of(root: Any, depth: int = 8) -> list[AioHttpTransport]:
@@ -107,3 +114,26 @@ def test_with_a_proxy_every_client_trusts_the_environment(monkeypatch: pytest.Mo
         transports = transports_of(client)
         assert transports, f"{name}: no aiohttp transport found"
         assert all(t._use_env_settings is True for t in transports), name
+
+
+def test_data_plane_clients_get_a_pooled_transport_of_their_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    without_proxy(monkeypatch)
+    built = clients()
+    # (Key Vault clients also reach their credential's transport, which is not a data-plane one.)
+    pooled = {
+        name: [t for t in transports_of(built[name]) if isinstance(t, PooledTransport)] for name in DATA_PLANE
+    }
+    assert all(len(found) == 1 for found in pooled.values()), pooled
+    assert len({id(found[0]) for found in pooled.values()}) == len(DATA_PLANE)
+
+
+@pytest.mark.parametrize("trust_env", [False, True])
+async def test_the_pooled_session_is_made_in_the_loop_with_the_limit(trust_env: bool) -> None:
+    transport = PooledTransport(use_env_settings=trust_env)
+    assert transport.session is None  # nothing made before the loop runs it
+    async with transport:
+        session = transport.session
+        assert session is not None
+        assert session.connector is not None and session.connector.limit_per_host == CONNECTIONS_PER_HOST
+        assert session.trust_env is trust_env
+    assert session.closed

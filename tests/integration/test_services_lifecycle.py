@@ -1,0 +1,44 @@
+"""functions.bootstrap.Services against Azurite: close() releases every HTTP session it opened."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from functions.bootstrap import Services
+from functions.settings import Settings
+
+SAMPLE = Path(__file__).resolve().parents[2] / "local.settings.sample.json"
+
+
+def sessions_of(root: Any, depth: int = 8) -> list[aiohttp.ClientSession]:
+    from tests.unit.test_sdk_transport import transports_of
+
+    return [t.session for t in transports_of(root, depth) if t.session is not None]
+
+
+def test_close_releases_the_sessions_it_opened_and_the_services_can_be_rebuilt(azurite: str) -> None:
+    values = {**json.loads(SAMPLE.read_text(encoding="utf-8"))["Values"], "AzureWebJobsStorage": azurite}
+
+    async def main() -> tuple[list[bool], list[bool], int]:
+        svc = await Services(Settings.from_env(values)).ready()
+        await svc.queue.send("rotation-jobs", "{}")
+        opened = [*sessions_of(svc.table_service), *sessions_of(svc.queue)]
+        before = [s.closed for s in opened]
+        await svc.close()
+        after = [s.closed for s in opened]
+        again = await svc.ready()  # rebuilt on next use
+        await again.queue.send("rotation-jobs", "{}")
+        client = again.queue.client("rotation-jobs")
+        count = (await client.get_queue_properties()).approximate_message_count
+        await again.close()
+        return before, after, count
+
+    before, after, count = asyncio.run(main())
+    assert before and not any(before)
+    assert all(after)
+    assert count == 2
