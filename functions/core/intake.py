@@ -27,7 +27,7 @@ from functions.core.models import (
     RegistrationStatus,
     SecretValue,
 )
-from functions.core.notifications import new_signing_secret
+from functions.core.notifications import display_url, new_signing_secret
 from functions.core.ports import Clock, RegistrationStore, Vault
 from functions.core.registrations import (
     Approval,
@@ -103,7 +103,11 @@ async def accept(
             webhook_secret_name(sub_id),
             secret,
             content_type=WEBHOOK_SECRET_CONTENT_TYPE,
-            tags={"registrationId": registration_id, "subscriptionId": sub_id, "url": spec.url[:256]},
+            tags={
+                "registrationId": registration_id,
+                "subscriptionId": sub_id,
+                "url": display_url(spec.url)[:256],
+            },
             expires_on=None,
         )
         subscriptions.append(

@@ -19,6 +19,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 from functions.core.models import WEBHOOK_EVENTS, SecretValue
 
@@ -243,3 +244,25 @@ def retry_delay(attempt: int, schedule: Sequence[timedelta] = DEFAULT_RETRY_SCHE
     if attempt < 1 or attempt > len(schedule):
         return None
     return schedule[attempt - 1]
+
+
+def display_url(url: str) -> str:
+    """A webhook URL as the API, Key Vault tags and operators see it: user info and query values
+    hidden. Receivers often authenticate with a token in the URL (an Azure Functions ?code=, a
+    Logic Apps sig=, basic auth in the authority); the full URL is kept only where a delivery
+    needs it (the registration record and the delivery messages). A token in the path itself
+    cannot be told from an ordinary path segment and is shown as given.
+    """
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return "(unparseable URL)"
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    authority = ("***@" if parts.username or parts.password else "") + host + (f":{port}" if port else "")
+    query = "&".join(
+        f"{pair.split('=', 1)[0]}=***" if "=" in pair else "***" for pair in parts.query.split("&") if pair
+    )
+    return f"{parts.scheme}://{authority}{parts.path}" + (f"?{query}" if query else "")

@@ -15,7 +15,7 @@ from functions.core.errors import NotFound, PermanentError, ValidationFailed
 from functions.core.intake import WEBHOOK_SECRET_CONTENT_TYPE, webhook_secret_name
 from functions.core.keeper import RecordKeeper
 from functions.core.models import WEBHOOK_EVENTS, Problem, SecretValue, WebhookSpec
-from functions.core.notifications import new_signing_secret
+from functions.core.notifications import display_url, new_signing_secret
 from functions.core.ports import Clock, RegistrationStore, Vault, WebhookTransport
 from functions.core.registrations import WebhookSubscriptionRef
 
@@ -86,7 +86,11 @@ class Subscriptions:
                 name,
                 secret,
                 content_type=WEBHOOK_SECRET_CONTENT_TYPE,
-                tags={"registrationId": registration_id, "subscriptionId": subscription_id},
+                tags={
+                    "registrationId": registration_id,
+                    "subscriptionId": subscription_id,
+                    "url": display_url(spec.url)[:256],
+                },
                 expires_on=None,
             )
             ref = WebhookSubscriptionRef(subscription_id, spec.url, spec.events, name, self._clock.now())

@@ -23,6 +23,7 @@ from functions.core.errors import (
     ValidationFailed,
 )
 from functions.core.models import Problem
+from functions.core.notifications import display_url
 from functions.core.permissions import resource_label
 from functions.core.profiles import Profile
 from functions.core.registrations import CredentialState, Registration
@@ -161,7 +162,7 @@ def registration_view(r: Registration, url: str | None = None) -> dict[str, Any]
         }
         if r.approval
         else None,
-        "webhooks": [{"id": w.id, "url": w.url, "events": list(w.events)} for w in r.webhooks],
+        "webhooks": [{"id": w.id, "url": display_url(w.url), "events": list(w.events)} for w in r.webhooks],
         "history": [
             {"step": e.step, "outcome": e.outcome, "at": _iso(e.at), "detail": e.detail} for e in r.history
         ],

@@ -11,6 +11,7 @@ import azure.functions as func
 from functions.bootstrap import services
 from functions.core.errors import RegistrarError, ValidationFailed
 from functions.core.models import Problem
+from functions.core.notifications import display_url
 from functions.resources import WEBHOOK_DELIVERIES_QUEUE
 from functions.telemetry import log_context
 from functions.triggers.http_common import error_response, json_response
@@ -77,7 +78,7 @@ async def add_webhook(req: func.HttpRequest) -> func.HttpResponse:
     except RegistrarError as err:
         return error_response(err)
     # The signing secret is shown this once; afterwards it lives in Key Vault only.
-    body = {"id": ref.id, "url": ref.url, "events": list(ref.events), "secret": secret.reveal()}
+    body = {"id": ref.id, "url": display_url(ref.url), "events": list(ref.events), "secret": secret.reveal()}
     return json_response(body, 201)
 
 

@@ -24,6 +24,7 @@ from functions.bootstrap import services
 from functions.core.errors import Forbidden, RegistrarError, ValidationFailed
 from functions.core.intake import accept, plan_from_validated
 from functions.core.models import Problem, RegistrationStatus
+from functions.core.notifications import display_url
 from functions.core.policy import (
     CLIENT_PRINCIPAL_HEADER,
     ROLE_ADMIN,
@@ -98,7 +99,7 @@ async def create_registration(req: func.HttpRequest) -> func.HttpResponse:
         "webhooks": [
             {
                 "id": w.id,
-                "url": w.url,
+                "url": display_url(w.url),
                 "events": list(w.events),
                 # shown once, to the caller whose request created the subscription
                 "secret": accepted.webhook_secrets[w.id].reveal()

@@ -16,6 +16,7 @@ from functions.core.notifications import (
     WebhookEvent,
     WebhookSubscription,
     delivery_id,
+    display_url,
     fan_out,
     new_signing_secret,
     retry_delay,
@@ -150,3 +151,21 @@ def test_every_documented_event_type_can_be_built() -> None:
     for event_type in WEBHOOK_EVENTS:
         event = WebhookEvent(id=f"e-{event_type}", type=event_type, occurred_at=NOW, registration_id="reg-1")
         assert json.loads(event.body())["type"] == event_type
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        (
+            "https://hooks.contoso.com/a/b?code=abc123&clientId=x",
+            "https://hooks.contoso.com/a/b?code=***&clientId=***",
+        ),
+        ("https://user:pw@h.example.com:8443/p?flag", "https://***@h.example.com:8443/p?***"),
+        ("https://[::1]:9/x#token", "https://[::1]:9/x"),
+        ("http://127.0.0.1:5000/hook", "http://127.0.0.1:5000/hook"),
+        ("https://h.example.com/p?a=&b", "https://h.example.com/p?a=***&***"),
+        ("https://h.example.com:99999/", "(unparseable URL)"),
+    ],
+)
+def test_display_url_hides_user_info_query_values_and_fragment(url: str, shown: str) -> None:
+    assert display_url(url) == shown

@@ -362,3 +362,28 @@ def test_the_checker_catches_a_response_that_breaks_the_document() -> None:
     found = response_errors(document, "/registrations", "POST", 202, broken, content_type="application/json")
     assert any("weird" in e for e in found) and any("statusUrl" in e for e in found)
     assert response_errors(document, "/registrations", "POST", 418, {}, content_type="application/json")
+
+
+async def test_a_token_in_a_webhook_url_shows_nowhere_but_the_record(svc: FakeServices) -> None:
+    """Receivers often authenticate with the URL (the ?code= of an Azure Function, a Logic App's
+    sig=): the API and Key Vault's tags show it without, the record keeps it whole for deliveries.
+    (User information in a webhook URL is refused outright.)"""
+    token, signature = "Fn-code-7Qx2", "sig-9Kd3"
+    hooks = [
+        {"url": f"https://receiver.example.com/api/hook?code={token}&clientId=registrar"},
+        {"url": f"https://prod-1.westeurope.logic.azure.com/workflows/w1/invoke?sv=1.0&sig={signature}"},
+    ]
+    created = await api.create_registration(http("POST", "registrations", request_body(webhooks=hooks)))
+    body = as_json(created)
+    assert [w["url"] for w in body["webhooks"]] == [
+        "https://receiver.example.com/api/hook?code=***&clientId=***",
+        "https://prod-1.westeurope.logic.azure.com/workflows/w1/invoke?sv=***&sig=***",
+    ]
+    viewed = await api.get_registration(http("GET", f"registrations/{body['id']}", route={"id": body["id"]}))
+    assert [w["url"] for w in as_json(viewed)["webhooks"]] == [w["url"] for w in body["webhooks"]]
+    tags = json.dumps([v.ref.tags for versions in svc.vault.secrets.values() for v in versions])
+    assert "receiver.example.com/api/hook" in tags
+    for text in (created.get_body().decode(), viewed.get_body().decode(), tags):
+        assert token not in text and signature not in text
+    record = await svc.store.get(body["id"])
+    assert [w.url for w in record.webhooks] == [h["url"] for h in hooks]
