@@ -35,6 +35,12 @@ def _parser() -> argparse.ArgumentParser:
         help="start Azurite and the tenant only; serve the app with `func start` on --port",
     )
     up.add_argument(
+        "--managed-identity",
+        action="store_true",
+        help="the host signs in with the function app's managed identity (the tenant's identity"
+        " endpoint), as in Azure, instead of the bootstrap identity's client secret",
+    )
+    up.add_argument(
         "--demo",
         action="store_true",
         help="once the stack is ready, run the guided demo (`make run` does), then keep serving",
@@ -52,6 +58,7 @@ def _up(args: argparse.Namespace) -> int:
         settings_file=args.settings.resolve() if args.settings else None,
         host_log=args.host_log,
         run_host=not args.no_host,
+        managed_identity=args.managed_identity,
     )
     stack = Stack(options)
 

@@ -34,11 +34,15 @@ STACK_SETTINGS = (
     "REGISTRAR_AUTHORITY_HOST",
     "REGISTRAR_GRAPH_BASE_URL",
     "REGISTRAR_KEY_VAULT_URL",
+    "REGISTRAR_CREDENTIAL",
     "REGISTRAR_CLIENT_ID",
     "REGISTRAR_CLIENT_SECRET",
     "SSL_CERT_FILE",
     "REQUESTS_CA_BUNDLE",
 )
+
+# Set by the platform, not by app settings: a process has them only when it has a managed identity.
+IDENTITY_VARIABLES = ("IDENTITY_ENDPOINT", "IDENTITY_HEADER", "MSI_ENDPOINT", "MSI_SECRET")
 
 
 @dataclass
@@ -51,6 +55,10 @@ class StackOptions:
     tenant_args: list[str] = field(default_factory=list)
     settings: dict[str, str] = field(default_factory=dict)  # extra app settings (tests: fast schedules...)
     run_host: bool = True  # False: only Azurite and the tenant, for `func start` on `port`
+    # True: the host signs in as in Azure, with the function app's managed identity (the tenant's
+    # identity endpoint, given to the host as the platform does: IDENTITY_ENDPOINT and
+    # IDENTITY_HEADER); False: with the tenant's bootstrap identity's client secret.
+    managed_identity: bool = False
 
     @property
     def settings_path(self) -> Path:
@@ -80,7 +88,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def stack_settings(storage: str, tenant: dict[str, Any] | None) -> dict[str, str]:
+def stack_settings(
+    storage: str, tenant: dict[str, Any] | None, *, managed_identity: bool = False
+) -> dict[str, str]:
     values = {"AzureWebJobsStorage": storage}
     if tenant:
         values |= {
@@ -88,11 +98,21 @@ def stack_settings(storage: str, tenant: dict[str, Any] | None) -> dict[str, str
             "REGISTRAR_AUTHORITY_HOST": tenant["authority"],
             "REGISTRAR_GRAPH_BASE_URL": tenant["graphUrl"],
             "REGISTRAR_KEY_VAULT_URL": tenant["vaultUrl"],
-            "REGISTRAR_CLIENT_ID": tenant["clientId"],
-            "REGISTRAR_CLIENT_SECRET": tenant["clientSecret"],
             "SSL_CERT_FILE": tenant["caFile"],
             "REQUESTS_CA_BUNDLE": tenant["caFile"],
         }
+        if managed_identity:  # system-assigned: no client id, no secret anywhere in the settings
+            values |= {
+                "REGISTRAR_CREDENTIAL": "managed_identity",
+                "REGISTRAR_CLIENT_ID": "",
+                "REGISTRAR_CLIENT_SECRET": "",
+            }
+        else:
+            values |= {
+                "REGISTRAR_CREDENTIAL": "client_secret",
+                "REGISTRAR_CLIENT_ID": tenant["clientId"],
+                "REGISTRAR_CLIENT_SECRET": tenant["clientSecret"],
+            }
     return values
 
 
@@ -165,10 +185,15 @@ class Stack:
             tenant_info = self._start_tenant(webhook)
         else:
             log.warning("devstack.tenant is not available yet: starting without the local tenant")
+        if options.managed_identity and not (tenant_info and tenant_info.get("identityEndpoint")):
+            raise RuntimeError("managed identity asked for, but the local tenant has no identity endpoint")
         action = write_settings(
             options.settings_path,
             options.app_dir / "local.settings.sample.json",
-            {**options.settings, **stack_settings(storage, tenant_info)},
+            {
+                **options.settings,
+                **stack_settings(storage, tenant_info, managed_identity=options.managed_identity),
+            },
         )
         log.info("%s %s", action.capitalize(), options.settings_path)
         host_url = f"http://127.0.0.1:{host_port}"
@@ -180,7 +205,7 @@ class Stack:
                 settings_file=options.settings_path,
                 state_dir=options.state_dir / "host",
                 log_path=options.host_log,
-                env=self._host_env(tenant_info),
+                env=self._host_env(tenant_info, managed_identity=options.managed_identity),
             )
             host_url, functions = self.host.url, self.host.functions
         self.endpoints = {
@@ -198,13 +223,17 @@ class Stack:
         return self.endpoints
 
     @staticmethod
-    def _host_env(tenant_info: dict[str, Any] | None) -> dict[str, str]:
+    def _host_env(tenant_info: dict[str, Any] | None, *, managed_identity: bool = False) -> dict[str, str]:
         """The caller's environment without the stack's settings, but trusting the tenant's CA from
         the start: the host imports aiohttp (which reads SSL_CERT_FILE once, at import) before it
-        exports local.settings.json, so the CA given only there would come too late."""
-        env = {k: v for k, v in os.environ.items() if k not in STACK_SETTINGS}
+        exports local.settings.json, so the CA given only there would come too late. With a managed
+        identity, the two variables App Service and Functions give a process that has one."""
+        env = {k: v for k, v in os.environ.items() if k not in (*STACK_SETTINGS, *IDENTITY_VARIABLES)}
         if tenant_info:
             env["SSL_CERT_FILE"] = env["REQUESTS_CA_BUNDLE"] = tenant_info["caFile"]
+            if managed_identity:
+                env["IDENTITY_ENDPOINT"] = tenant_info["identityEndpoint"]
+                env["IDENTITY_HEADER"] = tenant_info["identityHeader"]
         return env
 
     def _index_app(self) -> subprocess.Popen[str]:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from devstack.stack import stack_settings, write_settings
+import pytest
+
+from devstack.stack import Stack, stack_settings, write_settings
 
 TENANT = {
     "tenantId": "t-1",
@@ -15,6 +17,8 @@ TENANT = {
     "clientId": "c-1",
     "clientSecret": "local-secret",
     "caFile": "/state/tenant/ca.pem",
+    "identityEndpoint": "https://127.0.0.1:1234/msi/token",
+    "identityHeader": "local-identity-header",
 }
 
 
@@ -28,6 +32,7 @@ def test_created_from_the_sample_plus_the_stack_endpoints(tmp_path: Path) -> Non
     assert values["EXTRA"] == "x"
     assert values["AzureWebJobsStorage"] == "conn-a"
     assert values["REGISTRAR_CLIENT_ID"] == "c-1"
+    assert values["REGISTRAR_CREDENTIAL"] == "client_secret"
     assert values["SSL_CERT_FILE"] == values["REQUESTS_CA_BUNDLE"] == "/state/tenant/ca.pem"
     assert oct(target.stat().st_mode & 0o777) == "0o600"
 
@@ -45,3 +50,16 @@ def test_an_existing_file_keeps_the_developers_values_and_gets_fresh_endpoints(t
         "NEW_SETTING": "since added",
         "AzureWebJobsStorage": "conn-b",
     }
+
+
+def test_with_a_managed_identity_the_settings_hold_no_secret_and_the_host_gets_the_endpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    values = stack_settings("conn-c", TENANT, managed_identity=True)
+    assert values["REGISTRAR_CREDENTIAL"] == "managed_identity"
+    assert values["REGISTRAR_CLIENT_ID"] == values["REGISTRAR_CLIENT_SECRET"] == ""
+    assert "local-secret" not in json.dumps(values)
+    monkeypatch.setenv("IDENTITY_ENDPOINT", "http://stale.example/msi")  # the caller's own: never passed on
+    assert Stack._host_env(TENANT, managed_identity=True)["IDENTITY_ENDPOINT"] == TENANT["identityEndpoint"]
+    assert Stack._host_env(TENANT, managed_identity=True)["IDENTITY_HEADER"] == "local-identity-header"
+    assert "IDENTITY_ENDPOINT" not in Stack._host_env(TENANT)
