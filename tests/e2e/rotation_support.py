@@ -38,7 +38,12 @@ def private_host(stack: Stack) -> Host:
 
 
 def start_private_stack(
-    state_dir: Path, ca_dir: Path, settings: dict[str, str], tenant_args: list[str] | None = None
+    state_dir: Path,
+    ca_dir: Path,
+    settings: dict[str, str],
+    tenant_args: list[str] | None = None,
+    *,
+    managed_identity: bool = False,
 ) -> Stack:
     sample = json.loads((REPO_ROOT / "local.settings.sample.json").read_text(encoding="utf-8"))
     sample.setdefault("Values", {}).update(settings)
@@ -46,7 +51,7 @@ def start_private_stack(
     settings_file = state_dir / "local.settings.json"
     settings_file.write_text(json.dumps(sample, indent=2), encoding="utf-8")
     settings_file.chmod(0o600)
-    return start_stack(state_dir, tenant_args=tenant_args, ca_dir=ca_dir)
+    return start_stack(state_dir, tenant_args=tenant_args, ca_dir=ca_dir, managed_identity=managed_identity)
 
 
 def wait_until(what: str, check: Callable[[], T | None], timeout_s: float, every_s: float = 0.25) -> T:
