@@ -9,9 +9,10 @@ from typing import Any
 
 from aiohttp import web
 
-from devstack.tenant.context import MARK_DIRTY, REGISTRY, SIM, SimulationConfig
+from devstack.tenant.context import BASE_URL, MARK_DIRTY, REGISTRY, SIM, SimulationConfig
 from devstack.tenant.errors import json_response
 from devstack.tenant.faults import FAULTS, STATS, FaultRule
+from devstack.tenant.managed_identity import MSI_PATH
 from devstack.tenant.throttling import THROTTLER
 
 # Builds the startup-line JSON for a tenant id (set by server.py).
@@ -155,10 +156,19 @@ async def create_tenant(request: web.Request) -> web.Response:
 
 async def list_tenants(request: web.Request) -> web.Response:
     registry = request.app[REGISTRY]
+    identity_endpoint = request.app[BASE_URL] + MSI_PATH
     return json_response(
         {
             "homeTenantId": registry.home_tenant_id,
-            "value": [{"tenantId": tid, "clientId": e.client_id} for tid, e in registry.entries.items()],
+            "value": [
+                {
+                    "tenantId": tid,
+                    "clientId": e.client_id,
+                    "identityEndpoint": identity_endpoint,
+                    "identityHeader": e.identity_header,
+                }
+                for tid, e in registry.entries.items()
+            ],
         }
     )
 

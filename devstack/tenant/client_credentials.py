@@ -19,6 +19,7 @@ from devstack.tenant.context import (
     KEY_VAULT_RESOURCE,
     CertificateRecord,
     ClientRecord,
+    FederatedRecord,
     ResourceRecord,
     SecretRecord,
 )
@@ -66,6 +67,10 @@ def client_record(directory: Any, app_id: str) -> ClientRecord | None:
             )
             for k in app.key_credentials
             if k.usage == "Verify"
+        ),
+        federated=tuple(
+            FederatedRecord(f.id, f.issuer, f.subject, tuple(f.audiences), f.created_at)
+            for f in getattr(app, "federated_credentials", ())
         ),
     )
 

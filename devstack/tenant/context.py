@@ -93,6 +93,17 @@ class CertificateRecord:
 
 
 @dataclass(frozen=True)
+class FederatedRecord:
+    """One federatedIdentityCredential as the token endpoint matches a federated client assertion."""
+
+    id: str
+    issuer: str  # compared case-sensitively with the assertion's iss, as Entra does
+    subject: str  # ... with its sub
+    audiences: tuple[str, ...]  # ... one of them with its aud
+    created: float  # Unix seconds of the last change (propagation delay counts from here)
+
+
+@dataclass(frozen=True)
 class ClientRecord:
     """Everything the token endpoint needs about one client app in one tenant."""
 
@@ -102,6 +113,7 @@ class ClientRecord:
     service_principal_id: str | None  # None: no service principal in this tenant -> AADSTS700016
     secrets: tuple[SecretRecord, ...]
     certificates: tuple[CertificateRecord, ...]
+    federated: tuple[FederatedRecord, ...] = ()
 
 
 @dataclass(frozen=True)

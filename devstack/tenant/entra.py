@@ -21,6 +21,7 @@ from devstack.tenant.client_credentials import (
 )
 from devstack.tenant.context import BASE_URL, REGISTRY, SIM, ClientRecord, DirectoryView
 from devstack.tenant.errors import entra_error, json_response
+from devstack.tenant.federation import check_federated_assertion, is_federated_assertion, issuer_keys
 from devstack.tenant.tokens import SigningKey
 
 SIGNING_KEY: web.AppKey[SigningKey] = web.AppKey("signing_key", SigningKey)
@@ -159,6 +160,30 @@ async def token(request: web.Request) -> web.Response:
         return entra_error(error.status, error.error, error.code, error.description)
 
 
+def _authenticate(
+    request: web.Request, values: dict[str, str], tenant: str, directory: DirectoryView, client: ClientRecord
+) -> tuple[str, bool]:
+    """(id of the credential that authenticated the client, whether it was an assertion: appidacr 2)."""
+    now, delay = time.time(), request.app[SIM].propagation_delay_s
+    if "client_secret" in values:
+        return check_secret(client, values["client_secret"], now, delay), False
+    if "client_assertion" not in values:
+        raise EntraError(
+            401,
+            "invalid_client",
+            7000218,
+            "The request body must contain the following parameter: 'client_assertion' or 'client_secret'.",
+        )
+    if values.get("client_assertion_type") != ASSERTION_TYPE:
+        raise EntraError(400, "invalid_request", 50027, "Invalid client_assertion_type.")
+    assertion, base = values["client_assertion"], request.app[BASE_URL]
+    if is_federated_assertion(assertion, client.app_id):
+        keys = issuer_keys(base, request.app[REGISTRY], request.app[SIGNING_KEY])
+        return check_federated_assertion(client, assertion, keys, now, delay), True
+    audiences = {f"{base}/{t}/oauth2/v2.0/token" for t in (tenant, directory.tenant_id)}
+    return check_assertion(client, assertion, audiences, now, delay), True
+
+
 async def _token(request: web.Request) -> web.Response:
     tenant = request.match_info["tenant"]
     try:
@@ -201,23 +226,7 @@ async def _token(request: web.Request) -> web.Response:
     client = client_record(directory, client_id)
     if client is None or client.service_principal_id is None:
         raise unknown_client(client_id, tenant)
-    now, delay = time.time(), request.app[SIM].propagation_delay_s
-    if "client_secret" in values:
-        key_id, by_certificate = check_secret(client, values["client_secret"], now, delay), False
-    elif "client_assertion" in values:
-        if values.get("client_assertion_type") != ASSERTION_TYPE:
-            raise EntraError(400, "invalid_request", 50027, "Invalid client_assertion_type.")
-        base, tid = request.app[BASE_URL], directory.tenant_id
-        audiences = {f"{base}/{t}/oauth2/v2.0/token" for t in (tenant, tid)}
-        key_id = check_assertion(client, values["client_assertion"], audiences, now, delay)
-        by_certificate = True
-    else:
-        raise EntraError(
-            401,
-            "invalid_client",
-            7000218,
-            "The request body must contain the following parameter: 'client_assertion' or 'client_secret'.",
-        )
+    key_id, by_certificate = _authenticate(request, values, tenant, directory, client)
     resource = resource_record(directory, scope)
     if resource is None:
         raise EntraError(

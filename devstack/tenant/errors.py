@@ -85,9 +85,24 @@ def entra_error(
     return json_response(body, status, headers)
 
 
-# Which of the three APIs a path belongs to, so injected faults and 404s take the right shape.
-GRAPH, VAULT, ENTRA, ADMIN, OTHER = "graph", "vault", "entra", "admin", "other"
+def msi_error(status: int, message: str) -> web.Response:
+    """The managed identity endpoint's error (App Service, as observed):
+    {"statusCode", "message", "correlationId"}, application/json; charset=utf-8, X-CORRELATION-ID."""
+    correlation_id = str(uuid.uuid4())
+    body = {"statusCode": status, "message": message, "correlationId": correlation_id}
+    return web.Response(
+        body=json.dumps(body, separators=(",", ":")).encode(),
+        status=status,
+        content_type=JSON,
+        charset="utf-8",
+        headers={"X-CORRELATION-ID": correlation_id},
+    )
+
+
+# Which of the APIs a path belongs to, so injected faults and 404s take the right shape.
+GRAPH, VAULT, ENTRA, MSI, ADMIN, OTHER = "graph", "vault", "entra", "msi", "admin", "other"
 _VAULT_PREFIXES = ("/secrets", "/certificates", "/deletedsecrets", "/deletedcertificates", "/keys")
+MSI_PREFIX = "/msi/"  # the managed identity endpoint (managed_identity.py)
 
 
 def api_of(path: str) -> str:
@@ -95,6 +110,8 @@ def api_of(path: str) -> str:
         return GRAPH
     if path.startswith("/_sim"):
         return ADMIN
+    if path.startswith(MSI_PREFIX):
+        return MSI
     if path.startswith(_VAULT_PREFIXES):
         return VAULT
     if "/oauth2/" in path or "/v2.0/" in path or path.endswith("/discovery/keys"):
@@ -108,6 +125,8 @@ def error_for(
     """An error of the given status in the shape of the API the request addressed."""
     if api == VAULT:
         return vault_error(status, code or _vault_code(status), message)
+    if api == MSI:
+        return msi_error(status, message)
     if api == ENTRA:
         error = code or ("temporarily_unavailable" if status >= 500 else "invalid_request")
         return entra_error(status, error, None, message)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import hmac
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from devstack.tenant.graph import directory as graph
@@ -17,6 +18,10 @@ class TenantEntry:
     # The bootstrap secret is kept so that the printed clientSecret keeps working across restarts of
     # a local development tenant (Entra itself keeps only a digest: graph/ does too).
     client_secret: str
+    # The IDENTITY_HEADER of the "function app" whose managed identity is this tenant's bootstrap
+    # identity: the managed identity endpoint knows the caller's tenant by it. App Service's value is a
+    # GUID; uuid4 draws its 122 bits from os.urandom, so it is as hard to guess.
+    identity_header: str = field(default_factory=lambda: str(uuid.uuid4()))
 
 
 class TenantRegistry:
@@ -38,6 +43,14 @@ class TenantRegistry:
         self._directories[tenant_id] = entry.directory
         return entry
 
+    def by_identity_header(self, value: str) -> tuple[str, TenantEntry] | None:
+        """The tenant whose identity header this is (compared in constant time: it is a secret)."""
+        found = None
+        for tenant_id, entry in self.entries.items():
+            if hmac.compare_digest(entry.identity_header.encode(), value.encode()):
+                found = (tenant_id, entry)
+        return found
+
     def create(self, tenant_id: str | None = None) -> tuple[str, TenantEntry]:
         tenant_id = tenant_id or str(uuid.uuid4())
         if tenant_id in self.entries:
@@ -52,6 +65,7 @@ class TenantRegistry:
                 tenant_id: {
                     "clientId": entry.client_id,
                     "clientSecret": entry.client_secret,
+                    "identityHeader": entry.identity_header,
                     "directory": entry.directory.to_dict(),
                 }
                 for tenant_id, entry in self.entries.items()
@@ -63,5 +77,8 @@ class TenantRegistry:
         registry = cls(str(data["homeTenantId"]))
         for tenant_id, saved in data["tenants"].items():
             directory = graph.Directory.from_dict(saved["directory"])
-            registry.add(tenant_id, TenantEntry(directory, saved["clientId"], saved["clientSecret"]))
+            entry = TenantEntry(directory, saved["clientId"], saved["clientSecret"])
+            if saved.get("identityHeader"):  # older snapshots have none: a new one is drawn
+                entry.identity_header = saved["identityHeader"]
+            registry.add(tenant_id, entry)
         return registry

@@ -18,7 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
-from devstack.tenant import admin, ca, entra, persistence
+from devstack.tenant import admin, ca, entra, managed_identity, persistence
 from devstack.tenant.auth import Authenticator
 from devstack.tenant.context import AUTHENTICATE, BASE_URL, MARK_DIRTY, REGISTRY, SIM, SimulationConfig
 from devstack.tenant.faults import FAULTS, STATS, FaultRule, FaultRules, Stats, simulation_middleware
@@ -102,6 +102,10 @@ class TenantServer:
             "adminUrl": f"{self.base_url}/_sim",
             "port": self.port,
             "stateDir": str(self.state_dir),
+            # IDENTITY_ENDPOINT / IDENTITY_HEADER of the tenant's "function app": its managed identity
+            # is the bootstrap identity above (managed_identity.py).
+            "identityEndpoint": managed_identity.endpoint(self.base_url),
+            "identityHeader": entry.identity_header,
         }
 
     def _build_app(self) -> web.Application:
@@ -125,6 +129,7 @@ class TenantServer:
         app[VAULT] = self.vault
         app.add_routes(admin.routes())
         app.add_routes(entra.routes())
+        app.add_routes(managed_identity.routes())
         app.add_routes(_graph_routes())
         app.add_routes(self.vault.routes())
         return app

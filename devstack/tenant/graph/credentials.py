@@ -307,8 +307,10 @@ def post_fic(call: Call, match: re.Match[str]) -> Reply:
         subject=spec["subject"],
         audiences=list(spec["audiences"]),
         description=spec.get("description"),
+        created_at=time.time(),
     )
     app.federated_credentials.append(fic)
+    app.record_cache = None  # the token endpoint's view of the app now holds this credential
     context = call.context_url(f"applications('{app.id}')/federatedIdentityCredentials/$entity")
     return Reply.data(201, fic.to_graph(), context)
 
@@ -331,9 +333,14 @@ def patch_fic(call: Call, match: re.Match[str]) -> Reply:
     issuer, subject = spec.get("issuer", fic.issuer), spec.get("subject", fic.subject)
     if any(f is not fic and f.issuer == issuer and f.subject == subject for f in app.federated_credentials):
         raise conflict("FederatedIdentityCredential with the same issuer and subject already exists.")
-    fic.issuer, fic.subject = issuer, subject
-    fic.audiences = list(spec.get("audiences", fic.audiences))
+    audiences = list(spec.get("audiences", fic.audiences))
+    if (issuer, subject, audiences) != (fic.issuer, fic.subject, fic.audiences):
+        # A changed trust propagates like a new one: until then the token endpoint still matches
+        # nothing for it (the old values are not kept, so it is simply not yet usable).
+        fic.created_at = time.time()
+    fic.issuer, fic.subject, fic.audiences = issuer, subject, audiences
     fic.description = spec.get("description", fic.description)
+    app.record_cache = None
     return Reply.empty(204)
 
 
@@ -342,6 +349,7 @@ def delete_fic(call: Call, match: re.Match[str]) -> Reply:
     authz.require_app_write(call.principal, app)
     fic = _find_fic(app, _fic_key(match))
     app.federated_credentials.remove(fic)
+    app.record_cache = None
     return Reply.empty(204)
 
 

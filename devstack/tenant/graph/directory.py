@@ -18,6 +18,7 @@ from devstack.tenant.context import (
     KEY_VAULT_RESOURCE,
     CertificateRecord,
     ClientRecord,
+    FederatedRecord,
     ResourceRecord,
     SecretRecord,
 )
@@ -120,6 +121,10 @@ class Directory:
                 )
                 for k in app.key_credentials
                 if k.usage == "Verify"
+            ),
+            federated=tuple(
+                FederatedRecord(f.id, f.issuer, f.subject, tuple(f.audiences), f.created_at)
+                for f in app.federated_credentials
             ),
         )
         app.record_cache = record

@@ -203,6 +203,10 @@ class FederatedIdentityCredential:
     subject: str
     audiences: list[str]
     description: str | None = None
+    # Unix seconds of the last change of issuer/subject/audiences: the token endpoint ignores the
+    # credential until the propagation delay has passed since then (as for secrets and certificates).
+    # Snapshots without it load as 0.0, i.e. long propagated.
+    created_at: float = 0.0
 
     def to_graph(self) -> dict[str, Any]:
         return {
@@ -215,11 +219,12 @@ class FederatedIdentityCredential:
         }
 
     def to_dict(self) -> dict[str, Any]:
-        return self.to_graph()
+        return {**self.to_graph(), "createdAt": self.created_at}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FederatedIdentityCredential:
-        return cls(**{k: data[k] for k in ("id", "name", "issuer", "subject", "audiences", "description")})
+        fields = {k: data[k] for k in ("id", "name", "issuer", "subject", "audiences", "description")}
+        return cls(**fields, created_at=float(data.get("createdAt", 0.0)))
 
 
 class GraphObject:
