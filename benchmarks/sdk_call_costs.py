@@ -68,16 +68,13 @@ async def measure(
     return figures
 
 
-async def one_after_another(endpoints: dict[str, Any], pids: dict[str, int], calls: int) -> None:
-    from azure.data.tables.aio import TableServiceClient
+def bootstrap_credential(endpoints: dict[str, Any]) -> Any:
+    """The tenant's bootstrap identity (it may read the vault), as the adapters build credentials."""
     from azure.identity.aio import ClientSecretCredential
-    from azure.keyvault.secrets.aio import SecretClient
-    from azure.storage.queue.aio import QueueClient
 
-    from functions.adapters.transport import data_plane_options, sdk_client_options
+    from functions.adapters.transport import sdk_client_options
 
-    storage = endpoints["storageConnectionString"]
-    credential = ClientSecretCredential(
+    return ClientSecretCredential(
         endpoints["tenantId"],
         endpoints["clientId"],
         endpoints["clientSecret"],
@@ -85,6 +82,17 @@ async def one_after_another(endpoints: dict[str, Any], pids: dict[str, int], cal
         disable_instance_discovery=True,
         **sdk_client_options(),
     )
+
+
+async def one_after_another(endpoints: dict[str, Any], pids: dict[str, int], calls: int) -> None:
+    from azure.data.tables.aio import TableServiceClient
+    from azure.keyvault.secrets.aio import SecretClient
+    from azure.storage.queue.aio import QueueClient
+
+    from functions.adapters.transport import data_plane_options
+
+    storage = endpoints["storageConnectionString"]
+    credential = bootstrap_credential(endpoints)
     print(f"one call after another ({calls} each):")
     for label, options in (("azure-core default", dict), ("adapters' transport", data_plane_options)):
         queue = QueueClient.from_connection_string(storage, "sdk-costs", **options())
@@ -125,20 +133,12 @@ async def one_after_another(endpoints: dict[str, Any], pids: dict[str, int], cal
 async def bursts(endpoints: dict[str, Any], pids: dict[str, int], burst: int) -> None:
     from azure.core.pipeline.transport import AioHttpTransport
     from azure.data.tables.aio import TableServiceClient
-    from azure.identity.aio import ClientSecretCredential
     from azure.keyvault.secrets.aio import SecretClient
 
     from functions.adapters.table_batches import PartitionBatcher
-    from functions.adapters.transport import CONNECTIONS_PER_HOST, data_plane_options, sdk_client_options
+    from functions.adapters.transport import CONNECTIONS_PER_HOST, data_plane_options
 
-    credential = ClientSecretCredential(
-        endpoints["tenantId"],
-        endpoints["clientId"],
-        endpoints["clientSecret"],
-        authority=endpoints["authority"],
-        disable_instance_discovery=True,
-        **sdk_client_options(),
-    )
+    credential = bootstrap_credential(endpoints)
     print(f"a burst of {burst} Key Vault gets at once (after one warm call):")
     for label, transport in (
         (

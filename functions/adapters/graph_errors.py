@@ -76,10 +76,17 @@ def describe(error: BaseException) -> GraphFailure | None:
     if isinstance(error, httpx.TransportError | ServiceRequestError | asyncio.TimeoutError):
         return GraphFailure(status=None, code="TransportError", message=type(error).__name__)
     if isinstance(error, ClientAuthenticationError):
+        from functions.adapters.identity import aadsts_code
+
         status = error.status_code
-        # The registrar's own token: Entra 5xx is transient, a refusal is a configuration problem.
+        # The registrar's own token: Entra 5xx is transient, a refusal is a configuration problem,
+        # which Entra's code names (e.g. AADSTS700213: no federated credential for this subject).
+        # Only the number is kept: the description may quote the request.
+        code = aadsts_code(error)
         return GraphFailure(
-            status=503 if status and status >= 500 else 401, code="RegistrarTokenRefused", message=""
+            status=503 if status and status >= 500 else 401,
+            code="RegistrarTokenRefused",
+            message=f"(Entra AADSTS{code})" if code else "",
         )
     return None
 

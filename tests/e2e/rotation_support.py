@@ -18,7 +18,9 @@ import json
 import ssl
 import threading
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -52,6 +54,30 @@ def start_private_stack(
     settings_file.write_text(json.dumps(sample, indent=2), encoding="utf-8")
     settings_file.chmod(0o600)
     return start_stack(state_dir, tenant_args=tenant_args, ca_dir=ca_dir, managed_identity=managed_identity)
+
+
+@contextmanager
+def running_host(
+    state_dir: Path,
+    ca_dir: Path,
+    settings: dict[str, str],
+    tenant_args: list[str] | None = None,
+    *,
+    managed_identity: bool = False,
+) -> Iterator[Host]:
+    """A private stack and its Host client for the length of the block (module fixtures use it)."""
+    stack = start_private_stack(state_dir, ca_dir, settings, tenant_args, managed_identity=managed_identity)
+    client = private_host(stack)
+    try:
+        yield client
+    finally:
+        client.close()
+        stack.stop()
+
+
+def tag() -> str:
+    """A short unique suffix for request ids and display names."""
+    return uuid.uuid4().hex[:8]
 
 
 def wait_until(what: str, check: Callable[[], T | None], timeout_s: float, every_s: float = 0.25) -> T:

@@ -8,7 +8,6 @@ http + loopback); every delivery they get is verified with the Standard Webhooks
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import pytest
 from standardwebhooks.webhooks import Webhook
 
 from devstack.stack import free_port
-from tests.e2e.rotation_support import Host, Receiver, leaks, private_host, start_private_stack, wait_until
+from tests.e2e.rotation_support import Host, Receiver, leaks, running_host, tag, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -28,26 +27,10 @@ ATTEMPTS = 3  # the first try and the two retries of the schedule
 
 @pytest.fixture(scope="module")
 def host(tmp_path_factory: pytest.TempPathFactory, tenant_ca_dir: Path) -> Iterator[Host]:
-    stack = start_private_stack(tmp_path_factory.mktemp("notify-stack"), tenant_ca_dir, SETTINGS, TENANT_ARGS)
-    client = private_host(stack)
-    try:
+    with running_host(
+        tmp_path_factory.mktemp("notify-stack"), tenant_ca_dir, SETTINGS, TENANT_ARGS
+    ) as client:
         yield client
-    finally:
-        client.close()
-        stack.stop()
-
-
-@pytest.fixture(scope="module")
-def receiver() -> Iterator[Receiver]:
-    started = Receiver().start()
-    try:
-        yield started
-    finally:
-        started.close()
-
-
-def tag() -> str:
-    return uuid.uuid4().hex[:8]
 
 
 def test_a_receiver_down_for_a_while_gets_the_delivery_on_a_retry(host: Host, receiver: Receiver) -> None:
@@ -146,11 +129,8 @@ def test_near_expiry_of_the_current_version_enqueues_a_rotation_and_tells_the_su
 def test_an_https_url_resolving_to_loopback_is_refused_outside_local_development(
     tmp_path: Path, tenant_ca_dir: Path
 ) -> None:
-    stack = start_private_stack(
-        tmp_path / "strict", tenant_ca_dir, {"REGISTRAR_WEBHOOK_ALLOW_INSECURE_LOCAL": "false"}
-    )
-    strict = private_host(stack)
-    try:
+    settings = {"REGISTRAR_WEBHOOK_ALLOW_INSECURE_LOCAL": "false"}
+    with running_host(tmp_path / "strict", tenant_ca_dir, settings) as strict:
         registration_id, _ = strict.register(tag(), lifetime="P1D")
         strict.wait_status(registration_id, "active", timeout_s=60)
         for url in (
@@ -162,9 +142,6 @@ def test_an_https_url_resolving_to_loopback_is_refused_outside_local_development
             assert response.status_code == 400, (url, response.text)
             assert response.json()["problems"][0]["field"] == "url"
         assert strict.registration(registration_id)["webhooks"] == []
-    finally:
-        strict.close()
-        stack.stop()
 
 
 def test_no_secret_value_leaks_into_logs_tables_queues_or_webhooks(host: Host, receiver: Receiver) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -25,8 +24,8 @@ from tests.e2e.rotation_support import (
     Host,
     Receiver,
     leaks,
-    private_host,
-    start_private_stack,
+    running_host,
+    tag,
     wait_until,
 )
 
@@ -45,28 +44,10 @@ ROTATION_EVENTS = ["credential.rotated", "credential.retired"]
 
 @pytest.fixture(scope="module")
 def host(tmp_path_factory: pytest.TempPathFactory, tenant_ca_dir: Path) -> Iterator[Host]:
-    stack = start_private_stack(
+    with running_host(
         tmp_path_factory.mktemp("rotation-stack"), tenant_ca_dir, SETTINGS, TENANT_ARGS
-    )
-    client = private_host(stack)
-    try:
+    ) as client:
         yield client
-    finally:
-        client.close()
-        stack.stop()
-
-
-@pytest.fixture(scope="module")
-def receiver() -> Iterator[Receiver]:
-    started = Receiver().start()
-    try:
-        yield started
-    finally:
-        started.close()
-
-
-def tag() -> str:
-    return uuid.uuid4().hex[:8]
 
 
 def generation(host: Host, registration_id: str) -> int:

@@ -99,21 +99,17 @@ def test_proxy_detection_reads_either_case() -> None:
     assert sdk_client_options({"HTTPS_PROXY": "http://proxy:3128"}) == {}
 
 
-def test_without_a_proxy_no_client_trusts_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("proxy", [None, "http://proxy.contoso.com:3128"])
+def test_clients_trust_the_environment_only_when_it_has_a_proxy(
+    monkeypatch: pytest.MonkeyPatch, proxy: str | None
+) -> None:
     without_proxy(monkeypatch)
+    if proxy:
+        monkeypatch.setenv("HTTPS_PROXY", proxy)
     for name, client in clients().items():
         transports = transports_of(client)
         assert transports, f"{name}: no aiohttp transport found"
-        assert all(t._use_env_settings is False for t in transports), name
-
-
-def test_with_a_proxy_every_client_trusts_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    without_proxy(monkeypatch)
-    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.contoso.com:3128")
-    for name, client in clients().items():
-        transports = transports_of(client)
-        assert transports, f"{name}: no aiohttp transport found"
-        assert all(t._use_env_settings is True for t in transports), name
+        assert all(t._use_env_settings is bool(proxy) for t in transports), name
 
 
 def test_data_plane_clients_get_a_pooled_transport_of_their_own(monkeypatch: pytest.MonkeyPatch) -> None:
