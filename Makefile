@@ -36,7 +36,7 @@ test: setup
 	$(PY) -m pytest
 
 run: setup
-	$(PY) -m devstack up --demo
+	$(PY) -m devstack up --demo --managed-identity
 
 demo: setup
 	$(PY) -m devstack demo

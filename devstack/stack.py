@@ -324,6 +324,12 @@ class Stack:
                 f"  Graph            {e['graphUrl']}",
                 f"  Key Vault        {e['vaultUrl']}",
                 f"  Tenant CA        {e['caFile']}",
+                "  Signs in with    "
+                + (
+                    f"the function app's managed identity ({e['identityEndpoint']})"
+                    if self.options.managed_identity
+                    else f"the bootstrap identity's client secret (app {e['clientId']})"
+                ),
             ]
         lines += [
             f"  Settings         {e['settingsFile']}",

@@ -71,6 +71,7 @@ def test_make_runs_command_serves_the_demo_then_stops_everything_on_sigterm(tmp_
                 "--host-log",
                 str(tmp_path / "host.log"),
                 "--demo",
+                "--managed-identity",
             ],
             cwd=REPO,
             stdout=out,
@@ -83,6 +84,7 @@ def test_make_runs_command_serves_the_demo_then_stops_everything_on_sigterm(tmp_
                 assert up.poll() is None, log.read_text()[-3000:]
                 time.sleep(0.5)
             assert "is active on generation 2" in log.read_text(), log.read_text()[-3000:]
+            assert "Signs in with    the function app's managed identity" in log.read_text()
 
             up.send_signal(signal.SIGTERM)
             assert up.wait(timeout=90) == 0
