@@ -30,14 +30,25 @@ _LISTENING = re.compile(
 )
 
 
-def connection_string(blob_port: int, queue_port: int, table_port: int, host: str = "127.0.0.1") -> str:
+def connection_string(
+    blob_port: int, queue_port: int, table_port: int, host: str = "127.0.0.1", scheme: str = "http"
+) -> str:
     """An explicit connection string (UseDevelopmentStorage=true only works on the default ports)."""
     return (
-        f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT_NAME};AccountKey={ACCOUNT_KEY};"
-        f"BlobEndpoint=http://{host}:{blob_port}/{ACCOUNT_NAME};"
-        f"QueueEndpoint=http://{host}:{queue_port}/{ACCOUNT_NAME};"
-        f"TableEndpoint=http://{host}:{table_port}/{ACCOUNT_NAME};"
+        f"DefaultEndpointsProtocol={scheme};AccountName={ACCOUNT_NAME};AccountKey={ACCOUNT_KEY};"
+        f"BlobEndpoint={scheme}://{host}:{blob_port}/{ACCOUNT_NAME};"
+        f"QueueEndpoint={scheme}://{host}:{queue_port}/{ACCOUNT_NAME};"
+        f"TableEndpoint={scheme}://{host}:{table_port}/{ACCOUNT_NAME};"
     )
+
+
+@dataclass(frozen=True)
+class Https:
+    """Serve HTTPS with this certificate and accept Entra bearer tokens (Azurite's --oauth basic:
+    it checks a token's issuer, audience and lifetime, not its signature nor any RBAC role)."""
+
+    cert_file: Path
+    key_file: Path
 
 
 def ports_free(ports: list[int], host: str = "127.0.0.1") -> bool:
@@ -59,10 +70,21 @@ class Azurite:
     ports: dict[str, int]
     host: str = "127.0.0.1"
     output: list[str] = field(default_factory=list)
+    https: bool = False
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.https else "http"
 
     @property
     def connection_string(self) -> str:
-        return connection_string(self.ports["blob"], self.ports["queue"], self.ports["table"], self.host)
+        return connection_string(
+            self.ports["blob"], self.ports["queue"], self.ports["table"], self.host, self.scheme
+        )
+
+    def service_uri(self, service: str) -> str:
+        """The account URL of one service, as identity-based connections name it (path-style)."""
+        return f"{self.scheme}://{self.host}:{self.ports[service]}/{ACCOUNT_NAME}"
 
     def stop(self) -> None:
         processes.stop(self.process)
@@ -80,6 +102,7 @@ def start(
     host: str = "127.0.0.1",
     binary: Path = AZURITE_BIN,
     timeout: float = 30.0,
+    https: Https | None = None,
 ) -> Azurite:
     """Start Azurite in memory; ports None means free ports chosen by the OS (port 0).
 
@@ -91,8 +114,10 @@ def start(
     argv = [str(binary), *FLAGS]
     for service in ("blob", "queue", "table"):
         argv += [f"--{service}Host", host, f"--{service}Port", str(wanted[service])]
+    if https is not None:
+        argv += ["--cert", str(https.cert_file), "--key", str(https.key_file), "--oauth", "basic"]
     proc = processes.spawn(argv, stderr=subprocess.STDOUT)
-    azurite = Azurite(process=proc, ports={}, host=host)
+    azurite = Azurite(process=proc, ports={}, host=host, https=https is not None)
     ready = threading.Event()
 
     def read_output() -> None:
@@ -116,11 +141,13 @@ def start(
     return azurite
 
 
-def start_preferring_defaults(host: str = "127.0.0.1", timeout: float = 30.0) -> Azurite:
+def start_preferring_defaults(
+    host: str = "127.0.0.1", timeout: float = 30.0, https: Https | None = None
+) -> Azurite:
     """Azurite on 10000-10002 (UseDevelopmentStorage=true works) unless busy, else on free ports."""
     if ports_free(list(DEFAULT_PORTS.values()), host):
         try:
-            return start(ports=dict(DEFAULT_PORTS), host=host, timeout=timeout)
+            return start(ports=dict(DEFAULT_PORTS), host=host, timeout=timeout, https=https)
         except RuntimeError:
             pass  # lost a race for a default port: fall back to free ports
-    return start(ports=None, host=host, timeout=timeout)
+    return start(ports=None, host=host, timeout=timeout, https=https)

@@ -28,8 +28,13 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 TENANT_TIMEOUT_S = 60.0
 # Settings the stack owns: written into local.settings.json, and never inherited by the host from
 # the caller's environment (where they would win over local.settings.json and point elsewhere).
+IDENTITY_STORAGE_SETTINGS = tuple(
+    f"AzureWebJobsStorage__{key}"
+    for key in ("blobServiceUri", "queueServiceUri", "tableServiceUri", "credential")
+)
 STACK_SETTINGS = (
     "AzureWebJobsStorage",
+    *IDENTITY_STORAGE_SETTINGS,
     "REGISTRAR_HOME_TENANT_ID",
     "REGISTRAR_AUTHORITY_HOST",
     "REGISTRAR_GRAPH_BASE_URL",
@@ -116,6 +121,18 @@ def stack_settings(
     return values
 
 
+def identity_storage_settings(storage: azurite.Azurite) -> dict[str, str]:
+    """AzureWebJobsStorage as Bicep sets it in Azure: no connection string, the service URIs and the
+    managed identity (Azurite over HTTPS accepts the tenant's tokens for https://storage.azure.com)."""
+    return {
+        "AzureWebJobsStorage": "",
+        "AzureWebJobsStorage__blobServiceUri": storage.service_uri("blob"),
+        "AzureWebJobsStorage__queueServiceUri": storage.service_uri("queue"),
+        "AzureWebJobsStorage__tableServiceUri": storage.service_uri("table"),
+        "AzureWebJobsStorage__credential": "managedidentity",
+    }
+
+
 def write_settings(path: Path, sample: Path, values: dict[str, str]) -> str:
     """Create local.settings.json from the sample plus the stack's endpoints; when it exists, refresh
     those endpoints and add settings the sample gained since, keeping every value the developer set."""
@@ -177,7 +194,12 @@ class Stack:
         if options.run_host and options.port != 0 and not azurite.ports_free([host_port]):
             raise RuntimeError(f"port {host_port} is in use (another host or `func start`?): try --port")
         indexing = self._index_app()  # runs while Azurite starts
-        self.azurite = azurite.start() if options.port == 0 else azurite.start_preferring_defaults()
+        https = self._storage_tls() if options.managed_identity else None
+        self.azurite = (
+            azurite.start(https=https)
+            if options.port == 0
+            else azurite.start_preferring_defaults(https=https)
+        )
         storage = self.azurite.connection_string
         webhook = self._event_grid_webhook(indexing, host_port)
         tenant_info: dict[str, Any] | None = None
@@ -193,6 +215,7 @@ class Stack:
             {
                 **options.settings,
                 **stack_settings(storage, tenant_info, managed_identity=options.managed_identity),
+                **(identity_storage_settings(self.azurite) if options.managed_identity else {}),
             },
         )
         log.info("%s %s", action.capitalize(), options.settings_path)
@@ -221,6 +244,14 @@ class Stack:
         temporary.chmod(0o600)
         temporary.replace(self.endpoints_file)  # appears whole: readers never see half a file
         return self.endpoints
+
+    def _storage_tls(self) -> azurite.Https:
+        """Azurite's HTTPS certificate, from the tenant's CA (made here if the tenant has not yet:
+        the tenant reuses what it finds in its state dir), so one CA file trusts both."""
+        from devstack.tenant import ca
+
+        material = ca.load_or_create(self.options.state_dir / "tenant")
+        return azurite.Https(material.server_cert_file, material.server_key_file)
 
     @staticmethod
     def _host_env(tenant_info: dict[str, Any] | None, *, managed_identity: bool = False) -> dict[str, str]:

@@ -17,6 +17,7 @@ import contextlib
 import functools
 import logging
 import random
+from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
@@ -68,13 +69,30 @@ def queue_metadata(message: Any) -> dict[str, meta.Datum]:
     }
 
 
-def connection_string_for(function: FunctionInfo, environ: dict[str, str]) -> str:
-    """The binding's connection is a setting name (default AzureWebJobsStorage) holding a connection string."""
+def queue_service_for(function: FunctionInfo, environ: Mapping[str, str]) -> QueueServiceClient:
+    """The queue service a trigger's `connection` names, as the Functions host reads it: a setting
+    holding a connection string, else an identity-based connection (`<name>__queueServiceUri` or
+    `<name>__accountName`, with `<name>__credential` = managedidentity and an optional
+    `<name>__clientId`), signed in with the process's managed identity."""
     name = str(function.trigger.get("connection") or "AzureWebJobsStorage")
     value = environ.get(name) or environ.get(f"AzureWebJobs{name}")
-    if not value:
+    if value:
+        return _service(value)
+    account_url = environ.get(f"{name}__queueServiceUri")
+    account = environ.get(f"{name}__accountName")
+    if not account_url and account:
+        account_url = f"https://{account}.queue.core.windows.net"
+    if not account_url:
         raise ConfigError(f"Function '{function.name}': connection setting '{name}' is missing or empty")
-    return "UseDevelopmentStorage=true" if value == "UseDevelopmentStorage=true" else value
+    credential_kind = (environ.get(f"{name}__credential") or "managedidentity").lower()
+    if credential_kind != "managedidentity":
+        raise ConfigError(f"Function '{function.name}': {name}__credential must be 'managedidentity'")
+    from azure.identity.aio import ManagedIdentityCredential
+
+    client_id = environ.get(f"{name}__clientId") or None
+    return QueueServiceClient(
+        account_url, credential=ManagedIdentityCredential(client_id=client_id), use_env_settings=False
+    )
 
 
 def _service(connection: str) -> QueueServiceClient:
@@ -96,7 +114,7 @@ class QueueListener:
         self.invoker = invoker
         self.options = options
         self.queue_name = resolve(str(function.trigger["queueName"]), environ).lower()
-        self.service = _service(connection_string_for(function, environ))
+        self.service = queue_service_for(function, environ)
         self.queue: QueueClient = self.service.get_queue_client(self.queue_name)
         self.poison: QueueClient = self.service.get_queue_client(f"{self.queue_name}-poison")
         self._in_flight: set[asyncio.Task[None]] = set()
@@ -114,6 +132,10 @@ class QueueListener:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
         await self.service.close()
+        credential = getattr(self.service, "credential", None)  # a managed identity's: its session
+        close = getattr(credential, "close", None)
+        if close is not None and asyncio.iscoroutinefunction(close):
+            await close()
 
     async def run(self) -> None:
         await self.ensure_queue()

@@ -18,6 +18,9 @@ GRAPH_RESOURCE = "https://graph.microsoft.com"
 EXCHANGE_APP_ID = "00000002-0000-0ff1-ce00-000000000000"
 SHAREPOINT_APP_ID = "00000003-0000-0ff1-ce00-000000000000"
 KEY_VAULT_APP_ID = "cfa8b339-82a2-471a-a3c9-0fc0be7a4093"
+# Azure Storage: tokens for https://storage.azure.com, which Azurite accepts with --oauth basic.
+STORAGE_APP_ID = "e406a681-f3d4-42a8-90b6-c2b029497af1"
+STORAGE_RESOURCE = "https://storage.azure.com"
 KEY_VAULT_RESOURCE = "https://vault.azure.net"
 # Audience of addKey/removeKey proof tokens (the retired Azure AD Graph).
 PROOF_AUDIENCE = "00000002-0000-0000-c000-000000000000"

@@ -1,9 +1,11 @@
 """The production sign-in path through the local host: the function app's managed identity.
 
 The stack gives the host IDENTITY_ENDPOINT and IDENTITY_HEADER, as App Service and Functions do,
-and settings without any client id or secret (REGISTRAR_CREDENTIAL=managed_identity, system
-assigned). The registrar then reaches Graph and Key Vault with tokens from the tenant's identity
-endpoint, through azure-identity's ManagedIdentityCredential, unchanged.
+and settings without any client id, secret or storage key, as Bicep writes them in Azure:
+REGISTRAR_CREDENTIAL=managed_identity (system assigned) and an identity-based AzureWebJobsStorage
+(service URIs, credential managedidentity) on Azurite over HTTPS with OAuth. The host's queue
+triggers and the registrar reach Storage, Graph and Key Vault with tokens from the tenant's
+identity endpoint, through azure-identity's ManagedIdentityCredential, unchanged.
 """
 
 from __future__ import annotations
@@ -49,6 +51,12 @@ def test_the_settings_hold_no_credential_and_the_host_registers_and_rotates(host
     assert values["REGISTRAR_CREDENTIAL"] == "managed_identity"
     assert values["REGISTRAR_CLIENT_ID"] == values["REGISTRAR_CLIENT_SECRET"] == ""
     assert host.endpoints["clientSecret"] not in settings_text
+    assert values["AzureWebJobsStorage"] == "" and "AccountKey" not in settings_text
+    assert values["AzureWebJobsStorage__credential"] == "managedidentity"
+    assert values["AzureWebJobsStorage__queueServiceUri"].startswith("https://127.0.0.1:")
+    # Azurite takes no anonymous request: what works below worked with the identity's tokens.
+    anonymous = httpx.get(f"{values['AzureWebJobsStorage__queueServiceUri']}?comp=list", verify=host._tls())
+    assert anonymous.status_code in (401, 403), anonymous.text
 
     registration_id, _ = host.register(f"mi-{tag()}", lifetime="P1D")
     view = host.wait_status(registration_id, "active", timeout_s=120)

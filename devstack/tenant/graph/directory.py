@@ -297,6 +297,10 @@ class Directory:
             sp.owners = list(item["owners"])
             directory._index_service_principal(sp)
         directory.consent.load(data)
+        seeded = {sp.seed for sp in directory.service_principals.values() if sp.seed}
+        for name in SEEDS:
+            if name not in seeded:  # a tenant saved before this service was seeded gains it
+                seed_service_principal(directory, name)
         return directory
 
 

@@ -14,6 +14,8 @@ from devstack.tenant.context import (
     KEY_VAULT_APP_ID,
     KEY_VAULT_RESOURCE,
     SHAREPOINT_APP_ID,
+    STORAGE_APP_ID,
+    STORAGE_RESOURCE,
 )
 
 RESOURCES_DIR = Path(__file__).resolve().parents[3] / "functions" / "profiles" / "resources"
@@ -55,6 +57,12 @@ SEEDS: dict[str, tuple[str | None, str, str, list[str]]] = {
         "Azure Key Vault",
         [KEY_VAULT_APP_ID, KEY_VAULT_RESOURCE, KEY_VAULT_RESOURCE + "/"],
     ),
+    "azure-storage": (
+        None,
+        STORAGE_APP_ID,
+        "Azure Storage",
+        [STORAGE_APP_ID, STORAGE_RESOURCE, STORAGE_RESOURCE + "/"],
+    ),
 }
 
 KEY_VAULT_SCOPES = [
@@ -71,6 +79,23 @@ KEY_VAULT_SCOPES = [
 ]
 
 
+STORAGE_SCOPES = [
+    {
+        "id": "03e0da56-190b-40ad-a80c-ea378c433f7f",
+        "value": "user_impersonation",
+        "type": "User",
+        "adminConsentDisplayName": "Access Azure Storage",
+        "adminConsentDescription": "Delegated access to Azure Storage.",
+        "userConsentDisplayName": "Access Azure Storage",
+        "userConsentDescription": "Delegated access to Azure Storage on your behalf.",
+        "isEnabled": True,
+    }
+]
+# The delegated scopes of the services that publish no catalogue file here (no app roles either:
+# applications reach them through Azure RBAC, not through Entra app roles).
+_SCOPES_WITHOUT_FILE = {"azure-key-vault": KEY_VAULT_SCOPES, "azure-storage": STORAGE_SCOPES}
+
+
 @cache
 def catalogue(name: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]], str, str]:
     """(appRoles, scopes, their JSON texts), loaded once per process and shared by every tenant.
@@ -80,7 +105,7 @@ def catalogue(name: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]], st
     file_name = SEEDS[name][0]
     if file_name is None:
         roles: list[dict[str, Any]] = []
-        scopes: list[dict[str, Any]] = KEY_VAULT_SCOPES
+        scopes: list[dict[str, Any]] = _SCOPES_WITHOUT_FILE[name]
     else:
         data = json.loads((RESOURCES_DIR / file_name).read_text(encoding="utf-8"))
         roles = [{**role, "origin": "Application"} for role in data["appRoles"]]
