@@ -63,3 +63,19 @@ def test_with_a_managed_identity_the_settings_hold_no_secret_and_the_host_gets_t
     assert Stack._host_env(TENANT, managed_identity=True)["IDENTITY_ENDPOINT"] == TENANT["identityEndpoint"]
     assert Stack._host_env(TENANT, managed_identity=True)["IDENTITY_HEADER"] == "local-identity-header"
     assert "IDENTITY_ENDPOINT" not in Stack._host_env(TENANT)
+
+
+def test_identity_based_storage_settings_name_the_service_uris_and_no_key() -> None:
+    from devstack.azurite import Azurite
+    from devstack.stack import identity_storage_settings
+
+    served = Azurite(process=None, ports={"blob": 1, "queue": 2, "table": 3}, https=True)  # type: ignore[arg-type]
+    values = identity_storage_settings(served)
+    assert values == {
+        "AzureWebJobsStorage": "",
+        "AzureWebJobsStorage__blobServiceUri": "https://127.0.0.1:1/devstoreaccount1",
+        "AzureWebJobsStorage__queueServiceUri": "https://127.0.0.1:2/devstoreaccount1",
+        "AzureWebJobsStorage__tableServiceUri": "https://127.0.0.1:3/devstoreaccount1",
+        "AzureWebJobsStorage__credential": "managedidentity",
+    }
+    assert served.connection_string.startswith("DefaultEndpointsProtocol=https;")
