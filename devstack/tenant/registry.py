@@ -41,7 +41,20 @@ class TenantRegistry:
     def add(self, tenant_id: str, entry: TenantEntry) -> TenantEntry:
         self.entries[tenant_id] = entry
         self._directories[tenant_id] = entry.directory
+        entry.directory.foreign_application = self.multi_tenant_application
         return entry
+
+    def multi_tenant_application(self, app_id: str, asking_tenant: str) -> tuple[Any, str] | None:
+        """(application, its home tenant id) of a multi-tenant application registered in a tenant
+        other than `asking_tenant`: what Entra finds when another tenant provisions it or it signs in
+        there."""
+        for tenant_id, directory in self._directories.items():
+            if tenant_id == asking_tenant:
+                continue
+            app = directory.application_by_app_id(app_id)
+            if app is not None and app.props.get("signInAudience") in graph.MULTI_TENANT_AUDIENCES:
+                return app, tenant_id
+        return None
 
     def by_identity_header(self, value: str) -> tuple[str, TenantEntry] | None:
         """The tenant whose identity header this is (compared in constant time: it is a secret)."""

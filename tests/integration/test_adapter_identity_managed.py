@@ -4,8 +4,10 @@
   client id or secret in the settings), through the tenant's identity endpoint as App Service
   exposes it (IDENTITY_ENDPOINT, IDENTITY_HEADER);
 - another tenant: workload identity federation (REGISTRAR_TENANT_CREDENTIALS {"<tenant>":
-  {"clientId": ..., "federated": true}}): the registrar's app there trusts the managed identity,
-  and the registrar presents its api://AzureADTokenExchange token as the client assertion.
+  {"clientId": ..., "federated": true}}): Registrar's multi-tenant app, registered in the home
+  tenant with a federated credential trusting the managed identity, has a service principal in the
+  other tenant (admin consent there); the registrar presents the identity's
+  api://AzureADTokenExchange token as that app's client assertion in the other tenant.
 
 Graph and Key Vault are reached through the registrar's own adapters, so what is asserted is what
 production would do, up to the token endpoint it cannot reach from here.
@@ -21,7 +23,9 @@ from typing import Any
 
 import pytest
 from msgraph.generated.models.app_role_assignment import AppRoleAssignment
+from msgraph.generated.models.application import Application
 from msgraph.generated.models.federated_identity_credential import FederatedIdentityCredential
+from msgraph.generated.models.service_principal import ServicePrincipal
 
 from functions.adapters.graph import GraphDirectory
 from functions.adapters.identity import IdentityConfig, RegistrarIdentity
@@ -30,7 +34,7 @@ from functions.core.errors import PermanentError
 from functions.core.models import GRAPH_APP_ID, SecretValue
 from tests.fixtures.tenant import TenantProcess
 from tests.integration.adapter_support import app_spec
-from tests.integration.tenant_clients import graph_client, new_app_with_principal
+from tests.integration.tenant_clients import graph_client
 from tests.integration.tenant_graph_support import RawGraph
 
 # What Registrar needs in a tenant it provisions into (docs/security.md).
@@ -61,29 +65,53 @@ def settings(home: TenantProcess, federated: dict[str, str] | None = None) -> di
     }
 
 
-async def registrar_app_trusting(second: dict[str, Any], *, issuer: str, subject: str) -> tuple[str, str]:
-    """In `second`, as its administrator: Registrar's app and service principal with Registrar's Graph
-    roles and a federated credential for the home managed identity. Returns (app id, SP id)."""
-    async with graph_client(second) as client:
-        app, sp = await new_app_with_principal(client, f"registrar-{uuid.uuid4().hex[:8]}")
-        graph = await client.service_principals_with_app_id(GRAPH_APP_ID).get()
-        assert graph is not None and graph.id and app.id and app.app_id and sp.id
-        for value in REGISTRAR_ROLES:
-            role = next(r.id for r in graph.app_roles or [] if r.value == value)
-            await client.service_principals.by_service_principal_id(graph.id).app_role_assigned_to.post(
-                AppRoleAssignment(
-                    principal_id=uuid.UUID(sp.id), resource_id=uuid.UUID(graph.id), app_role_id=role
-                )
+async def grant_graph_roles(client: Any, principal_id: str, values: tuple[str, ...]) -> None:
+    graph = await client.service_principals_with_app_id(GRAPH_APP_ID).get()
+    assert graph is not None and graph.id
+    for value in values:
+        role = next(r.id for r in graph.app_roles or [] if r.value == value)
+        await client.service_principals.by_service_principal_id(graph.id).app_role_assigned_to.post(
+            AppRoleAssignment(
+                principal_id=uuid.UUID(principal_id), resource_id=uuid.UUID(graph.id), app_role_id=role
             )
+        )
+
+
+async def registrar_multi_tenant_app(home: TenantProcess, *, subject: str) -> str:
+    """In the home tenant, as Azure is set up for other tenants (identity.py): Registrar's multi-tenant
+    app registration whose federated credential trusts `subject` (the managed identity's object id)
+    as issued by the home tenant. Returns its app id."""
+    async with graph_client(home) as client:
+        app = await client.applications.post(
+            Application(
+                display_name=f"Registrar {uuid.uuid4().hex[:8]}", sign_in_audience="AzureADMultipleOrgs"
+            )
+        )
+        assert app is not None and app.id and app.app_id
         await client.applications.by_application_id(app.id).federated_identity_credentials.post(
             FederatedIdentityCredential(
-                name="registrar-home-managed-identity",
-                issuer=issuer,
+                name="registrar-managed-identity",
+                issuer=f"{home.authority}/{home.tenant_id}/v2.0",
                 subject=subject,
                 audiences=["api://AzureADTokenExchange"],
             )
         )
-        return app.app_id, sp.id
+        return app.app_id
+
+
+async def consent_in(second: dict[str, Any], app_id: str) -> str:
+    """In the other tenant, what its administrator's admin consent does: the app's service principal
+    there, holding Registrar's Graph roles. Returns the service principal's id."""
+    async with graph_client(second) as client:
+        admin = await client.service_principals_with_app_id(second["clientId"]).get()
+        assert admin is not None and admin.id
+        # Provisioning another tenant's app takes Application.ReadWrite.All (its owners are not here).
+        await grant_graph_roles(client, admin.id, ("Application.ReadWrite.All",))
+    async with graph_client(second) as client:  # a new token, with the new role
+        sp = await client.service_principals.post(ServicePrincipal(app_id=app_id))
+        assert sp is not None and sp.id
+        await grant_graph_roles(client, sp.id, REGISTRAR_ROLES)
+        return sp.id
 
 
 async def owner_ids(tenant: dict[str, Any], object_id: str) -> list[str]:
@@ -140,8 +168,9 @@ def test_another_tenant_is_reached_by_federation_from_the_managed_identity(
 ) -> None:
     home = app_service
     second = home.create_tenant()
-    issuer, subject = home_identity(home)
-    app_id, registrar_sp = asyncio.run(registrar_app_trusting(second, issuer=issuer, subject=subject))
+    _, subject = home_identity(home)
+    app_id = asyncio.run(registrar_multi_tenant_app(home, subject=subject))
+    registrar_sp = asyncio.run(consent_in(second, app_id))
     config = IdentityConfig.from_env(settings(home, {second["tenantId"].upper(): app_id}))
     assert config.tenants[second["tenantId"].lower()].federated
 
@@ -166,8 +195,10 @@ def test_a_federated_tenant_whose_app_does_not_trust_the_identity_is_refused(
 ) -> None:
     home = app_service
     second = home.create_tenant()
-    issuer, _ = home_identity(home)
-    app_id, _ = asyncio.run(registrar_app_trusting(second, issuer=issuer, subject=str(uuid.uuid4())))
+    app_id = asyncio.run(
+        registrar_multi_tenant_app(home, subject=str(uuid.uuid4()))
+    )  # trusts another identity
+    asyncio.run(consent_in(second, app_id))
     config = IdentityConfig.from_env(settings(home, {second["tenantId"]: app_id}))
 
     async def main() -> BaseException:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -63,6 +64,11 @@ class Directory:
         self.sps_by_app_id: dict[str, ServicePrincipal] = {}
         self.sps_by_name: dict[str, ServicePrincipal] = {}  # servicePrincipalNames, lower case
         self.consent = ConsentStore()
+        # Multi-tenant applications registered in the other tenants of this server (set by the
+        # registry): their service principals may live here, their credentials stay at home.
+        self.foreign_application: Callable[[str, str], tuple[Application, str] | None] = (
+            _no_foreign_application
+        )
 
     # ---- context.DirectoryView -------------------------------------------------------------
     def application_by_app_id(self, app_id: str) -> Application | None:
@@ -90,15 +96,27 @@ class Directory:
                     values.add(value)
         return values
 
+    def home_application(self, app_id: str) -> Application | None:
+        """The application object behind a client: this tenant's, or a multi-tenant one registered
+        in another tenant of the server (Entra reads a client's credentials, federated ones
+        included, from the application object in its home tenant)."""
+        foreign = self.foreign_application(app_id, self.tenant_id)
+        return self.application_by_app_id(app_id) or (foreign[0] if foreign else None)
+
     def client_record(self, app_id: str) -> ClientRecord | None:
         """The token endpoint's view of a client, cached on the application until its credentials change."""
         app = self.application_by_app_id(app_id)
-        if app is None:
-            return None
+        foreign = app is None
+        if foreign:
+            found = self.foreign_application(app_id, self.tenant_id)
+            if found is None:
+                return None
+            app = found[0]
+        assert app is not None
         sp = self.service_principal_by_app_id(app_id)
         sp_id = sp.id if sp is not None else None
         cached = app.record_cache
-        if isinstance(cached, ClientRecord) and cached.service_principal_id == sp_id:
+        if not foreign and isinstance(cached, ClientRecord) and cached.service_principal_id == sp_id:
             return cached
         record = ClientRecord(
             app_id=app.app_id,
@@ -127,7 +145,8 @@ class Directory:
                 for f in app.federated_credentials
             ),
         )
-        app.record_cache = record
+        if not foreign:  # the home tenant's cache; another tenant's record differs by its SP
+            app.record_cache = record
         return record
 
     def resource_record(self, scope: str) -> ResourceRecord | None:
@@ -188,15 +207,16 @@ class Directory:
 
     # ---- service principals -------------------------------------------------------------------
     def create_service_principal(
-        self, app: Application, owner_ids: list[str] | None = None
+        self, app: Application, owner_ids: list[str] | None = None, *, owner_tenant: str | None = None
     ) -> ServicePrincipal:
+        """A service principal of `app` here; owner_tenant: the app's home tenant when it is another."""
         object_id = str(uuid.uuid4())
         api = app.props.get("api") or {}
         props = service_principal_props(
             object_id,
             app.app_id,
             app.display_name,
-            owner_tenant=self.tenant_id,
+            owner_tenant=owner_tenant or self.tenant_id,
             names=[app.app_id, *(app.props.get("identifierUris") or [])],
             app_roles=list(app.props.get("appRoles") or []),
             scopes=list(api.get("oauth2PermissionScopes") or []),
@@ -302,6 +322,13 @@ class Directory:
             if name not in seeded:  # a tenant saved before this service was seeded gains it
                 seed_service_principal(directory, name)
         return directory
+
+
+MULTI_TENANT_AUDIENCES = frozenset({"AzureADMultipleOrgs", "AzureADandPersonalMicrosoftAccount"})
+
+
+def _no_foreign_application(app_id: str, tenant_id: str) -> tuple[Application, str] | None:
+    return None
 
 
 def seed_service_principal(directory: Directory, name: str) -> ServicePrincipal:

@@ -7,7 +7,14 @@ from typing import Any
 
 from devstack.tenant.graph import authz
 from devstack.tenant.graph.applications import owners_reply, page, strip_odata_annotations
-from devstack.tenant.graph.errors import GraphError, bad_request, conflict, not_found, unknown_property
+from devstack.tenant.graph.errors import (
+    GraphError,
+    bad_request,
+    conflict,
+    forbidden,
+    not_found,
+    unknown_property,
+)
 from devstack.tenant.graph.http import Call, Reply, Router, require_guid
 from devstack.tenant.graph.model import ServicePrincipal
 from devstack.tenant.graph.odata import (
@@ -100,15 +107,27 @@ def post_service_principal(call: Call, match: re.Match[str]) -> Reply:
     props = _writable(body, allow_app_id=True)
     authz.require_create(call.principal)
     app = call.directory.application_by_app_id(app_id)
-    if app is None or not call.visible(app):
+    home_tenant = None
+    if app is None:
+        # A multi-tenant app of another tenant: provisioning it here (what admin consent does)
+        # needs Application.ReadWrite.All, as its owners are in its home tenant, not here.
+        found = call.directory.foreign_application(app_id, call.directory.tenant_id)
+        if found is None:
+            raise no_backing_application(app_id)
+        if authz.APP_READWRITE_ALL not in call.principal.roles:
+            raise forbidden()
+        app, home_tenant = found
+    elif not call.visible(app):
         raise no_backing_application(app_id)
-    if authz.APP_READWRITE_ALL not in call.principal.roles:
+    elif authz.APP_READWRITE_ALL not in call.principal.roles:
         authz.require_app_write(call.principal, app)
     if call.directory.service_principal_by_app_id(app_id) is not None:
         raise conflict(
             "Another object with the same value for property servicePrincipalNames already exists."
         )
-    sp = call.directory.create_service_principal(app, owner_ids=[call.principal.service_principal_id])
+    sp = call.directory.create_service_principal(
+        app, owner_ids=[call.principal.service_principal_id], owner_tenant=home_tenant
+    )
     if props:
         sp.props.update(props)
         sp.changed()
