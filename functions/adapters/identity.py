@@ -88,13 +88,23 @@ class IdentityConfig:
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> IdentityConfig:
         secret = env.get("REGISTRAR_CLIENT_SECRET") or ""
+        tenants = parse_tenant_credentials(env.get("REGISTRAR_TENANT_CREDENTIALS") or "")
+        if (env.get("REGISTRAR_ENVIRONMENT") or "").strip().lower() == "azure":
+            # An app setting is no place for a secret: in Azure every other tenant is reached by
+            # federation from the managed identity (a secret there belongs in Key Vault, if anywhere).
+            holding = sorted(t for t, c in tenants.items() if c.client_secret is not None or not c.federated)
+            if holding:
+                raise ValueError(
+                    'REGISTRAR_TENANT_CREDENTIALS: in Azure every tenant needs "federated": true and no'
+                    f" clientSecret (tenants {', '.join(holding)})"
+                )
         return cls(
             authority_host=(env.get("REGISTRAR_AUTHORITY_HOST") or PUBLIC_AUTHORITY).rstrip("/"),
             home_tenant_id=env.get("REGISTRAR_HOME_TENANT_ID") or "",
             mode=(env.get("REGISTRAR_CREDENTIAL") or "client_secret").strip().lower(),
             client_id=env.get("REGISTRAR_CLIENT_ID") or None,
             client_secret=SecretValue(secret) if secret else None,
-            tenants=parse_tenant_credentials(env.get("REGISTRAR_TENANT_CREDENTIALS") or ""),
+            tenants=tenants,
         )
 
 

@@ -80,6 +80,9 @@ param tier0Permissions string = ''
 @description('Retry delays of a failed webhook delivery, comma-separated ISO 8601 durations (empty: the built-in 5 s, 5 min, 30 min, 2 h, 5 h, 10 h); after the last one the delivery is dead-lettered.')
 param webhookRetrySchedule string = ''
 
+@description('Other tenants Registrar provisions into (REGISTRAR_TENANT_CREDENTIALS): JSON {"<tenant id>": {"clientId": "<multi-tenant app id>", "federated": true}}, one entry per tenant; empty: the home tenant only. No secret: the app trusts the function identity through a federated credential (docs/deploy.md, "Serving other tenants").')
+param tenantCredentials string = ''
+
 @description('ISO 8601 duration to wait for a new credential to work through Entra\'s propagation delay (REGISTRAR_VERIFY_TIMEOUT).')
 param verifyTimeout string = 'PT10M'
 
@@ -172,6 +175,7 @@ var registrarSettings = {
   REGISTRAR_WEBHOOK_ALLOW_INSECURE_LOCAL: 'false'
   REGISTRAR_VERIFY_TIMEOUT: verifyTimeout
   REGISTRAR_WEBHOOK_RETRY_SCHEDULE: webhookRetrySchedule
+  REGISTRAR_TENANT_CREDENTIALS: tenantCredentials
 }
 
 module functionApp 'modules/functionapp.bicep' = {

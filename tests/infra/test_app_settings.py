@@ -16,7 +16,6 @@ LOCAL_ONLY_SETTINGS = {
     # The devstack's client-secret identity; in Azure the managed identity replaces it.
     "REGISTRAR_CLIENT_ID",
     "REGISTRAR_CLIENT_SECRET",
-    "REGISTRAR_TENANT_CREDENTIALS",
     # A connection string (Azurite's); in Azure, AzureWebJobsStorage__accountName/__credential.
     "AzureWebJobsStorage",
     # Flex Consumption sets the worker runtime from functionAppConfig.runtime and rejects this setting.

@@ -74,6 +74,27 @@ def test_tenant_credentials_setting_is_validated_without_echoing_secrets() -> No
         parse_tenant_credentials("{not json")
 
 
+def test_in_azure_other_tenants_must_be_federated_and_secret_free() -> None:
+    base = {"REGISTRAR_ENVIRONMENT": "azure", "REGISTRAR_CREDENTIAL": "managed_identity"}
+    federated = json.dumps({"T1": {"clientId": "app-1", "federated": True}})
+    assert (
+        IdentityConfig.from_env({**base, "REGISTRAR_TENANT_CREDENTIALS": federated}).tenants["t1"].federated
+    )
+    with_secret = json.dumps(
+        {
+            "t1": {"clientId": "app-1", "federated": True},
+            "t2": {"clientId": "app-2", "clientSecret": "sh-9Qx"},
+        }
+    )
+    with pytest.raises(ValueError, match="federated") as refused:
+        IdentityConfig.from_env({**base, "REGISTRAR_TENANT_CREDENTIALS": with_secret})
+    assert (
+        "t2" in str(refused.value) and "t1" not in str(refused.value) and "sh-9Qx" not in str(refused.value)
+    )
+    # Locally (the devstack), another tenant's bootstrap secret is how a second tenant is reached.
+    assert IdentityConfig.from_env({"REGISTRAR_TENANT_CREDENTIALS": with_secret}).tenants["t2"].client_secret
+
+
 def test_probe_waits_out_propagation_and_never_shows_the_secret(
     tenant_admin: TenantProcess, caplog: pytest.LogCaptureFixture
 ) -> None:
