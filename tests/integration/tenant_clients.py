@@ -125,3 +125,22 @@ def self_signed_certificate(days: int = 30) -> tuple[bytes, bytes]:
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     ) + certificate.public_bytes(serialization.Encoding.PEM)
     return certificate.public_bytes(serialization.Encoding.DER), pem
+
+
+# Variables that would make azure-identity pick another managed identity flavour than App Service's.
+OTHER_MANAGED_IDENTITY_VARIABLES = (
+    "IDENTITY_SERVER_THUMBPRINT",
+    "IMDS_ENDPOINT",
+    "MSI_ENDPOINT",
+    "MSI_SECRET",
+    "AZURE_FEDERATED_TOKEN_FILE",
+)
+
+
+def act_as_function_app(tenant: Any, monkeypatch: Any) -> None:
+    """Give this process the environment App Service gives a function app with a system-assigned
+    managed identity (IDENTITY_ENDPOINT, IDENTITY_HEADER): the tenant's identity endpoint."""
+    for name in OTHER_MANAGED_IDENTITY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("IDENTITY_ENDPOINT", identity(tenant)["identityEndpoint"])
+    monkeypatch.setenv("IDENTITY_HEADER", identity(tenant)["identityHeader"])

@@ -34,21 +34,17 @@ from functions.core.errors import PermanentError
 from functions.core.models import GRAPH_APP_ID, SecretValue
 from tests.fixtures.tenant import TenantProcess
 from tests.integration.adapter_support import app_spec
-from tests.integration.tenant_clients import graph_client
+from tests.integration.tenant_clients import act_as_function_app, graph_client
 from tests.integration.tenant_graph_support import RawGraph
 
 # What Registrar needs in a tenant it provisions into (docs/security.md).
 REGISTRAR_ROLES = ("Application.ReadWrite.OwnedBy", "AppRoleAssignment.ReadWrite.All")
-_OTHER_MI_VARIABLES = ("IDENTITY_SERVER_THUMBPRINT", "IMDS_ENDPOINT", "MSI_ENDPOINT", "MSI_SECRET")
 
 
 @pytest.fixture
 def app_service(tenant_admin: TenantProcess, monkeypatch: pytest.MonkeyPatch) -> Iterator[TenantProcess]:
     """The process environment of a function app with a system-assigned managed identity."""
-    for name in _OTHER_MI_VARIABLES:
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("IDENTITY_ENDPOINT", tenant_admin["identityEndpoint"])
-    monkeypatch.setenv("IDENTITY_HEADER", tenant_admin["identityHeader"])
+    act_as_function_app(tenant_admin, monkeypatch)
     yield tenant_admin
 
 

@@ -37,7 +37,7 @@ from msgraph.generated.models.federated_identity_credential import FederatedIden
 
 from devstack.tenant.tokens import SigningKey
 from tests.fixtures.tenant import TenantProcess
-from tests.integration.tenant_clients import graph_client, new_app_with_principal
+from tests.integration.tenant_clients import act_as_function_app, graph_client, new_app_with_principal
 from tests.integration.tenant_graph_support import RawGraph
 
 GRAPH_SCOPE = "https://graph.microsoft.com/.default"
@@ -46,23 +46,12 @@ EXCHANGE_AUDIENCE = "api://AzureADTokenExchange"
 EXCHANGE_SCOPE = EXCHANGE_AUDIENCE + "/.default"
 GRAPH_APP_ID = "00000003-0000-0000-c000-000000000000"
 REGISTRAR_ROLES = {"Application.ReadWrite.OwnedBy", "AppRoleAssignment.ReadWrite.All"}
-# Variables that would make azure-identity pick another managed identity flavour than App Service.
-_OTHER_MI_VARIABLES = (
-    "IDENTITY_SERVER_THUMBPRINT",
-    "IMDS_ENDPOINT",
-    "MSI_ENDPOINT",
-    "MSI_SECRET",
-    "AZURE_FEDERATED_TOKEN_FILE",
-)
 
 
 @pytest.fixture
 def app_service_env(tenant: TenantProcess, monkeypatch: pytest.MonkeyPatch) -> Iterator[TenantProcess]:
     """The environment App Service gives a function app: IDENTITY_ENDPOINT and IDENTITY_HEADER."""
-    for name in _OTHER_MI_VARIABLES:
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("IDENTITY_ENDPOINT", tenant["identityEndpoint"])
-    monkeypatch.setenv("IDENTITY_HEADER", tenant["identityHeader"])
+    act_as_function_app(tenant, monkeypatch)
     yield tenant
 
 
