@@ -8,21 +8,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from typing import Any
 
 import jwt
 
-from devstack.tenant.context import (
-    GRAPH_APP_ID,
-    GRAPH_RESOURCE,
-    KEY_VAULT_APP_ID,
-    KEY_VAULT_RESOURCE,
-    CertificateRecord,
-    ClientRecord,
-    FederatedRecord,
-    ResourceRecord,
-    SecretRecord,
-)
+from devstack.tenant.context import ClientRecord, DirectoryView, ResourceRecord
 from devstack.tenant.tokens import b64url_decode
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
@@ -37,56 +26,14 @@ class EntraError(Exception):
         self.status, self.error, self.code, self.description = status, error, code, description
 
 
-def client_record(directory: Any, app_id: str) -> ClientRecord | None:
-    """directory.client_record(); until graph/ provides it, built from its application objects."""
-    if hasattr(directory, "client_record"):
-        record: ClientRecord | None = directory.client_record(app_id)
-        return record
-    app = directory.application_by_app_id(app_id)
-    if app is None:
-        return None
-    sp = directory.service_principal_by_app_id(app_id)
-    return ClientRecord(
-        app_id=app.app_id,
-        application_id=app.id,
-        display_name=app.display_name,
-        service_principal_id=sp.id if sp is not None else None,
-        secrets=tuple(
-            SecretRecord(p.key_id, p.salt, p.digest, p.start.timestamp(), p.end.timestamp(), p.created_at)
-            for p in app.password_credentials
-        ),
-        certificates=tuple(
-            CertificateRecord(
-                k.key_id,
-                k.thumbprint_sha1,
-                k.thumbprint_sha256,
-                k.certificate.public_key(),
-                k.start.timestamp(),
-                k.end.timestamp(),
-                k.created_at,
-            )
-            for k in app.key_credentials
-            if k.usage == "Verify"
-        ),
-        federated=tuple(
-            FederatedRecord(f.id, f.issuer, f.subject, tuple(f.audiences), f.created_at)
-            for f in getattr(app, "federated_credentials", ())
-        ),
-    )
+def client_record(directory: DirectoryView, app_id: str) -> ClientRecord | None:
+    """The token endpoint's view of a client in `directory` (None: no such application there)."""
+    return directory.client_record(app_id)
 
 
-_AUDIENCES = {GRAPH_APP_ID: GRAPH_RESOURCE, KEY_VAULT_APP_ID: KEY_VAULT_RESOURCE}
-
-
-def resource_record(directory: Any, scope: str) -> ResourceRecord | None:
-    """directory.resource_record(); until graph/ provides it, built from resource_for_scope()."""
-    if hasattr(directory, "resource_record"):
-        record: ResourceRecord | None = directory.resource_record(scope)
-        return record
-    sp = directory.resource_for_scope(scope)
-    if sp is None:
-        return None
-    return ResourceRecord(sp.id, sp.app_id, _AUDIENCES.get(sp.app_id, scope.removesuffix("/.default")))
+def resource_record(directory: DirectoryView, scope: str) -> ResourceRecord | None:
+    """The resource a scope names in `directory` (None: no such service principal there)."""
+    return directory.resource_record(scope)
 
 
 def unknown_client(client_id: str, tenant: str) -> EntraError:

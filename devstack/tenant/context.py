@@ -143,10 +143,8 @@ class DirectoryView(Protocol):
 
     def granted_app_role_values(self, client_sp_id: str, resource_sp_id: str) -> set[str]: ...
 
-    # Added by the server/Entra part: typed views so the token endpoint needs no knowledge of
-    # graph/'s internal objects. Both are on the token hot path: answer from memory, no copying.
-    # Optional: while a directory lacks them, entra.py builds the same records from
-    # application_by_app_id() / service_principal_by_app_id() / resource_for_scope().
+    # Typed views, so the token endpoint needs no knowledge of graph/'s internal objects. Both are
+    # on the token hot path: answer from memory, no copying.
     def client_record(self, app_id: str) -> ClientRecord | None:
         """None when no application with this appId exists in this tenant."""
         ...
