@@ -11,7 +11,7 @@ import json
 
 import jwt
 
-from devstack.tenant.context import ClientRecord, DirectoryView, ResourceRecord
+from devstack.tenant.context import ClientRecord
 from devstack.tenant.tokens import b64url_decode
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
@@ -24,16 +24,6 @@ class EntraError(Exception):
     def __init__(self, status: int, error: str, code: int, description: str) -> None:
         super().__init__(description)
         self.status, self.error, self.code, self.description = status, error, code, description
-
-
-def client_record(directory: DirectoryView, app_id: str) -> ClientRecord | None:
-    """The token endpoint's view of a client in `directory` (None: no such application there)."""
-    return directory.client_record(app_id)
-
-
-def resource_record(directory: DirectoryView, scope: str) -> ResourceRecord | None:
-    """The resource a scope names in `directory` (None: no such service principal there)."""
-    return directory.resource_record(scope)
 
 
 def unknown_client(client_id: str, tenant: str) -> EntraError:

@@ -15,13 +15,16 @@ from devstack.tenant.client_credentials import (
     EntraError,
     check_assertion,
     check_secret,
-    client_record,
-    resource_record,
     unknown_client,
 )
 from devstack.tenant.context import BASE_URL, REGISTRY, SIM, ClientRecord, DirectoryView
 from devstack.tenant.errors import entra_error, json_response
-from devstack.tenant.federation import check_federated_assertion, is_federated_assertion, issuer_keys
+from devstack.tenant.federation import (
+    check_federated_assertion,
+    is_federated_assertion,
+    issuer_keys,
+    v2_issuer,
+)
 from devstack.tenant.tokens import SigningKey
 
 SIGNING_KEY: web.AppKey[SigningKey] = web.AppKey("signing_key", SigningKey)
@@ -55,7 +58,7 @@ async def openid_configuration(request: web.Request) -> web.Response:
             "id_token_signing_alg_values_supported": ["RS256"],
             "response_types_supported": ["code", "id_token", "code id_token", "id_token token"],
             "scopes_supported": ["openid", "profile", "email", "offline_access"],
-            "issuer": f"{base}/{tid}/v2.0",
+            "issuer": v2_issuer(base, tid),
             "request_uri_parameter_supported": False,
             "authorization_endpoint": f"{base}/{tid}/oauth2/v2.0/authorize",
             "device_authorization_endpoint": f"{base}/{tid}/oauth2/v2.0/devicecode",
@@ -223,11 +226,11 @@ async def _token(request: web.Request) -> web.Response:
             f"Tenant '{tenant}' not found. Check to make sure you have the correct tenant ID and are signing "
             "into the correct cloud.",
         )
-    client = client_record(directory, client_id)
+    client = directory.client_record(client_id)
     if client is None or client.service_principal_id is None:
         raise unknown_client(client_id, tenant)
     key_id, by_certificate = _authenticate(request, values, tenant, directory, client)
-    resource = resource_record(directory, scope)
+    resource = directory.resource_record(scope)
     if resource is None:
         raise EntraError(
             400,

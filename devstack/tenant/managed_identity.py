@@ -28,7 +28,6 @@ from typing import Any
 
 from aiohttp import web
 
-from devstack.tenant.client_credentials import client_record, resource_record
 from devstack.tenant.context import BASE_URL, REGISTRY, ClientRecord
 from devstack.tenant.entra import SIGNING_KEY, TOKEN_ISSUER, TOKEN_LIFETIME_S
 from devstack.tenant.errors import JSON, msi_error
@@ -126,14 +125,14 @@ def _token(request: web.Request) -> web.Response:
         raise _Refused(400, "The 'resource' query parameter is required.")
     if sum(1 for name in _SELECTORS if query.get(name)) > 1:
         raise _Refused(400, f"Only one of {', '.join(_SELECTORS)} may be given.")
-    client = client_record(entry.directory, entry.client_id)
+    client = entry.directory.client_record(entry.client_id)
     if client is None or client.service_principal_id is None or not _selected(query, client):
         raise _Refused(400, _UNKNOWN_IDENTITY)
     base = request.app[BASE_URL]
     if resource.removesuffix("/.default") == EXCHANGE_AUDIENCE:
         access_token, expires_in = exchange_token(request.app[SIGNING_KEY], base, tenant_id, client)
     else:
-        target = resource_record(entry.directory, resource)
+        target = entry.directory.resource_record(resource)
         if target is None:
             # App Service relays Entra's refusal; MSAL notes it comes back as a vague 500.
             raise _Refused(

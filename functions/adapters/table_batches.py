@@ -25,9 +25,7 @@ import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from functions.adapters.tables import table_call, table_error
-
-MAX_TRANSACTION_OPERATIONS = 100
+from functions.adapters.tables import TRANSACTION_LIMIT, table_call, table_error
 
 Entity = dict[str, Any]
 
@@ -71,8 +69,8 @@ class PartitionBatcher:
             while self._pending.get(partition):
                 await asyncio.sleep(0)  # writers ready in this loop turn join the batch
                 rows = list(self._pending.pop(partition).values())
-                for start in range(0, len(rows), MAX_TRANSACTION_OPERATIONS):
-                    await self._commit(rows[start : start + MAX_TRANSACTION_OPERATIONS])
+                for start in range(0, len(rows), TRANSACTION_LIMIT):
+                    await self._commit(rows[start : start + TRANSACTION_LIMIT])
         finally:
             del self._draining[partition]
 

@@ -20,12 +20,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from functions.adapters.tables import table_call
+from functions.adapters.tables import TRANSACTION_LIMIT, table_call
 from functions.core.errors import ConcurrencyConflict, NotFound
 from functions.core.rotation_schedule import INDEX_PARTITION_PREFIX, RotationJob, index_partition
 from functions.resources import CREDENTIAL_EXPIRY_TABLE, LEASES_TABLE
-
-TRANSACTION_LIMIT = 100  # operations per entity group transaction (one partition)
 
 
 class CredentialExpiryIndex:

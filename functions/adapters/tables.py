@@ -79,6 +79,10 @@ _DEVELOPMENT_STORAGE = (
 )
 
 
+# Operations per entity group transaction (all in one partition): Table storage's limit.
+TRANSACTION_LIMIT = 100
+
+
 def table_service(config: StorageConfig, credential: AsyncTokenCredential | None = None) -> Any:
     """An aio TableServiceClient for the configuration (credential: identity-based endpoints only)."""
     from azure.data.tables.aio import TableServiceClient

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -96,58 +97,25 @@ class Directory:
                     values.add(value)
         return values
 
-    def home_application(self, app_id: str) -> Application | None:
-        """The application object behind a client: this tenant's, or a multi-tenant one registered
-        in another tenant of the server (Entra reads a client's credentials, federated ones
-        included, from the application object in its home tenant)."""
-        foreign = self.foreign_application(app_id, self.tenant_id)
-        return self.application_by_app_id(app_id) or (foreign[0] if foreign else None)
-
     def client_record(self, app_id: str) -> ClientRecord | None:
-        """The token endpoint's view of a client, cached on the application until its credentials change."""
+        """The token endpoint's view of a client: this tenant's application, or a multi-tenant one of
+        another tenant of the server whose service principal may be here (Entra reads a client's
+        credentials from the application object in its home tenant, its roles where it signs in).
+        Built once per change of the application's credentials, cached on the application."""
         app = self.application_by_app_id(app_id)
-        foreign = app is None
-        if foreign:
+        if app is None:
             found = self.foreign_application(app_id, self.tenant_id)
             if found is None:
                 return None
             app = found[0]
-        assert app is not None
         sp = self.service_principal_by_app_id(app_id)
         sp_id = sp.id if sp is not None else None
-        cached = app.record_cache
-        if not foreign and isinstance(cached, ClientRecord) and cached.service_principal_id == sp_id:
-            return cached
-        record = ClientRecord(
-            app_id=app.app_id,
-            application_id=app.id,
-            display_name=app.display_name,
-            service_principal_id=sp_id,
-            secrets=tuple(
-                SecretRecord(p.key_id, p.salt, p.digest, p.start.timestamp(), p.end.timestamp(), p.created_at)
-                for p in app.password_credentials
-            ),
-            certificates=tuple(
-                CertificateRecord(
-                    k.key_id,
-                    k.thumbprint_sha1,
-                    k.thumbprint_sha256,
-                    k.certificate.public_key(),
-                    k.start.timestamp(),
-                    k.end.timestamp(),
-                    k.created_at,
-                )
-                for k in app.key_credentials
-                if k.usage == "Verify"
-            ),
-            federated=tuple(
-                FederatedRecord(f.id, f.issuer, f.subject, tuple(f.audiences), f.created_at)
-                for f in app.federated_credentials
-            ),
-        )
-        if not foreign:  # the home tenant's cache; another tenant's record differs by its SP
-            app.record_cache = record
-        return record
+        record = app.record_cache
+        if not isinstance(record, ClientRecord):
+            record = app.record_cache = _client_record(app, sp_id)
+        # The cache holds the credentials; the service principal is this tenant's (another tenant,
+        # or one created since the record was built).
+        return record if record.service_principal_id == sp_id else replace(record, service_principal_id=sp_id)
 
     def resource_record(self, scope: str) -> ResourceRecord | None:
         sp = self.resource_for_scope(scope)
@@ -322,6 +290,36 @@ class Directory:
             if name not in seeded:  # a tenant saved before this service was seeded gains it
                 seed_service_principal(directory, name)
         return directory
+
+
+def _client_record(app: Application, sp_id: str | None) -> ClientRecord:
+    return ClientRecord(
+        app_id=app.app_id,
+        application_id=app.id,
+        display_name=app.display_name,
+        service_principal_id=sp_id,
+        secrets=tuple(
+            SecretRecord(p.key_id, p.salt, p.digest, p.start.timestamp(), p.end.timestamp(), p.created_at)
+            for p in app.password_credentials
+        ),
+        certificates=tuple(
+            CertificateRecord(
+                k.key_id,
+                k.thumbprint_sha1,
+                k.thumbprint_sha256,
+                k.certificate.public_key(),
+                k.start.timestamp(),
+                k.end.timestamp(),
+                k.created_at,
+            )
+            for k in app.key_credentials
+            if k.usage == "Verify"
+        ),
+        federated=tuple(
+            FederatedRecord(f.id, f.issuer, f.subject, tuple(f.audiences), f.created_at)
+            for f in app.federated_credentials
+        ),
+    )
 
 
 MULTI_TENANT_AUDIENCES = frozenset({"AzureADMultipleOrgs", "AzureADandPersonalMicrosoftAccount"})
