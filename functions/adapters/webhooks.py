@@ -1,9 +1,10 @@
 """Sends signed webhook deliveries to connectors, refusing addresses a webhook must not reach.
 
-SSRF guard: the URL must be https and every address its host resolves to must be public:
-not private, loopback, link-local, multicast, reserved or unspecified (IPv4-mapped IPv6
-included). The check runs inside aiohttp's resolver, at connect time, so a DNS answer that
-changes between the subscription check and the delivery (rebinding) is caught too. Redirects
+SSRF guard: the URL must be https and every address its host resolves to must be public
+(functions.core.webhook_hosts: not private, shared, loopback, link-local, multicast, reserved or
+unspecified, nor an IPv6 address embedding such an IPv4 one). For a host name the check runs
+inside aiohttp's resolver, at connect time, so a DNS answer that changes between the subscription
+check and the delivery (rebinding) is caught too; an address literal is checked before connecting. Redirects
 are not followed (a redirect is another way to reach an internal address). Local development
 may allow http and loopback, nothing else.
 
@@ -14,13 +15,15 @@ the response body.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import socket
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from functions.core.errors import PermanentError
 from functions.core.notifications import DeliveryOutcome
+from functions.core.webhook_hosts import address_allowed, host_problem
+
+__all__ = ["WebhookSender", "WebhookUrlRefused", "address_allowed", "check_url_syntax"]
 
 if TYPE_CHECKING:
     import aiohttp
@@ -32,20 +35,8 @@ class WebhookUrlRefused(PermanentError):  # noqa: N818  (an outcome, like the ot
     """The URL is not acceptable as a webhook target (scheme or resolved address)."""
 
 
-def address_allowed(address: str, *, allow_loopback: bool) -> bool:
-    ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    if ip.is_loopback:
-        return allow_loopback
-    return not (
-        ip.is_private
-        or ip.is_link_local
-        or ip.is_multicast
-        or ip.is_reserved
-        or ip.is_unspecified
-        or (isinstance(ip, ipaddress.IPv6Address) and ip.is_site_local)
-    )
+class _Unsent(Exception):  # noqa: N818
+    """Why an attempt got no answer (timeout, connection, name); never quotes the URL."""
 
 
 def check_url_syntax(url: str, *, allow_insecure_local: bool) -> None:
@@ -63,6 +54,10 @@ def check_url_syntax(url: str, *, allow_insecure_local: bool) -> None:
         raise WebhookUrlRefused("webhook URL must use https")
     if port == 0:
         raise WebhookUrlRefused("webhook URL has an invalid port")
+    # An address literal never reaches the resolver below (aiohttp connects to it directly).
+    problem = host_problem(parts.hostname, allow_loopback=allow_insecure_local)
+    if problem:
+        raise WebhookUrlRefused(problem)
 
 
 def _host_label(url: str) -> str:
@@ -112,7 +107,7 @@ class WebhookSender:
             await resolver.resolve(host, 0, socket.AF_UNSPEC)
         except WebhookUrlRefused:
             raise
-        except OSError:
+        except (OSError, UnicodeError, ValueError):
             raise WebhookUrlRefused(f"webhook host {host} does not resolve") from None
         finally:
             await resolver.close()
@@ -137,27 +132,28 @@ class WebhookSender:
 
     async def send(self, url: str, headers: dict[str, str], body: bytes) -> DeliveryOutcome:
         """One attempt. Never raises for the receiver's failures: they become the outcome."""
-        import aiohttp
-
         try:
             check_url_syntax(url, allow_insecure_local=self._allow_insecure_local)
-        except WebhookUrlRefused as refused:
-            return DeliveryOutcome(status=None, error=str(refused))
+            return DeliveryOutcome(status=await self._post(url, headers, body))
+        except (WebhookUrlRefused, _Unsent) as failed:
+            return DeliveryOutcome(status=None, error=str(failed))
+
+    async def _post(self, url: str, headers: dict[str, str], body: bytes) -> int:
+        """The receiver's status, or _Unsent/WebhookUrlRefused saying why there is none."""
+        import aiohttp
+
         session = await self._client()
         try:
             async with session.post(url, data=body, headers=headers, allow_redirects=False) as response:
-                return DeliveryOutcome(status=response.status)
-        except WebhookUrlRefused as refused:
-            return DeliveryOutcome(status=None, error=str(refused))
+                return response.status
         except TimeoutError:
-            return DeliveryOutcome(
-                status=None, error=f"timed out after {self._timeout_s:g} s ({_host_label(url)})"
-            )
+            raise _Unsent(f"timed out after {self._timeout_s:g} s ({_host_label(url)})") from None
+        except (UnicodeError, ValueError):  # a host name no resolver accepts (kept by an older record)
+            raise _Unsent(f"webhook host is not a valid name ({_host_label(url)})") from None
         except aiohttp.ClientError as exc:
-            cause = exc.__cause__ if isinstance(exc.__cause__, WebhookUrlRefused) else None
-            if cause is not None:
-                return DeliveryOutcome(status=None, error=str(cause))
-            return DeliveryOutcome(status=None, error=f"{type(exc).__name__} ({_host_label(url)})")
+            if isinstance(exc.__cause__, WebhookUrlRefused):
+                raise exc.__cause__ from None
+            raise _Unsent(f"{type(exc).__name__} ({_host_label(url)})") from None
 
     async def close(self) -> None:
         if self._session is not None and not self._session.closed:

@@ -64,9 +64,16 @@ class Announcer:
             return 0
         deliveries = fan_out(event, subscriptions_of(record))
         # Sent at once: one event to many subscribers should not wait on one queue write after another.
-        await asyncio.gather(
-            *(self._queue.send(WEBHOOK_DELIVERIES_QUEUE, delivery.to_message()) for delivery in deliveries)
+        # Every send is awaited before a failure is raised, so none is left running unobserved; the
+        # caller's retry re-sends them all with the same webhook-ids, and the delivery log keeps a
+        # delivery that a first copy settled from being retried or recorded over by a second.
+        results = await asyncio.gather(
+            *(self._queue.send(WEBHOOK_DELIVERIES_QUEUE, delivery.to_message()) for delivery in deliveries),
+            return_exceptions=True,
         )
+        failures = [result for result in results if isinstance(result, BaseException)]
+        if failures:
+            raise failures[0]
         now = self._clock.now()
         await keeper.update(lambda r: replace(r.with_event(ANNOUNCE_STEP, "done", now, event.id)))
         if deliveries:

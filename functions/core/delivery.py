@@ -18,6 +18,7 @@ from functions.core.errors import NotFound
 from functions.core.intake import webhook_secret_name
 from functions.core.notifications import (
     DEFAULT_RETRY_SCHEDULE,
+    SETTLED_STATUSES,
     Delivery,
     DeliveryOutcome,
     retry_delay,
@@ -49,6 +50,15 @@ class DeliveryWorker:
 
     async def deliver(self, delivery: Delivery) -> str:
         """One attempt; returns the resulting status (delivered, retrying, dead_lettered, gone)."""
+        if delivery.attempt > 1:
+            # A retry is rare, so it may afford a read: a duplicate chain of this delivery (the
+            # announcement re-sent after a crash) may have settled it meanwhile.
+            settled = await self._log.get(delivery.registration_id, delivery.delivery_id)
+            if settled is not None and settled.status in SETTLED_STATUSES:
+                log.info(
+                    "webhook delivery %s already %s: no further attempt", delivery.delivery_id, settled.status
+                )
+                return settled.status
         try:
             _, secret = await self._vault.get_secret(webhook_secret_name(delivery.subscription_id))
         except NotFound:
@@ -64,7 +74,17 @@ class DeliveryWorker:
         if outcome.gone:
             await self._note(delivery, "gone", outcome.status, "the receiver answered 410 Gone")
             return "gone"
+        return await self._failed(delivery, outcome)
+
+    async def _failed(self, delivery: Delivery, outcome: DeliveryOutcome) -> str:
+        """After a failed attempt: the next one later, or dead-letter after the last; unless settled."""
         delay = retry_delay(delivery.attempt, self._schedule)
+        status = "retrying" if delay is not None else "dead_lettered"
+        # Noted before the next attempt is enqueued: with a short delay, that attempt's own note
+        # ("delivered") could otherwise land first and be overwritten by this older "retrying".
+        settled = await self._note_failure(delivery, status, outcome)
+        if settled is not None:
+            return settled.status  # settled by a duplicate chain of this delivery: this one ends here
         if delay is None:
             log.error(
                 "webhook delivery %s dead-lettered after %d attempts: %s",
@@ -72,11 +92,7 @@ class DeliveryWorker:
                 delivery.attempt,
                 outcome.describe(),
             )
-            await self._note(delivery, "dead_lettered", outcome.status, outcome.describe())
-            return "dead_lettered"
-        # Noted before the next attempt is enqueued: with a short delay, that attempt's own note
-        # ("delivered") could otherwise land first and be overwritten by this older "retrying".
-        await self._note(delivery, "retrying", outcome.status, outcome.describe())
+            return status
         following = delivery.next_attempt()
         await self._queue.send(WEBHOOK_DELIVERIES_QUEUE, following.to_message(), visibility_timeout=delay)
         log.warning(
@@ -86,21 +102,31 @@ class DeliveryWorker:
             outcome.describe(),
             delay,
         )
-        return "retrying"
+        return status
 
     async def _note(
         self, delivery: Delivery, status: str, last_status: int | None, error: str | None
     ) -> None:
-        await self._log.record(
-            DeliveryRecord(
-                registration_id=delivery.registration_id,
-                delivery_id=delivery.delivery_id,
-                subscription_id=delivery.subscription_id,
-                event_type=delivery.event_type,
-                status=status,
-                attempts=delivery.attempt,
-                last_status=last_status,
-                last_error=error,
-                updated_at=self._clock.now(),
-            )
+        await self._log.record(self._entry(delivery, status, last_status, error))
+
+    async def _note_failure(
+        self, delivery: Delivery, status: str, outcome: DeliveryOutcome
+    ) -> DeliveryRecord | None:
+        """Note a failed attempt unless the delivery settled meanwhile; returns that settled record."""
+        entry = self._entry(delivery, status, outcome.status, outcome.describe())
+        return await self._log.record_unless_settled(entry)
+
+    def _entry(
+        self, delivery: Delivery, status: str, last_status: int | None, error: str | None
+    ) -> DeliveryRecord:
+        return DeliveryRecord(
+            registration_id=delivery.registration_id,
+            delivery_id=delivery.delivery_id,
+            subscription_id=delivery.subscription_id,
+            event_type=delivery.event_type,
+            status=status,
+            attempts=delivery.attempt,
+            last_status=last_status,
+            last_error=error,
+            updated_at=self._clock.now(),
         )

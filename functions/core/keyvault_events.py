@@ -48,19 +48,34 @@ def _lower_keys(data: Mapping[str, Any]) -> dict[str, Any]:
     return {str(key).lower(): value for key, value in data.items()}
 
 
+# Key Vault sends seconds since the epoch; a number this large can only be milliseconds (year 5138+).
+_MILLISECONDS_FROM = 1e11
+
+
+def _epoch(number: float) -> datetime | None:
+    if number > _MILLISECONDS_FROM:
+        number /= 1000
+    try:
+        return datetime.fromtimestamp(number, tz=UTC)
+    except (ValueError, OverflowError, OSError):
+        return None  # out of range (negative, infinite, NaN, absurd): unknown, not a failure
+
+
 def _moment(value: Any) -> datetime | None:
     if value is None or value == "":
         return None
     if isinstance(value, bool):
         raise UnusableEvent("a date field holds a boolean")
     if isinstance(value, int | float):
-        return datetime.fromtimestamp(float(value), tz=UTC)
+        return _epoch(float(value))
     if isinstance(value, str):
         text = value.strip()
         try:
-            return datetime.fromtimestamp(float(text), tz=UTC)
+            number = float(text)
         except ValueError:
             pass
+        else:
+            return _epoch(number)
         try:
             parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
         except ValueError:
@@ -85,7 +100,7 @@ def parse_key_vault_event(
 ) -> KeyVaultEvent:
     """Build a KeyVaultEvent from an Event Grid (or CloudEvents) event's parts."""
     kind, object_type = _kind_and_type(event_type or "")
-    fields = _lower_keys(data or {})
+    fields = _lower_keys(data if isinstance(data, Mapping) else {})
     object_name = fields.get("objectname") or (subject or "").rsplit("/", 1)[-1] or None
     if not object_name or not isinstance(object_name, str):
         raise UnusableEvent("the event names no Key Vault object")

@@ -25,6 +25,9 @@ from functions.core.models import WEBHOOK_EVENTS, SecretValue
 
 SECRET_PREFIX = "whsec_"  # noqa: S105  (the format's prefix, not a secret)
 SIGNATURE_VERSION = "v1"
+# A delivery's final outcomes: once one is recorded, no failed attempt (of a duplicate chain of the
+# same delivery, e.g. after an announcement was re-sent) may record over it or retry it.
+SETTLED_STATUSES = frozenset({"delivered", "gone"})
 # Standard Webhooks receivers reject timestamps more than 5 minutes away: sign at send time.
 DEFAULT_RETRY_SCHEDULE: tuple[timedelta, ...] = (
     timedelta(seconds=5),
@@ -201,7 +204,7 @@ class Delivery:
 
 
 def fan_out(event: WebhookEvent, subscriptions: Iterable[WebhookSubscription]) -> list[Delivery]:
-    """One Delivery per subscription that wants this event type (and no duplicates by URL+id)."""
+    """One Delivery per subscription that wants this event type (one per delivery id)."""
     body = event.body().decode()
     deliveries: dict[str, Delivery] = {}
     for subscription in subscriptions:

@@ -19,6 +19,7 @@ from functions.core.durations import format_duration, parse_duration
 from functions.core.errors import Forbidden
 from functions.core.models import GRAPH_APP_ID, CredentialType, ResolvedPermission
 from functions.core.profiles import Profile
+from functions.core.webhook_hosts import host_problem
 
 ROLE_APPROVER = "Registrar.Approver"  # may approve registrations held for tier-0 permissions
 ROLE_ADMIN = "Registrar.Admin"  # may decommission registrations and rotate credentials on demand
@@ -103,15 +104,17 @@ class Policy:
         return "redirect URIs must be https, or http://localhost (any port or path)"
 
     def webhook_url_problem(self, url: str) -> str | None:
-        """Why a webhook URL is refused by syntax/policy (the SSRF/DNS check is the webhook adapter's)."""
+        """Why a webhook URL is refused by syntax/policy: scheme, a non-public address literal, a malformed
+        host name. Where a host name resolves is the webhook adapter's check, at subscription and at send."""
         parts, problem = _url_parts(url, "webhook URLs")
         if problem or parts is None:
             return problem
-        if parts.scheme == "https" or (parts.scheme == "http" and self.allow_insecure_webhooks):
-            return None
-        if parts.scheme == "http":
+        if parts.scheme == "http" and not self.allow_insecure_webhooks:
             return "webhook URLs must be https (http only in explicit local development)"
-        return "webhook URLs must be https"
+        if parts.scheme not in ("https", "http"):
+            return "webhook URLs must be https"
+        # An address literal never meets the adapter's resolver, so its check happens here.
+        return host_problem(parts.hostname or "", allow_loopback=self.allow_insecure_webhooks)
 
     def lifetime_problem(self, lifetime: timedelta, profile: Profile, kind: CredentialType) -> str | None:
         """Why a requested credential lifetime is refused, naming the maximum that applies."""

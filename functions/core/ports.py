@@ -349,6 +349,14 @@ class DeliveryLog(Protocol):
         """Upsert by (registration id, delivery id)."""
         ...
 
+    async def record_unless_settled(self, entry: DeliveryRecord) -> DeliveryRecord | None:
+        """Write a failed attempt's outcome unless the delivery already settled (delivered or gone),
+        atomically (a duplicate chain of the same delivery must not overwrite "delivered" with
+        "retrying"). Returns the settled record when there is one, else None (written)."""
+        ...
+
+    async def get(self, registration_id: str, delivery_id: str) -> DeliveryRecord | None: ...
+
     async def list(self, registration_id: str, *, status: str | None = None) -> list[DeliveryRecord]: ...
 
 

@@ -11,7 +11,7 @@ import uuid
 from dataclasses import replace
 from datetime import timedelta
 
-from functions.core.errors import NotFound, PermanentError, ValidationFailed
+from functions.core.errors import Conflict, NotFound, PermanentError, ValidationFailed
 from functions.core.intake import WEBHOOK_SECRET_CONTENT_TYPE, webhook_secret_name
 from functions.core.keeper import RecordKeeper
 from functions.core.models import WEBHOOK_EVENTS, Problem, SecretValue, WebhookSpec
@@ -75,6 +75,13 @@ class Subscriptions:
             raise ValidationFailed([Problem("url", str(refused))]) from None
         keeper = await self._claim(registration_id)
         try:
+            existing = next((w for w in keeper.current.webhooks if w.url == spec.url), None)
+            if existing is not None:
+                # A second subscription to one URL would sign each event twice under two
+                # webhook-ids, which the receiver cannot deduplicate (a retried POST does that).
+                raise Conflict(
+                    f"this URL is already subscribed as {existing.id}; remove that subscription to change it"
+                )
             if len(keeper.current.webhooks) >= MAX_SUBSCRIPTIONS:
                 raise ValidationFailed(
                     [Problem("url", f"at most {MAX_SUBSCRIPTIONS} webhooks per registration")]

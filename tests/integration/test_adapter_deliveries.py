@@ -147,3 +147,38 @@ def test_close_waits_for_writes_in_flight(azurite: str, writers: int) -> None:
         return len([e async for e in client.query_entities("PartitionKey eq 'p'")])
 
     assert run_with(azurite, table, body) == writers
+
+
+def test_a_failed_attempt_never_records_over_a_settled_delivery(azurite: str) -> None:
+    table = "Deliv" + uuid.uuid4().hex[:10]
+
+    async def body(service: Any) -> tuple[Any, ...]:
+        log = TableDeliveryLog(service, table)
+        first = await log.record_unless_settled(outcome("reg-d", 1, "retrying", "HTTP 503"))  # creates
+        second = await log.record_unless_settled(outcome("reg-d", 1, "retrying", "timed out"))  # replaces
+        after_retries = await log.get("reg-d", "msg_reg-d_001")
+        await log.record(outcome("reg-d", 1, "delivered"))
+        refused = await log.record_unless_settled(outcome("reg-d", 1, "dead_lettered", "HTTP 500"))
+        return first, second, after_retries, refused, await log.get("reg-d", "msg_reg-d_001")
+
+    first, second, after_retries, refused, final = run_with(azurite, table, body)
+    assert (first, second) == (None, None)
+    assert (after_retries.status, after_retries.last_error) == ("retrying", "timed out")
+    assert refused is not None and refused.status == "delivered"
+    assert (final.status, final.last_error) == ("delivered", None)
+
+
+def test_delivered_wins_however_a_duplicate_chain_races_it(azurite: str) -> None:
+    """Group-committed "delivered" and a conditional "retrying" for the same rows, all at once."""
+    table = "Deliv" + uuid.uuid4().hex[:10]
+
+    async def body(service: Any) -> list[DeliveryRecord]:
+        log = TableDeliveryLog(service, table)
+        await asyncio.gather(
+            *(log.record(outcome("reg-e", n)) for n in range(40)),
+            *(log.record_unless_settled(outcome("reg-e", n, "retrying", "HTTP 503")) for n in range(40)),
+        )
+        return await log.list("reg-e")
+
+    rows = run_with(azurite, table, body)
+    assert len(rows) == 40 and {r.status for r in rows} == {"delivered"}

@@ -145,7 +145,61 @@ async def test_receiver_errors_and_timeouts_become_outcomes_without_the_url(
         ("fc00::1", False),
         ("0.0.0.0", False),
         ("224.0.0.1", False),
+        ("100.64.0.1", False),  # shared address space (CGNAT), used inside VNets and peered networks
+        ("100.100.100.200", False),
+        ("::ffff:100.64.0.1", False),
+        ("192.0.0.8", False),  # IETF protocol assignments
+        ("2002:a9fe:a9fe::1", False),  # 6to4 wrapping of 169.254.169.254
+        ("2002:7f00:1::1", False),  # 6to4 wrapping of 127.0.0.1
+        ("2002:5db8:d70e::1", True),  # 6to4 wrapping of a public address
+        ("64:ff9b::a00:5", False),  # NAT64 of 10.0.0.5
+        ("2001:db8::1", False),  # documentation
+        ("ff0e::1", False),  # global-scope multicast
     ],
 )
 def test_address_guard(address: str, allowed: bool) -> None:
     assert address_allowed(address, allow_loopback=False) is allowed
+
+
+@pytest.fixture
+async def tcp_listener() -> AsyncIterator[tuple[list[bytes], int]]:
+    """A bare TCP listener that records the first bytes of every connection (a TLS ClientHello too)."""
+    seen: list[bytes] = []
+
+    async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        seen.append(await reader.read(16))
+        writer.close()
+
+    server = await asyncio.start_server(accept, "127.0.0.1", 0)
+    yield seen, server.sockets[0].getsockname()[1]
+    server.close()
+    await server.wait_closed()
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "[::ffff:127.0.0.1]"])
+async def test_an_address_literal_is_refused_before_any_connection(
+    tcp_listener: tuple[list[bytes], int], host: str
+) -> None:
+    seen, port = tcp_listener
+    sender = WebhookSender(allow_insecure_local=False)
+    try:
+        outcome = await sender.send(f"https://{host}:{port}/hook?token={TOKEN}", {}, b"{}")
+        await asyncio.sleep(0.1)  # a connection, had one been opened, would have been accepted by now
+    finally:
+        await sender.close()
+
+    assert outcome.status is None and "public address" in (outcome.error or "")
+    assert seen == []  # not even a TLS handshake reached the address
+
+
+@pytest.mark.parametrize("host", ["a" * 64 + ".example.com", "exa_mple..example.com"])
+async def test_a_host_name_no_resolver_accepts_is_refused_or_an_outcome(host: str) -> None:
+    sender = WebhookSender(allow_insecure_local=False)
+    try:
+        with pytest.raises(WebhookUrlRefused):
+            await sender.check(f"https://{host}/hook")
+        outcome = await sender.send(f"https://{host}/hook", {}, b"{}")
+    finally:
+        await sender.close()
+
+    assert outcome.status is None and outcome.error

@@ -13,7 +13,14 @@ from functions.core.intake import webhook_secret_name
 from functions.core.keyvault_events import KeyVaultEvent, KeyVaultEventKind, ObjectType
 from functions.core.keyvault_reactions import KeyVaultReactions, Reaction, registration_id_of
 from functions.core.models import CredentialSpec, CredentialType, SecretValue, WebhookSpec
-from functions.core.notifications import Delivery, DeliveryOutcome, WebhookEvent, WebhookSubscription, fan_out
+from functions.core.notifications import (
+    SETTLED_STATUSES,
+    Delivery,
+    DeliveryOutcome,
+    WebhookEvent,
+    WebhookSubscription,
+    fan_out,
+)
 from functions.core.ports import DeliveryRecord
 from functions.core.rotation_schedule import JobAction, RotationJob
 from functions.resources import ROTATION_JOBS_QUEUE, WEBHOOK_DELIVERIES_QUEUE
@@ -43,6 +50,16 @@ class FakeDeliveryLog:
 
     async def record(self, entry: DeliveryRecord) -> None:
         self.entries[entry.delivery_id] = entry
+
+    async def get(self, registration_id: str, delivery_id: str) -> DeliveryRecord | None:
+        return self.entries.get(delivery_id)
+
+    async def record_unless_settled(self, entry: DeliveryRecord) -> DeliveryRecord | None:
+        current = self.entries.get(entry.delivery_id)
+        if current is not None and current.status in SETTLED_STATUSES:
+            return current
+        self.entries[entry.delivery_id] = entry
+        return None
 
     async def list(self, registration_id: str, *, status: str | None = None) -> list[DeliveryRecord]:
         return [e for e in self.entries.values() if status in (None, e.status)]
@@ -115,6 +132,37 @@ async def test_gone_receivers_and_removed_subscriptions_stop_retries() -> None:
     assert log.entries[delivery.delivery_id].last_status == 410
     orphan = replace(delivery, subscription_id="s-removed")
     assert await worker.deliver(orphan) == "gone"
+
+
+async def test_a_duplicate_chain_never_overwrites_delivered_nor_keeps_retrying() -> None:
+    """The announcement re-sent after a crash starts a second chain with the same webhook-id: chain
+    A delivers, chain B's receiver answer fails; B must neither record over "delivered" nor retry."""
+    worker, delivery, transport, queue, log, _ = await _setup(
+        [DeliveryOutcome(status=204), DeliveryOutcome(status=503)]
+    )
+
+    assert await worker.deliver(delivery) == "delivered"  # chain A
+    assert await worker.deliver(delivery) == "delivered"  # chain B: its attempt failed, A had settled it
+
+    assert queue.sent == []  # no follow-up attempt for B
+    assert (log.entries[delivery.delivery_id].status, log.entries[delivery.delivery_id].attempts) == (
+        "delivered",
+        1,
+    )
+    assert [headers["webhook-id"] for _, headers, _ in transport.sent] == [delivery.delivery_id] * 2
+
+
+async def test_a_queued_retry_of_a_delivery_settled_meanwhile_is_not_sent() -> None:
+    worker, delivery, transport, queue, log, _ = await _setup(
+        [DeliveryOutcome(status=503), DeliveryOutcome(status=204)]
+    )
+    assert await worker.deliver(delivery) == "retrying"  # chain B's first attempt
+    retry = Delivery.from_message(queue.sent[-1][1])
+    assert await worker.deliver(delivery) == "delivered"  # chain A delivers meanwhile
+
+    assert await worker.deliver(retry) == "delivered"  # B's retry: settled, nothing sent
+
+    assert len(transport.sent) == 2 and log.entries[delivery.delivery_id].status == "delivered"
 
 
 def test_only_registration_objects_are_acted_on() -> None:

@@ -61,6 +61,33 @@ def test_dates_as_number_string_iso_or_null(exp: object) -> None:
         assert event.expires_on == datetime.fromtimestamp(EXP, tz=UTC)
 
 
+@pytest.mark.parametrize("exp", [EXP * 1000, str(EXP * 1000)])
+def test_a_date_in_milliseconds_is_read_as_such(exp: object) -> None:
+    event = parse_key_vault_event(
+        event_id="e", event_type="Microsoft.KeyVault.SecretNearExpiry", subject="reg-abc", data={"exp": exp}
+    )
+    assert event.expires_on == datetime.fromtimestamp(EXP, tz=UTC)
+
+
+@pytest.mark.parametrize("exp", [-1e300, "-1e300", 1e300, "1e20", "Infinity", "NaN", float("inf"), -(10**20)])
+def test_an_out_of_range_date_is_unknown_not_a_crash(exp: object) -> None:
+    event = parse_key_vault_event(
+        event_id="e", event_type="Microsoft.KeyVault.SecretExpired", subject="reg-abc", data={"exp": exp}
+    )
+    assert (event.kind, event.object_name, event.expires_on) == (KeyVaultEventKind.EXPIRED, "reg-abc", None)
+
+
+@pytest.mark.parametrize("data", [["not", "an", "object"], "text", 42])
+def test_data_that_is_not_an_object_falls_back_to_the_subject(data: object) -> None:
+    event = parse_key_vault_event(
+        event_id="e",
+        event_type="Microsoft.KeyVault.SecretNewVersionCreated",
+        subject="reg-abc",
+        data=data,  # type: ignore[arg-type]
+    )
+    assert (event.object_name, event.version) == ("reg-abc", None)
+
+
 def test_camel_case_keys_cloudevents_envelope_and_version_from_id() -> None:
     event = parse_envelope(
         {
