@@ -23,9 +23,11 @@ def record(kind: str, **fields: object) -> None:
         return  # `devstack up` on the sample app: nothing is watching
     folder = Path(os.environ["SAMPLE_RECORD_DIR"])
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"{kind}-{uuid.uuid4().hex}.json").write_text(
-        json.dumps({"kind": kind, **fields}), encoding="utf-8"
-    )
+    # Written aside, then renamed: a test polling the folder never reads a half-written record.
+    name = f"{kind}-{uuid.uuid4().hex}.json"
+    partial = folder / f".{name}.partial"
+    partial.write_text(json.dumps({"kind": kind, **fields}), encoding="utf-8")
+    partial.replace(folder / name)
 
 
 @app.route(route="items/{id:guid}", methods=["GET"])
