@@ -96,45 +96,49 @@ async def accept(
     now = clock.now()
     subscriptions: list[WebhookSubscriptionRef] = []
     secrets: dict[str, SecretValue] = {}
-    for spec in request.webhooks:
-        sub_id = f"wh-{uuid.uuid4().hex}"
-        secret = new_signing_secret()
-        await vault.set_secret(
-            webhook_secret_name(sub_id),
-            secret,
-            content_type=WEBHOOK_SECRET_CONTENT_TYPE,
-            tags={
-                "registrationId": registration_id,
-                "subscriptionId": sub_id,
-                "url": display_url(spec.url)[:256],
-            },
-            expires_on=None,
+    try:
+        for spec in request.webhooks:
+            sub_id = f"wh-{uuid.uuid4().hex}"
+            secret = new_signing_secret()
+            subscriptions.append(
+                WebhookSubscriptionRef(sub_id, spec.url, spec.events, webhook_secret_name(sub_id), now)
+            )
+            await vault.set_secret(
+                webhook_secret_name(sub_id),
+                secret,
+                content_type=WEBHOOK_SECRET_CONTENT_TYPE,
+                tags={
+                    "registrationId": registration_id,
+                    "subscriptionId": sub_id,
+                    "url": display_url(spec.url)[:256],
+                },
+                expires_on=None,
+            )
+            secrets[sub_id] = secret
+        record = Registration(
+            id=registration_id,
+            request_id=request.request_id,
+            fingerprint=fingerprint,
+            profile_id=request.profile_id,
+            tenant_id=request.tenant_id,
+            status=RegistrationStatus.ACCEPTED,
+            created_at=now,
+            updated_at=now,
+            plan=plan,
+            request=dict(body),
+            approval=Approval(reasons=plan.approval_reasons) if plan.approval_reasons else None,
+            webhooks=tuple(subscriptions),
+            history=(StepEvent("accepted", "done", now, f"request {request.request_id}"),),
         )
-        subscriptions.append(
-            WebhookSubscriptionRef(sub_id, spec.url, spec.events, webhook_secret_name(sub_id), now)
-        )
-        secrets[sub_id] = secret
-
-    record = Registration(
-        id=registration_id,
-        request_id=request.request_id,
-        fingerprint=fingerprint,
-        profile_id=request.profile_id,
-        tenant_id=request.tenant_id,
-        status=RegistrationStatus.ACCEPTED,
-        created_at=now,
-        updated_at=now,
-        plan=plan,
-        request=dict(body),
-        approval=Approval(reasons=plan.approval_reasons) if plan.approval_reasons else None,
-        webhooks=tuple(subscriptions),
-        history=(StepEvent("accepted", "done", now, f"request {request.request_id}"),),
-    )
-    stored, created = await store.create(record)
+        stored, created = await store.create(record)
+    except BaseException:
+        # Nothing half-made: the record was not written, so no one will ever read these secrets
+        # (the caller retries with new ones). Best effort; a kill here leaves tagged strays.
+        await _delete_quietly(vault, subscriptions)
+        raise
     if not created:
-        for sub in subscriptions:  # a concurrent duplicate won: its subscriptions stand, not ours
-            if sub.secret_name:
-                await vault.delete_secret(sub.secret_name)
+        # A concurrent duplicate won: its subscriptions stand, not ours.
+        await _delete_quietly(vault, subscriptions)
         return _same_or_conflict(stored, fingerprint)
     log.info("registration %s accepted (profile %s)", stored.id, stored.profile_id)
     return Accepted(stored, True, secrets)
@@ -189,6 +193,15 @@ async def record_invalid(
     )
     stored, _ = await store.create(record)
     return stored
+
+
+async def _delete_quietly(vault: Vault, subscriptions: list[WebhookSubscriptionRef]) -> None:
+    for sub in subscriptions:
+        if sub.secret_name:
+            try:
+                await vault.delete_secret(sub.secret_name)
+            except Exception:  # the original failure matters more; the secret is tagged for a sweep
+                log.warning("could not delete the unused webhook secret %s", sub.secret_name, exc_info=True)
 
 
 async def _existing(store: RegistrationStore, registration_id: str) -> Registration | None:
