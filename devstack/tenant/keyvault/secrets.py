@@ -87,9 +87,8 @@ class SecretsApi:
         attribute_fields: dict[str, Any], managed: bool = False, version_id: str | None = None,
     ) -> SecretVersion:  # fmt: skip
         """Store a new version (also used by certificates for their backing secret) and emit its event."""
-        entry = self.vault.secrets.get(name)
-        if entry is None:
-            entry = self.vault.secrets[name] = SecretEntry(name)
+        # The attributes are checked (exp after nbf, ...) before the name exists: a refused PUT
+        # leaves no entry behind, as in Key Vault (an entry without versions answered 500 ever after).
         version = SecretVersion(
             version=version_id or new_version_id(),
             value=value,
@@ -98,6 +97,9 @@ class SecretsApi:
             tags=tags,
             managed=managed,
         )
+        entry = self.vault.secrets.get(name)
+        if entry is None:
+            entry = self.vault.secrets[name] = SecretEntry(name)
         entry.versions[version.version] = version
         self.vault.new_version_created("Secret", entry.name, version.version, version.attributes)
         return version
