@@ -27,13 +27,21 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 PROFILE = "codetwo-backup-exchange"
+DEMO_ADMIN_OID = "00000000-0000-4000-8000-00000000de30"  # Registrar acts only for principals with an oid
 ADMIN_PRINCIPAL = base64.b64encode(
     json.dumps(
         {
             "auth_typ": "aad",
             "name_typ": "name",
             "role_typ": "roles",
-            "claims": [{"typ": "name", "val": "demo-admin"}, {"typ": "roles", "val": "Registrar.Admin"}],
+            "claims": [
+                {"typ": "name", "val": "demo-admin"},
+                {
+                    "typ": "http://schemas.microsoft.com/identity/claims/objectidentifier",
+                    "val": DEMO_ADMIN_OID,
+                },
+                {"typ": "roles", "val": "Registrar.Admin"},
+            ],
         }
     ).encode()
 ).decode()

@@ -2,12 +2,15 @@
 
 Names and local defaults: local.settings.sample.json (Values). In Azure they are app settings
 (infra/bicep keeps them in sync with that file). A bad value raises SettingsError naming the
-setting and never quoting a secret.
+setting and never quoting a secret; every bad value is named at once. Outside local development
+(REGISTRAR_ENVIRONMENT local/devstack/test) the home tenant and an https Key Vault URL are required
+and REGISTRAR_WEBHOOK_ALLOW_INSECURE_LOCAL=true is refused.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -15,6 +18,15 @@ from functools import cache
 
 from functions.core.durations import parse_duration
 from functions.core.models import SecretValue
+from functions.core.policy import (
+    INSECURE_WEBHOOKS_OUTSIDE_LOCAL,
+    TRUE_WORDS,
+    is_local_environment,
+    setting_flag,
+)
+
+GUID = re.compile(r"^[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
+HTTPS_URL = re.compile(r"^https://[^\s/?#@]+(?:/[^\s?#]*)?$")
 
 
 class SettingsError(ValueError):
@@ -40,16 +52,26 @@ class Settings:
     max_credential_lifetime: timedelta
     webhook_allow_insecure_local: bool
     verify_timeout: timedelta
+    # App Service Authentication (Easy Auth) runs in front of the app: the platform sets
+    # WEBSITE_AUTH_ENABLED=True, and then X-MS-CLIENT-PRINCIPAL comes from it, never from the caller.
+    easy_auth_enabled: bool = False
     # Every value as read, for the parts that parse their own (policy, identity): never logged.
     values: Mapping[str, str] = field(repr=False, default_factory=dict)
 
     @property
     def is_local(self) -> bool:
-        return self.environment.lower() in ("local", "devstack", "test")
+        return is_local_environment(self.environment)
+
+    @property
+    def client_principal_trusted(self) -> bool:
+        """Whether X-MS-CLIENT-PRINCIPAL may carry app roles: behind Easy Auth, or in local development
+        (the local host passes the header through, as `func start` does)."""
+        return self.easy_auth_enabled or self.is_local
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         values = dict(os.environ if env is None else env)
+        problems: list[str] = []
 
         def text(name: str, default: str = "") -> str:
             return (values.get(name) or default).strip()
@@ -59,19 +81,25 @@ class Settings:
             try:
                 return parse_duration(raw)
             except ValueError as exc:
-                raise SettingsError(f"{name}: {exc}") from None
+                problems.append(f"{name}: {exc}")
+                return parse_duration(default)
 
         def flag(name: str, default: bool) -> bool:
-            raw = text(name)
-            return default if not raw else raw.lower() in ("1", "true", "yes", "on")
+            try:
+                return setting_flag(name, values.get(name), default)
+            except ValueError as exc:
+                problems.append(str(exc))
+                return default
 
         fraction_text = text("REGISTRAR_ROTATION_LIFETIME_FRACTION", "0.66")
+        fraction = 0.66
         try:
             fraction = float(fraction_text)
         except ValueError:
-            raise SettingsError("REGISTRAR_ROTATION_LIFETIME_FRACTION: not a number") from None
-        if not 0 < fraction < 1:
-            raise SettingsError("REGISTRAR_ROTATION_LIFETIME_FRACTION: must be between 0 and 1")
+            problems.append("REGISTRAR_ROTATION_LIFETIME_FRACTION: not a number")
+        else:
+            if not 0 < fraction < 1:
+                problems.append("REGISTRAR_ROTATION_LIFETIME_FRACTION: must be between 0 and 1")
         secret = values.get("REGISTRAR_CLIENT_SECRET") or ""
         settings = cls(
             environment=text("REGISTRAR_ENVIRONMENT", "production"),
@@ -91,13 +119,37 @@ class Settings:
             max_credential_lifetime=duration("REGISTRAR_MAX_CREDENTIAL_LIFETIME", "P730D"),
             webhook_allow_insecure_local=flag("REGISTRAR_WEBHOOK_ALLOW_INSECURE_LOCAL", False),
             verify_timeout=duration("REGISTRAR_VERIFY_TIMEOUT", "PT10M"),
+            # The platform's own value ("True"/"False"): anything else is not enabled (fail closed).
+            easy_auth_enabled=text("WEBSITE_AUTH_ENABLED").lower() in TRUE_WORDS,
             values=values,
         )
-        if settings.default_credential_lifetime > settings.max_credential_lifetime:
-            raise SettingsError(
+        flag("REGISTRAR_CUSTOM_REQUIRES_APPROVAL", False)  # the Policy's (bootstrap); checked here at startup
+        problems.extend(settings._problems())
+        if problems:
+            raise SettingsError("; ".join(problems))
+        return settings
+
+    def _problems(self) -> list[str]:
+        """What is wrong with values that each parsed: their combination, and what Azure needs."""
+        problems: list[str] = []
+        if self.default_credential_lifetime > self.max_credential_lifetime:
+            problems.append(
                 "REGISTRAR_DEFAULT_CREDENTIAL_LIFETIME is longer than REGISTRAR_MAX_CREDENTIAL_LIFETIME"
             )
-        return settings
+        if self.home_tenant_id and not GUID.fullmatch(self.home_tenant_id):
+            problems.append("REGISTRAR_HOME_TENANT_ID: expected a tenant id (GUID)")
+        if self.is_local:
+            return problems
+        if not self.home_tenant_id:
+            problems.append("REGISTRAR_HOME_TENANT_ID: required outside local development (a tenant id GUID)")
+        if not HTTPS_URL.fullmatch(self.key_vault_url):
+            problems.append(
+                "REGISTRAR_KEY_VAULT_URL: required outside local development, as an https URL "
+                "(https://<vault>.vault.azure.net)"
+            )
+        if self.webhook_allow_insecure_local:
+            problems.append(INSECURE_WEBHOOKS_OUTSIDE_LOCAL)
+        return problems
 
 
 @cache

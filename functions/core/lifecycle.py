@@ -1,7 +1,9 @@
 """Approving a held registration and decommissioning one. Both take the registration's lease.
 
 approve: pending_approval -> accepted (with who and when); the caller then enqueues the id so
-the worker provisions it. Approving twice is a no-op; approving anything else is a Conflict.
+the worker provisions it. Approving again changes nothing, but while the registration is still
+`accepted` it asks for the enqueue again (the first send may have failed after the record was
+saved; the worker is idempotent). Approving anything else is a Conflict.
 
 decommission: remove every credential, delete the app (its service principal goes with it),
 delete the Key Vault secret/certificate and the webhook secrets, keep the record as
@@ -60,11 +62,12 @@ class Lifecycle:
         )
 
     async def approve(self, registration_id: str, approver: str) -> tuple[Registration, bool]:
-        """Returns (record, True when this call approved it and the worker must be enqueued)."""
+        """Returns (record, True when the worker must be enqueued: this call approved it, or an
+        earlier approval's enqueue may have been lost because the worker has not started on it)."""
         keeper = await self._claim(registration_id)
         record = keeper.current
         if record.approval is not None and record.approval.granted:
-            return await keeper.release(), False
+            return await keeper.release(), record.status is RegistrationStatus.ACCEPTED
         if record.status is not RegistrationStatus.PENDING_APPROVAL:
             await keeper.release()
             raise Conflict(f"registration {record.id} is {record.status.value}, not pending_approval")

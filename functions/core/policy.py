@@ -51,6 +51,10 @@ DEFAULT_TIER0_PERMISSIONS: tuple[str, ...] = (
 )
 
 LOCALHOST_NAMES = ("localhost",)
+INSECURE_WEBHOOKS_OUTSIDE_LOCAL = (
+    "REGISTRAR_WEBHOOK_ALLOW_INSECURE_LOCAL: true is only for local development (REGISTRAR_ENVIRONMENT "
+    "local, devstack or test); outside it webhook URLs must be https to public hosts: set it to false"
+)
 
 
 @dataclass(frozen=True)
@@ -148,10 +152,27 @@ def _url_parts(url: str, what: str) -> tuple[SplitResult | None, str | None]:
     return parts, None
 
 
-def _bool(text: str | None, default: bool) -> bool:
-    if text is None or not text.strip():
+LOCAL_ENVIRONMENTS = ("local", "devstack", "test")  # REGISTRAR_ENVIRONMENT values of local development
+TRUE_WORDS = ("true", "1", "yes", "on")
+FALSE_WORDS = ("false", "0", "no", "off")
+
+
+def is_local_environment(environment: str | None) -> bool:
+    """REGISTRAR_ENVIRONMENT names local development (anything else, or nothing, is Azure)."""
+    return (environment or "").strip().lower() in LOCAL_ENVIRONMENTS
+
+
+def setting_flag(name: str, text: str | None, default: bool) -> bool:
+    """A boolean app setting: true/false, 1/0, yes/no, on/off (any case); empty takes the default.
+    Anything else raises ValueError naming the setting (a typo must not silently mean False)."""
+    word = (text or "").strip().lower()
+    if not word:
         return default
-    return text.strip().lower() in ("1", "true", "yes", "on")
+    if word in TRUE_WORDS:
+        return True
+    if word in FALSE_WORDS:
+        return False
+    raise ValueError(f"{name}: expected true or false (also 1/0, yes/no, on/off), got {word[:20]!r}")
 
 
 def policy_from_settings(
@@ -160,7 +181,8 @@ def policy_from_settings(
     """A Policy from app settings (REGISTRAR_TIER0_PERMISSIONS, REGISTRAR_DEFAULT_CREDENTIAL_LIFETIME,
     REGISTRAR_MAX_CREDENTIAL_LIFETIME, REGISTRAR_WEBHOOK_ALLOW_INSECURE_LOCAL,
     REGISTRAR_CUSTOM_REQUIRES_APPROVAL). Empty values take the defaults; a bad value raises ValueError
-    naming the setting. allowed_tenants: the home tenant plus every tenant with a configured identity."""
+    naming the setting, and so does REGISTRAR_WEBHOOK_ALLOW_INSECURE_LOCAL=true outside local development
+    (REGISTRAR_ENVIRONMENT). allowed_tenants: the home tenant plus every tenant with a configured identity."""
     base = Policy()
 
     def duration(key: str, default: timedelta) -> timedelta:
@@ -172,6 +194,11 @@ def policy_from_settings(
         except ValueError as exc:
             raise ValueError(f"{key}: {exc}") from None
 
+    insecure = setting_flag(
+        "REGISTRAR_WEBHOOK_ALLOW_INSECURE_LOCAL", values.get("REGISTRAR_WEBHOOK_ALLOW_INSECURE_LOCAL"), False
+    )
+    if insecure and not is_local_environment(values.get("REGISTRAR_ENVIRONMENT")):
+        raise ValueError(INSECURE_WEBHOOKS_OUTSIDE_LOCAL)
     tier0_text = values.get("REGISTRAR_TIER0_PERMISSIONS", "")
     tier0 = tuple(p.strip() for p in tier0_text.split(",") if p.strip()) or base.tier0_permissions
     policy = Policy(
@@ -183,8 +210,10 @@ def policy_from_settings(
         allowed_tenants=frozenset(t.strip().lower() for t in allowed_tenants if t.strip())
         if allowed_tenants is not None
         else None,
-        allow_insecure_webhooks=_bool(values.get("REGISTRAR_WEBHOOK_ALLOW_INSECURE_LOCAL"), False),
-        custom_requires_approval=_bool(values.get("REGISTRAR_CUSTOM_REQUIRES_APPROVAL"), False),
+        allow_insecure_webhooks=insecure,
+        custom_requires_approval=setting_flag(
+            "REGISTRAR_CUSTOM_REQUIRES_APPROVAL", values.get("REGISTRAR_CUSTOM_REQUIRES_APPROVAL"), False
+        ),
     )
     if policy.default_credential_lifetime > policy.max_credential_lifetime:
         raise ValueError(
@@ -226,13 +255,19 @@ def credential_end(
 
 _ROLE_CLAIM_TYPES = ("roles", "role", "http://schemas.microsoft.com/ws/2008/06/identity/claims/role")
 _OID_CLAIM_TYPES = ("oid", "http://schemas.microsoft.com/identity/claims/objectidentifier")
+EASY_AUTH_REQUIRED = (
+    "this operation needs App Service Authentication (Easy Auth) enabled on the function app, which "
+    "vouches for the caller's X-MS-CLIENT-PRINCIPAL header; it is not enabled here, so the header could be "
+    "forged and no caller is trusted with an app role (see docs/deploy.md, 'App roles for people')"
+)
 
 
 @dataclass(frozen=True)
 class CallerPrincipal:
     """The caller as App Service authentication (Easy Auth) describes it in X-MS-CLIENT-PRINCIPAL.
 
-    Trust it only behind App Service authentication, which strips a client-sent header of that name.
+    Trust it only behind App Service authentication, which strips a client-sent header of that name
+    (authorize() refuses it elsewhere, except in local development).
     """
 
     auth_type: str | None
@@ -242,6 +277,16 @@ class CallerPrincipal:
 
     def has_role(self, role: str) -> bool:
         return role in self.roles
+
+    @property
+    def actor(self) -> str:
+        """How records name this caller (approvedBy, history): the display name and the object id,
+        which is stable and unique. Only principals with an object id act (require_role)."""
+        if not self.object_id:
+            raise Forbidden("the authenticated principal carries no object id (oid) claim")
+        if self.name and self.name != self.object_id:
+            return f"{self.name} ({self.object_id})"
+        return self.object_id
 
 
 def parse_client_principal(header_value: str | None) -> CallerPrincipal | None:
@@ -257,7 +302,7 @@ def parse_client_principal(header_value: str | None) -> CallerPrincipal | None:
             text + "=" * (-len(text) % 4), altchars=b"-_" if "-" in text or "_" in text else None
         )
         data: Any = json.loads(raw)
-    except (binascii.Error, ValueError):
+    except (binascii.Error, ValueError, RecursionError):
         return None
     if not isinstance(data, Mapping) or not isinstance(data.get("claims", []), list):
         return None
@@ -272,21 +317,38 @@ def parse_client_principal(header_value: str | None) -> CallerPrincipal | None:
     name = next((v for t, v in claims if t == name_typ), None) or next(
         (v for t, v in claims if t in ("name", "preferred_username")), None
     )
+    object_id = next((v.strip() for t, v in claims if t in _OID_CLAIM_TYPES and v.strip()), None)
     return CallerPrincipal(
         auth_type=data.get("auth_typ") if isinstance(data.get("auth_typ"), str) else None,
         name=name,
-        object_id=next((v for t, v in claims if t in _OID_CLAIM_TYPES), None),
+        object_id=object_id,
         roles=frozenset(v for t, v in claims if t in role_types),
     )
 
 
 def require_role(caller: CallerPrincipal | None, role: str) -> CallerPrincipal:
-    """Return the caller when it holds the app role; raise Forbidden (HTTP 403) otherwise."""
+    """Return the caller when it holds the app role and has an object id; raise Forbidden (HTTP 403)
+    otherwise."""
     if caller is None:
         raise Forbidden(f"this operation needs the app role {role}; no authenticated principal")
     if not caller.has_role(role):
         raise Forbidden(f"this operation needs the app role {role}")
+    if not caller.object_id:
+        raise Forbidden(
+            f"this operation needs the app role {role} held by a principal with an object id (oid claim)"
+        )
     return caller
+
+
+def authorize(header_value: str | None, role: str, *, principal_trusted: bool) -> CallerPrincipal:
+    """The caller of a role-protected route, from its X-MS-CLIENT-PRINCIPAL header.
+
+    principal_trusted: App Service Authentication vouches for the header (WEBSITE_AUTH_ENABLED), or
+    this is local development (the local host passes the header through). Otherwise Forbidden,
+    whatever the header says: anyone holding a function key could have written it."""
+    if not principal_trusted:
+        raise Forbidden(EASY_AUTH_REQUIRED)
+    return require_role(parse_client_principal(header_value), role)
 
 
 __all__ = [
@@ -296,9 +358,12 @@ __all__ = [
     "ROLE_APPROVER",
     "CallerPrincipal",
     "Policy",
+    "authorize",
     "credential_end",
     "default_lifetime",
+    "is_local_environment",
     "parse_client_principal",
     "policy_from_settings",
     "require_role",
+    "setting_flag",
 ]

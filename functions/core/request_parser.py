@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
-from functions.core.durations import parse_duration
+from functions.core.durations import format_duration, parse_duration
 from functions.core.models import (
     WEBHOOK_EVENTS,
     CredentialSpec,
@@ -231,9 +231,11 @@ class RequestParser:
                 return None
             raw = checked
         kind = self.credential_type(raw.get("type"), profile)
-        if kind is None:
-            return None
+        # Without a usable type, the other fields are still checked, as far as they can be.
         lifetime = self.lifetime(raw.get("lifetime"), profile, kind)
+        if kind is None:
+            self.federated_fields(raw, required=False)
+            return None
         if kind is not CredentialType.FEDERATED:
             for key in ("issuer", "subject", "audiences"):
                 if key in raw:
@@ -241,19 +243,25 @@ class RequestParser:
             return CredentialSpec(type=kind, lifetime=lifetime)
         if "lifetime" in raw:
             self.add("credential.lifetime", "federated credentials do not expire; leave lifetime out")
-        issuer = self.string(raw.get("issuer"), "credential.issuer", max_len=600, required=True)
+        issuer, subject, audiences = self.federated_fields(raw, required=True)
+        if issuer is None or subject is None:
+            return None
+        return CredentialSpec(type=kind, issuer=issuer, subject=subject, audiences=audiences)
+
+    def federated_fields(
+        self, raw: Mapping[str, Any], *, required: bool
+    ) -> tuple[str | None, str | None, tuple[str, ...]]:
+        issuer = self.string(raw.get("issuer"), "credential.issuer", max_len=600, required=required)
         if issuer is not None and not re.match(r"^https://[^\s/?#]+", issuer):
             self.add("credential.issuer", "the issuer must be an https URL")
-        subject = self.string(raw.get("subject"), "credential.subject", max_len=600, required=True)
-        audiences = CredentialSpec(type=kind).audiences
+        subject = self.string(raw.get("subject"), "credential.subject", max_len=600, required=required)
+        audiences = CredentialSpec(type=CredentialType.FEDERATED).audiences
         if "audiences" in raw:
             items = self.list_(raw["audiences"], "credential.audiences", max_items=1) or []
             audiences = tuple(
                 a for i, a in enumerate(items) if self.string(a, f"credential.audiences[{i}]", max_len=600)
             )
-        if issuer is None or subject is None:
-            return None
-        return CredentialSpec(type=kind, issuer=issuer, subject=subject, audiences=audiences)
+        return issuer, subject, audiences
 
     def credential_type(self, value: Any, profile: Profile | None) -> CredentialType | None:
         if value is None:
@@ -269,7 +277,7 @@ class RequestParser:
             return None
         return CredentialType(text) if text is not None else None
 
-    def lifetime(self, value: Any, profile: Profile | None, kind: CredentialType) -> timedelta | None:
+    def lifetime(self, value: Any, profile: Profile | None, kind: CredentialType | None) -> timedelta | None:
         if value is None:
             return None
         path = "credential.lifetime"
@@ -282,12 +290,23 @@ class RequestParser:
         except (ValueError, OverflowError):
             self.add(path, hint, "P90D, P1Y, PT12H or 7776000")
             return None
-        if profile is not None and kind is not CredentialType.FEDERATED:
+        if kind is None:  # type unknown: only the policy's own bounds apply
+            reason = self.policy_lifetime_problem(lifetime)
+        elif profile is not None and kind is not CredentialType.FEDERATED:
             reason = self.policy.lifetime_problem(lifetime, profile, kind)
-            if reason:
-                self.add(path, reason)
-                return None
+        else:
+            reason = None
+        if reason:
+            self.add(path, reason)
+            return None
         return lifetime
+
+    def policy_lifetime_problem(self, lifetime: timedelta) -> str | None:
+        if lifetime < self.policy.min_credential_lifetime:
+            return f"shorter than the minimum {format_duration(self.policy.min_credential_lifetime)}"
+        if lifetime > self.policy.max_credential_lifetime:
+            return f"longer than the maximum {format_duration(self.policy.max_credential_lifetime)} (policy)"
+        return None
 
     def owners(self, value: Any) -> tuple[str, ...]:
         items = self.list_(value, "owners", max_items=self.policy.max_owners) if value is not None else []

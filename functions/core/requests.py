@@ -75,17 +75,85 @@ class ValidatedRequest:
         return bool(self.requires_approval_reasons)
 
 
+MAX_JSON_DEPTH = 32  # a request nests 4 levels deep; deeper bodies are refused before any parsing of fields
+
+
+class _KeyRecorder:
+    """An object_pairs_hook that builds plain dicts and remembers, by id, which of them the text gave
+    a key more than once. It holds those dicts too: one overwritten by its own duplicate key is
+    dropped from the document, and its id must not be reused by another while the walk runs."""
+
+    def __init__(self) -> None:
+        self.duplicates: dict[int, list[str]] = {}
+        self._held: list[dict[str, Any]] = []
+
+    def __call__(self, pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        obj: dict[str, Any] = {}
+        repeated: list[str] = []
+        for key, value in pairs:
+            if key in obj and key not in repeated:
+                repeated.append(key)
+            obj[key] = value
+        if repeated:
+            self.duplicates[id(obj)] = repeated
+            self._held.append(obj)
+        return obj
+
+
+def _shown(key: str) -> str:
+    return key if len(key) <= 64 else key[:61] + "..."  # never echo a huge key back
+
+
+def _structure_problems(document: Any, duplicates: Mapping[int, list[str]]) -> list[Problem]:
+    """Duplicate keys (with their paths) and excessive nesting, found without recursion."""
+    problems: list[Problem] = []
+    deepest = 0
+    stack: list[tuple[Any, str, int]] = [(document, "", 1)]
+    while stack and len(problems) < MAX_PROBLEMS:
+        value, path, depth = stack.pop()
+        if not isinstance(value, (dict, list)):
+            continue
+        if depth > MAX_JSON_DEPTH:
+            deepest = depth
+            continue
+        if isinstance(value, list):
+            stack.extend((item, f"{path}[{i}]", depth + 1) for i, item in reversed(list(enumerate(value))))
+            continue
+        for key in duplicates.get(id(value), ()):
+            where = f"{path}.{_shown(key)}" if path else _shown(key)
+            problems.append(Problem(where, f"key {_shown(key)!r} appears more than once in the same object",
+                                    "give each key once"))  # fmt: skip
+        for key, item in reversed(list(value.items())):
+            stack.append((item, f"{path}.{_shown(key)}" if path else _shown(key), depth + 1))
+    if deepest:
+        problems.append(Problem("", f"body nests deeper than {MAX_JSON_DEPTH} levels"))
+    return problems
+
+
 def parse_json_body(raw: bytes | str, *, limit: int = MAX_BODY_BYTES) -> Any:
-    """Decode a raw body: ValidationFailed 413 when over the limit, 400 when not UTF-8 JSON."""
+    """Decode a raw body: ValidationFailed 413 when over the limit, 400 when not UTF-8 JSON, when an
+    object gives a key twice (requestId is the idempotency key: which one would count?), when it
+    nests too deep or holds a number Python will not convert (over 4300 digits)."""
     data = raw.encode() if isinstance(raw, str) else raw
     if len(data) > limit:
         raise ValidationFailed([Problem("", f"body larger than {limit} bytes")], status=413)
+    keys = _KeyRecorder()
     try:
-        return json.loads(data.decode("utf-8"))
+        document = json.loads(data.decode("utf-8"), object_pairs_hook=keys)
     except UnicodeDecodeError:
         raise ValidationFailed([Problem("", "body is not UTF-8")]) from None
     except json.JSONDecodeError as exc:
         raise ValidationFailed([Problem("", f"body is not JSON: {exc.msg} at line {exc.lineno}")]) from None
+    except RecursionError:
+        raise ValidationFailed([Problem("", f"body nests deeper than {MAX_JSON_DEPTH} levels")]) from None
+    except ValueError:  # e.g. an integer over sys.get_int_max_str_digits() digits
+        raise ValidationFailed(
+            [Problem("", "body holds a number too large to read", "send numbers of at most 4300 digits")]
+        ) from None
+    problems = _structure_problems(document, keys.duplicates)
+    if problems:
+        raise ValidationFailed(problems)
+    return document
 
 
 def _parse(

@@ -71,8 +71,8 @@ async def add_webhook(req: func.HttpRequest) -> func.HttpResponse:
     from functions.core.subscriptions import parse_webhook_body
 
     registration_id = req.route_params.get("id", "")
-    await services().ready()
     try:
+        await services().ready()
         spec = parse_webhook_body(parse_json_body(req.get_body()))
         ref, secret = await _subscriptions().add(registration_id, spec)
     except RegistrarError as err:
@@ -84,8 +84,8 @@ async def add_webhook(req: func.HttpRequest) -> func.HttpResponse:
 
 @bp.route(route="registrations/{id}/webhooks/{subscription}", methods=["DELETE"])
 async def remove_webhook(req: func.HttpRequest) -> func.HttpResponse:
-    await services().ready()
     try:
+        await services().ready()
         await _subscriptions().remove(
             req.route_params.get("id", ""), req.route_params.get("subscription", "")
         )
@@ -98,8 +98,8 @@ async def remove_webhook(req: func.HttpRequest) -> func.HttpResponse:
 async def list_deliveries(req: func.HttpRequest) -> func.HttpResponse:
     registration_id = req.route_params.get("id", "")
     status = req.params.get("status") or None
-    svc = await services().ready()
     try:
+        svc = await services().ready()
         await svc.store.get(registration_id)
         if status is not None and status not in DELIVERY_STATUSES:
             raise ValidationFailed(

@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import timedelta
 from pathlib import Path
 
 import azure.functions as func
 
 from functions.bootstrap import services
-from functions.core.errors import Forbidden, RegistrarError, ValidationFailed
+from functions.core.errors import RegistrarError, ValidationFailed
 from functions.core.intake import accept, plan_from_validated
 from functions.core.models import Problem, RegistrationStatus
 from functions.core.notifications import display_url
@@ -29,8 +28,8 @@ from functions.core.policy import (
     CLIENT_PRINCIPAL_HEADER,
     ROLE_ADMIN,
     ROLE_APPROVER,
-    parse_client_principal,
-    require_role,
+    CallerPrincipal,
+    authorize,
 )
 from functions.core.requests import parse_json_body, validate_request
 from functions.telemetry import log_context
@@ -48,9 +47,12 @@ log = logging.getLogger(__name__)
 
 OPENAPI_PATH = Path(__file__).resolve().parent.parent / "openapi.json"
 MAX_PAGE = 100
-# A duplicate POST of a registration still `accepted` this long after its last change re-sends
-# its queue message: the first send may have been lost between the record and the queue.
-RESEND_AFTER = timedelta(minutes=1)
+
+
+def _caller(req: func.HttpRequest, role: str, *, principal_trusted: bool) -> CallerPrincipal:
+    """The caller of a role-protected route: Forbidden unless App Service Authentication vouches for
+    X-MS-CLIENT-PRINCIPAL (or in local development) and the principal holds the role and an oid."""
+    return authorize(req.headers.get(CLIENT_PRINCIPAL_HEADER), role, principal_trusted=principal_trusted)
 
 
 def _is_json(req: func.HttpRequest) -> bool:
@@ -63,8 +65,8 @@ async def create_registration(req: func.HttpRequest) -> func.HttpResponse:
         given = (req.headers.get("content-type") or "").split(";", maxsplit=1)[0].strip()
         wrong = Problem("content-type", f"{given[:100]} is not accepted", "send application/json")
         return problem(415, "send the request as application/json", [wrong], kind="media-type")
-    svc = await services().ready()
     try:
+        svc = await services().ready()
         body = parse_json_body(req.get_body())
         validated = await validate_request(
             body,
@@ -86,8 +88,10 @@ async def create_registration(req: func.HttpRequest) -> func.HttpResponse:
                 clock=svc.clock,
             )
             record = accepted.registration
-            stale = svc.clock.now() - record.updated_at > RESEND_AFTER
-            if accepted.created or (record.status is RegistrationStatus.ACCEPTED and stale):
+            # Still `accepted`: the worker has not picked it up, perhaps because the send that
+            # followed the record failed (a 503 the caller retries). Send again: the worker is
+            # idempotent, and a message too many costs one look at the record.
+            if accepted.created or record.status is RegistrationStatus.ACCEPTED:
                 await svc.queue.send(svc.requests_queue, envelope(record.id))
     except RegistrarError as err:
         return error_response(err)
@@ -161,25 +165,23 @@ async def list_registrations(req: func.HttpRequest) -> func.HttpResponse:
 
 async def approve_registration(req: func.HttpRequest) -> func.HttpResponse:
     registration_id = req.route_params.get("id", "")
-    svc = await services().ready()
     try:
-        caller = require_role(parse_client_principal(req.headers.get(CLIENT_PRINCIPAL_HEADER)), ROLE_APPROVER)
-        record, enqueue = await svc.lifecycle().approve(
-            registration_id, caller.name or caller.object_id or "?"
-        )
+        svc = await services().ready()
+        caller = _caller(req, ROLE_APPROVER, principal_trusted=svc.settings.client_principal_trusted)
+        record, enqueue = await svc.lifecycle().approve(registration_id, caller.actor)
         if enqueue:
             await svc.queue.send(svc.requests_queue, envelope(record.id))
-    except (Forbidden, RegistrarError) as err:
+    except RegistrarError as err:
         return error_response(err)
     return json_response(registration_view(record, status_url(req, record.id)))
 
 
 async def decommission_registration(req: func.HttpRequest) -> func.HttpResponse:
     registration_id = req.route_params.get("id", "")
-    svc = await services().ready()
     try:
-        caller = require_role(parse_client_principal(req.headers.get(CLIENT_PRINCIPAL_HEADER)), ROLE_ADMIN)
-        record = await svc.lifecycle().decommission(registration_id, caller.name or caller.object_id or "?")
+        svc = await services().ready()
+        caller = _caller(req, ROLE_ADMIN, principal_trusted=svc.settings.client_principal_trusted)
+        record = await svc.lifecycle().decommission(registration_id, caller.actor)
     except RegistrarError as err:
         return error_response(err)
     return json_response(registration_view(record, status_url(req, record.id)))

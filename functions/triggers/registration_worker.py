@@ -2,8 +2,11 @@
 
 Message schema: queue_messages.py. A request that fails validation becomes a `failed`
 registration listing its problems (the message completes); an unreadable message raises, so the
-host retries it and then moves it to `registration-requests-poison`. TransientError raises too:
-the host redelivers the message and the workflow resumes from its last saved step.
+host retries it and then moves it to `registration-requests-poison`. So does a request that reuses
+a requestId with a different body (Conflict): the registration id belongs to the first request, so
+no record can carry the refusal, and the poison queue is where the ticketing system's operators
+see it (docs/api.md). TransientError raises too: the host redelivers the message and the
+workflow resumes from its last saved step.
 """
 
 from __future__ import annotations
@@ -59,8 +62,13 @@ async def registration_worker(msg: func.QueueMessage) -> None:
                 clock=svc.clock,
             )
         except Conflict as err:
-            log.warning("queued request ignored: %s", err)
-            return
+            # Never dropped in silence: raising sends it to the poison queue after maxDequeueCount.
+            log.error(
+                "queued request refused (delivery %s; poison queue after the host's retries): %s",
+                msg.dequeue_count,
+                err,
+            )
+            raise
         registration_id = accepted.registration.id
     with log_context(registration_id=registration_id, operation="provision"):
         try:

@@ -17,7 +17,7 @@ from functions.bootstrap import services
 from functions.core.durations import parse_duration
 from functions.core.errors import Conflict, PermanentError, RegistrarError, ValidationFailed
 from functions.core.models import Problem, RegistrationStatus
-from functions.core.policy import CLIENT_PRINCIPAL_HEADER, ROLE_ADMIN, parse_client_principal, require_role
+from functions.core.policy import CLIENT_PRINCIPAL_HEADER, ROLE_ADMIN, authorize
 from functions.resources import ROTATION_JOBS_QUEUE
 from functions.telemetry import log_context
 from functions.triggers.http_common import error_response, json_response
@@ -62,13 +62,17 @@ async def rotate_registration(req: func.HttpRequest) -> func.HttpResponse:
     from functions.core.rotation import enqueue, rotate_now_job
 
     registration_id = req.route_params.get("id", "")
-    svc = await services().ready()
     try:
-        caller = require_role(parse_client_principal(req.headers.get(CLIENT_PRINCIPAL_HEADER)), ROLE_ADMIN)
+        svc = await services().ready()
+        caller = authorize(
+            req.headers.get(CLIENT_PRINCIPAL_HEADER),
+            ROLE_ADMIN,
+            principal_trusted=svc.settings.client_principal_trusted,
+        )
         record = await svc.store.get(registration_id)
         if record.status not in (RegistrationStatus.ACTIVE, RegistrationStatus.ROTATING):
             raise Conflict(f"registration {registration_id} is {record.status.value}, not active")
-        job = rotate_now_job(record, svc.clock.now(), caller.name or caller.object_id or "admin")
+        job = rotate_now_job(record, svc.clock.now(), caller.actor)
         if job is None:
             raise Conflict(f"registration {registration_id} has no credential that rotates (federated)")
         await enqueue(svc.queue, job)
@@ -89,10 +93,9 @@ async def credentials_due(req: func.HttpRequest) -> func.HttpResponse:
         return error_response(
             ValidationFailed([Problem("dueWithin", str(exc), "an ISO 8601 duration such as P30D")])
         )
-    svc = await services().ready()
-    horizon = svc.clock.now() + window
     try:
-        jobs = await svc.index.due(horizon)
+        svc = await services().ready()
+        jobs = await svc.index.due(svc.clock.now() + window)
     except RegistrarError as err:
         return error_response(err)
     items = [

@@ -34,9 +34,13 @@ CUSTOM_PERMISSIONS = [
 ]
 
 
+E2E_APPROVER_OID = "0e2e0000-0000-4000-8000-0000000a9901"  # Registrar refuses principals without an oid
+
+
 def principal(*roles: str) -> str:
     claims = [{"typ": "roles", "val": r} for r in roles] + [
-        {"typ": "name", "val": "e2e-approver@contoso.com"}
+        {"typ": "name", "val": "e2e-approver@contoso.com"},
+        {"typ": "http://schemas.microsoft.com/identity/claims/objectidentifier", "val": E2E_APPROVER_OID},
     ]
     return base64.b64encode(json.dumps({"auth_typ": "aad", "claims": claims}).encode()).decode()
 

@@ -92,8 +92,14 @@ def wait_until(what: str, check: Callable[[], T | None], timeout_s: float, every
         time.sleep(every_s)
 
 
+E2E_ADMIN_OID = "0e2e0000-0000-4000-8000-00000000ad01"  # Registrar refuses principals without an oid
+
+
 def principal(*roles: str) -> str:
-    claims = [{"typ": "roles", "val": r} for r in roles] + [{"typ": "name", "val": "e2e-admin@contoso.com"}]
+    claims = [{"typ": "roles", "val": r} for r in roles] + [
+        {"typ": "name", "val": "e2e-admin@contoso.com"},
+        {"typ": "http://schemas.microsoft.com/identity/claims/objectidentifier", "val": E2E_ADMIN_OID},
+    ]
     return base64.b64encode(json.dumps({"auth_typ": "aad", "claims": claims}).encode()).decode()
 
 

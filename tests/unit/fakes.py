@@ -420,6 +420,33 @@ class FakeRegistrationStore(Recorder):
         return RegistrationPage(page, str(start + limit) if more else None)
 
 
+class FakeQueue(Recorder):
+    """Storage queues: what was sent, in order. fail_sends(n) makes the next n sends raise (by
+    default TransientError, as the queue adapter maps a 503 or a timeout) without enqueuing."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sent: list[tuple[str, str]] = []
+        self._failures: list[Exception] = []
+
+    def fail_sends(self, count: int = 1, error: Exception | None = None) -> None:
+        self._failures.extend(
+            error or TransientError("503 Server Busy (queue send)", retry_after=timedelta(seconds=2))
+            for _ in range(count)
+        )
+
+    async def send(
+        self, queue_name: str, message: str, *, visibility_timeout: timedelta | None = None
+    ) -> None:
+        self.note("send")
+        if self._failures:
+            raise self._failures.pop(0)
+        self.sent.append((queue_name, message))
+
+    def messages(self, queue_name: str) -> list[str]:
+        return [m for q, m in self.sent if q == queue_name]
+
+
 class Crash(Exception):  # noqa: N818  (the process died: not an error the workflow handles)
     pass
 

@@ -25,6 +25,7 @@ from functions.core.policy import (
     ROLE_ADMIN,
     ROLE_APPROVER,
     Policy,
+    authorize,
     credential_end,
     parse_client_principal,
     policy_from_settings,
@@ -231,6 +232,30 @@ def test_missing_role_or_principal_is_forbidden() -> None:
         require_role(reader, ROLE_ADMIN)
     with pytest.raises(Forbidden, match="no authenticated principal"):
         require_role(None, ROLE_APPROVER)
+
+
+def test_a_role_counts_only_for_a_principal_with_an_object_id_and_only_when_trusted() -> None:
+    roles_only = principal_header([{"typ": "name", "val": "Ticket Bot"}, {"typ": "roles", "val": ROLE_ADMIN}])
+    caller = parse_client_principal(roles_only)
+    assert caller is not None and caller.object_id is None
+    with pytest.raises(Forbidden, match="object id"):
+        require_role(caller, ROLE_ADMIN)
+    with pytest.raises(Forbidden, match="object id"):
+        _ = caller.actor
+    blank_oid = principal_header([{"typ": "roles", "val": ROLE_ADMIN}, {"typ": "oid", "val": "  "}])
+    with pytest.raises(Forbidden, match="object id"):
+        require_role(parse_client_principal(blank_oid), ROLE_ADMIN)
+
+    full = principal_header([{"typ": "roles", "val": ROLE_ADMIN}, {"typ": "oid", "val": "oid-7"}])
+    with pytest.raises(Forbidden, match="App Service Authentication"):
+        authorize(full, ROLE_ADMIN, principal_trusted=False)  # the header proves nothing then
+    assert authorize(full, ROLE_ADMIN, principal_trusted=True).actor == "oid-7"
+    named = principal_header(
+        [{"typ": "name", "val": "Alice"}, {"typ": "roles", "val": ROLE_ADMIN}, {"typ": "oid", "val": "oid-7"}]
+    )
+    assert authorize(named, ROLE_ADMIN, principal_trusted=True).actor == "Alice (oid-7)"
+    with pytest.raises(Forbidden, match=ROLE_APPROVER):
+        authorize(named, ROLE_APPROVER, principal_trusted=True)
 
 
 @pytest.mark.parametrize(

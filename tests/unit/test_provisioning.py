@@ -300,12 +300,16 @@ async def test_tier0_registration_waits_for_approval_then_provisions() -> None:
     approved, enqueue = await world.lifecycle().approve(held.id, "approver@contoso.com")
     assert enqueue and approved.status is RegistrationStatus.ACCEPTED
     assert approved.approval is not None and approved.approval.approved_by == "approver@contoso.com"
+    # Approving again records nothing new, but while the worker has not started on it (the first
+    # enqueue may have failed after the record was saved) it asks for the enqueue again.
     again, enqueue_again = await world.lifecycle().approve(held.id, "someone-else")
-    assert not enqueue_again and again.approval is not None
+    assert enqueue_again and again.approval is not None
     assert again.approval.approved_by == "approver@contoso.com"
 
     record = await world.provisioner().run(held.id)
     assert_converged(world, record)
+    after, enqueue_after = await world.lifecycle().approve(held.id, "someone-else")
+    assert not enqueue_after and after.status is RegistrationStatus.ACTIVE
 
 
 async def test_approving_a_registration_that_is_not_held_conflicts() -> None:

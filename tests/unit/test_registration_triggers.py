@@ -10,7 +10,6 @@ import base64
 import json
 import uuid
 from collections.abc import Iterator
-from datetime import timedelta
 from typing import Any
 
 import azure.functions as func
@@ -28,19 +27,10 @@ from functions.triggers import http_registrations as api
 from functions.triggers.queue_messages import UnreadableMessage
 from functions.triggers.queue_registrations import registration_worker
 from tests.openapi_check import load_openapi, response_errors
+from tests.unit.fakes import FakeQueue
 from tests.unit.provisioning_world import TENANT, World
 
 BASE = "https://registrar.example.com/api"
-
-
-class FakeQueue:
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, str]] = []
-
-    async def send(
-        self, queue_name: str, message: str, *, visibility_timeout: timedelta | None = None
-    ) -> None:
-        self.sent.append((queue_name, message))
 
 
 class FakeExpiryIndex:
@@ -119,8 +109,14 @@ def http(
     )
 
 
-def principal(*roles: str) -> dict[str, str]:
+ALICE_OID = "2f1d6c8e-5a4b-4c3d-9e8f-7a6b5c4d3e2f"
+OID_CLAIM = "http://schemas.microsoft.com/identity/claims/objectidentifier"
+
+
+def principal(*roles: str, oid: str | None = ALICE_OID) -> dict[str, str]:
     claims = [{"typ": "roles", "val": r} for r in roles] + [{"typ": "name", "val": "alice@contoso.com"}]
+    if oid is not None:
+        claims.append({"typ": OID_CLAIM, "val": oid})
     encoded = base64.b64encode(json.dumps({"auth_typ": "aad", "claims": claims}).encode()).decode()
     return {"X-MS-CLIENT-PRINCIPAL": encoded}
 
@@ -179,7 +175,8 @@ async def test_the_same_request_is_200_with_the_same_id_and_a_changed_body_is_40
         http("POST", "registrations", request_body(displayName="Another name"))
     )
     assert changed.status_code == 409 and changed.mimetype == "application/problem+json"
-    assert len(svc.queue.sent) == 1
+    # The repeat (still `accepted`) sent the envelope again; the 409 sent nothing.
+    assert svc.queue.sent == [(REGISTRATION_REQUESTS_QUEUE, json.dumps({"registrationId": first["id"]}))] * 2
 
 
 @pytest.mark.parametrize(
@@ -262,7 +259,8 @@ async def test_approval_needs_the_approver_role_and_enqueues_the_registration(sv
     approved = await api.approve_registration(
         http("POST", "approve", route=route, headers=principal("Registrar.Approver"))
     )
-    assert approved.status_code == 200 and as_json(approved)["approval"]["approvedBy"] == "alice@contoso.com"
+    assert approved.status_code == 200
+    assert as_json(approved)["approval"]["approvedBy"] == f"alice@contoso.com ({ALICE_OID})"
     await deliver(svc.queue.sent[-1][1])
     assert (await svc.store.get(created["id"])).status is RegistrationStatus.ACTIVE
 

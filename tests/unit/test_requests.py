@@ -206,6 +206,45 @@ def test_raw_bodies_size_and_json() -> None:
         assert failure.value.problems[0].reason.startswith(reason)
 
 
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b"[" * 1000 + b"]" * 1000, "body nests deeper than 32 levels"),  # RecursionError in the decoder
+        (b'{"a":' * 40 + b"1" + b"}" * 40, "body nests deeper than 32 levels"),  # decodes, still refused
+        (b'{"requestId": "A1", "n": ' + b"9" * 4301 + b"}", "body holds a number too large to read"),
+        ('{"n": -' + "1" * 5000 + "}", "body holds a number too large to read"),
+    ],
+    ids=["recursion", "depth", "int-4301-digits", "negative-int"],
+)
+def test_bodies_the_decoder_chokes_on_are_400_not_a_crash(raw: bytes | str, reason: str) -> None:
+    with pytest.raises(ValidationFailed) as failure:
+        parse_json_body(raw)
+    assert failure.value.status == 400
+    assert [p.reason for p in failure.value.problems] == [reason]
+
+
+def test_a_key_given_twice_is_refused_naming_it_wherever_it_is() -> None:
+    with pytest.raises(ValidationFailed) as failure:
+        parse_json_body(b'{"requestId": "A1", "requestId": "B2", "profile": "custom"}')
+    (problem,) = failure.value.problems
+    assert failure.value.status == 400 and problem.field == "requestId" and "more than once" in problem.reason
+    text = (
+        '{"requestId": "A1", "profile": "p", "profile": "q", "credential": {"type": "secret", "type": "x"},'
+        ' "webhooks": [{"url": "https://a.example.com"}, {"url": "https://b", "url": "https://c"}],'
+        ' "options": {"o": {"k": 1, "k": 2, "k": 3}, "o": {}}}'
+    )
+    with pytest.raises(ValidationFailed) as failure:
+        parse_json_body(text)
+    assert [p.field for p in failure.value.problems] == [
+        "profile",
+        "credential.type",
+        "webhooks[1].url",
+        "options.o",
+    ]  # fmt: skip  (options.o.k's object was dropped by the second "o": it is not in the body)
+    # The same key in different objects is fine.
+    assert parse_json_body('{"a": {"id": 1}, "b": {"id": 2}}') == {"a": {"id": 1}, "b": {"id": 2}}
+
+
 def test_a_tenant_without_registrar_identity_is_422() -> None:
     stranger = "99999999-9999-4999-8999-999999999999"
     status, problems = problems_of(
@@ -233,6 +272,27 @@ def test_credential_rules() -> None:
     assert problems["credential.lifetime"].reason.endswith("got a boolean")
     _, problems = problems_of(parse, {**base, "credential": "certificate"})
     assert problems["credential"].reason == "expected an object, got a string"
+
+
+def test_an_unknown_credential_type_does_not_hide_the_other_credential_problems() -> None:
+    base = {"requestId": "A1", "profile": "codetwo-migration-source"}
+    _, problems = problems_of(parse, {**base, "credential": {"type": "pasword", "lifetime": "P5000D"}})
+    assert set(problems) == {"credential.type", "credential.lifetime"}
+    assert problems["credential.lifetime"].reason == "longer than the maximum P730D (policy)"
+    _, problems = problems_of(
+        parse,
+        {**base, "credential": {"type": "federatd", "lifetime": "soon", "issuer": "http://i", "subject": 7}},
+    )
+    assert set(problems) == {
+        "credential.type",
+        "credential.lifetime",
+        "credential.issuer",
+        "credential.subject",
+    }
+    assert problems["credential.issuer"].reason == "the issuer must be an https URL"
+    _, problems = problems_of(parse, {**base, "credential": {"type": 5, "lifetime": 0}})
+    assert set(problems) == {"credential.type", "credential.lifetime"}
+    assert problems["credential.lifetime"].reason == "shorter than the minimum PT1M"
 
 
 def test_federated_credentials_need_an_https_issuer_and_a_subject() -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from functions.core.policy import policy_from_settings
 from functions.settings import Settings, SettingsError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -21,6 +22,14 @@ HEAVY_MODULES = (
     "azure.data.tables",
     "azure.storage.queue",
 )
+
+
+# What Azure always has (infra/bicep sets them): outside local development they are required.
+AZURE = {
+    "REGISTRAR_ENVIRONMENT": "azure",
+    "REGISTRAR_HOME_TENANT_ID": "72f988bf-86f1-41af-91ab-2d7cd011db47",
+    "REGISTRAR_KEY_VAULT_URL": "https://kv-registrar.vault.azure.net/",
+}
 
 
 def test_the_sample_settings_parse_with_their_local_defaults() -> None:
@@ -38,6 +47,7 @@ def test_the_sample_settings_parse_with_their_local_defaults() -> None:
 def test_the_client_secret_and_connection_string_never_show_in_repr() -> None:
     settings = Settings.from_env(
         {
+            **AZURE,
             "REGISTRAR_CLIENT_SECRET": "s3cr3t-value-that-must-not-leak",
             "AzureWebJobsStorage": "DefaultEndpointsProtocol=https;AccountKey=also-a-secret-key",
         }
@@ -58,7 +68,7 @@ def test_the_client_secret_and_connection_string_never_show_in_repr() -> None:
 )
 def test_a_bad_value_names_its_setting(name: str, value: str) -> None:
     with pytest.raises(SettingsError, match=name):
-        Settings.from_env({name: value})
+        Settings.from_env({**AZURE, name: value})
 
 
 def test_importing_function_app_loads_no_sdk_and_registers_the_registration_functions() -> None:
@@ -83,3 +93,80 @@ def test_importing_function_app_loads_no_sdk_and_registers_the_registration_func
         "openapi_document",
         "registration_worker",
     } <= set(result["names"])
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("REGISTRAR_WEBHOOK_ALLOW_INSECURE_LOCAL", "enabled"),
+        ("REGISTRAR_WEBHOOK_ALLOW_INSECURE_LOCAL", "ture"),
+        ("REGISTRAR_CUSTOM_REQUIRES_APPROVAL", "enabled"),
+    ],
+)
+def test_a_boolean_setting_that_is_no_boolean_is_refused_naming_it(name: str, value: str) -> None:
+    local = {"REGISTRAR_ENVIRONMENT": "local", name: value}
+    with pytest.raises(SettingsError, match=f"{name}: expected true or false"):
+        Settings.from_env(local)
+    with pytest.raises(ValueError, match=f"{name}: expected true or false"):
+        policy_from_settings(local)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("true", True), ("TRUE", True), (" Yes ", True), ("on", True), ("1", True),
+     ("false", False), ("False", False), ("no", False), ("OFF", False), ("0", False), ("", False)],
+)  # fmt: skip
+def test_boolean_settings_accept_the_usual_words_in_any_case(text: str, expected: bool) -> None:
+    values = {"REGISTRAR_ENVIRONMENT": "local", "REGISTRAR_WEBHOOK_ALLOW_INSECURE_LOCAL": text,
+              "REGISTRAR_CUSTOM_REQUIRES_APPROVAL": text}  # fmt: skip
+    assert Settings.from_env(values).webhook_allow_insecure_local is expected
+    policy = policy_from_settings(values)
+    assert policy.allow_insecure_webhooks is expected and policy.custom_requires_approval is expected
+
+
+def test_insecure_webhooks_are_refused_at_startup_outside_local_development() -> None:
+    values = {**AZURE, "REGISTRAR_WEBHOOK_ALLOW_INSECURE_LOCAL": "true"}
+    with pytest.raises(SettingsError, match="REGISTRAR_WEBHOOK_ALLOW_INSECURE_LOCAL: true is only for local"):
+        Settings.from_env(values)
+    with pytest.raises(ValueError, match="REGISTRAR_WEBHOOK_ALLOW_INSECURE_LOCAL: true is only for local"):
+        policy_from_settings(values)  # the Policy refuses it on its own too
+    for environment in ("local", "devstack", "test"):
+        local = {**values, "REGISTRAR_ENVIRONMENT": environment}
+        assert Settings.from_env(local).webhook_allow_insecure_local is True
+        assert policy_from_settings(local).allow_insecure_webhooks is True
+
+
+@pytest.mark.parametrize(
+    ("values", "messages"),
+    [
+        ({**AZURE, "REGISTRAR_HOME_TENANT_ID": "contoso.onmicrosoft.com"}, ["REGISTRAR_HOME_TENANT_ID: expected"]),
+        ({"REGISTRAR_ENVIRONMENT": "local", "REGISTRAR_HOME_TENANT_ID": "not-a-guid"},
+         ["REGISTRAR_HOME_TENANT_ID: expected"]),
+        ({**AZURE, "REGISTRAR_HOME_TENANT_ID": ""}, ["REGISTRAR_HOME_TENANT_ID: required"]),
+        ({**AZURE, "REGISTRAR_KEY_VAULT_URL": ""}, ["REGISTRAR_KEY_VAULT_URL: required"]),
+        ({**AZURE, "REGISTRAR_KEY_VAULT_URL": "http://kv.vault.azure.net"}, ["REGISTRAR_KEY_VAULT_URL"]),
+        ({**AZURE, "REGISTRAR_KEY_VAULT_URL": "kv-registrar"}, ["REGISTRAR_KEY_VAULT_URL"]),
+        ({"REGISTRAR_ENVIRONMENT": "production"},
+         ["REGISTRAR_HOME_TENANT_ID: required", "REGISTRAR_KEY_VAULT_URL: required"]),
+        ({**AZURE, "REGISTRAR_ROTATION_OVERLAP": "a day", "REGISTRAR_WEBHOOK_ALLOW_INSECURE_LOCAL": "yes please"},
+         ["REGISTRAR_ROTATION_OVERLAP", "REGISTRAR_WEBHOOK_ALLOW_INSECURE_LOCAL"]),
+    ],
+)  # fmt: skip
+def test_settings_azure_needs_are_checked_and_every_problem_is_named(
+    values: dict[str, str], messages: list[str]
+) -> None:
+    with pytest.raises(SettingsError) as failure:
+        Settings.from_env(values)
+    for message in messages:
+        assert message in str(failure.value)
+
+
+def test_azure_settings_with_a_guid_tenant_and_an_https_vault_parse() -> None:
+    settings = Settings.from_env(AZURE)
+    assert not settings.is_local and settings.key_vault_url == "https://kv-registrar.vault.azure.net"
+    assert not settings.easy_auth_enabled and not settings.client_principal_trusted
+    behind_easy_auth = Settings.from_env({**AZURE, "WEBSITE_AUTH_ENABLED": "True"})
+    assert behind_easy_auth.easy_auth_enabled and behind_easy_auth.client_principal_trusted
+    assert not Settings.from_env({**AZURE, "WEBSITE_AUTH_ENABLED": "False"}).client_principal_trusted
+    local = Settings.from_env({"REGISTRAR_ENVIRONMENT": "local"})  # the sample leaves both empty
+    assert local.client_principal_trusted and local.home_tenant_id == "" and local.key_vault_url == ""
