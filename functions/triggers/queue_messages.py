@@ -6,8 +6,9 @@ A message is a JSON object, either
 - an internal envelope: {"registrationId": "reg-..."} written by HTTP intake and approval, for
   a registration already accepted (its plan is in the record).
 A message with "registrationId" and no "requestId" is an envelope; any other object is a request.
-What is not a JSON object cannot be processed: the worker raises and the host moves the message
-to `registration-requests-poison` after its retries.
+What is not a JSON object (or repeats a key, or is larger than a request body may be) cannot be
+processed: the worker raises and the host moves the message to `registration-requests-poison`
+after its retries.
 """
 
 from __future__ import annotations
@@ -31,10 +32,17 @@ def envelope(registration_id: str) -> str:
 
 
 def read_message(text: str) -> Envelope | dict[str, Any]:
+    # Read as HTTP reads a body (functions.core.requests, imported on first use for cold start): a
+    # key given twice (which requestId would count?), too deep a nesting or an unconvertible number
+    # make the message unreadable, not silently one of its readings.
+    from functions.core.errors import ValidationFailed
+    from functions.core.requests import parse_json_body
+
     try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise UnreadableMessage(f"message is not JSON ({exc.msg} at {exc.pos})") from None
+        data = parse_json_body(text)
+    except ValidationFailed as unreadable:
+        reasons = "; ".join(f"{p.field + ': ' if p.field else ''}{p.reason}" for p in unreadable.problems)
+        raise UnreadableMessage(f"message is unreadable ({reasons})") from None
     if not isinstance(data, dict):
         raise UnreadableMessage(f"message is JSON {type(data).__name__}, not an object")
     registration_id = data.get("registrationId")

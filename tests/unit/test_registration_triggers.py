@@ -235,7 +235,17 @@ async def test_a_queued_request_that_fails_validation_becomes_a_failed_registrat
     assert svc.directory.apps == {}
 
 
-@pytest.mark.parametrize("text", ["not json at all", "[1, 2]", '"a string"'])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "not json at all",
+        "[1, 2]",
+        '"a string"',
+        '{"requestId": "CHG1", "requestId": "CHG2", "profile": "codetwo-backup-exchange"}',
+        '{"requestId": "CHG3", "notes": ' + "[" * 200 + "]" * 200 + "}",
+    ],
+    ids=["not-json", "array", "string", "repeated-requestId", "too-deep"],
+)
 async def test_an_unreadable_queue_message_raises_for_the_poison_queue(svc: FakeServices, text: str) -> None:
     with pytest.raises(UnreadableMessage):
         await deliver(text)
