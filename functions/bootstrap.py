@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from functions.core.delivery import DeliveryWorker
     from functions.core.keyvault_reactions import KeyVaultReactions
     from functions.core.lifecycle import Lifecycle
+    from functions.core.lifetimes import CredentialLifetimes
     from functions.core.policy import Policy
     from functions.core.ports import (
         DeliveryLog,
@@ -164,7 +165,16 @@ class Services:
             clock=self.clock,
             settings=WorkflowSettings(verify_timeout=min(self.settings.verify_timeout, timedelta(minutes=5))),
             owner=self.job_owner(),  # one per run: duplicate deliveries in one process must not share a lease
+            lifetimes=self.lifetimes,
         )
+
+    @cached_property
+    def lifetimes(self) -> CredentialLifetimes:
+        """End dates of new credentials: the configured maximum (REGISTRAR_MAX_CREDENTIAL_LIFETIME) and
+        default, the profile's maximum and the tenant's app management policy, applied at every issue."""
+        from functions.core.lifetimes import CredentialLifetimes
+
+        return CredentialLifetimes(directory=self.directory, policy=self.policy, profiles=self.catalogue.get)
 
     # ------------------------------------------------------------ rotation and notification
 
@@ -222,6 +232,7 @@ class Services:
             clock=self.clock,
             settings=self.rotation_settings,
             owner=self.job_owner(),
+            lifetimes=self.lifetimes,
         )
 
     def reactions(self) -> KeyVaultReactions:

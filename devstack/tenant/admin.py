@@ -173,6 +173,37 @@ async def list_tenants(request: web.Request) -> web.Response:
     )
 
 
+def _directory(request: web.Request) -> Any:
+    directory = request.app[REGISTRY].get(request.match_info["tenant_id"])
+    if directory is None:
+        raise web.HTTPNotFound(
+            text=json.dumps({"error": {"code": "NotFound", "message": "no such tenant"}}),
+            content_type="application/json",
+        )
+    return directory
+
+
+async def get_app_policy(request: web.Request) -> web.Response:
+    """The tenant's default app management policy, as Graph's GET /policies/defaultAppManagementPolicy."""
+    return json_response(_directory(request).app_management_policy)
+
+
+async def set_app_policy(request: web.Request) -> web.Response:
+    """Change it as Graph's PATCH does (same body and validation), without a Policy.* app role."""
+    from devstack.tenant.graph.app_policy import updated_policy
+    from devstack.tenant.graph.errors import GraphError
+
+    directory = _directory(request)
+    try:
+        directory.app_management_policy = updated_policy(
+            directory.app_management_policy, await _json_body(request)
+        )
+    except GraphError as error:
+        return _bad(error.message)
+    request.app[MARK_DIRTY]()
+    return json_response(directory.app_management_policy)
+
+
 async def stats(request: web.Request) -> web.Response:
     return json_response(request.app[STATS].to_json(request.app[FAULTS]))
 
@@ -190,5 +221,8 @@ def routes() -> list[web.RouteDef]:
         web.post("/_sim/throttling/reset", reset_throttling),
         web.get("/_sim/tenants", list_tenants),
         web.post("/_sim/tenants", create_tenant),
+        web.get("/_sim/tenants/{tenant_id}/appManagementPolicy", get_app_policy),
+        web.put("/_sim/tenants/{tenant_id}/appManagementPolicy", set_app_policy),
+        web.patch("/_sim/tenants/{tenant_id}/appManagementPolicy", set_app_policy),
         web.get("/_sim/stats", stats),
     ]

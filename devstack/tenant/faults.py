@@ -7,6 +7,7 @@ Order per request: count it -> latency (asyncio.sleep) -> first matching fault r
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import random
@@ -33,6 +34,8 @@ class FaultRule:
     """Answer `status` instead of the handler for requests matching method + pathRegex.
 
     count: how many times (None = until removed); probability: chance per matching request.
+    after_commit ("afterCommit"): the handler runs first and its change stands; only its answer is
+    replaced, as when a gateway times out after the service committed a write (a 504 that did happen).
     """
 
     status: int
@@ -42,6 +45,7 @@ class FaultRule:
     probability: float = 1.0
     retry_after: int | None = None
     body: Any = None
+    after_commit: bool = False
     id: int = field(default_factory=lambda: next(_ids))
 
     def __post_init__(self) -> None:
@@ -60,6 +64,7 @@ class FaultRule:
             probability=float(data.get("probability", 1.0)),
             retry_after=int(data["retryAfter"]) if data.get("retryAfter") is not None else None,
             body=data.get("body"),
+            after_commit=bool(data.get("afterCommit", False)),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -72,6 +77,7 @@ class FaultRule:
             "probability": self.probability,
             "retryAfter": self.retry_after,
             "body": self.body,
+            "afterCommit": self.after_commit,
         }
 
     def matches(self, method: str, path: str) -> bool:
@@ -187,6 +193,10 @@ async def _simulate(request: web.Request, handler: Handler, api: str, path: str)
     if faults.rules:
         rule = faults.take(request.method, path)
         if rule is not None:
+            if rule.after_commit:  # the write happens; the caller never hears of it
+                with contextlib.suppress(web.HTTPException):
+                    await handler(request)
+                app[MARK_DIRTY]()
             return _injected(rule, api, request)
     extra_headers: dict[str, str] = {}
     # $batch is charged per item by graph/ (through THROTTLER), never as an envelope.

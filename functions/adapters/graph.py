@@ -25,6 +25,7 @@ from typing import Any
 from functions.adapters import graph_batch
 from functions.adapters.graph_credentials import GraphCredentials
 from functions.adapters.graph_errors import call, not_found_lag, replication_lag
+from functions.adapters.graph_policy import GraphPolicy
 from functions.adapters.identity import GRAPH_SCOPE, RegistrarIdentity
 from functions.core.errors import NotFound, PermanentError
 from functions.core.models import ResourceCatalog, ResourcePermission
@@ -53,7 +54,7 @@ def _odata_quote(value: str) -> str:
     return value.replace("'", "''")
 
 
-class GraphDirectory(GraphCredentials):
+class GraphDirectory(GraphCredentials, GraphPolicy):
     """Directory port. base_url: REGISTRAR_GRAPH_BASE_URL; identity: the registrar's credentials.
 
     catalog_ttl: how long a resource catalogue is reused; lag_timeout: the longest wait (seconds)

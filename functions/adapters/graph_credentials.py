@@ -20,6 +20,12 @@ from functions.core.ports import AppCredential, FederatedCredentialSpec, IssuedS
 from functions.telemetry import redactor
 
 
+def _no_sdk_retry() -> Any:
+    from kiota_http.middleware.options import RetryHandlerOption
+
+    return RetryHandlerOption(should_retry=False)
+
+
 def _when(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
 
@@ -115,6 +121,10 @@ class GraphCredentials:
         request = client.applications.by_application_id(
             app_object_id
         ).add_password.to_post_request_information(body)
+        # Never resent by the SDK: a 503/504 may come after Entra committed the password, and a resend
+        # would make a second one. The caller's write-ahead name covers the retry: it adopts or
+        # removes whatever a lost answer left behind.
+        request.add_request_options([_no_sdk_retry()])
         issued = await self._send(client, "POST", "addPassword on", app_object_id, request, not_found_lag)
         secret_text = (issued or {}).get("secretText")
         if not secret_text:

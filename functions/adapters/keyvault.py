@@ -338,6 +338,14 @@ class KeyVaultStore:
             expires_on=properties.expires_on,
         )
 
+    async def update_certificate_version(self, name: str, version: str, *, enabled: bool) -> None:
+        """PATCH the version's attributes; Key Vault applies enabled to its backing secret version too."""
+        await _vault_call(
+            "update certificate",
+            f"{name}/{version}",
+            lambda: self.certificates.update_certificate_properties(name, version, enabled=enabled),
+        )
+
     async def delete_certificate(self, name: str) -> None:
         with contextlib.suppress(NotFound):
             await _vault_call("delete certificate", name, lambda: self.certificates.delete_certificate(name))

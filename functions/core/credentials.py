@@ -12,10 +12,10 @@ import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import timedelta
 
 from functions.core.errors import NotFound, PermanentError
 from functions.core.keeper import RecordKeeper
+from functions.core.lifetimes import CredentialLifetimes
 from functions.core.models import CredentialType, SecretValue
 from functions.core.ports import (
     Clock,
@@ -38,13 +38,25 @@ from functions.telemetry import redactor
 log = logging.getLogger(__name__)
 
 SECRET_CONTENT_TYPE = "text/plain; registrar=client-secret"  # noqa: S105  (a content type, not a secret)
-DEFAULT_LIFETIME = timedelta(days=180)
 _KEY_ID_NAMESPACE = uuid.UUID("8d0f6f1e-5c8e-4b8a-9b0e-6a1f2f0c7e11")
 
 
 def certificate_key_id(registration_id: str, generation: int) -> str:
     """keyCredentials keyId of a generation: deterministic, so re-PATCHing after a crash is a no-op."""
     return str(uuid.uuid5(_KEY_ID_NAMESPACE, f"{registration_id}/g{generation}"))
+
+
+async def remove_other_named_passwords(
+    directory: Directory, tenant_id: str, app_object_id: str, display_name: str, keep_key_id: str
+) -> None:
+    """Remove every password named `display_name` except `keep_key_id` (idempotent).
+
+    A write Entra committed but whose answer was lost (a gateway 504) leaves a second password
+    with the write-ahead name; this removes it once the one that counts is kept in Key Vault."""
+    for c in await directory.list_credentials(tenant_id, app_object_id):
+        if c.kind == "password" and c.display_name == display_name and c.key_id != keep_key_id:
+            log.info("removing duplicate credential %s named %s", c.key_id, display_name)
+            await directory.remove_password(tenant_id, app_object_id, c.key_id)
 
 
 def vault_tags(record: Registration, key_id: str, generation: int, expires_on: str) -> dict[str, str]:
@@ -60,10 +72,18 @@ def vault_tags(record: Registration, key_id: str, generation: int, expires_on: s
 
 
 class CredentialIssuer:
-    def __init__(self, *, directory: Directory, vault: Vault, clock: Clock) -> None:
+    def __init__(
+        self,
+        *,
+        directory: Directory,
+        vault: Vault,
+        clock: Clock,
+        lifetimes: CredentialLifetimes | None = None,
+    ) -> None:
         self._directory = directory
         self._vault = vault
         self._clock = clock
+        self._lifetimes = lifetimes or CredentialLifetimes(directory=directory)
 
     async def issue_first(
         self, keeper: RecordKeeper, on_issued: Callable[[SecretValue], None] | None = None
@@ -114,7 +134,7 @@ class CredentialIssuer:
         if retry and await self._adopt_or_clean(keeper, pending):
             return None
         start = self._clock.now()
-        end = start + (record.plan.credential.lifetime or DEFAULT_LIFETIME)
+        end = await self._lifetimes.end(record, CredentialType.SECRET, start)
         issued = await self._directory.add_password(tenant, app, pending.display_name, start, end)
         redactor.register(issued.secret.reveal())  # a slip into any log line is masked
         if on_issued is not None:
@@ -126,6 +146,7 @@ class CredentialIssuer:
             tags=vault_tags(record, issued.key_id, pending.generation, issued.end.isoformat()),
             expires_on=issued.end,
         )
+        await remove_other_named_passwords(self._directory, tenant, app, pending.display_name, issued.key_id)
         state = CredentialState(
             type=CredentialType.SECRET,
             generation=pending.generation,
@@ -189,11 +210,11 @@ class CredentialIssuer:
         if pending.certificate_version:
             cert = await self._vault.get_certificate(name, pending.certificate_version)
         else:
-            lifetime = record.plan.credential.lifetime or DEFAULT_LIFETIME
+            months = await self._lifetimes.certificate_validity(record, self._clock.now())
             cert = await self._vault.create_certificate(
                 name,
                 subject=f"CN={record.id}",
-                validity_months=max(1, lifetime.days // 30),
+                validity_months=months,
                 tags=vault_tags(record, key_id, pending.generation, ""),
             )
             await keeper.update(

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from functions.core.models import RegistrationStatus, ResourceCatalog, SecretValue
+from functions.core.models import CredentialType, RegistrationStatus, ResourceCatalog, SecretValue
 from functions.core.registrations import Registration, RegistrationPage
 from functions.core.rotation_schedule import RotationJob
 
@@ -172,6 +172,11 @@ class Directory(Protocol):
         """Idempotent: an app already gone is success."""
         ...
 
+    async def credential_lifetime_limit(self, tenant_id: str, kind: CredentialType) -> timedelta | None:
+        """The longest lifetime the tenant's app management policy lets a new credential of this
+        type have (Entra refuses a longer one), or None: no limit, or it cannot be read (cached)."""
+        ...
+
 
 # ---------------------------------------------------------------- Entra token endpoint
 
@@ -251,6 +256,11 @@ class Vault(Protocol):
     async def get_certificate(self, name: str, version: str | None = None) -> VaultCertificate: ...
 
     async def delete_certificate(self, name: str) -> None: ...
+
+    async def update_certificate_version(self, name: str, version: str, *, enabled: bool) -> None:
+        """Enable or disable one version of a certificate (its backing secret version follows).
+        Idempotent; raises NotFound when the version does not exist."""
+        ...
 
     async def import_certificate(
         self, name: str, pem_with_key: SecretValue, *, tags: Mapping[str, str]

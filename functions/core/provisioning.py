@@ -32,6 +32,7 @@ from functions.core.app_spec import application_spec
 from functions.core.credentials import CredentialIssuer
 from functions.core.errors import NotFound, PermanentError, TransientError, ValidationFailed
 from functions.core.keeper import RecordKeeper, Sleep
+from functions.core.lifetimes import CredentialLifetimes
 from functions.core.models import CredentialType, PermissionKind, RegistrationStatus, SecretValue
 from functions.core.ports import (
     Clock,
@@ -77,6 +78,7 @@ class Provisioner:
         settings: WorkflowSettings | None = None,
         owner: str | None = None,
         sleep: Sleep = asyncio.sleep,
+        lifetimes: CredentialLifetimes | None = None,  # end dates: configured, profile, tenant maxima
     ) -> None:
         self._store = store
         self._directory = directory
@@ -86,7 +88,7 @@ class Provisioner:
         self._settings = settings or WorkflowSettings()
         self._owner = owner or f"worker-{uuid.uuid4().hex[:12]}"
         self._sleep = sleep
-        self._issuer = CredentialIssuer(directory=directory, vault=vault, clock=clock)
+        self._issuer = CredentialIssuer(directory=directory, vault=vault, clock=clock, lifetimes=lifetimes)
 
     async def claim(self, registration_id: str) -> RecordKeeper:
         return await RecordKeeper.claim(

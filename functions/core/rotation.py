@@ -27,6 +27,7 @@ from enum import StrEnum
 from functions.core.announcer import Announcer, event_for
 from functions.core.errors import NotFound, PermanentError, TransientError
 from functions.core.keeper import RecordKeeper, Sleep
+from functions.core.lifetimes import CredentialLifetimes
 from functions.core.models import CredentialType, RegistrationStatus
 from functions.core.notifications import WebhookEvent
 from functions.core.ports import (
@@ -197,6 +198,7 @@ class Rotator:
         settings: RotationSettings | None = None,
         owner: str | None = None,
         sleep: Sleep = asyncio.sleep,
+        lifetimes: CredentialLifetimes | None = None,  # end dates: configured, profile, tenant maxima
     ) -> None:
         self._store = store
         self._directory = directory
@@ -207,7 +209,11 @@ class Rotator:
         self._owner = owner or f"rotator-{uuid.uuid4().hex[:12]}"
         self._sleep = sleep
         self._next = NextGeneration(
-            directory=directory, vault=vault, clock=clock, default_lifetime=self._settings.default_lifetime
+            directory=directory,
+            vault=vault,
+            clock=clock,
+            default_lifetime=self._settings.default_lifetime,
+            lifetimes=lifetimes,
         )
         self._announcer = Announcer(queue=queue, clock=clock)
 

@@ -14,15 +14,25 @@ a certificate version with the new thumbprint, is adopted rather than written ag
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterable
 from dataclasses import replace
 from datetime import datetime, timedelta
 
-from functions.core.credentials import SECRET_CONTENT_TYPE, certificate_key_id, vault_tags
+from functions.core.credentials import (
+    SECRET_CONTENT_TYPE,
+    certificate_key_id,
+    remove_other_named_passwords,
+    vault_tags,
+)
+from functions.core.errors import NotFound
 from functions.core.keeper import RecordKeeper
+from functions.core.lifetimes import CredentialLifetimes
 from functions.core.models import CredentialType, SecretValue
+from functions.core.policy import Policy
 from functions.core.ports import Clock, Directory, KeyCredentialSpec, Vault
-from functions.core.registrations import CredentialState, PendingCredential, vault_object_name
+from functions.core.registrations import CredentialState, PendingCredential, Registration, vault_object_name
 from functions.telemetry import redactor
 
 log = logging.getLogger(__name__)
@@ -34,12 +44,25 @@ def staging_name(registration_id: str) -> str:
 
 class NextGeneration:
     def __init__(
-        self, *, directory: Directory, vault: Vault, clock: Clock, default_lifetime: timedelta
+        self,
+        *,
+        directory: Directory,
+        vault: Vault,
+        clock: Clock,
+        default_lifetime: timedelta,
+        lifetimes: CredentialLifetimes | None = None,
     ) -> None:
         self._directory = directory
         self._vault = vault
         self._clock = clock
-        self._default_lifetime = default_lifetime
+        if lifetimes is None:
+            base = Policy()
+            policy = Policy(
+                default_credential_lifetime=default_lifetime,
+                max_credential_lifetime=max(base.max_credential_lifetime, default_lifetime),
+            )
+            lifetimes = CredentialLifetimes(directory=directory, policy=policy)
+        self._lifetimes = lifetimes
 
     # ------------------------------------------------------------ stage
 
@@ -80,7 +103,7 @@ class NextGeneration:
                     pending, adopted.key_id, adopted.start, adopted.end or ref.expires_on
                 ), value
         start = self._clock.now()
-        end = start + (record.plan.credential.lifetime or self._default_lifetime)
+        end = await self._lifetimes.end(record, CredentialType.SECRET, start)
         issued = await self._directory.add_password(tenant, app, pending.display_name, start, end)
         redactor.register(issued.secret.reveal())
         await self._vault.set_secret(
@@ -90,6 +113,7 @@ class NextGeneration:
             tags=vault_tags(record, issued.key_id, pending.generation, issued.end.isoformat()),
             expires_on=issued.end,
         )
+        await remove_other_named_passwords(self._directory, tenant, app, pending.display_name, issued.key_id)
         return self._secret_state(pending, issued.key_id, issued.start, issued.end), issued.secret
 
     @staticmethod
@@ -116,19 +140,24 @@ class NextGeneration:
         if pending.certificate_version:
             cert = await self._vault.get_certificate(staging, pending.certificate_version)
         else:
-            lifetime = record.plan.credential.lifetime or self._default_lifetime
+            months = await self._lifetimes.certificate_validity(record, self._clock.now())
             cert = await self._vault.create_certificate(
                 staging,
                 subject=f"CN={record.id}",
-                validity_months=max(1, lifetime.days // 30),
+                validity_months=months,
                 tags=vault_tags(record, key_id, pending.generation, ""),
             )
             made = cert.version
             await keeper.update(
                 lambda r: replace(r, pending_credential=replace(pending, certificate_version=made))
             )
-        keep = await self._key_spec(current)
-        # keyCredentials is replaced as a whole: the current key stays until retirement.
+        # keyCredentials is replaced as a whole: the current key and every older one still in its
+        # overlap window stay until their retirement.
+        now = self._clock.now()
+        overlapping = [
+            c for c in record.retiring_credentials if c.retire_after is None or c.retire_after > now
+        ]
+        keep = await self._key_specs([current, *overlapping])
         await self._directory.set_key_credentials(
             record.tenant_id,
             record.app_object_id,
@@ -149,16 +178,34 @@ class NextGeneration:
         )
         return state, pem
 
-    async def _key_spec(self, credential: CredentialState | None) -> list[KeyCredentialSpec]:
-        if credential is None or credential.type is not CredentialType.CERTIFICATE:
-            return []
-        assert credential.certificate_name is not None
-        cert = await self._vault.get_certificate(credential.certificate_name, credential.certificate_version)
-        return [
-            KeyCredentialSpec(
+    async def _key_specs(self, credentials: Iterable[CredentialState | None]) -> list[KeyCredentialSpec]:
+        """keyCredentials entries of the given certificates (others skipped), each keyId once."""
+        specs: dict[str, KeyCredentialSpec] = {}
+        for credential in credentials:
+            if credential is None or credential.type is not CredentialType.CERTIFICATE:
+                continue
+            if credential.key_id in specs or credential.certificate_name is None:
+                continue
+            cert = await self._vault.get_certificate(
+                credential.certificate_name, credential.certificate_version
+            )
+            specs[credential.key_id] = KeyCredentialSpec(
                 credential.key_id, credential.display_name, cert.der, cert.not_before, cert.expires_on
             )
-        ]
+        return list(specs.values())
+
+    async def _pending_key_spec(self, record: Registration) -> list[KeyCredentialSpec]:
+        """The staged certificate of a rotation under way (it is on the app once staged)."""
+        pending = record.pending_credential
+        if (
+            pending is None
+            or pending.type is not CredentialType.CERTIFICATE
+            or not pending.certificate_version
+        ):
+            return []
+        cert = await self._vault.get_certificate(staging_name(record.id), pending.certificate_version)
+        key_id = certificate_key_id(record.id, pending.generation)
+        return [KeyCredentialSpec(key_id, pending.display_name, cert.der, cert.not_before, cert.expires_on)]
 
     # ------------------------------------------------------------ publish
 
@@ -190,6 +237,10 @@ class NextGeneration:
         ref = existing or await self._vault.set_secret(
             name, value, content_type=SECRET_CONTENT_TYPE, tags=tags, expires_on=state.expires_on
         )
+        if record.app_object_id is not None:  # the verified one is now the only one with its name
+            await remove_other_named_passwords(
+                self._directory, record.tenant_id, record.app_object_id, state.display_name, state.key_id
+            )
         return replace(state, secret_name=name, secret_uri=ref.uri, secret_version=ref.version)
 
     async def unstage(self, registration_id: str) -> None:
@@ -215,5 +266,16 @@ class NextGeneration:
             if old.secret_name and old.secret_version:
                 await self._vault.update_secret_version(old.secret_name, old.secret_version, enabled=False)
         elif old.type is CredentialType.CERTIFICATE:
-            keep = await self._key_spec(record.credential)
-            await self._directory.set_key_credentials(tenant, app, keep)
+            # Everything else stays: the current certificate, others still in their overlap window,
+            # and a rotation's staged one.
+            others = [c for c in record.retiring_credentials if c.key_id != old.key_id]
+            keep = await self._key_specs(
+                c for c in (record.credential, *others) if c is None or c.key_id != old.key_id
+            )
+            pending = [k for k in await self._pending_key_spec(record) if k.key_id != old.key_id]
+            await self._directory.set_key_credentials(tenant, app, [*keep, *pending])
+            if old.certificate_name and old.certificate_version:
+                with contextlib.suppress(NotFound):  # the certificate is gone already
+                    await self._vault.update_certificate_version(
+                        old.certificate_name, old.certificate_version, enabled=False
+                    )

@@ -48,6 +48,7 @@ GRAPH_APP_ROLES = (
     "Application.ReadWrite.OwnedBy",
     "AppRoleAssignment.ReadWrite.All",
     "DelegatedPermissionGrant.ReadWrite.All",
+    "Policy.Read.All",
 )
 
 ALL_FILES = bicep_files()

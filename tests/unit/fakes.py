@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from functions.core.errors import ConcurrencyConflict, NotFound, PermanentError, TransientError
-from functions.core.models import RegistrationStatus, ResourceCatalog, SecretValue
+from functions.core.models import CredentialType, RegistrationStatus, ResourceCatalog, SecretValue
 from functions.core.permissions import canonical_resource, catalog_from_json
 from functions.core.ports import (
     AppCredential,
@@ -83,6 +83,8 @@ class FakeDirectory(Recorder):
         self.assignments: set[tuple[str, str, str]] = set()  # (principal, resource SP, appRoleId)
         self.grants: dict[str, tuple[str, str, frozenset[str]]] = {}  # id -> (client, resource, scopes)
         self.catalogs: dict[str, ResourceCatalog] = {}
+        # The tenant's app management policy: the longest new credential of a type Entra accepts.
+        self.tenant_max_lifetime: dict[CredentialType, timedelta] = {}
         for path in sorted(RESOURCES_DIR.glob("*.json")):
             data = json.loads(path.read_text())
             catalog = catalog_from_json(data, service_principal_id=str(uuid.uuid4()))
@@ -172,6 +174,7 @@ class FakeDirectory(Recorder):
     ) -> IssuedSecret:
         self.note("add_password")
         app = self._app(app_object_id)
+        self._enforce_lifetime(CredentialType.SECRET, start, end)
         key_id = str(uuid.uuid4())
         value = secrets.token_urlsafe(30)
         app.passwords[key_id] = (display_name, start, end, value)
@@ -185,7 +188,11 @@ class FakeDirectory(Recorder):
         self, tenant_id: str, app_object_id: str, keys: Sequence[KeyCredentialSpec]
     ) -> None:
         self.note("set_key_credentials")
-        self._app(app_object_id).keys = list(keys)
+        app = self._app(app_object_id)
+        for key in keys:
+            if key.key_id not in {k.key_id for k in app.keys}:  # only new certificates are judged
+                self._enforce_lifetime(CredentialType.CERTIFICATE, key.start, key.end)
+        app.keys = list(keys)
 
     async def add_federated_credential(
         self, tenant_id: str, app_object_id: str, spec: FederatedCredentialSpec
@@ -204,6 +211,17 @@ class FakeDirectory(Recorder):
             sp = self.service_principals.pop(app.app_id, None)
             self.assignments = {a for a in self.assignments if a[0] != sp}
             self.grants = {k: g for k, g in self.grants.items() if g[0] != sp}
+
+    async def credential_lifetime_limit(self, tenant_id: str, kind: CredentialType) -> timedelta | None:
+        return self.tenant_max_lifetime.get(kind)
+
+    def _enforce_lifetime(self, kind: CredentialType, start: datetime, end: datetime) -> None:
+        limit = self.tenant_max_lifetime.get(kind)
+        if limit is not None and end - start > limit:  # Entra's 400, a PermanentError to the port
+            raise PermanentError(
+                "Credential lifetime exceeds the max value allowed as per assigned policy.",
+                code="CredentialInvalidLifetimeAsPerAppPolicy",
+            )
 
     # ------------------------------------------------------------ test helpers
 
@@ -227,6 +245,7 @@ class FakeVault(Recorder):
         self.secrets: dict[str, list[_Version]] = {}
         self.certificates: dict[str, list[VaultCertificate]] = {}
         self.deleted: list[str] = []
+        self.disabled_certificates: set[tuple[str, str]] = set()  # (name, version)
 
     async def set_secret(
         self,
@@ -316,6 +335,15 @@ class FakeVault(Recorder):
         if self.certificates.pop(name, None) is not None:
             self.secrets.pop(name, None)
             self.deleted.append(name)
+
+    async def update_certificate_version(self, name: str, version: str, *, enabled: bool) -> None:
+        self.note("update_certificate_version")
+        if not any(c.version == version for c in self.certificates.get(name, [])):
+            raise NotFound("certificate version", f"{name}/{version}")
+        (self.disabled_certificates.discard if enabled else self.disabled_certificates.add)((name, version))
+        for v in self.secrets.get(name, []):  # the backing secret version follows, as in Key Vault
+            if v.ref.version == version:
+                v.ref = replace(v.ref, enabled=enabled)
 
     def latest_value(self, name: str) -> str | None:
         versions = self.secrets.get(name)

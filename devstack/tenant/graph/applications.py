@@ -163,6 +163,7 @@ def app_json(app: Application, select: list[str] | None, *, with_keys: bool = Fa
 
 
 def apply_update(call: Call, app: Application, props: dict[str, Any], keys: list[Any] | None) -> None:
+    from devstack.tenant.graph.app_policy import enforce_lifetime
     from devstack.tenant.graph.credentials import parse_key_credentials
 
     unique = props.get("uniqueName")
@@ -174,6 +175,10 @@ def apply_update(call: Call, app: Application, props: dict[str, Any], keys: list
             raise conflict("Another object with the same value for property uniqueName already exists.")
         call.directory.apps_by_unique_name[unique.lower()] = app
     new_keys: list[KeyCredential] | None = parse_key_credentials(keys, app) if keys is not None else None
+    kept = {(k.key_id, k.der) for k in app.key_credentials}
+    for key in new_keys or []:
+        if (key.key_id, key.der) not in kept:  # the policy judges new certificates, not kept ones
+            enforce_lifetime(call.directory.app_management_policy, app, "key", key.start, key.end)
     app.props.update(props)
     if new_keys is not None:
         app.key_credentials = new_keys

@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from devstack.tenant.context import PROOF_AUDIENCE
 from devstack.tenant.graph import authz
+from devstack.tenant.graph.app_policy import enforce_lifetime
 from devstack.tenant.graph.applications import APP_REF, find_app
 from devstack.tenant.graph.errors import bad_request, conflict, not_found, unknown_property
 from devstack.tenant.graph.http import Call, Reply, Router, list_reply, require_guid
@@ -100,6 +101,7 @@ def add_password(call: Call, match: re.Match[str]) -> Reply:
         raise bad_request(
             "Invalid value specified for property 'displayName' of resource 'PasswordCredential'."
         )
+    enforce_lifetime(call.directory.app_management_policy, app, "password", start, end)
     credential, secret_text = call.directory.add_password(app, display_name, start, end)
     # The one place a secret value leaves the tenant, exactly as Graph returns it.
     return Reply.data(
@@ -225,6 +227,7 @@ def add_key(call: Call, match: re.Match[str]) -> Reply:
             "passwordCredential is only allowed with a keyCredential of type X509CertAndPassword."
         )
     verify_proof(app, body.get("proof"))
+    enforce_lifetime(call.directory.app_management_policy, app, "key", key.start, key.end)
     app.key_credentials.append(key)
     app.credentials_changed()
     return Reply.data(200, key.to_graph(), call.context_url("microsoft.graph.keyCredential"))

@@ -45,6 +45,7 @@ BOOTSTRAP_GRAPH_ROLES = (
     "Application.ReadWrite.OwnedBy",
     "AppRoleAssignment.ReadWrite.All",
     "DelegatedPermissionGrant.ReadWrite.All",
+    "Policy.Read.All",  # the tenant's app management policy caps credential lifetimes
 )
 RESOURCE_AUDIENCES = {GRAPH_APP_ID: GRAPH_RESOURCE, KEY_VAULT_APP_ID: KEY_VAULT_RESOURCE}
 
@@ -65,6 +66,8 @@ class Directory:
         self.sps_by_app_id: dict[str, ServicePrincipal] = {}
         self.sps_by_name: dict[str, ServicePrincipal] = {}  # servicePrincipalNames, lower case
         self.consent = ConsentStore()
+        # GET/PATCH /policies/defaultAppManagementPolicy (graph/app_policy.py), in Graph's shape.
+        self.app_management_policy: dict[str, Any] = _default_app_management_policy()
         # Multi-tenant applications registered in the other tenants of this server (set by the
         # registry): their service principals may live here, their credentials stay at home.
         self.foreign_application: Callable[[str, str], tuple[Application, str] | None] = (
@@ -261,12 +264,16 @@ class Directory:
             "tenantId": self.tenant_id,
             "applications": apps,
             "servicePrincipals": sps,
+            "appManagementPolicy": self.app_management_policy,
             **self.consent.to_dict(),
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Directory:
         directory = cls(data["tenantId"])
+        directory.app_management_policy = dict(
+            data.get("appManagementPolicy") or _default_app_management_policy()
+        )
         for item in data["applications"]:
             app = Application(item["props"]["id"], float(item["createdAt"]), dict(item["props"]))
             app.owners = list(item["owners"])
@@ -322,6 +329,12 @@ def _client_record(app: Application, sp_id: str | None) -> ClientRecord:
     )
 
 
+def _default_app_management_policy() -> dict[str, Any]:
+    from devstack.tenant.graph.app_policy import default_policy  # app_policy imports http, which imports us
+
+    return default_policy()
+
+
 MULTI_TENANT_AUDIENCES = frozenset({"AzureADMultipleOrgs", "AzureADandPersonalMicrosoftAccount"})
 
 
@@ -343,8 +356,8 @@ def new_directory(tenant_id: str) -> tuple[Directory, str, str]:
     """A seeded tenant: Microsoft's service principals plus the registrar's bootstrap app.
 
     Returns (directory, bootstrap client id, bootstrap client secret). The bootstrap app holds
-    Graph's Application.ReadWrite.OwnedBy, AppRoleAssignment.ReadWrite.All and
-    DelegatedPermissionGrant.ReadWrite.All app roles.
+    Graph's Application.ReadWrite.OwnedBy, AppRoleAssignment.ReadWrite.All,
+    DelegatedPermissionGrant.ReadWrite.All and Policy.Read.All app roles.
     """
     directory = Directory(tenant_id)
     for name in SEEDS:

@@ -9,7 +9,7 @@ from functools import cache
 from aiohttp import web
 
 from devstack.tenant.context import AUTHENTICATE, BASE_URL, GRAPH_RESOURCE, REGISTRY, SIM, Unauthorized
-from devstack.tenant.graph import applications, consent, credentials, service_principals
+from devstack.tenant.graph import app_policy, applications, consent, credentials, service_principals
 from devstack.tenant.graph.batch import ItemThrottle, handle_batch
 from devstack.tenant.graph.errors import GraphError
 from devstack.tenant.graph.http import Call, Reply, Router, error_reply, run
@@ -25,6 +25,7 @@ def router() -> Router:
     credentials.register(built)
     service_principals.register(built)
     consent.register(built)
+    app_policy.register(built)
     return built
 
 

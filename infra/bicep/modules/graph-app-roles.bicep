@@ -1,7 +1,7 @@
 // Microsoft Graph application permissions (app roles) for the function's managed identity, through
 // the Microsoft Graph Bicep extension. Deploying this needs Privileged Role Administrator (or Global
 // Administrator); main.bicep's grantGraphRoles=false leaves it to an administrator, with the same
-// three role ids (docs/deploy.md, "Granting the Graph app roles by hand").
+// four role ids (docs/deploy.md, "Granting the Graph app roles by hand").
 
 extension microsoftGraphV1
 
@@ -27,6 +27,11 @@ var graphAppRoles = [
     // Create oauth2PermissionGrants (admin consent for the connectors' delegated scopes).
     name: 'DelegatedPermissionGrant.ReadWrite.All'
     id: '8e8e4742-1d95-4f68-9d56-6ee75648c72a'
+  }
+  {
+    // Read the tenant's app management policy, so new credentials end within its maximum lifetime.
+    name: 'Policy.Read.All'
+    id: '246dd0d5-5bd0-4def-940b-0421030a5b68'
   }
 ]
 

@@ -1,0 +1,98 @@
+"""The tenant's default app management policy, read for the Directory port's credential_lifetime_limit.
+
+GET /policies/defaultAppManagementPolicy (msgraph-sdk: client.policies.default_app_management_policy)
+needs Policy.Read.All. Read once per tenant and kept for policy_ttl (an hour by default): policies
+change rarely and every rotation in a tenant asks. Without Policy.Read.All (403) the limit is
+unknown: Registrar falls back to its configured maximum and warns once per tenant.
+
+Conservative on purpose: a lifetime restriction is applied to every app, also to apps created
+before its restrictForAppsCreatedAfterDateTime (a shorter credential is always accepted), and
+per-app policies (appManagementPolicies) are not read. A year counts as 365 days and a month as
+30 (functions.core.durations): Entra's own reading of P1Y or P12M is not documented.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+from functions.core.durations import parse_duration
+from functions.core.errors import PermanentError
+from functions.core.models import CredentialType
+
+log = logging.getLogger(__name__)
+
+_RESTRICTIONS = {
+    CredentialType.SECRET: ("passwordCredentials", "passwordLifetime"),
+    CredentialType.CERTIFICATE: ("keyCredentials", "asymmetricKeyLifetime"),
+}
+Limits = dict[CredentialType, timedelta]
+
+
+def lifetime_limits(policy: dict[str, Any]) -> Limits:
+    """The maximum lifetime per credential type that an enabled tenant policy sets for applications."""
+    if not policy.get("isEnabled"):
+        return {}
+    restrictions = policy.get("applicationRestrictions") or {}
+    limits: Limits = {}
+    for kind, (collection, restriction_type) in _RESTRICTIONS.items():
+        for item in restrictions.get(collection) or []:
+            if item.get("restrictionType") != restriction_type or item.get("state") == "disabled":
+                continue
+            try:
+                limits[kind] = parse_duration(str(item.get("maxLifetime") or ""))
+            except ValueError:
+                log.warning("ignoring the tenant policy's unreadable maxLifetime %r", item.get("maxLifetime"))
+    return limits
+
+
+class GraphPolicy:
+    """Mixin of GraphDirectory (graph.py), which provides client() and _send()."""
+
+    policy_ttl: float = 3600.0
+    _policy_cache: dict[str, tuple[float, Limits]]
+    _policy_denied: set[str]
+
+    def client(self, tenant_id: str) -> Any:
+        raise NotImplementedError
+
+    async def _send(  # noqa: PLR0917
+        self,
+        client: Any,
+        operation: str,
+        what: str,
+        key: str,
+        request: Any,
+        lag: Callable[[Any], bool] | None = None,
+    ) -> Any:
+        raise NotImplementedError
+
+    async def credential_lifetime_limit(self, tenant_id: str, kind: CredentialType) -> timedelta | None:
+        key = tenant_id.lower()
+        cache = self.__dict__.setdefault("_policy_cache", {})
+        cached = cache.get(key)
+        if cached is None or cached[0] <= time.monotonic():
+            cached = cache[key] = (time.monotonic() + self.policy_ttl, await self._read_limits(tenant_id))
+        return cached[1].get(kind)
+
+    async def _read_limits(self, tenant_id: str) -> Limits:
+        client = self.client(tenant_id)
+        request = client.policies.default_app_management_policy.to_get_request_information()
+        try:
+            policy = await self._send(client, "GET", "defaultAppManagementPolicy of", tenant_id, request)
+        except PermanentError as error:
+            if error.code != "Authorization_RequestDenied" and "403" not in str(error):
+                raise
+            denied = self.__dict__.setdefault("_policy_denied", set())
+            if tenant_id.lower() not in denied:
+                denied.add(tenant_id.lower())
+                log.warning(
+                    "cannot read the app management policy of tenant %s (the registrar lacks the Graph "
+                    "app role Policy.Read.All): credential lifetimes follow the configured maximum only",
+                    tenant_id,
+                )
+            return {}
+        return lifetime_limits(policy or {})
