@@ -26,7 +26,7 @@ from functions.core.credentials import (
     remove_other_named_passwords,
     vault_tags,
 )
-from functions.core.errors import NotFound
+from functions.core.errors import NotFound, PermanentError
 from functions.core.keeper import RecordKeeper
 from functions.core.lifetimes import CredentialLifetimes
 from functions.core.models import CredentialType, SecretValue
@@ -251,8 +251,14 @@ class NextGeneration:
         """
         staging = staging_name(registration_id)
         for version in await self._vault.secret_versions(staging):
-            if version.enabled:
+            if not version.enabled:
+                continue
+            try:
                 await self._vault.update_secret_version(staging, version.version, enabled=False)
+            except PermanentError:
+                # A staged certificate's backing secret is managed by Key Vault (403 on update):
+                # the certificate version is disabled instead, and its secret follows.
+                await self._vault.update_certificate_version(staging, version.version, enabled=False)
 
     # ------------------------------------------------------------ retire
 

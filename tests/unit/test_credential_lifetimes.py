@@ -202,3 +202,24 @@ async def test_a_resent_add_password_leaves_one_password_at_provisioning_and_rot
     assert new is not None
     assert named(world, credential_display_name(before.id, 2)) == [new.key_id]
     assert sorted(world.app().passwords) == sorted([before.credential.key_id, new.key_id])
+
+
+async def test_a_certificate_rotation_disables_its_staged_copy_through_the_certificate() -> None:
+    world = RotationWorld(CredentialSpec(CredentialType.CERTIFICATE, timedelta(days=365)))
+    managed = {"refused": 0}
+    update_secret_version = world.vault.update_secret_version
+
+    async def refuse_managed(name: str, version: str, **changes: object) -> None:
+        if name in world.vault.certificates:  # Key Vault: 403 on a certificate's backing secret
+            managed["refused"] += 1
+            raise PermanentError("Operation update is not allowed on a managed secret.", code="Forbidden")
+        await update_secret_version(name, version, **changes)  # type: ignore[arg-type]
+
+    world.vault.update_secret_version = refuse_managed  # type: ignore[method-assign]
+    before = await world.active()
+
+    assert await world.rotator().run(due_job(world, JobAction.ROTATE)) is Outcome.ROTATED
+
+    staging = f"{vault_object_name(before.id)}-staging"
+    (staged,) = world.vault.certificates[staging]
+    assert managed["refused"] == 1 and (staging, staged.version) in world.vault.disabled_certificates
