@@ -81,8 +81,12 @@ def describe(error: BaseException) -> GraphFailure | None:
         status = error.status_code
         # The registrar's own token: Entra 5xx is transient, a refusal is a configuration problem,
         # which Entra's code names (e.g. AADSTS700213: no federated credential for this subject).
-        # Only the number is kept: the description may quote the request.
+        # Only the number is kept: the description may quote the request. No status and no code:
+        # nobody answered (a managed identity endpoint hiccup, CredentialUnavailableError), so
+        # status None, which is transient.
         code = aadsts_code(error)
+        if status is None and code is None:
+            return GraphFailure(status=None, code="RegistrarTokenUnavailable", message=type(error).__name__)
         return GraphFailure(
             status=503 if status and status >= 500 else 401,
             code="RegistrarTokenRefused",

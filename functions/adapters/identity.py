@@ -251,12 +251,28 @@ def _probe_error(error: BaseException, tenant_id: str, client_id: str) -> Except
     azure-identity's messages carry Entra's error_description, which names the app but not the
     secret; the message is still rebuilt here so nothing the server echoed can reach a log.
     """
-    from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ServiceRequestError
+    from azure.core.exceptions import (
+        ClientAuthenticationError,
+        HttpResponseError,
+        ServiceRequestError,
+        ServiceResponseError,
+    )
 
     status = getattr(getattr(error, "response", None), "status_code", None)
     code = aadsts_code(error)
     where = f"app {client_id} in tenant {tenant_id}"
-    if isinstance(error, ServiceRequestError) or (status is not None and (status >= 500 or status == 429)):
+    # No answer at all (connect failure, reset, read timeout), also when azure-identity wrapped it
+    # in a status-less ClientAuthenticationError("Authentication failed: ..."): Entra never judged
+    # the credential, so this proves nothing about it.
+    unanswered = (ServiceRequestError, ServiceResponseError, asyncio.TimeoutError, OSError)
+    cause: BaseException | None = error if status is None and code is None else None
+    for _ in range(8):  # the chain azure-identity and azure-core build is short
+        if cause is None:
+            break
+        if isinstance(cause, unanswered):
+            return TransientError(f"token endpoint unavailable for {where} ({type(cause).__name__})")
+        cause = cause.__cause__ or cause.__context__
+    if status is not None and (status >= 500 or status == 429):
         return TransientError(f"token endpoint unavailable for {where} (status {status})")
     if code in PROPAGATION_CODES:
         return TransientError(f"Entra does not accept the credential of {where} yet: AADSTS{code}")

@@ -60,12 +60,32 @@ def validate_secret_write(
 
 
 def _vault_error(error: BaseException, operation: str, name: str) -> RegistrarError | None:
-    from azure.core.exceptions import HttpResponseError, ResourceNotFoundError, ServiceRequestError
+    from azure.core.exceptions import (
+        ClientAuthenticationError,
+        HttpResponseError,
+        ResourceNotFoundError,
+        ServiceRequestError,
+        ServiceResponseError,
+    )
 
     if isinstance(error, ResourceNotFoundError):
         return NotFound("Key Vault object", name)
-    if isinstance(error, ServiceRequestError):
-        return TransientError(f"Key Vault unreachable during {operation} {name}")
+    if isinstance(error, ServiceRequestError | ServiceResponseError):
+        return TransientError(f"Key Vault unreachable during {operation} {name} ({type(error).__name__})")
+    if isinstance(error, ClientAuthenticationError) and error.status_code is None:
+        # The registrar's own token, with no answer from Entra or the managed identity endpoint
+        # (CredentialUnavailableError included): a hiccup, unless Entra's refusal is quoted.
+        from functions.adapters.identity import aadsts_code
+
+        refused = aadsts_code(error)
+        return (
+            PermanentError(
+                f"Key Vault {operation} {name}: Entra refused the registrar (AADSTS{refused})",
+                code="RegistrarTokenRefused",
+            )
+            if refused
+            else TransientError(f"Key Vault {operation} {name}: no token for the registrar yet")
+        )
     if isinstance(error, HttpResponseError):
         status = error.status_code or 0
         code = getattr(getattr(error, "error", None), "code", None)

@@ -6,6 +6,14 @@ and the job message. `due(now)` asks for PartitionKey in ["due-", bucket(now)] a
 Table storage serves a PartitionKey range from its primary index, so the sweep touches the due
 buckets (plus the rest of the current hour) and never the credentials due later.
 
+A job's due time can move while its id stays (POST .../rotate makes the scheduled job due now; a
+failed job comes back after a backoff), so put/remove must find its entity whatever bucket the
+caller's copy names. A pointer entity per job (PartitionKey "job-" + a hash bucket of the id,
+outside the sweep's "due-" range; RowKey the job id; Partitions = every bucket that may hold it)
+says where. The pointer is written (widened) before a due entity and narrowed after the old ones
+are deleted, so a crash between two calls leaves it naming a superset: the next put or remove
+deletes the strays. Entities written before pointers existed are found by their bucket.
+
 Leases (resources.LEASES_TABLE): one entity per name; acquire/renew/release by ETag, so exactly
 one owner holds a live lease; an expired lease is taken over by ETag too.
 """
@@ -14,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -24,6 +33,9 @@ from functions.adapters.tables import TRANSACTION_LIMIT, table_call
 from functions.core.errors import ConcurrencyConflict, NotFound
 from functions.core.rotation_schedule import INDEX_PARTITION_PREFIX, RotationJob, index_partition
 from functions.resources import CREDENTIAL_EXPIRY_TABLE, LEASES_TABLE
+
+# Where a job's entity is (see above); sorts after every "due-" bucket, so no sweep reads it.
+POINTER_PARTITION_PREFIX = "job-"
 
 
 class CredentialExpiryIndex:
@@ -45,15 +57,57 @@ class CredentialExpiryIndex:
             "Job": json.dumps(job.to_message(), separators=(",", ":")),
         }
 
+    @staticmethod
+    def _pointer_partition(job_id: str) -> str:
+        return POINTER_PARTITION_PREFIX + hashlib.sha256(job_id.encode()).hexdigest()[:2]
+
+    def _pointer(self, job_id: str, partitions: Iterable[str]) -> dict[str, Any]:
+        return {
+            "PartitionKey": self._pointer_partition(job_id),
+            "RowKey": job_id,
+            "Partitions": json.dumps(sorted(set(partitions))),
+        }
+
+    async def _pointed(self, job_id: str) -> set[str] | None:
+        """The buckets the job's pointer names, or None without a pointer."""
+        try:
+            pointer = await table_call(
+                "index pointer",
+                job_id,
+                lambda: self._table.get_entity(self._pointer_partition(job_id), job_id),
+            )
+        except NotFound:
+            return None
+        return set(json.loads(pointer["Partitions"]))
+
+    async def _upsert(self, operation: str, entity: dict[str, Any]) -> None:
+        await table_call(operation, entity["RowKey"], lambda: self._table.upsert_entity(entity))
+
+    async def _delete(self, operation: str, partition: str, job_id: str) -> None:
+        with contextlib.suppress(NotFound):  # already removed
+            await table_call(operation, job_id, lambda: self._table.delete_entity(partition, job_id))
+
     async def put(self, job: RotationJob) -> None:
-        entity = self._entity(job)
-        await table_call("index", job.job_id, lambda: self._table.upsert_entity(entity))
+        """Index the job at its due time; an entry of the same job elsewhere moves here."""
+        here = job.index_partition
+        pointed = await self._pointed(job.job_id)
+        elsewhere = (pointed or set()) - {here}
+        if pointed != {here}:  # first the pointer names every bucket that may hold the job
+            await self._upsert("index pointer", self._pointer(job.job_id, {*elsewhere, here}))
+        await self._upsert("index", self._entity(job))
+        for partition in elsewhere:
+            await self._delete("unindex moved", partition, job.job_id)
+        if elsewhere:
+            await self._upsert("index pointer", self._pointer(job.job_id, [here]))
 
     async def put_many(self, jobs: Iterable[RotationJob]) -> None:
-        """Upsert many jobs: one transaction per partition and 100 entities."""
+        """Upsert many new jobs (a backfill): one transaction per partition and 100 entities.
+        Unlike put, it does not look for an entry of the same job in another bucket."""
         by_partition: dict[str, list[dict[str, Any]]] = {}
         for job in jobs:
             by_partition.setdefault(job.index_partition, []).append(self._entity(job))
+            pointer = self._pointer(job.job_id, [job.index_partition])
+            by_partition.setdefault(pointer["PartitionKey"], []).append(pointer)
         for partition, entities in by_partition.items():
             for i in range(0, len(entities), TRANSACTION_LIMIT):
                 operations = [("upsert", e) for e in entities[i : i + TRANSACTION_LIMIT]]
@@ -61,10 +115,11 @@ class CredentialExpiryIndex:
                 await table_call("index batch", partition, submit)
 
     async def remove(self, job: RotationJob) -> None:
-        with contextlib.suppress(NotFound):  # already removed
-            await table_call(
-                "unindex", job.job_id, lambda: self._table.delete_entity(job.index_partition, job.job_id)
-            )
+        """Delete the job's entry wherever it is (its due time may have moved); idempotent."""
+        # Without a pointer: never moved, or indexed before pointers existed.
+        for partition in (await self._pointed(job.job_id) or set()) | {job.index_partition}:
+            await self._delete("unindex", partition, job.job_id)
+        await self._delete("unindex pointer", self._pointer_partition(job.job_id), job.job_id)
 
     async def due(self, now: datetime, *, limit: int | None = None) -> list[RotationJob]:
         """Jobs whose DueAt <= now, oldest buckets first (at most `limit`)."""

@@ -20,8 +20,8 @@ import asyncio
 import json
 import logging
 import uuid
-from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from dataclasses import dataclass, replace
+from datetime import datetime
 from enum import StrEnum
 
 from functions.core.announcer import Announcer, event_for
@@ -39,6 +39,7 @@ from functions.core.ports import (
     TokenProbe,
     Vault,
 )
+from functions.core.published import pending_state, published_generation
 from functions.core.registrations import (
     CredentialState,
     ErrorInfo,
@@ -46,24 +47,36 @@ from functions.core.registrations import (
     Registration,
     credential_display_name,
 )
-from functions.core.rotation_schedule import JobAction, RotationJob, job_id, retirement_at, rotation_due_at
+from functions.core.rotation_jobs import (
+    RotationSettings,
+    failed_in_a_row,
+    jobs_for,
+    retire_job,
+    retry_later,
+    rotate_now_job,
+    rotation_job,
+)
+from functions.core.rotation_schedule import JobAction, RotationJob, retirement_at
 from functions.core.staging import NextGeneration
-from functions.core.verification import VerifyPolicy, until_accepted
+from functions.core.verification import until_accepted
 from functions.resources import ROTATION_JOBS_QUEUE
 from functions.telemetry import log_context
 
 log = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class RotationSettings:
-    lead_time: timedelta = timedelta(days=30)
-    lifetime_fraction: float = 0.66
-    overlap: timedelta = timedelta(days=1)
-    default_lifetime: timedelta = timedelta(days=180)
-    lease_for: timedelta = timedelta(minutes=5)
-    lease_wait: timedelta = timedelta(seconds=10)
-    verify: VerifyPolicy = field(default_factory=VerifyPolicy)
+__all__ = [  # the job builders live in rotation_jobs.py; callers import them from here too
+    "Outcome",
+    "RotationSettings",
+    "Rotator",
+    "SweepResult",
+    "enqueue",
+    "jobs_for",
+    "retire_job",
+    "rotate_now_job",
+    "rotated_event",
+    "rotation_job",
+    "sweep",
+]
 
 
 class Outcome(StrEnum):
@@ -73,66 +86,7 @@ class Outcome(StrEnum):
     KEPT = "kept"  # retirement refused: it is the last valid credential
 
 
-# ---------------------------------------------------------------- scheduling (pure)
-
-
-def rotation_job(
-    record: Registration, settings: RotationSettings, requested_by: str = "schedule"
-) -> RotationJob | None:
-    """The ROTATE job of the record's current credential, or None when it never needs one."""
-    credential = record.credential
-    if credential is None or credential.type is CredentialType.FEDERATED or credential.expires_on is None:
-        return None
-    start = credential.start or credential.expires_on - settings.default_lifetime
-    due = rotation_due_at(
-        start,
-        credential.expires_on,
-        lead_time=settings.lead_time,
-        lifetime_fraction=settings.lifetime_fraction,
-    )
-    return RotationJob(
-        job_id=job_id(record.id, credential.generation, JobAction.ROTATE),
-        registration_id=record.id,
-        generation=credential.generation,
-        action=JobAction.ROTATE,
-        due_at=due,
-        requested_by=requested_by,
-    )
-
-
-def retire_job(record: Registration, old: CredentialState) -> RotationJob:
-    due = old.retire_after or old.expires_on
-    assert due is not None
-    return RotationJob(
-        job_id=job_id(record.id, old.generation, JobAction.RETIRE, old.key_id),
-        registration_id=record.id,
-        generation=old.generation,
-        action=JobAction.RETIRE,
-        due_at=due,
-        key_id=old.key_id,
-        requested_by="rotation",
-    )
-
-
-def jobs_for(record: Registration, settings: RotationSettings) -> list[RotationJob]:
-    """Every job the record's state calls for (idempotent to put again)."""
-    jobs = [retire_job(record, old) for old in record.retiring_credentials]
-    rotate = rotation_job(record, settings)
-    return [*jobs, rotate] if rotate else jobs
-
-
-def rotate_now_job(record: Registration, at: datetime, requested_by: str) -> RotationJob | None:
-    credential = record.credential
-    if credential is None or credential.type is CredentialType.FEDERATED:
-        return None
-    return RotationJob(
-        job_id=job_id(record.id, credential.generation, JobAction.ROTATE),
-        registration_id=record.id,
-        generation=credential.generation,
-        action=JobAction.ROTATE,
-        due_at=at,
-        requested_by=requested_by,
-    )
+# ---------------------------------------------------------------- scheduling
 
 
 async def enqueue(queue: MessageQueue, job: RotationJob) -> None:
@@ -202,6 +156,7 @@ class Rotator:
     ) -> None:
         self._store = store
         self._directory = directory
+        self._vault = vault
         self._probe = probe
         self._index = index
         self._clock = clock
@@ -240,8 +195,9 @@ class Rotator:
                     return await self._retire(keeper, job)
                 return await self._rotate(keeper, job)
             except PermanentError as err:
+                if await self._abandon(keeper, job, err):
+                    return Outcome.ROTATED
                 log.error("rotation job %s failed: %s", job.job_id, err)
-                await self._abandon(keeper, err)
                 raise
             finally:
                 await keeper.release()
@@ -278,6 +234,11 @@ class Rotator:
             )
         staged, value = await self._next.stage(keeper, pending)
         assert record.app_id is not None
+
+        async def sleep_holding_the_lease(seconds: float) -> None:
+            await self._sleep(seconds)
+            await keeper.renew()  # LeaseHeld if another worker took over meanwhile
+
         await until_accepted(
             self._probe,
             tenant_id=record.tenant_id,
@@ -285,19 +246,31 @@ class Rotator:
             kind=staged.type,
             secret=value,
             policy=self._settings.verify,
-            sleep=self._sleep,
+            sleep=sleep_holding_the_lease,
         )
+        await keeper.renew()  # still ours before "latest" changes: nobody recorded or abandoned it
         published = await self._next.publish(keeper, staged, value)
+        await self._record(keeper, replace(published, verified_at=self._clock.now()))
+        await self._follow_through(keeper, job)
+        log.info("rotated to generation %d", published.generation)
+        return Outcome.ROTATED
+
+    async def _record(self, keeper: RecordKeeper, new: CredentialState) -> None:
+        """Make `new` the current credential and the previous one retiring. Idempotent: the
+        keeper re-applies it to a re-read record (an ETag race), which may already hold it."""
         now = self._clock.now()
-        old = current
-        if old is not None and old.generation < published.generation:
-            old = replace(old, retire_after=retirement_at(now, old.expires_on, self._settings.overlap))
-        new = replace(published, verified_at=now)
+        overlap = self._settings.overlap
 
         def record_rotation(r: Registration) -> Registration:
-            retiring = tuple(c for c in r.retiring_credentials if c.key_id != (old.key_id if old else None))
-            if old is not None and r.credential is not None and r.credential.key_id == old.key_id:
-                retiring = (*retiring, old)
+            if r.credential is not None and r.credential.key_id == new.key_id:
+                return r  # already recorded
+            old, retiring = r.credential, r.retiring_credentials
+            if (
+                old is not None
+                and old.generation < new.generation
+                and old.key_id not in {c.key_id for c in retiring}
+            ):
+                retiring = (*retiring, replace(old, retire_after=retirement_at(now, old.expires_on, overlap)))
             return replace(
                 r,
                 credential=new,
@@ -308,9 +281,6 @@ class Rotator:
             ).with_event("rotation", "done", now, f"generation {new.generation} keyId {new.key_id}")
 
         await keeper.update(record_rotation)
-        await self._follow_through(keeper, job)
-        log.info("rotated to generation %d", new.generation)
-        return Outcome.ROTATED
 
     async def _follow_through(self, keeper: RecordKeeper, job: RotationJob) -> None:
         """After a rotation is recorded: schedule what follows, drop the handled job, disable
@@ -344,6 +314,8 @@ class Rotator:
             or (current.expires_on is not None and current.expires_on <= now)
         ):
             log.error("keeping credential %s: it is the last valid credential of the app", old.key_id)
+            await keeper.update(lambda r: r.with_event("retire", "kept", now, f"keyId {old.key_id}"))
+            await self._retry_later(keeper, job, "retire")
             return Outcome.KEPT
         await self._next.retire(keeper, old)
         await keeper.update(
@@ -371,29 +343,53 @@ class Rotator:
 
     # ------------------------------------------------------------ failure
 
-    async def _abandon(self, keeper: RecordKeeper, err: PermanentError) -> None:
-        """A rotation refused for good: the current credential still works, so the registration
-        stays active with the error recorded; a half-made new credential is removed."""
+    async def _abandon(self, keeper: RecordKeeper, job: RotationJob, err: PermanentError) -> bool:
+        """A job refused for good. True when there was nothing to abandon: the new generation had
+        already been published (so it was verified) and is recorded now instead of removed.
+
+        Otherwise the current credential still works, so the registration stays active with the
+        error recorded; a half-made new credential is removed; the job comes back after a backoff.
+        """
         record = keeper.current
         pending = record.pending_credential
-        if pending is not None and pending.type is CredentialType.SECRET and record.app_object_id:
+        step = "retire" if job.action is JobAction.RETIRE else "rotation"
+        if step == "rotation" and pending is not None and record.app_object_id:
             try:
-                for c in await self._directory.list_credentials(record.tenant_id, record.app_object_id):
-                    if c.kind == "password" and c.display_name == pending.display_name:
-                        await self._next.retire(keeper, _as_state(pending, c.key_id))
+                published = await published_generation(self._directory, self._vault, record, pending)
+                if published is not None:
+                    log.warning(
+                        "generation %d is already the connector's latest: recorded, not removed",
+                        pending.generation,
+                    )
+                    await self._record(keeper, replace(published, verified_at=self._clock.now()))
+                    await self._follow_through(keeper, job)
+                    return True
+                if pending.type is CredentialType.SECRET:
+                    for c in await self._directory.list_credentials(record.tenant_id, record.app_object_id):
+                        if c.kind == "password" and c.display_name == pending.display_name:
+                            await self._next.retire(keeper, pending_state(pending, c.key_id))
             except (TransientError, NotFound):
                 log.warning("could not remove the half-made credential yet; the next run will")
-                return
+                return False
         now = self._clock.now()
-        info = ErrorInfo(step="rotation", kind="permanent", message=str(err), at=now, code=err.code)
-        await keeper.update(
-            lambda r: replace(
-                r, pending_credential=None, status=RegistrationStatus.ACTIVE, last_error=info
-            ).with_event("rotation", "failed", now, err.code)
-        )
+        info = ErrorInfo(step=step, kind="permanent", message=str(err), at=now, code=err.code)
 
+        def failed(r: Registration) -> Registration:
+            if step == "rotation":
+                r = replace(r, pending_credential=None, status=RegistrationStatus.ACTIVE)
+            return replace(r, last_error=info).with_event(step, "failed", now, err.code)
 
-def _as_state(pending: PendingCredential, key_id: str) -> CredentialState:
-    return CredentialState(
-        type=pending.type, generation=pending.generation, display_name=pending.display_name, key_id=key_id
-    )
+        await keeper.update(failed)
+        await self._retry_later(keeper, job, step)
+        return False
+
+    async def _retry_later(self, keeper: RecordKeeper, job: RotationJob, step: str) -> None:
+        """Move the job's index entry to after a backoff (never before its scheduled time), so a
+        failing job is not re-enqueued and logged on every sweep."""
+        record = keeper.current
+        scheduled = next((j for j in jobs_for(record, self._settings) if j.job_id == job.job_id), None)
+        if scheduled is None:
+            await self._index.remove(job)
+            return
+        later = retry_later(scheduled, self._clock.now(), failed_in_a_row(record, step), self._settings)
+        await self._index.put(later if later.due_at > scheduled.due_at else scheduled)

@@ -10,7 +10,8 @@ otherwise be "due" the moment it exists and rotate on every sweep.
 Index: one entity per pending job, PartitionKey = the due bucket (UTC hour, sortable text),
 RowKey = the job id. A sweep asks for PartitionKey <= the current bucket and DueAt <= now: Table
 storage answers that from its primary index, so the sweep reads the due entities and nothing else.
-Entities are deleted when their job completes, so old buckets empty themselves.
+Entities are deleted when their job completes, so old buckets empty themselves. A job keeps its
+id when its due time moves (rotate now, retry after a failure): the index finds its entity by id.
 """
 
 from __future__ import annotations

@@ -75,6 +75,9 @@ async def rotate_registration(req: func.HttpRequest) -> func.HttpResponse:
         job = rotate_now_job(record, svc.clock.now(), caller.actor)
         if job is None:
             raise Conflict(f"registration {registration_id} has no credential that rotates (federated)")
+        # Indexed (due now, moved from its scheduled bucket) before it is enqueued: if the message
+        # dies, the next sweep runs it again; the job removes its own entry when done.
+        await svc.index.put(job)
         await enqueue(svc.queue, job)
     except RegistrarError as err:
         return error_response(err)

@@ -12,7 +12,7 @@ import hashlib
 import json
 import secrets
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -33,6 +33,7 @@ from functions.core.ports import (
     VaultSecretRef,
 )
 from functions.core.registrations import Registration, RegistrationPage
+from functions.core.rotation_schedule import RotationJob, index_partition
 
 RESOURCES_DIR = Path(__file__).resolve().parents[2] / "functions" / "profiles" / "resources"
 
@@ -398,6 +399,10 @@ class FakeRegistrationStore(Recorder):
     def __init__(self) -> None:
         super().__init__()
         self.documents: dict[str, tuple[dict[str, Any], str]] = {}
+        # An ambiguous commit: when this says so for a record being saved, the save takes effect
+        # and then ConcurrencyConflict is raised, as when azure-core retries a PUT whose response
+        # was lost (read timeout) and the retry gets 412 against the ETag the first one changed.
+        self.lose_response: Callable[[Registration], bool] | None = None
 
     def _load(self, registration_id: str) -> Registration:
         doc, etag = self.documents[registration_id]
@@ -423,6 +428,8 @@ class FakeRegistrationStore(Recorder):
         if self.documents[registration.id][1] != registration.etag:
             raise ConcurrencyConflict(f"registration {registration.id} changed")
         self.documents[registration.id] = (registration.to_document(), uuid.uuid4().hex)
+        if self.lose_response is not None and self.lose_response(registration):
+            raise ConcurrencyConflict(f"registration {registration.id} changed (412 on a retried PUT)")
         return self._load(registration.id)
 
     async def list(
@@ -473,6 +480,50 @@ class FakeQueue(Recorder):
 
     def messages(self, queue_name: str) -> list[str]:
         return [m for q, m in self.sent if q == queue_name]
+
+
+class FakeExpiryIndex(Recorder):
+    """The expiry index as Table storage keeps it: one entity per job at (due bucket, job id).
+
+    As the adapter does, put and remove find a job's entity by its id wherever it is, not by the
+    bucket of the job they are handed: a job whose due time moved (rotate now, a retry after a
+    failure) keeps exactly one entry. due() reads buckets up to now's, then DueAt <= now.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entities: dict[tuple[str, str], RotationJob] = {}  # (PartitionKey, RowKey) -> job
+        self.reads = 0
+
+    @property
+    def jobs(self) -> dict[str, RotationJob]:
+        return {job_id: job for (_, job_id), job in self.entities.items()}
+
+    def partitions_of(self, job_id: str) -> list[str]:
+        return sorted(partition for partition, row in self.entities if row == job_id)
+
+    def _drop(self, job_id: str) -> None:
+        for key in [k for k in self.entities if k[1] == job_id]:
+            del self.entities[key]
+
+    async def put(self, job: RotationJob) -> None:
+        self.note("put")
+        self._drop(job.job_id)
+        self.entities[(job.index_partition, job.job_id)] = job
+
+    async def remove(self, job: RotationJob) -> None:
+        self.note("remove")
+        self._drop(job.job_id)
+
+    async def due(self, now: datetime, *, limit: int | None = None) -> list[RotationJob]:
+        self.note("due")
+        high = index_partition(now)
+        found = sorted(
+            (j for (partition, _), j in self.entities.items() if partition <= high and j.due_at <= now),
+            key=lambda j: j.due_at,
+        )
+        self.reads += len(found)
+        return found[:limit] if limit else found
 
 
 class Crash(Exception):  # noqa: N818  (the process died: not an error the workflow handles)

@@ -8,7 +8,7 @@ import hashlib
 import json
 import uuid
 from collections.abc import Mapping
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import pytest
 
@@ -22,7 +22,7 @@ from functions.core.rotation_schedule import JobAction, RotationJob
 from functions.core.staging import staging_name
 from functions.core.verification import VerifyPolicy
 from functions.resources import ROTATION_JOBS_QUEUE, WEBHOOK_DELIVERIES_QUEUE
-from tests.unit.fakes import Crash, Crashing, FakeTokenProbe, FakeVault, Faults, _Version
+from tests.unit.fakes import Crash, Crashing, FakeExpiryIndex, FakeTokenProbe, FakeVault, Faults, _Version
 from tests.unit.provisioning_world import World, fast_sleep
 
 SETTINGS = RotationSettings(
@@ -61,23 +61,6 @@ class ImportingVault(FakeVault):
         return cert
 
 
-class FakeIndex:
-    def __init__(self) -> None:
-        self.jobs: dict[str, RotationJob] = {}
-        self.reads = 0
-
-    async def put(self, job: RotationJob) -> None:
-        self.jobs[job.job_id] = job
-
-    async def remove(self, job: RotationJob) -> None:
-        self.jobs.pop(job.job_id, None)
-
-    async def due(self, now: datetime, *, limit: int | None = None) -> list[RotationJob]:
-        due = sorted((j for j in self.jobs.values() if j.due_at <= now), key=lambda j: j.due_at)
-        self.reads += len(due)
-        return due[:limit] if limit else due
-
-
 class FakeQueue:
     def __init__(self) -> None:
         self.sent: list[tuple[str, str]] = []
@@ -95,7 +78,7 @@ class RotationWorld(World):
     def __init__(self, credential: CredentialSpec | None = None) -> None:
         super().__init__(vault=ImportingVault())
         self.probe = FakeTokenProbe(self.directory, self.vault)
-        self.index = FakeIndex()
+        self.index = FakeExpiryIndex()
         self.queue = FakeQueue()
         self.credential = credential or CredentialSpec(CredentialType.SECRET, timedelta(days=90))
 
