@@ -43,9 +43,14 @@ def check_secret(client: ClientRecord, secret: str, now: float, delay: float) ->
     encoded = secret.encode()
     expired = False
     for record in client.secrets:
-        if now - record.created < delay:
-            continue  # not yet replicated to the token service: as if unknown
         if not hmac.compare_digest(hashlib.sha256(record.salt + encoded).digest(), record.digest):
+            continue
+        age = now - record.created
+        if age < delay:
+            # Not yet replicated to the token service. Entra first answers as if the secret were
+            # unknown (7000215), then, from replicas that hold it half-written, "expired" (7000222):
+            # callers must treat both as propagation while they wait for a new secret.
+            expired = expired or age >= delay / 2
             continue
         if record.start <= now < record.end:
             return record.key_id

@@ -39,9 +39,10 @@ PUBLIC_AUTHORITY = "https://login.microsoftonline.com"
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
 
 # Entra answers these while a new credential (or a new app) has not propagated yet: invalid secret,
-# unknown application, certificate/assertion not (yet) registered. Entra documents a delay of minutes;
-# the caller bounds its retries, so these are transient here.
-PROPAGATION_CODES = frozenset({"7000215", "700016", "700027"})
+# "expired" secret (reported for secrets minutes old, valid by their dates), unknown application,
+# certificate/assertion not (yet) registered. Entra documents a delay of minutes; only credentials
+# just issued (end dates ahead) are probed and the caller bounds its retries, so these are transient.
+PROPAGATION_CODES = frozenset({"7000215", "7000222", "700016", "700027"})
 _AADSTS = re.compile(r"AADSTS(\d+)")
 
 

@@ -46,13 +46,20 @@ def test_a_token_endpoint_that_did_not_answer_says_nothing_about_the_new_credent
     assert isinstance(_probe_error(error, "tenant", "client"), TransientError)
 
 
+@pytest.mark.parametrize("code", ["7000215", "7000222", "700016", "700027"])
+def test_what_entra_answers_while_a_new_credential_propagates_is_transient(code: str) -> None:
+    """7000222 ("expired") included: Entra has been seen answering it for secrets minutes old."""
+    waiting = _probe_error(ClientAuthenticationError(message=f"AADSTS{code}: ..."), "tenant", "client")
+    assert isinstance(waiting, TransientError) and f"AADSTS{code}" in str(waiting)
+
+
 def test_a_token_endpoint_refusal_is_still_permanent() -> None:
     refused = _probe_error(
-        ClientAuthenticationError(message="AADSTS7000222: The provided client secret keys are expired."),
+        ClientAuthenticationError(message="AADSTS7000112: Application 'client' is disabled."),
         "tenant",
         "client",
     )
-    assert isinstance(refused, PermanentError) and refused.code == "AADSTS7000222"
+    assert isinstance(refused, PermanentError) and refused.code == "AADSTS7000112"
     unknown = _probe_error(ValueError("bad key"), "tenant", "client")
     assert isinstance(unknown, PermanentError)
 
