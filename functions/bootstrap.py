@@ -241,6 +241,7 @@ class Services:
         return KeyVaultReactions(
             store=self.store,
             queue=self.queue,
+            index=self.index,
             clock=self.clock,
             owner=self.job_owner(),
             settings=self.rotation_settings,

@@ -25,7 +25,7 @@ from functions.core.keeper import RecordKeeper, Sleep
 from functions.core.keyvault_events import KeyVaultEvent, KeyVaultEventKind
 from functions.core.models import RegistrationStatus
 from functions.core.notifications import WebhookEvent
-from functions.core.ports import Clock, MessageQueue, RegistrationStore
+from functions.core.ports import Clock, ExpiryIndex, MessageQueue, RegistrationStore
 from functions.core.registrations import Registration
 from functions.core.rotation import RotationSettings, enqueue, rotate_now_job, rotated_event, rotation_job
 from functions.telemetry import log_context
@@ -82,6 +82,7 @@ class KeyVaultReactions:
         *,
         store: RegistrationStore,
         queue: MessageQueue,
+        index: ExpiryIndex,
         clock: Clock,
         owner: str,
         lease_for: timedelta = timedelta(minutes=1),
@@ -92,6 +93,7 @@ class KeyVaultReactions:
         self._settings = settings or RotationSettings()
         self._store = store
         self._queue = queue
+        self._index = index
         self._clock = clock
         self._owner = owner
         self._lease_for = lease_for
@@ -138,6 +140,9 @@ class KeyVaultReactions:
                 if record.status is RegistrationStatus.ACTIVE and record.pending_credential is None:
                     job = rotate_now_job(record, self._clock.now(), "keyvault-event")
                     if job is not None:
+                        # Indexed before it is enqueued, as POST .../rotate does: a lost message is
+                        # found by the next sweep, and the job's scheduled entry moves, not doubles.
+                        await self._index.put(job)
                         await enqueue(self._queue, job)
                         return Reaction.ROTATION_ENQUEUED
                 return Reaction.NOTIFIED

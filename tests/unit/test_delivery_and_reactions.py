@@ -181,7 +181,12 @@ async def test_near_expiry_enqueues_a_rotation_and_warns_new_version_announces_o
     world = RotationWorld()
     record = await world.active()
     reactions = KeyVaultReactions(
-        store=world.store, queue=world.queue, clock=world.clock, owner="events", sleep=fast_sleep
+        store=world.store,
+        queue=world.queue,
+        index=world.index,
+        clock=world.clock,
+        owner="events",
+        sleep=fast_sleep,
     )
     version = record.credential.secret_version  # type: ignore[union-attr]
     # Key Vault's NearExpiry comes 30 days before expiry: day 60 of this 90-day secret, when it is due.
@@ -194,6 +199,9 @@ async def test_near_expiry_enqueues_a_rotation_and_warns_new_version_announces_o
     jobs = [RotationJob.from_message(json.loads(m)) for q, m in world.queue.sent if q == ROTATION_JOBS_QUEUE]
     assert (near, stale, staging) == (Reaction.ROTATION_ENQUEUED, Reaction.IGNORED, Reaction.IGNORED)
     assert [(j.action, j.generation) for j in jobs] == [(JobAction.ROTATE, 1)]
+    # indexed as due now (moved from its scheduled bucket): a lost message is found by the next sweep
+    assert world.index.jobs[jobs[0].job_id] == jobs[0]
+    assert world.index.partitions_of(jobs[0].job_id) == [jobs[0].index_partition]
     assert [json.loads(d.body)["type"] for d in world.queue.deliveries()] == ["credential.expiring"]
 
     await world.rotator().run(due_job(world, JobAction.ROTATE))
@@ -213,7 +221,12 @@ async def test_near_expiry_of_a_credential_not_yet_due_is_left_to_the_timer() ->
     world = RotationWorld(CredentialSpec(CredentialType.SECRET, timedelta(days=7)))
     record = await world.active()
     reactions = KeyVaultReactions(
-        store=world.store, queue=world.queue, clock=world.clock, owner="events", sleep=fast_sleep
+        store=world.store,
+        queue=world.queue,
+        index=world.index,
+        clock=world.clock,
+        owner="events",
+        sleep=fast_sleep,
     )
 
     outcome = await reactions.handle(
@@ -234,7 +247,12 @@ async def test_expiry_of_the_current_credential_alerts() -> None:
     world = RotationWorld()
     record = await world.active()
     reactions = KeyVaultReactions(
-        store=world.store, queue=world.queue, clock=world.clock, owner="events", sleep=fast_sleep
+        store=world.store,
+        queue=world.queue,
+        index=world.index,
+        clock=world.clock,
+        owner="events",
+        sleep=fast_sleep,
     )
 
     outcome = await reactions.handle(
