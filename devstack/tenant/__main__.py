@@ -28,6 +28,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--latency-jitter-ms", type=float, default=0.0, help="plus uniform random 0..N ms")
     parser.add_argument("--event-subscriber", default=None, help="URL receiving Key Vault events")
     parser.add_argument("--near-expiry-window-s", type=float, default=30 * 24 * 3600.0)
+    parser.add_argument(
+        "--no-purge-protection",
+        action="store_true",
+        help="Key Vault purge allowed (Azure's vault forbids it)",
+    )
+    parser.add_argument("--purge-delay-s", type=float, default=0.0, help="a purged name is freed after S s")
     parser.add_argument("--no-throttling", action="store_true", help="disable Graph throttling")
     parser.add_argument("--throttle-scale", type=float, default=1.0, help="multiplies every Graph budget")
     parser.add_argument("--tenant-size", choices=["small", "medium", "large"], default="small")
@@ -62,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
         replication_delay_ms=args.replication_delay_ms,
         near_expiry_window_s=args.near_expiry_window_s,
         event_subscriber_url=args.event_subscriber,
+        purge_protection=not args.no_purge_protection,
+        purge_delay_s=args.purge_delay_s,
         throttling_enabled=not args.no_throttling,
         throttle_scale=args.throttle_scale,
         tenant_size=args.tenant_size,

@@ -28,6 +28,8 @@ _CONFIG_FIELDS = {
     "replicationDelayMs": "replication_delay_ms",
     "nearExpiryWindowS": "near_expiry_window_s",
     "eventSubscriberUrl": "event_subscriber_url",
+    "purgeProtection": "purge_protection",
+    "purgeDelayS": "purge_delay_s",
     "throttlingEnabled": "throttling_enabled",
     "throttleScale": "throttle_scale",
     "tenantSize": "tenant_size",

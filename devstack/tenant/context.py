@@ -47,6 +47,11 @@ class SimulationConfig:
     replication_delay_ms: int = 0  # new objects invisible to reads/dependents for N ms
     near_expiry_window_s: float = 30 * 24 * 3600.0  # Key Vault SecretNearExpiry lead
     event_subscriber_url: str | None = None  # Key Vault events go here (Event Grid schema)
+    # Key Vault purge protection (infra's vault has enablePurgeProtection: true): a purge answers
+    # 403 and recoveryLevel is "Recoverable". Off: purge works and frees the name after
+    # purge_delay_s (a write meanwhile answers 409 ObjectIsBeingDeleted, as Key Vault's async purge).
+    purge_protection: bool = True
+    purge_delay_s: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
     # Graph throttling (token buckets per app+tenant, REFERENCE.md). scale multiplies every budget,
     # so 0.01 lets a test exhaust it in a few requests; tenant_size picks 3,500/5,000/8,000 RU.

@@ -90,6 +90,7 @@ class TenantRegistry:
         registry = cls(str(data["homeTenantId"]))
         for tenant_id, saved in data["tenants"].items():
             directory = graph.Directory.from_dict(saved["directory"])
+            graph.grant_bootstrap_roles(directory, saved["clientId"])  # roles added since it was saved
             entry = TenantEntry(directory, saved["clientId"], saved["clientSecret"])
             if saved.get("identityHeader"):  # older snapshots have none: a new one is drawn
                 entry.identity_header = saved["identityHeader"]

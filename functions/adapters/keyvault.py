@@ -19,6 +19,11 @@ from typing import Any, TypeVar
 
 from functions.adapters.graph_errors import parse_retry_after
 from functions.adapters.identity import RegistrarIdentity, is_loopback_url
+from functions.adapters.keyvault_reuse import (
+    is_recovered,
+    retire_recovered_certificate_versions,
+    retire_recovered_secret_versions,
+)
 from functions.adapters.transport import data_plane_options
 from functions.core.errors import NotFound, PermanentError, RegistrarError, TransientError
 from functions.core.models import SecretValue
@@ -209,6 +214,7 @@ class KeyVaultStore:
             write,
             purge=lambda: self.secrets.purge_deleted_secret(name),
             recover=lambda: self.secrets.recover_deleted_secret(name),
+            retire=lambda: retire_recovered_secret_versions(self.secrets, name),
         )
         return _secret_ref(secret.properties)
 
@@ -220,10 +226,17 @@ class KeyVaultStore:
         *,
         purge: Callable[[], Awaitable[Any]],
         recover: Callable[[], Awaitable[Any]],
+        retire: Callable[[], Awaitable[None]],
     ) -> T:
         """Write; if the name is held by a soft-deleted object (409, e.g. a registration decommissioned
         and requested again), purge it when allowed, else recover it, then write again. Key Vault
-        frees a purged name asynchronously: a few more 409s are waited out (bounded)."""
+        frees a purged name asynchronously: a few more 409s are waited out (bounded).
+
+        Production's vault has purge protection: the purge answers 403 and the name is recovered,
+        with its OLD versions and tags. `retire` (keyvault_reuse.py) disables and marks each of them
+        before the write, so the write's version is "latest", no recovered credential is readable
+        and secret_versions() leaves them out. A crash between the recover and the end of the
+        retire leaves the rest enabled: the next write finds the name live and cannot tell."""
         for attempt in range(RECLAIM_ATTEMPTS):
             try:
                 return await _vault_call(operation, name, write)
@@ -233,12 +246,18 @@ class KeyVaultStore:
             if attempt == 0:
                 purged = False
                 if self._purge:
-                    with contextlib.suppress(PermanentError):  # purge protection, or no purge right
+                    # 403 under purge protection (always, in Azure), or without the purge right;
+                    # 404 when the conflict is not a soft-deleted object of this kind.
+                    with contextlib.suppress(PermanentError, NotFound):
                         await _vault_call("purge", name, purge)
                         purged = True
                 if not purged:
-                    with contextlib.suppress(NotFound):
+                    try:
                         await _vault_call("recover", name, recover)
+                    except NotFound:
+                        pass  # being purged, or recovered already
+                    else:
+                        await _vault_call("retire recovered versions of", name, retire)
             else:
                 await asyncio.sleep(RECLAIM_WAIT_SECONDS)
         raise AssertionError("unreachable")
@@ -249,7 +268,11 @@ class KeyVaultStore:
 
     async def secret_versions(self, name: str) -> list[VaultSecretRef]:
         async def collect() -> list[VaultSecretRef]:
-            return [_secret_ref(p) async for p in self.secrets.list_properties_of_secret_versions(name)]
+            return [
+                _secret_ref(p)
+                async for p in self.secrets.list_properties_of_secret_versions(name)
+                if not is_recovered(p.tags)  # old versions a re-used name brought back
+            ]
 
         try:
             return await _vault_call("list versions of", name, collect)
@@ -302,6 +325,7 @@ class KeyVaultStore:
             ),
             purge=lambda: self.certificates.purge_deleted_certificate(name),
             recover=lambda: self.certificates.recover_deleted_certificate(name),
+            retire=lambda: retire_recovered_certificate_versions(self.certificates, name),
         )
         if getattr(created, "cer", None) is None:  # a CertificateOperation: creation failed
             status = getattr(created, "status", None)

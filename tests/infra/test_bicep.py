@@ -47,6 +47,7 @@ KEY_VAULT_EVENT_TYPES = {
 GRAPH_APP_ROLES = (
     "Application.ReadWrite.OwnedBy",
     "AppRoleAssignment.ReadWrite.All",
+    "Application.Read.All",  # Graph requires it with AppRoleAssignment.ReadWrite.All to grant app roles
     "DelegatedPermissionGrant.ReadWrite.All",
     "Policy.Read.All",
 )

@@ -121,7 +121,7 @@ def graph_role_ids(raw: RawGraph) -> dict[str, str]:
 
 def new_identity(tenant: TenantProcess, roles: list[str]) -> tuple[str, str, str]:
     """An app + SP + secret holding the given Graph app roles, made through Graph by the bootstrap
-    identity (Application.ReadWrite.OwnedBy + AppRoleAssignment.ReadWrite.All).
+    identity (Application.ReadWrite.OwnedBy + AppRoleAssignment.ReadWrite.All + Application.Read.All).
     Returns (client id, client secret, service principal id)."""
     admin = RawGraph(tenant)
     status, _, app = admin.call(

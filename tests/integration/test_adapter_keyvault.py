@@ -97,29 +97,101 @@ def test_secret_versions_follow_the_next_link(tenant: TenantProcess) -> None:
     asyncio.run(main())
 
 
-def test_a_soft_deleted_name_is_reclaimed_by_purge_or_recovery(tenant: TenantProcess) -> None:
-    purged_name, recovered_name = name("again"), name("again")
+def test_a_name_reused_under_purge_protection_is_recovered_with_its_old_versions_retired(
+    tenant: TenantProcess,
+) -> None:
+    """Production's vault has purge protection: re-using a deleted name always goes through
+    recover, which brings the old versions back. None of them may pass for the new credential."""
+    secret_name = name("again")
+    old_tags = {"registrationId": secret_name, "keyId": "key-old", "generation": "1"}
 
     async def main() -> None:
         async with adapters(tenant) as a:
-            keep_deleted = KeyVaultStore(a.identity, tenant.vault_url, purge=False)
+            first = await a.vault.set_secret(
+                secret_name, SecretValue("old-one-" * 3), content_type="t", tags=old_tags, expires_on=None
+            )
+            second = await a.vault.set_secret(
+                secret_name, SecretValue("old-two-" * 3), content_type="t", tags=old_tags, expires_on=None
+            )
+            await a.vault.delete_secret(secret_name)  # the purge is refused (403): soft-deleted
+            deleted = await a.vault.secrets.get_deleted_secret(secret_name)
+            assert deleted.properties.recovery_level == "Recoverable"
+
+            new_tags = {**old_tags, "keyId": "key-new"}
+            again = await a.vault.set_secret(
+                secret_name, SecretValue("new-value-" * 3), content_type="t", tags=new_tags, expires_on=None
+            )
+            latest, value = await a.vault.get_secret(secret_name)
+            assert (latest.version, value.reveal()) == (again.version, "new-value-" * 3)
+            # What callers see: only the new version (adoption by keyId/generation finds nothing old).
+            listed = await a.vault.secret_versions(secret_name)
+            assert [(v.version, v.tags.get("keyId")) for v in listed] == [(again.version, "key-new")]
+            # What the vault holds: the recovered versions, disabled and marked, their tags renamed.
+            raw = {
+                v.version: v async for v in a.vault.secrets.list_properties_of_secret_versions(secret_name)
+            }
+            assert set(raw) == {first.version, second.version, again.version}
+            for old in (first, second):
+                assert raw[old.version].enabled is False
+                assert raw[old.version].tags["stale-keyId"] == "key-old"
+                assert "recoveredStale" in raw[old.version].tags and "keyId" not in raw[old.version].tags
+                with pytest.raises(PermanentError, match="403"):  # no old credential is readable
+                    await a.vault.get_secret(secret_name, old.version)
+
+    asyncio.run(main())
+
+
+def test_without_purge_protection_a_reused_name_is_purged_and_its_release_waited_out(
+    tenant_admin: TenantProcess,
+) -> None:
+    tenant_admin.configure(purgeProtection=False, purgeDelayS=1.5)  # tenant_admin resets it after
+    secret_name = name("purged")
+
+    async def main() -> None:
+        async with adapters(tenant_admin) as a:
+            await a.vault.set_secret(
+                secret_name, SecretValue("old-" * 5), content_type="t", tags={}, expires_on=None
+            )
+            keep_deleted = KeyVaultStore(a.identity, tenant_admin.vault_url, purge=False)
             try:
-                for secret_name in (purged_name, recovered_name):
-                    await a.vault.set_secret(
-                        secret_name, SecretValue("old-" * 5), content_type="t", tags={}, expires_on=None
-                    )
-                    await keep_deleted.delete_secret(secret_name)  # soft-deleted: the name is taken
-                again = await a.vault.set_secret(
-                    purged_name, SecretValue("new-" * 5), content_type="t", tags={}, expires_on=None
-                )
-                assert [v.version for v in await a.vault.secret_versions(purged_name)] == [again.version]
-                recovered = await keep_deleted.set_secret(
-                    recovered_name, SecretValue("new-" * 5), content_type="t", tags={}, expires_on=None
-                )
-                assert len(await keep_deleted.secret_versions(recovered_name)) == 2  # old version recovered
-                assert (await keep_deleted.get_secret(recovered_name))[0].version == recovered.version
+                await keep_deleted.delete_secret(secret_name)  # soft-deleted: the name is taken
             finally:
                 await keep_deleted.close()
+            again = await a.vault.set_secret(
+                secret_name, SecretValue("new-" * 5), content_type="t", tags={}, expires_on=None
+            )  # purged, then 409 ObjectIsBeingDeleted until the purge completes
+            versions = [v async for v in a.vault.secrets.list_properties_of_secret_versions(secret_name)]
+            assert [v.version for v in versions] == [again.version]
+
+    asyncio.run(main())
+
+
+def test_a_certificate_name_reused_under_purge_protection_keeps_no_old_version_usable(
+    tenant: TenantProcess,
+) -> None:
+    cert_name = name("cert-again")
+    tags = {"registrationId": cert_name, "keyId": "deterministic-key-id", "generation": "1"}
+
+    async def main() -> None:
+        async with adapters(tenant) as a:
+            old = await a.vault.create_certificate(cert_name, subject="CN=old", validity_months=1, tags=tags)
+            await a.vault.delete_certificate(cert_name)  # purge refused: soft-deleted
+            new = await a.vault.create_certificate(cert_name, subject="CN=new", validity_months=1, tags=tags)
+            assert new.version != old.version
+            latest = await a.vault.get_certificate(cert_name)
+            assert (latest.version, latest.thumbprint_sha1) == (new.version, new.thumbprint_sha1)
+            versions = {
+                v.version: v
+                async for v in a.vault.certificates.list_properties_of_certificate_versions(cert_name)
+            }
+            assert versions[old.version].enabled is False
+            assert versions[old.version].tags["stale-keyId"] == "deterministic-key-id"
+            assert versions[new.version].enabled is True and versions[new.version].tags == tags
+            with pytest.raises(PermanentError, match="403"):  # its private key is not readable
+                await a.vault.get_secret(cert_name, old.version)
+            _, pem = await a.vault.get_secret(cert_name)
+            assert "PRIVATE KEY" in pem.reveal()
+            assert (await a.vault.get_secret(cert_name))[0].version == new.version
 
     asyncio.run(main())
 

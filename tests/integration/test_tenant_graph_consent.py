@@ -342,6 +342,53 @@ async def test_assigning_app_roles_needs_assignment_and_read_roles(tenant: Tenan
     assert created is not None and str(created.principal_id) == target.sp_id
 
 
+async def test_owned_by_is_not_the_read_role_an_app_role_grant_needs(tenant: TenantProcess) -> None:
+    """Graph's least privilege for POST appRoleAssignedTo is AppRoleAssignment.ReadWrite.All AND
+    Application.Read.All: the registrar's other roles (OwnedBy reads only what it owns) are not
+    enough, even to grant a role to an app the caller owns."""
+    sharepoint = await graph_client(tenant).service_principals_with_app_id(SHAREPOINT_APP_ID).get()
+    assert sharepoint is not None and sharepoint.id
+    without_read = [
+        "Application.ReadWrite.OwnedBy",
+        "AppRoleAssignment.ReadWrite.All",
+        "DelegatedPermissionGrant.ReadWrite.All",
+        "Policy.Read.All",
+    ]
+    for roles, expected in (
+        (without_read, 403),
+        ([*without_read, "Application.Read.All"], 201),
+        (["Application.ReadWrite.OwnedBy", "AppRoleAssignment.ReadWrite.All", "Directory.Read.All"], 201),
+    ):
+        caller = graph_client(tenant, *new_identity(tenant, roles)[:2])
+        target = await app_with_sp(caller)  # owned by the caller
+        request = caller.service_principals.by_service_principal_id(sharepoint.id).app_role_assigned_to.post(
+            AppRoleAssignment(
+                principal_id=uuid.UUID(target.sp_id),
+                resource_id=uuid.UUID(sharepoint.id),
+                app_role_id=uuid.UUID(SITES_READ_ALL),
+            )
+        )
+        if expected == 403:
+            with pytest.raises(ODataError) as caught:
+                await request
+            assert odata_error(caught)[:2] == (403, "Authorization_RequestDenied"), roles
+        else:
+            created = await request
+            assert created is not None and str(created.principal_id) == target.sp_id, roles
+
+    # oauth2PermissionGrants: DelegatedPermissionGrant.ReadWrite.All alone, as Graph documents.
+    graph = await graph_client(tenant).service_principals_with_app_id(GRAPH_APP_ID).get()
+    assert graph is not None and graph.id
+    granter = graph_client(tenant, *new_identity(tenant, ["DelegatedPermissionGrant.ReadWrite.All"])[:2])
+    target = await app_with_sp(graph_client(tenant))
+    grant = await granter.oauth2_permission_grants.post(
+        OAuth2PermissionGrant(
+            client_id=target.sp_id, consent_type="AllPrincipals", resource_id=graph.id, scope="User.Read"
+        )
+    )
+    assert grant is not None and grant.scope == "User.Read"
+
+
 async def test_service_principal_mirrors_its_apps_roles_and_identifier_uris(tenant: TenantProcess) -> None:
     client = graph_client(tenant)
     api = await app_with_sp(client)

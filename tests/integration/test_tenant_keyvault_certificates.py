@@ -210,9 +210,11 @@ def test_soft_delete_recover_purge_and_errors(certificates: CertificateClient, s
     assert secrets.get_secret(name).properties.managed is True
 
     certificates.begin_delete_certificate(name).result()
-    certificates.purge_deleted_certificate(name)
+    with pytest.raises(HttpResponseError) as refused:
+        certificates.purge_deleted_certificate(name)  # purge protection (test_tenant_keyvault_purge.py)
+    assert refused.value.status_code == 403
     with pytest.raises(ResourceNotFoundError) as caught:
-        certificates.get_deleted_certificate(name)
+        certificates.get_deleted_certificate(unique("never"))
     assert caught.value.error is not None and caught.value.error.code == "CertificateNotFound"
 
     with pytest.raises(HttpResponseError) as bad:

@@ -56,12 +56,23 @@ def require_sp_write(principal: Principal, sp: ServicePrincipal, app: Applicatio
     raise forbidden()
 
 
+# What reads the service principals of an app role assignment, alongside AppRoleAssignment.ReadWrite.All.
+# Application.ReadWrite.OwnedBy is NOT one: it reads only what the caller owns, and the resource
+# service principal (Microsoft Graph's, ...) is not.
+ASSIGNMENT_READ_ROLES = frozenset(
+    {APP_READ_ALL, APP_READWRITE_ALL, "Directory.Read.All", "Directory.ReadWrite.All"}
+)
+
+
 def require_assignment_write(principal: Principal) -> None:
-    """AppRoleAssignment.ReadWrite.All, plus a role that reads the service principals involved
-    (Graph's documented least privilege: AppRoleAssignment.ReadWrite.All + Application.Read.All)."""
+    """Granting (or removing) an app role assignment: AppRoleAssignment.ReadWrite.All AND
+    Application.Read.All (Graph's documented least privilege for POST appRoleAssignedTo; higher:
+    Directory.Read.All; Application.ReadWrite.All and Directory.ReadWrite.All read too)."""
     require_any(principal, frozenset({APP_ROLE_ASSIGNMENT_RW}))
-    require_read(principal)
+    require_any(principal, ASSIGNMENT_READ_ROLES)
 
 
 def require_grant_write(principal: Principal) -> None:
-    require_any(principal, frozenset({GRANT_RW}))
+    """POST/PATCH/DELETE oauth2PermissionGrants: DelegatedPermissionGrant.ReadWrite.All alone
+    (documented least privilege, no read companion), or the higher Directory.ReadWrite.All."""
+    require_any(principal, frozenset({GRANT_RW, "Directory.ReadWrite.All"}))

@@ -44,6 +44,7 @@ BOOTSTRAP_DISPLAY_NAME = "Registrar (devstack)"
 BOOTSTRAP_GRAPH_ROLES = (
     "Application.ReadWrite.OwnedBy",
     "AppRoleAssignment.ReadWrite.All",
+    "Application.Read.All",  # Graph's required companion of AppRoleAssignment.ReadWrite.All
     "DelegatedPermissionGrant.ReadWrite.All",
     "Policy.Read.All",  # the tenant's app management policy caps credential lifetimes
 )
@@ -356,7 +357,7 @@ def new_directory(tenant_id: str) -> tuple[Directory, str, str]:
     """A seeded tenant: Microsoft's service principals plus the registrar's bootstrap app.
 
     Returns (directory, bootstrap client id, bootstrap client secret). The bootstrap app holds
-    Graph's Application.ReadWrite.OwnedBy, AppRoleAssignment.ReadWrite.All,
+    Graph's Application.ReadWrite.OwnedBy, AppRoleAssignment.ReadWrite.All, Application.Read.All,
     DelegatedPermissionGrant.ReadWrite.All and Policy.Read.All app roles.
     """
     directory = Directory(tenant_id)
@@ -371,8 +372,21 @@ def new_directory(tenant_id: str) -> tuple[Directory, str, str]:
     start = now_utc() - timedelta(minutes=5)
     credential, secret_text = directory.add_password(app, "bootstrap", start, start + timedelta(days=730))
     credential.created_at = 0.0  # usable at once, whatever the propagation delay
+    grant_bootstrap_roles(directory, app.app_id)
+    return directory, app.app_id, secret_text
+
+
+def grant_bootstrap_roles(directory: Directory, client_id: str) -> None:
+    """Give the bootstrap identity each of BOOTSTRAP_GRAPH_ROLES it lacks (a tenant restored from
+    a state dir saved before a role joined the list gains it, as production's identity would)."""
+    sp = directory.sps_by_app_id.get(client_id)
+    if sp is None:
+        return
     graph = directory.sps_by_app_id[GRAPH_APP_ID]
     by_value = {role["value"]: role["id"] for role in graph.props["appRoles"]}
+    held = {
+        a.app_role_id for a in directory.consent.assignments_of_principal(sp.id) if a.resource_id == graph.id
+    }
     for value in BOOTSTRAP_GRAPH_ROLES:
-        directory.assign_app_role(sp, graph, by_value[value])
-    return directory, app.app_id, secret_text
+        if by_value[value] not in held:
+            directory.assign_app_role(sp, graph, by_value[value])

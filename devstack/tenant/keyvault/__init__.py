@@ -36,6 +36,11 @@ the retries of a delivery (connection error or non-2xx). Counters (emitted, deli
 retried, dropped, pending) are in ``vault.stats()["events"]``, served under /_sim/stats "vault".
 PATCH /_sim/vault/events {"subscriberUrl", "nearExpiryWindowSeconds", "scanIntervalSeconds"}
 changes them at run time.
+
+Purge protection (``sim.purge_protection``, on by default as in infra's vault): a purge answers 403
+and objects report recoveryLevel "Recoverable". Off, a purged name stays taken (409
+ObjectIsBeingDeleted) for ``sim.purge_delay_s``. Both are /_sim/config settings (purgeProtection,
+purgeDelayS) and CLI flags (--no-purge-protection, --purge-delay-s).
 """
 
 from .vault import KeyVault

@@ -71,7 +71,7 @@ class CertificatesApi:
             "sid": vault.object_url("secrets", entry.name, version.version),
             "x5t": _b64url(version.x5t),
             "cer": base64.b64encode(version.cer).decode(),
-            "attributes": version.attributes.to_json(),
+            "attributes": version.attributes.to_json(self.vault.recovery_level),
             "preserveCertOrder": False,
         }
         if version.tags is not None:
@@ -86,7 +86,7 @@ class CertificatesApi:
         out: dict[str, Any] = {
             "id": self.vault.object_url("certificates", entry.name, version.version if versioned else None),
             "x5t": _b64url(version.x5t),
-            "attributes": version.attributes.to_json(),
+            "attributes": version.attributes.to_json(self.vault.recovery_level),
         }
         if version.tags is not None:
             out["tags"] = version.tags
@@ -124,6 +124,7 @@ class CertificatesApi:
             raise in_deleted_state("Certificate", name)
         if name in vault.deleted_secrets:
             raise in_deleted_state("Secret", name)
+        vault.check_not_purging("Certificate", name)
         secret = vault.secrets.get(name)
         if secret is not None and not secret.latest.managed:
             raise VaultError(
@@ -304,6 +305,7 @@ class CertificatesApi:
 
     async def purge_deleted(self, request: web.Request) -> web.Response:
         entry, _, _ = self._deleted(request.match_info["name"])
+        self.vault.purge(entry.name)  # 403 under purge protection
         del self.vault.deleted_certificates[entry.name]
         self.vault.mark_dirty()
         return web.Response(status=204)

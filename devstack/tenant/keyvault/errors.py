@@ -69,6 +69,27 @@ def in_deleted_state(kind: str, name: str) -> VaultError:
         "Conflict",
         f"{kind} {name} is currently in a deleted but recoverable state, and its name cannot be reused; "
         f"in this state, the {kind.lower()} can only be recovered or purged.",
+        inner_code="ObjectIsDeletedButRecoverable",
+    )
+
+
+def being_purged(kind: str, name: str) -> VaultError:
+    """A write on a name whose purge Key Vault has not finished (purges complete asynchronously)."""
+    return VaultError(
+        409,
+        "Conflict",
+        f"{kind} {name} is currently being deleted and cannot be re-created; retry later.",
+        inner_code="ObjectIsBeingDeleted",
+    )
+
+
+def purge_protected() -> VaultError:
+    """A purge in a vault with purge protection (enablePurgeProtection: true), whoever asks."""
+    return VaultError(
+        403,
+        "Forbidden",
+        'Operation "purge" is not allowed because purge protection is enabled for this vault. '
+        "Key Vault service will automatically purge it after the retention period has passed.",
     )
 
 

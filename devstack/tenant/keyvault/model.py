@@ -11,8 +11,16 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from typing import Any, TypeVar
 
+# recoveryLevel of every object: soft delete with 90 days' retention, and whether a purge is
+# allowed. With purge protection (infra's vault) Key Vault reports "Recoverable"; without it
+# "Recoverable+Purgeable".
 RECOVERY_LEVEL = "Recoverable+Purgeable"
+PROTECTED_RECOVERY_LEVEL = "Recoverable"
 RECOVERABLE_DAYS = 90
+
+
+def recovery_level(purge_protection: bool) -> str:
+    return PROTECTED_RECOVERY_LEVEL if purge_protection else RECOVERY_LEVEL
 
 
 def now_s() -> int:
@@ -57,7 +65,7 @@ class Attributes:
     created: int = field(default_factory=now_s)
     updated: int = field(default_factory=now_s)
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self, level: str = RECOVERY_LEVEL) -> dict[str, Any]:
         out: dict[str, Any] = {"enabled": self.enabled}
         if self.nbf is not None:
             out["nbf"] = self.nbf
@@ -66,7 +74,7 @@ class Attributes:
         out.update(
             created=self.created,
             updated=self.updated,
-            recoveryLevel=RECOVERY_LEVEL,
+            recoveryLevel=level,
             recoverableDays=RECOVERABLE_DAYS,
         )
         return out

@@ -54,7 +54,7 @@ class SecretsApi:
         out["id"] = self.vault.object_url("secrets", name, version.version)
         if version.content_type is not None:
             out["contentType"] = version.content_type
-        out["attributes"] = version.attributes.to_json()
+        out["attributes"] = version.attributes.to_json(self.vault.recovery_level)
         if version.tags is not None:
             out["tags"] = version.tags
         if version.managed:
@@ -123,6 +123,7 @@ class SecretsApi:
         body = await read_json(request)
         if name in self.vault.deleted_secrets or name in self.vault.deleted_certificates:
             raise in_deleted_state("Secret", name)  # a deleted certificate's backing secret holds it too
+        self.vault.check_not_purging("Secret", name)
         existing = self.vault.secrets.get(name)
         if existing is not None and existing.latest.managed:
             raise forbidden_operation("set", "managed secret")
@@ -205,6 +206,7 @@ class SecretsApi:
 
     async def purge_deleted(self, request: web.Request) -> web.Response:
         entry, _ = self._deleted(request.match_info["name"])
+        self.vault.purge(entry.name)  # 403 under purge protection
         del self.vault.deleted_secrets[entry.name]
         self.vault.mark_dirty()
         return web.Response(status=204)

@@ -21,7 +21,7 @@ from devstack.tenant.context import (
 from . import admin
 from .certificates import CertificatesApi
 from .common import validate_name
-from .errors import VaultError, bad_parameter, error_response
+from .errors import VaultError, bad_parameter, being_purged, error_response, purge_protected
 from .events import (
     CERTIFICATE_EXPIRED,
     CERTIFICATE_NEAR_EXPIRY,
@@ -40,6 +40,7 @@ from .model import (
     SecretEntry,
     certificate_entry_from_dict,
     certificate_entry_to_dict,
+    recovery_level,
     secret_entry_from_dict,
     secret_entry_to_dict,
 )
@@ -92,6 +93,8 @@ class KeyVault:
         self.certificates: NameMap[CertificateEntry] = NameMap()
         # A deleted certificate keeps its backing secret with it (hidden from /deletedsecrets).
         self.deleted_certificates: NameMap[tuple[CertificateEntry, SecretEntry | None, Deletion]] = NameMap()
+        # Names purged but not yet free (sim.purge_delay_s): name -> time.monotonic() when free.
+        self.purging: NameMap[float] = NameMap()
         self.roles = RoleAssignments()
         self.bootstrap_principal_app_id = bootstrap_principal_app_id
         if bootstrap_principal_app_id:
@@ -210,6 +213,27 @@ class KeyVault:
     def mark_dirty(self) -> None:
         if self._mark_dirty is not None:
             self._mark_dirty()
+
+    @property
+    def recovery_level(self) -> str:
+        return recovery_level(self.sim.purge_protection)
+
+    def purge(self, name: str) -> None:
+        """Check that a purge is allowed (403 under purge protection); the name stays taken for
+        sim.purge_delay_s (Key Vault purges asynchronously). The caller drops the deleted entry."""
+        if self.sim.purge_protection:
+            raise purge_protected()
+        if self.sim.purge_delay_s > 0:
+            self.purging[name] = time.monotonic() + self.sim.purge_delay_s
+
+    def check_not_purging(self, kind: str, name: str) -> None:
+        """409 ObjectIsBeingDeleted while a purge of `name` is still under way."""
+        free_at = self.purging.get(name)
+        if free_at is None:
+            return
+        if time.monotonic() < free_at:
+            raise being_purged(kind, name)
+        self.purging.pop(name)
 
     def new_version_created(self, object_type: str, name: str, version: str, attributes: Attributes) -> None:
         collection = "secrets" if object_type == "Secret" else "certificates"

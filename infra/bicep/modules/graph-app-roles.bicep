@@ -1,7 +1,7 @@
 // Microsoft Graph application permissions (app roles) for the function's managed identity, through
 // the Microsoft Graph Bicep extension. Deploying this needs Privileged Role Administrator (or Global
 // Administrator); main.bicep's grantGraphRoles=false leaves it to an administrator, with the same
-// four role ids (docs/deploy.md, "Granting the Graph app roles by hand").
+// five role ids (docs/deploy.md, "Granting the Graph app roles by hand").
 
 extension microsoftGraphV1
 
@@ -22,6 +22,13 @@ var graphAppRoles = [
     // Grant the connectors' application permissions (admin consent for app roles).
     name: 'AppRoleAssignment.ReadWrite.All'
     id: '06b708a9-e830-4db3-a914-8e69da51d44f'
+  }
+  {
+    // Read-only. Graph requires it alongside AppRoleAssignment.ReadWrite.All to grant an app role
+    // (POST servicePrincipals/{id}/appRoleAssignedTo reads the resource service principal, which
+    // Application.ReadWrite.OwnedBy cannot): without it every admin consent is 403.
+    name: 'Application.Read.All'
+    id: '9a5d68dd-52b0-4cc2-bd40-abcf44ac3a30'
   }
   {
     // Create oauth2PermissionGrants (admin consent for the connectors' delegated scopes).
