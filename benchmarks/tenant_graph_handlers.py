@@ -24,6 +24,7 @@ ROLES = frozenset(
     {
         "Application.ReadWrite.OwnedBy",
         "AppRoleAssignment.ReadWrite.All",
+        "Application.Read.All",  # Graph's required companion of AppRoleAssignment.ReadWrite.All
         "DelegatedPermissionGrant.ReadWrite.All",
     }
 )

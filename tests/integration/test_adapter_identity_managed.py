@@ -38,7 +38,7 @@ from tests.integration.tenant_clients import act_as_function_app, graph_client
 from tests.integration.tenant_graph_support import RawGraph
 
 # What Registrar needs in a tenant it provisions into (docs/security.md).
-REGISTRAR_ROLES = ("Application.ReadWrite.OwnedBy", "AppRoleAssignment.ReadWrite.All")
+REGISTRAR_ROLES = ("Application.ReadWrite.OwnedBy", "AppRoleAssignment.ReadWrite.All", "Application.Read.All")
 
 
 @pytest.fixture

@@ -45,7 +45,7 @@ VAULT_SCOPE = "https://vault.azure.net/.default"
 EXCHANGE_AUDIENCE = "api://AzureADTokenExchange"
 EXCHANGE_SCOPE = EXCHANGE_AUDIENCE + "/.default"
 GRAPH_APP_ID = "00000003-0000-0000-c000-000000000000"
-REGISTRAR_ROLES = {"Application.ReadWrite.OwnedBy", "AppRoleAssignment.ReadWrite.All"}
+REGISTRAR_ROLES = {"Application.ReadWrite.OwnedBy", "AppRoleAssignment.ReadWrite.All", "Application.Read.All"}
 
 
 @pytest.fixture
