@@ -241,8 +241,12 @@ class KeyVaultStore:
             try:
                 return await _vault_call(operation, name, write)
             except PermanentError as error:
-                if error.code != "Conflict" or attempt == RECLAIM_ATTEMPTS - 1:
+                if error.code != "Conflict":
                     raise
+                if attempt == RECLAIM_ATTEMPTS - 1:
+                    # Still held: a purge in progress, or an operation on it pending (a certificate
+                    # being created by an attempt whose answer was lost). Time frees it: retry later.
+                    raise TransientError(f"{operation} {name}: the name is still held (409)") from None
             if attempt == 0:
                 purged = False
                 if self._purge:

@@ -166,6 +166,30 @@ def test_without_purge_protection_a_reused_name_is_purged_and_its_release_waited
     asyncio.run(main())
 
 
+def test_a_name_held_longer_than_the_adapter_waits_is_a_transient_error(tenant_admin: TenantProcess) -> None:
+    """A 409 that outlasts the adapter's bounded wait (a purge still running, a creation pending)
+    is time's to solve: the queue retries later; the registration is not failed for it."""
+    tenant_admin.configure(purgeProtection=False, purgeDelayS=60)  # tenant_admin resets it after
+    secret_name = name("held")
+
+    async def main() -> None:
+        async with adapters(tenant_admin) as a:
+            await a.vault.set_secret(
+                secret_name, SecretValue("old-" * 5), content_type="t", tags={}, expires_on=None
+            )
+            keep_deleted = KeyVaultStore(a.identity, tenant_admin.vault_url, purge=False)
+            try:
+                await keep_deleted.delete_secret(secret_name)
+            finally:
+                await keep_deleted.close()
+            with pytest.raises(TransientError, match="still held"):
+                await a.vault.set_secret(
+                    secret_name, SecretValue("new-" * 5), content_type="t", tags={}, expires_on=None
+                )
+
+    asyncio.run(main())
+
+
 def test_a_certificate_name_reused_under_purge_protection_keeps_no_old_version_usable(
     tenant: TenantProcess,
 ) -> None:
