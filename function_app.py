@@ -5,7 +5,13 @@ import os
 import azure.functions as func
 
 from functions.telemetry import configure_telemetry
-from functions.triggers import http_registrations, notifications, queue_registrations, rotation
+from functions.triggers import (
+    http_registrations,
+    notifications,
+    queue_registrations,
+    rotation,
+    stuck_registrations,
+)
 
 # Azure Monitor when APPLICATIONINSIGHTS_CONNECTION_STRING is set (imported lazily), else the
 # console; either way every handler carries the secret redactor and the workflow's log context.
@@ -17,3 +23,4 @@ app.register_functions(http_registrations.bp)
 app.register_functions(queue_registrations.bp)
 app.register_functions(rotation.bp)
 app.register_functions(notifications.bp)
+app.register_functions(stuck_registrations.bp)

@@ -59,6 +59,8 @@ class RegistrationStatus(StrEnum):
     PENDING_APPROVAL = "pending_approval"
     PROVISIONING = "provisioning"
     ACTIVE = "active"
+    # The failure (lastError) is recorded; what was made is being removed, then `failed`.
+    FAILING = "failing"
     FAILED = "failed"
     ROTATING = "rotating"
     DECOMMISSIONING = "decommissioning"

@@ -1,4 +1,4 @@
-"""The registration workflow: accepted -> (pending_approval ->) provisioning -> active | failed.
+"""The registration workflow: accepted -> (pending_approval ->) provisioning -> active | (failing ->) failed.
 
 Steps (DESIGN.md, "The registration workflow"), each idempotent and saved before the next:
 
@@ -14,8 +14,11 @@ its critical path, not ten. Certificates and re-runs verify with the value read 
 
 Failures: TransientError propagates (the queue message is retried and the re-run resumes from
 the last saved step); PermanentError, ValidationFailed and NotFound end the registration as
-`failed` with the reason, after removing what was made (app with its service principal and
-credentials, Key Vault object). A secret value lives only in memory, from addPassword to
+`failed` with the reason: written ahead as `failing` first, then what was made is removed (app
+with its service principal and credentials, Key Vault object), then `failed` (core/failures.py).
+A run that finds `failing` only finishes the cleanup. When retries run out, or a registration is
+stuck past its deadline, `give_up` ends it the same way (registration_worker.py, core/stuck.py).
+The lease is given up on every path. A secret value lives only in memory, from addPassword to
 set_secret and the verify right after: never in the record, a log line or an exception.
 """
 
@@ -24,10 +27,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import timedelta
 
+from functions.core import failures
 from functions.core.app_spec import application_spec
 from functions.core.credentials import CredentialIssuer
 from functions.core.errors import NotFound, PermanentError, TransientError, ValidationFailed
@@ -42,17 +46,15 @@ from functions.core.ports import (
     TokenProbe,
     Vault,
 )
-from functions.core.registrations import (
-    TERMINAL_STATUSES,
-    Approval,
-    ErrorInfo,
-    Registration,
-)
-from functions.core.steps import concurrently, failure_kind, in_step, step_of
+from functions.core.registrations import TERMINAL_STATUSES, Approval, Registration
+from functions.core.steps import concurrently, in_step, step_of
 from functions.core.verification import VerifyPolicy, until_accepted
 from functions.telemetry import log_context
 
 log = logging.getLogger(__name__)
+
+# What give_up ends: the workflow's own states before `active` (not a registration held for a person).
+GIVE_UP_STATUSES = frozenset({RegistrationStatus.ACCEPTED, RegistrationStatus.PROVISIONING})
 
 
 @dataclass(frozen=True)
@@ -90,14 +92,14 @@ class Provisioner:
         self._sleep = sleep
         self._issuer = CredentialIssuer(directory=directory, vault=vault, clock=clock, lifetimes=lifetimes)
 
-    async def claim(self, registration_id: str) -> RecordKeeper:
+    async def claim(self, registration_id: str, wait: timedelta | None = None) -> RecordKeeper:
         return await RecordKeeper.claim(
             self._store,
             self._clock,
             registration_id,
             owner=self._owner,
             lease_for=self._settings.lease_for,
-            wait=self._settings.lease_wait,
+            wait=self._settings.lease_wait if wait is None else wait,
             sleep=self._sleep,
         )
 
@@ -106,18 +108,54 @@ class Provisioner:
         keeper = await self.claim(registration_id)
         record = keeper.current
         with log_context(registration_id=record.id, tenant_id=record.tenant_id, operation="provision"):
+            return await self._holding(keeper, lambda: self._drive_or_fail(keeper))
+
+    async def give_up(
+        self, registration_id: str, reason: str, *, wait: timedelta | None = None
+    ) -> Registration:
+        """End a registration the workflow could not finish (retries ran out, stuck past its
+        deadline) as `failed` with `reason`, removing what was made. Only `accepted` and
+        `provisioning` are given up on (a `failing` one has its cleanup finished); any other
+        status is left as it is. TransientError (LeaseHeld too) when that cannot happen now."""
+        keeper = await self.claim(registration_id, wait)
+        record = keeper.current
+        with log_context(registration_id=record.id, tenant_id=record.tenant_id, operation="give_up"):
+
+            async def end() -> None:
+                if keeper.current.status in GIVE_UP_STATUSES:
+                    log.error("giving up on the registration: %s", reason)
+                    await failures.begin(
+                        keeper, failures.gave_up_info(keeper.current, reason, self._clock.now())
+                    )
+                if keeper.current.status is RegistrationStatus.FAILING:
+                    await failures.finish(keeper, self._issuer, self._clock)
+
+            return await self._holding(keeper, end)
+
+    async def _holding(self, keeper: RecordKeeper, work: Callable[[], Awaitable[None]]) -> Registration:
+        """Run `work` under the lease and give the lease up on every path (a dead process: it expires)."""
+        try:
             try:
-                await self._drive(keeper)
+                await work()
             except TransientError as err:
-                log.warning("provisioning paused at step %s, will retry: %s", step_of(err), err)
-                paused = err
-                await keeper.update(lambda r: _with_error(r, paused, self._clock))
-                await keeper.release()
+                log.warning("paused at step %s, will retry: %s", step_of(err), err)
+                await failures.note_pause(keeper, err, self._clock)
                 raise
-            except (PermanentError, ValidationFailed, NotFound) as err:
-                log.error("provisioning failed at step %s: %s", step_of(err), err)
-                await self._fail(keeper, err)
-            return await keeper.release()
+        except Exception:
+            await failures.release_quietly(keeper)
+            raise
+        return await keeper.release()
+
+    async def _drive_or_fail(self, keeper: RecordKeeper) -> None:
+        if keeper.current.status is RegistrationStatus.FAILING:  # the failure is recorded: clean up
+            await failures.finish(keeper, self._issuer, self._clock)
+            return
+        try:
+            await self._drive(keeper)
+        except (PermanentError, ValidationFailed, NotFound) as err:
+            log.error("provisioning failed at step %s: %s", step_of(err), err)
+            await failures.begin(keeper, failures.error_info(err, self._clock.now()))
+            await failures.finish(keeper, self._issuer, self._clock)
 
     # ------------------------------------------------------------ the steps
 
@@ -349,38 +387,3 @@ class Provisioner:
             ),
             sleep=self._sleep,
         )
-
-    # ------------------------------------------------------------ failure
-
-    async def _fail(self, keeper: RecordKeeper, err: Exception) -> None:
-        """Remove what was made, then record the failure. A transient error while cleaning up
-        propagates: the retry drives the steps again and fails again, cleaning up then."""
-        record = keeper.current
-        await self._issuer.remove_everything(record)
-        now = self._clock.now()
-        await keeper.update(
-            lambda r: replace(
-                _with_error(r, err, self._clock),
-                status=RegistrationStatus.FAILED,
-                app_object_id=None,
-                app_id=None,
-                service_principal_id=None,
-                credential=None,
-                pending_credential=None,
-                granted_permissions=(),
-            ).with_event(step_of(err), "failed", now, failure_kind(err))
-        )
-
-
-def _with_error(record: Registration, err: Exception, clock: Clock) -> Registration:
-    problems = err.problems if isinstance(err, ValidationFailed) else ()
-    code = err.code if isinstance(err, PermanentError) else None
-    info = ErrorInfo(
-        step=step_of(err),
-        kind=failure_kind(err),
-        message=str(err),
-        at=clock.now(),
-        code=code,
-        problems=problems,
-    )
-    return replace(record, last_error=info)

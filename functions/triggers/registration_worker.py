@@ -6,7 +6,9 @@ host retries it and then moves it to `registration-requests-poison`. So does a r
 a requestId with a different body (Conflict): the registration id belongs to the first request, so
 no record can carry the refusal, and the poison queue is where the ticketing system's operators
 see it (docs/api.md). TransientError raises too: the host redelivers the message and the
-workflow resumes from its last saved step.
+workflow resumes from its last saved step; but on the host's last delivery (maxDequeueCount,
+queue_retries.py) the registration ends as `failed` ("gave up after N attempts: ...") with what
+was made removed, instead of being stranded behind a message in the poison queue.
 """
 
 from __future__ import annotations
@@ -16,12 +18,13 @@ import logging
 import azure.functions as func
 
 from functions.bootstrap import services
-from functions.core.errors import Conflict, NotFound, ValidationFailed
+from functions.core.errors import Conflict, NotFound, TransientError, ValidationFailed
 from functions.core.intake import accept, plan_from_validated, record_invalid
 from functions.core.outcomes import settle_provisioned
 from functions.core.requests import validate_request
 from functions.telemetry import log_context
 from functions.triggers.queue_messages import Envelope, read_message
+from functions.triggers.queue_retries import is_last_delivery
 
 log = logging.getLogger(__name__)
 
@@ -71,11 +74,19 @@ async def registration_worker(msg: func.QueueMessage) -> None:
             raise
         registration_id = accepted.registration.id
     with log_context(registration_id=registration_id, operation="provision"):
+        provisioner = svc.provisioner()
         try:
-            record = await svc.provisioner().run(registration_id)
+            record = await provisioner.run(registration_id)
         except NotFound:
             log.warning("queued registration %s does not exist; message dropped", registration_id)
             return
+        except TransientError as err:
+            if not is_last_delivery(msg.dequeue_count, svc.settings.values):
+                raise
+            # Raising now would leave it `provisioning` behind a poisoned message: end it, cleaned up.
+            # (If even that cannot happen now, this raises; the stuck-registration sweep ends it.)
+            reason = f"gave up after {msg.dequeue_count} attempts: {err}"
+            record = await provisioner.give_up(registration_id, reason)
         log.info("registration %s is %s (delivery %s)", record.id, record.status.value, msg.dequeue_count)
         await settle_provisioned(
             record,

@@ -1,0 +1,53 @@
+"""How many times the Functions host delivers a queue message before it moves it to `-poison`.
+
+The host reads extensions.queues.maxDequeueCount from host.json (5 here; 5 is also the host's own
+default), and an app setting `AzureFunctionsJobHost__extensions__queues__maxDequeueCount`
+overrides host.json. The app reads the same two places, in the same order, so the worker knows
+which delivery is the last one (QueueMessage.dequeue_count reaching it): there it ends the
+registration as failed instead of raising into the poison queue.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from functools import cache
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+HOST_JSON = Path(__file__).resolve().parents[2] / "host.json"  # the function app's root
+MAX_DEQUEUE_SETTING = "AzureFunctionsJobHost__extensions__queues__maxDequeueCount"
+DEFAULT_MAX_DEQUEUE_COUNT = 5
+
+
+def max_dequeue_count(values: Mapping[str, str], host_json: Path = HOST_JSON) -> int:
+    raw = (values.get(MAX_DEQUEUE_SETTING) or "").strip()
+    if raw:
+        try:
+            count = int(raw)
+        except ValueError:
+            log.error("%s=%r is not a whole number; reading host.json", MAX_DEQUEUE_SETTING, raw)
+        else:
+            if count >= 1:
+                return count
+    return _from_host_json(host_json)
+
+
+@cache
+def _from_host_json(path: Path) -> int:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))["extensions"]["queues"]["maxDequeueCount"]
+        count = int(value)
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        log.warning(
+            "no maxDequeueCount in %s (%s): the host's default %d", path, err, DEFAULT_MAX_DEQUEUE_COUNT
+        )
+        return DEFAULT_MAX_DEQUEUE_COUNT
+    return count if count >= 1 else DEFAULT_MAX_DEQUEUE_COUNT
+
+
+def is_last_delivery(dequeue_count: int | None, values: Mapping[str, str]) -> bool:
+    """Whether the host moves the message to the poison queue if this delivery raises (unknown: no)."""
+    return dequeue_count is not None and dequeue_count >= max_dequeue_count(values)
