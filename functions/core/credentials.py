@@ -71,6 +71,11 @@ def vault_tags(record: Registration, key_id: str, generation: int, expires_on: s
     }
 
 
+def staging_name(registration_id: str) -> str:
+    """Where a rotation keeps the next credential until it is verified (no consumer reads it)."""
+    return f"{vault_object_name(registration_id)}-staging"
+
+
 class CredentialIssuer:
     def __init__(
         self,
@@ -312,5 +317,7 @@ class CredentialIssuer:
         name = vault_object_name(record.id)
         if CredentialType.CERTIFICATE in kinds:
             await self._vault.delete_certificate(name)
+            await self._vault.delete_certificate(staging_name(record.id))  # a rotation under way
         if CredentialType.SECRET in kinds:
             await self._vault.delete_secret(name)
+            await self._vault.delete_secret(staging_name(record.id))

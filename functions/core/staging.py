@@ -24,6 +24,7 @@ from functions.core.credentials import (
     SECRET_CONTENT_TYPE,
     certificate_key_id,
     remove_other_named_passwords,
+    staging_name,
     vault_tags,
 )
 from functions.core.errors import NotFound, PermanentError
@@ -36,10 +37,6 @@ from functions.core.registrations import CredentialState, PendingCredential, Reg
 from functions.telemetry import redactor
 
 log = logging.getLogger(__name__)
-
-
-def staging_name(registration_id: str) -> str:
-    return f"{vault_object_name(registration_id)}-staging"
 
 
 class NextGeneration:
