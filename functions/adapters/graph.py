@@ -1,4 +1,4 @@
-"""ports.Directory on msgraph-sdk: app registrations, service principals, consent, credentials.
+"""ports.Directory on msgraph-sdk: app registrations, owners, service principals, consent, credentials.
 
 One GraphServiceClient per tenant, made on first use with the registrar's credential for that
 tenant (identity.py), scopes ["https://graph.microsoft.com/.default"] and request_adapter.base_url
@@ -25,6 +25,7 @@ from typing import Any
 from functions.adapters import graph_batch
 from functions.adapters.graph_credentials import GraphCredentials
 from functions.adapters.graph_errors import call, not_found_lag, replication_lag
+from functions.adapters.graph_owners import GraphOwners
 from functions.adapters.graph_policy import GraphPolicy
 from functions.adapters.identity import GRAPH_SCOPE, RegistrarIdentity
 from functions.core.errors import NotFound, PermanentError
@@ -54,7 +55,7 @@ def _odata_quote(value: str) -> str:
     return value.replace("'", "''")
 
 
-class GraphDirectory(GraphCredentials, GraphPolicy):
+class GraphDirectory(GraphCredentials, GraphOwners, GraphPolicy):
     """Directory port. base_url: REGISTRAR_GRAPH_BASE_URL; identity: the registrar's credentials.
 
     catalog_ttl: how long a resource catalogue is reused; lag_timeout: the longest wait (seconds)

@@ -30,8 +30,9 @@ from functions.core.errors import (
     PermanentError,
     RegistrarError,
     TransientError,
+    ValidationFailed,
 )
-from functions.core.models import RegistrationStatus
+from functions.core.models import Problem, RegistrationStatus
 from functions.core.registrations import Registration, RegistrationPage
 from functions.resources import REGISTRATIONS_TABLE, TABLES
 
@@ -141,15 +142,35 @@ def encode_continuation(token: Mapping[str, Any] | None) -> str | None:
     return base64.urlsafe_b64encode(json.dumps(dict(token)).encode()).decode() if token else None
 
 
+CONTINUATION_KEYS = frozenset({"PartitionKey", "RowKey"})
+
+
 def decode_continuation(token: str | None) -> dict[str, Any] | None:
+    """The SDK's continuation token from the opaque string a caller passed back. Anything else (not
+    base64 JSON, or not {PartitionKey, RowKey} strings) is the caller's mistake: ValidationFailed
+    (400), never a query from the start."""
     if not token:
         return None
     try:
         value = json.loads(base64.urlsafe_b64decode(token.encode()))
     except ValueError:
-        raise PermanentError("invalid continuation token", code="BadContinuation") from None
-    if not isinstance(value, dict):
-        raise PermanentError("invalid continuation token", code="BadContinuation")
+        value = None
+    if (
+        not isinstance(value, dict)
+        or not value
+        or not set(value) <= CONTINUATION_KEYS
+        or not all(isinstance(v, str | None) for v in value.values())
+        or not any(isinstance(v, str) for v in value.values())
+    ):
+        raise ValidationFailed(
+            [
+                Problem(
+                    "continuation",
+                    "not a continuation token of this list",
+                    "pass back the continuation of the previous page unchanged",
+                )
+            ]
+        )
     return value
 
 

@@ -177,6 +177,15 @@ class Directory(Protocol):
         type have (Entra refuses a longer one), or None: no limit, or it cannot be read (cached)."""
         ...
 
+    async def add_owner(self, tenant_id: str, app_object_id: str, owner_id: str) -> None:
+        """POST /applications/{id}/owners/$ref for a user or service principal object id.
+
+        Idempotent: an owner already there is success. NotFound(key=owner_id) when the tenant has no
+        such object; PermanentError for another kind of object, or code Authorization_RequestDenied
+        when the registrar may not add owners (Graph wants Application.ReadWrite.All for that).
+        """
+        ...
+
 
 # ---------------------------------------------------------------- Entra token endpoint
 

@@ -5,8 +5,10 @@ Steps (DESIGN.md, "The registration workflow"), each idempotent and saved before
     app --+--> service principal --+--> consent (app roles in one $batch; delegated per resource)
           |                        |
           +--> addPassword --------+--> verify (a token with the new secret)  --+--> active
-                     |                                                          |
-                     +--> Key Vault set_secret ---------------------------------+
+          |          |                                                          |
+          |          +--> Key Vault set_secret ---------------------------------+
+          |                                                                     |
+          +--> owners (owners/$ref per requested owner; core/owners.py) --------+
 
 The credential step needs only the app; verify needs the secret's value (in memory) and the
 service principal, not the vault write. So a new registration costs about three round trips on
@@ -38,6 +40,7 @@ from functions.core.errors import NotFound, PermanentError, TransientError, Vali
 from functions.core.keeper import RecordKeeper, Sleep
 from functions.core.lifetimes import CredentialLifetimes
 from functions.core.models import CredentialType, PermissionKind, RegistrationStatus, SecretValue
+from functions.core.owners import add_owners
 from functions.core.ports import (
     Clock,
     DelegatedGrant,
@@ -223,8 +226,13 @@ class Provisioner:
                 await principal_ready.wait()
                 await self._verify(keeper, proven[0] if proven else None, proven=bool(proven))
 
-            await concurrently(principal_then_consent(), credential_then_verify())
+            await concurrently(
+                principal_then_consent(),
+                credential_then_verify(),
+                add_owners(keeper, self._directory, self._clock),
+            )
         else:
+            await add_owners(keeper, self._directory, self._clock)
             await self._service_principal(keeper)
             await self._consent(keeper)
             secret = await self._credential(keeper)

@@ -146,6 +146,8 @@ class Registration:
     service_principal_id: str | None = None
     consent_started: bool = False
     granted_permissions: tuple[ResolvedPermission, ...] = ()
+    owners_added: tuple[str, ...] = ()  # plan.owners that Graph confirmed as owners of the app
+    owners_refused: str | None = None  # why Graph would not add owners: they are a manual step
     credential: CredentialState | None = None
     pending_credential: PendingCredential | None = None
     retiring_credentials: tuple[CredentialState, ...] = ()
@@ -168,7 +170,13 @@ class Registration:
 
     @property
     def manual_steps(self) -> tuple[str, ...]:
-        return self.plan.manual_steps
+        """The profile's manual steps, plus adding the owners Registrar was not allowed to add."""
+        pending = [o for o in self.plan.owners if o not in self.owners_added]
+        if self.owners_refused is None or not pending:
+            return self.plan.manual_steps
+        app = self.app_id or "the app registration"
+        step = f"Add owners {', '.join(pending)} to application {app} in Entra ID ({self.owners_refused})"
+        return (*self.plan.manual_steps, step)
 
     # ------------------------------------------------------------ serialisation
 

@@ -124,6 +124,18 @@ def credential_view(c: CredentialState | None) -> dict[str, Any] | None:
     }
 
 
+def owners_view(r: Registration) -> list[dict[str, str]]:
+    """The requested owners: `added` once Graph has them, `manual` when Registrar may not add them
+    (see manualSteps), else `pending`. Registrar's own service principal, also an owner, is not listed."""
+
+    def status(owner: str) -> str:
+        if owner in r.owners_added:
+            return "added"
+        return "manual" if r.owners_refused else "pending"
+
+    return [{"id": owner, "status": status(owner)} for owner in r.plan.owners]
+
+
 def registration_view(r: Registration, url: str | None = None) -> dict[str, Any]:
     def perms(items: Sequence[Any]) -> list[dict[str, str]]:
         return [
@@ -153,7 +165,8 @@ def registration_view(r: Registration, url: str | None = None) -> dict[str, Any]
         "permissions": perms(r.granted_permissions),
         "requestedPermissions": perms(r.plan.permissions),
         "credential": credential_view(r.credential),
-        "manualSteps": list(r.plan.manual_steps),
+        "owners": owners_view(r),
+        "manualSteps": list(r.manual_steps),
         "notes": r.plan.notes,
         "approval": {
             "reasons": list(r.approval.reasons),

@@ -13,7 +13,7 @@ import pytest
 
 from functions.adapters.table_index import CredentialExpiryIndex, TableLeases
 from functions.adapters.tables import StorageConfig, TableRegistrationStore, ensure_tables, table_service
-from functions.core.errors import ConcurrencyConflict, NotFound, PermanentError
+from functions.core.errors import ConcurrencyConflict, NotFound, PermanentError, ValidationFailed
 from functions.core.models import RegistrationStatus
 from functions.core.registrations import ProvisioningPlan, Registration, StepEvent
 from functions.core.rotation_schedule import JobAction, RotationJob, job_id
@@ -261,3 +261,20 @@ def test_storage_settings_connection_string_or_identity_based_endpoints(azurite:
     assert (explicit.table_endpoint, explicit.queue_endpoint) == ("https://t.example", "https://q.example")
     with pytest.raises(PermanentError):  # identity-based endpoints need a credential
         table_service(by_account)
+
+
+def test_a_continuation_that_is_not_from_a_page_is_a_validation_error(azurite: str) -> None:
+    """GET /registrations?continuation=garbage answers 400 (problem+json), never 422 or page one."""
+    table = unique_table("Reg")
+
+    async def body(service: Any) -> list[str]:
+        store = TableRegistrationStore(service, table)
+        fields = []
+        for token in ("garbage", "e30=", "W10=", "eyJhIjoxfQ=="):  # not base64 JSON; {}; []; {"a": 1}
+            with pytest.raises(ValidationFailed) as caught:
+                await store.list(continuation=token)
+            assert caught.value.status == 400
+            fields.extend(p.field for p in caught.value.problems)
+        return fields
+
+    assert run_with(azurite, (table,), body) == ["continuation"] * 4

@@ -18,8 +18,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from functions.core.errors import ConcurrencyConflict, NotFound, PermanentError, TransientError
-from functions.core.models import CredentialType, RegistrationStatus, ResourceCatalog, SecretValue
+from functions.core.errors import (
+    ConcurrencyConflict,
+    NotFound,
+    PermanentError,
+    TransientError,
+    ValidationFailed,
+)
+from functions.core.models import CredentialType, Problem, RegistrationStatus, ResourceCatalog, SecretValue
 from functions.core.permissions import canonical_resource, catalog_from_json
 from functions.core.ports import (
     AppCredential,
@@ -70,6 +76,7 @@ class FakeApp:
     federated: dict[str, tuple[str, FederatedCredentialSpec]] = field(
         default_factory=dict
     )  # name -> (id, ..)
+    owners: list[str] = field(default_factory=list)  # directory object ids (the registrar's own first)
 
 
 class FakeDirectory(Recorder):
@@ -86,6 +93,9 @@ class FakeDirectory(Recorder):
         self.catalogs: dict[str, ResourceCatalog] = {}
         # The tenant's app management policy: the longest new credential of a type Entra accepts.
         self.tenant_max_lifetime: dict[CredentialType, timedelta] = {}
+        self.registrar_id = str(uuid.uuid4())  # the registrar's own service principal
+        self.users: set[str] = set()  # user object ids (owners may be users or service principals)
+        self.may_add_owners = True  # False: Graph's 403 for an identity without Application.ReadWrite.All
         for path in sorted(RESOURCES_DIR.glob("*.json")):
             data = json.loads(path.read_text())
             catalog = catalog_from_json(data, service_principal_id=str(uuid.uuid4()))
@@ -118,7 +128,7 @@ class FakeDirectory(Recorder):
         self._tenant(tenant_id)
         app = self.app_by_unique_name(spec.unique_name)
         if app is None:
-            app = FakeApp(str(uuid.uuid4()), str(uuid.uuid4()), spec)
+            app = FakeApp(str(uuid.uuid4()), str(uuid.uuid4()), spec, owners=[self.registrar_id])
             self.apps[app.object_id] = app
             return ApplicationRef(app.object_id, app.app_id, created=True)
         app.spec = spec
@@ -212,6 +222,23 @@ class FakeDirectory(Recorder):
             sp = self.service_principals.pop(app.app_id, None)
             self.assignments = {a for a in self.assignments if a[0] != sp}
             self.grants = {k: g for k, g in self.grants.items() if g[0] != sp}
+
+    async def add_owner(self, tenant_id: str, app_object_id: str, owner_id: str) -> None:
+        self.note("add_owner")
+        self._tenant(tenant_id)
+        app = self._app(app_object_id)
+        if not self.may_add_owners:
+            raise PermanentError(
+                "Insufficient privileges to complete the operation.", code="Authorization_RequestDenied"
+            )
+        if owner_id in self.apps:
+            raise PermanentError(
+                "Unsupported directory object class 'Application'", code="Request_BadRequest"
+            )
+        if owner_id not in self.users and owner_id not in self.service_principals.values():
+            raise NotFound("user or service principal", owner_id)
+        if owner_id not in app.owners:  # Graph's 400 "already exist" is success to the port
+            app.owners.append(owner_id)
 
     async def credential_lifetime_limit(self, tenant_id: str, kind: CredentialType) -> timedelta | None:
         return self.tenant_max_lifetime.get(kind)
@@ -449,6 +476,8 @@ class FakeRegistrationStore(Recorder):
             and (profile_id is None or self.documents[key][0]["profileId"] == profile_id)
             and (status is None or self.documents[key][0]["status"] == status.value)
         ]
+        if continuation is not None and not continuation.isdigit():  # as the Tables adapter refuses it
+            raise ValidationFailed([Problem("continuation", "not a continuation token of this list")])
         start = int(continuation or 0)
         page = matching[start : start + limit]
         more = start + limit < len(matching)

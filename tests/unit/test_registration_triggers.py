@@ -317,6 +317,37 @@ async def test_profiles_are_listed_and_described(svc: FakeServices) -> None:
     assert "codetwo-backup-sharepoint" in as_json(missing)["problems"][0]["suggestion"]
 
 
+def served_routes() -> set[tuple[str, str]]:
+    """(path, method) of every HTTP route the trigger blueprints register, as function_app serves them."""
+    import importlib
+    import pkgutil
+
+    from functions import triggers
+
+    app = func.FunctionApp()
+    for module_info in pkgutil.iter_modules(triggers.__path__):
+        module = importlib.import_module(f"functions.triggers.{module_info.name}")
+        blueprint = getattr(module, "bp", None)
+        if isinstance(blueprint, func.Blueprint):
+            app.register_functions(blueprint)
+    routes = set()
+    for function in app.get_functions():
+        for binding in json.loads(function.get_function_json())["bindings"]:
+            if binding["type"] == "httpTrigger":
+                routes |= {("/" + binding["route"], m.lower()) for m in binding["methods"]}
+    return routes
+
+
+def test_every_served_route_is_in_the_openapi_document() -> None:
+    paths = load_openapi()["paths"]
+    routes = served_routes()
+    assert {("/registrations/{id}/rotate", "post"), ("/credentials", "get")} <= routes
+    missing = sorted(r for r in routes if r[1] not in paths.get(r[0], {}))
+    assert missing == []
+    documented = {(path, method) for path, item in paths.items() for method in item}
+    assert documented - routes == set()  # nothing documented that is not served
+
+
 async def test_responses_match_the_openapi_document(svc: FakeServices) -> None:
     document = load_openapi()
     served = await api.openapi_document(http("GET", "openapi.json"))
@@ -335,6 +366,9 @@ async def test_responses_match_the_openapi_document(svc: FakeServices) -> None:
         ("/registrations/{id}", "GET", await api.get_registration(http("GET", "r", route={"id": "x"})))
     )
     checks.append(("/registrations", "GET", await api.list_registrations(http("GET", "registrations"))))
+    garbage = await api.list_registrations(http("GET", "r", params={"continuation": "garbage"}))
+    assert garbage.status_code == 400 and as_json(garbage)["problems"][0]["field"] == "continuation"
+    checks.append(("/registrations", "GET", garbage))
     checks.append(("/profiles", "GET", await api.list_profiles(http("GET", "profiles"))))
     for profile_id in ("codetwo-migration-target", "custom", "nope"):
         checks.append(

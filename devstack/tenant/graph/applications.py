@@ -340,20 +340,29 @@ def owners_reply(call: Call, owner_ids: list[str]) -> Reply:
 
 
 def owner_reference(call: Call) -> ServicePrincipal:
+    """The directory object an owners/$ref body names. Owners of an application are users or
+    service principals (this tenant holds no users): an unknown id is 404, an application 400."""
     reference = call.json().get("@odata.id")
     if not isinstance(reference, str) or "/" not in reference:
         raise bad_request("Invalid reference: '@odata.id' is required.", code="Request_BadRequest")
     owner_id = require_guid(reference.rstrip("/").rsplit("/", 1)[-1])
     owner = call.directory.service_principals.get(owner_id)
-    if owner is None or not call.visible(owner):
-        raise not_found(owner_id)
-    return owner
+    if owner is not None and call.visible(owner):
+        return owner
+    other = call.directory.applications.get(owner_id)
+    if other is not None and call.visible(other):
+        raise bad_request(
+            "Unsupported directory object class 'Application' in resource identifier for reference 'owners'."
+        )
+    raise not_found(owner_id)
 
 
 def add_owner(call: Call, match: re.Match[str]) -> Reply:
+    """POST owners/$ref. Graph documents that Application.ReadWrite.OwnedBy is not enough to add
+    another owner (Application.ReadWrite.All is), even on an app the caller owns."""
     app = find_app(call, match)
+    authz.require_owner_write(call.principal)
     owner = owner_reference(call)
-    authz.require_app_write(call.principal, app)
     if owner.id in app.owners:
         raise bad_request(
             "One or more added object references already exist for the following modified properties: 'owners'."

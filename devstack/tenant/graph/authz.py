@@ -45,6 +45,12 @@ def require_app_write(principal: Principal, app: Application) -> None:
     raise forbidden()
 
 
+def require_owner_write(principal: Principal) -> None:
+    """Adding an owner to an application: Application.ReadWrite.All. Graph's documentation says
+    Application.ReadWrite.OwnedBy is not sufficient to add another owner, even to an owned app."""
+    require_any(principal, frozenset({APP_READWRITE_ALL, "Directory.ReadWrite.All"}))
+
+
 def require_sp_write(principal: Principal, sp: ServicePrincipal, app: Application | None) -> None:
     if APP_READWRITE_ALL in principal.roles:
         return

@@ -1,0 +1,65 @@
+"""The owners half of the Directory port: POST /applications/{id}/owners/$ref.
+
+A mixin of GraphDirectory (graph.py), which provides client() and _send().
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from functions.adapters.graph_errors import not_found_lag
+from functions.core.errors import NotFound, PermanentError
+
+DIRECTORY_OBJECTS = "https://graph.microsoft.com/v1.0/directoryObjects/"
+ALREADY_AN_OWNER = "added object references already exist"
+
+
+class GraphOwners:
+    """Owners of an application (users or service principals)."""
+
+    def client(self, tenant_id: str) -> Any:
+        raise NotImplementedError
+
+    async def _send(  # noqa: PLR0917
+        self,
+        client: Any,
+        operation: str,
+        what: str,
+        key: str,
+        request: Any,
+        lag: Callable[[Any], bool] | None = None,
+    ) -> Any:
+        raise NotImplementedError
+
+    @staticmethod
+    def _config(*, filter: str | None = None, select: list[str] | None = None) -> Any:
+        raise NotImplementedError
+
+    async def add_owner(self, tenant_id: str, app_object_id: str, owner_id: str) -> None:
+        """Graph answers 400 "One or more added object references already exist" for an owner that
+        is one already: that is success. A 404 names either object; right after the app was made it
+        may be the app (replication), so the app is read (waiting out the lag) and the call made
+        once more before the owner is called missing."""
+        from msgraph.generated.models.reference_create import ReferenceCreate
+
+        client = self.client(tenant_id)
+        app = client.applications.by_application_id(app_object_id)
+        post = app.owners.ref.to_post_request_information(
+            ReferenceCreate(odata_id=DIRECTORY_OBJECTS + owner_id)
+        )
+        for attempt in (1, 2):
+            try:
+                await self._send(client, "POST", "owner of application", app_object_id, post)
+                return
+            except PermanentError as error:
+                if ALREADY_AN_OWNER in str(error):
+                    return
+                raise PermanentError(
+                    f"{owner_id} cannot be an owner of application {app_object_id}: {error}", code=error.code
+                ) from None
+            except NotFound:
+                if attempt == 2:
+                    raise NotFound("user or service principal", owner_id) from None
+            get = app.to_get_request_information(self._config(select=["id"]))
+            await self._send(client, "GET", "application", app_object_id, get, not_found_lag)
