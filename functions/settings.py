@@ -52,6 +52,8 @@ class Settings:
     max_credential_lifetime: timedelta
     webhook_allow_insecure_local: bool
     verify_timeout: timedelta
+    # How long a registration may stay accepted/provisioning/failing before the timer ends it.
+    provisioning_deadline: timedelta = timedelta(hours=1)
     # App Service Authentication (Easy Auth) runs in front of the app: the platform sets
     # WEBSITE_AUTH_ENABLED=True, and then X-MS-CLIENT-PRINCIPAL comes from it, never from the caller.
     easy_auth_enabled: bool = False
@@ -119,6 +121,7 @@ class Settings:
             max_credential_lifetime=duration("REGISTRAR_MAX_CREDENTIAL_LIFETIME", "P730D"),
             webhook_allow_insecure_local=flag("REGISTRAR_WEBHOOK_ALLOW_INSECURE_LOCAL", False),
             verify_timeout=duration("REGISTRAR_VERIFY_TIMEOUT", "PT10M"),
+            provisioning_deadline=duration("REGISTRAR_PROVISIONING_DEADLINE", "PT1H"),
             # The platform's own value ("True"/"False"): anything else is not enabled (fail closed).
             easy_auth_enabled=text("WEBSITE_AUTH_ENABLED").lower() in TRUE_WORDS,
             values=values,
@@ -132,6 +135,8 @@ class Settings:
     def _problems(self) -> list[str]:
         """What is wrong with values that each parsed: their combination, and what Azure needs."""
         problems: list[str] = []
+        if self.provisioning_deadline <= timedelta(0):
+            problems.append("REGISTRAR_PROVISIONING_DEADLINE: must be longer than zero")
         if self.default_credential_lifetime > self.max_credential_lifetime:
             problems.append(
                 "REGISTRAR_DEFAULT_CREDENTIAL_LIFETIME is longer than REGISTRAR_MAX_CREDENTIAL_LIFETIME"

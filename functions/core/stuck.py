@@ -23,12 +23,11 @@ catch anything. A registration whose lease is held (a worker is on it) is left f
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from functions.core.durations import format_duration, parse_duration
+from functions.core.durations import format_duration
 from functions.core.errors import RegistrarError
 from functions.core.models import RegistrationStatus
 from functions.core.ports import Clock, RegistrationStore
@@ -55,19 +54,6 @@ class StuckSweep:
     examined: int  # non-terminal registrations read
     ended: tuple[Registration, ...]  # now `failed`
     left: tuple[str, ...]  # stuck, but could not be ended now (leased, transient): the next run
-
-
-def provisioning_deadline(values: Mapping[str, str]) -> timedelta:
-    """REGISTRAR_PROVISIONING_DEADLINE (ISO 8601 duration); a bad value is logged and the default used."""
-    raw = (values.get(DEADLINE_SETTING) or "").strip()
-    if not raw:
-        return DEFAULT_DEADLINE
-    try:
-        deadline = parse_duration(raw)
-    except ValueError as err:
-        log.error("%s: %s; using %s", DEADLINE_SETTING, err, format_duration(DEFAULT_DEADLINE))
-        return DEFAULT_DEADLINE
-    return deadline if deadline > timedelta(0) else DEFAULT_DEADLINE
 
 
 def in_status_since(record: Registration) -> datetime:

@@ -26,12 +26,12 @@ bp = func.Blueprint()
 @bp.timer_trigger(arg_name="timer", schedule="%REGISTRAR_ROTATION_SCHEDULE%", run_on_startup=False)
 async def stuck_registrations_sweep(timer: func.TimerRequest) -> None:
     from functions.core.outcomes import settle_provisioned
-    from functions.core.stuck import fail_stuck, provisioning_deadline
+    from functions.core.stuck import fail_stuck
 
     svc = await services().ready()
     with log_context(operation="stuck.sweep"):
         result = await fail_stuck(
-            svc.store, svc.provisioner(), svc.clock, deadline=provisioning_deadline(svc.settings.values)
+            svc.store, svc.provisioner(), svc.clock, deadline=svc.settings.provisioning_deadline
         )
         for record in result.ended:
             try:

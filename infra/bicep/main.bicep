@@ -86,6 +86,9 @@ param tenantCredentials string = ''
 @description('ISO 8601 duration to wait for a new credential to work through Entra\'s propagation delay (REGISTRAR_VERIFY_TIMEOUT).')
 param verifyTimeout string = 'PT10M'
 
+@description('How long a registration may stay accepted, provisioning or failing before the timer ends it as failed and removes what was made (REGISTRAR_PROVISIONING_DEADLINE, ISO 8601 duration; empty: PT1H).')
+param provisioningDeadline string = ''
+
 @description('Storage redundancy of the storage account.')
 @allowed([
   'Standard_LRS'
@@ -174,6 +177,7 @@ var registrarSettings = {
   REGISTRAR_TIER0_PERMISSIONS: tier0Permissions
   REGISTRAR_WEBHOOK_ALLOW_INSECURE_LOCAL: 'false'
   REGISTRAR_VERIFY_TIMEOUT: verifyTimeout
+  REGISTRAR_PROVISIONING_DEADLINE: provisioningDeadline
   REGISTRAR_WEBHOOK_RETRY_SCHEDULE: webhookRetrySchedule
   REGISTRAR_TENANT_CREDENTIALS: tenantCredentials
 }

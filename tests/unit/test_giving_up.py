@@ -20,7 +20,7 @@ from functions.core.errors import PermanentError, TransientError
 from functions.core.keeper import LeaseHeld
 from functions.core.models import RegistrationStatus, SecretValue
 from functions.core.registrations import vault_object_name
-from functions.core.stuck import DEFAULT_DEADLINE, fail_stuck, in_status_since, provisioning_deadline
+from functions.core.stuck import fail_stuck, in_status_since
 from functions.resources import REGISTRATION_REQUESTS_QUEUE, WEBHOOK_DELIVERIES_QUEUE
 from functions.settings import Settings
 from functions.triggers import http_registrations as api
@@ -225,12 +225,6 @@ async def test_the_sweep_skips_a_registration_a_worker_holds_and_ends_it_on_a_la
     await keeper.release()
     (ended,) = (await fail_stuck(world.store, world.provisioner(), world.clock)).ended
     assert ended.id == rid
-
-
-def test_the_deadline_setting_is_an_iso_duration_with_a_default() -> None:
-    assert provisioning_deadline({}) == DEFAULT_DEADLINE == timedelta(hours=1)
-    assert provisioning_deadline({"REGISTRAR_PROVISIONING_DEADLINE": "PT30M"}) == timedelta(minutes=30)
-    assert provisioning_deadline({"REGISTRAR_PROVISIONING_DEADLINE": "an hour"}) == DEFAULT_DEADLINE
 
 
 async def test_the_timer_fails_a_stuck_registration_cleans_it_up_and_announces_it_once(

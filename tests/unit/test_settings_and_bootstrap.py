@@ -40,6 +40,7 @@ def test_the_sample_settings_parse_with_their_local_defaults() -> None:
     assert settings.max_credential_lifetime == timedelta(days=730)
     assert settings.default_credential_lifetime == timedelta(days=180)
     assert settings.verify_timeout == timedelta(minutes=10)
+    assert settings.provisioning_deadline == timedelta(hours=1)
     assert settings.webhook_allow_insecure_local is True
     assert settings.graph_base_url == "https://graph.microsoft.com/v1.0"
 
@@ -64,6 +65,8 @@ def test_the_client_secret_and_connection_string_never_show_in_repr() -> None:
         ("REGISTRAR_ROTATION_OVERLAP", "one day"),
         ("REGISTRAR_ROTATION_LIFETIME_FRACTION", "1.5"),
         ("REGISTRAR_DEFAULT_CREDENTIAL_LIFETIME", "P1000D"),
+        ("REGISTRAR_PROVISIONING_DEADLINE", "an hour"),
+        ("REGISTRAR_PROVISIONING_DEADLINE", "PT0S"),
     ],
 )
 def test_a_bad_value_names_its_setting(name: str, value: str) -> None:
