@@ -92,6 +92,7 @@ async def finish(keeper: RecordKeeper, issuer: CredentialIssuer, clock: Clock) -
             pending_credential=None,
             retiring_credentials=(),
             granted_permissions=(),
+            owners_added=(),
         ).with_event(
             CLEANUP_STEP, "done", now, "app, service principal, credentials and Key Vault objects removed"
         )
