@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     )
     from functions.core.profiles import ProfileCatalogue
     from functions.core.provisioning import Provisioner
+    from functions.core.registrations import Registration
     from functions.core.rotation import RotationSettings, Rotator
     from functions.settings import Settings
 
@@ -233,6 +234,20 @@ class Services:
             settings=self.rotation_settings,
             owner=self.job_owner(),
             lifetimes=self.lifetimes,
+        )
+
+    async def settle(self, record: Registration) -> None:
+        """After a provisioning run ends (active: schedule its rotation; either way: announce it)."""
+        from functions.core.outcomes import settle_provisioned
+
+        await settle_provisioned(
+            record,
+            store=self.store,
+            index=self.index,
+            queue=self.queue,
+            clock=self.clock,
+            owner=self.job_owner(),
+            settings=self.rotation_settings,
         )
 
     def reactions(self) -> KeyVaultReactions:

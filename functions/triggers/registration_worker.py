@@ -20,7 +20,6 @@ import azure.functions as func
 from functions.bootstrap import services
 from functions.core.errors import Conflict, NotFound, TransientError, ValidationFailed
 from functions.core.intake import accept, plan_from_validated, record_invalid
-from functions.core.outcomes import settle_provisioned
 from functions.core.requests import validate_request
 from functions.telemetry import log_context
 from functions.triggers.queue_messages import Envelope, read_message
@@ -88,12 +87,4 @@ async def registration_worker(msg: func.QueueMessage) -> None:
             reason = f"gave up after {msg.dequeue_count} attempts: {err}"
             record = await provisioner.give_up(registration_id, reason)
         log.info("registration %s is %s (delivery %s)", record.id, record.status.value, msg.dequeue_count)
-        await settle_provisioned(
-            record,
-            store=svc.store,
-            index=svc.index,
-            queue=svc.queue,
-            clock=svc.clock,
-            owner=svc.job_owner(),
-            settings=svc.rotation_settings,
-        )
+        await svc.settle(record)

@@ -25,7 +25,6 @@ bp = func.Blueprint()
 
 @bp.timer_trigger(arg_name="timer", schedule="%REGISTRAR_ROTATION_SCHEDULE%", run_on_startup=False)
 async def stuck_registrations_sweep(timer: func.TimerRequest) -> None:
-    from functions.core.outcomes import settle_provisioned
     from functions.core.stuck import fail_stuck
 
     svc = await services().ready()
@@ -35,15 +34,7 @@ async def stuck_registrations_sweep(timer: func.TimerRequest) -> None:
         )
         for record in result.ended:
             try:
-                await settle_provisioned(
-                    record,
-                    store=svc.store,
-                    index=svc.index,
-                    queue=svc.queue,
-                    clock=svc.clock,
-                    owner=svc.job_owner(),
-                    settings=svc.rotation_settings,
-                )
+                await svc.settle(record)
             except RegistrarError as err:
                 log.warning("registration %s failed; announcing it through the worker: %s", record.id, err)
                 try:

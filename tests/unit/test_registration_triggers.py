@@ -79,6 +79,8 @@ class FakeServices:
     def lifecycle(self) -> Any:
         return self.world.lifecycle()
 
+    settle = bootstrap.Services.settle  # the real wiring, over these fakes
+
 
 @pytest.fixture
 def svc() -> Iterator[FakeServices]:
