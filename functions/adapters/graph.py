@@ -17,14 +17,14 @@ import json
 import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from functions.adapters import graph_batch
+from functions.adapters.graph_consent import GraphConsent
 from functions.adapters.graph_credentials import GraphCredentials
-from functions.adapters.graph_errors import call, not_found_lag, replication_lag
+from functions.adapters.graph_errors import call, exists_lag, replication_lag
 from functions.adapters.graph_owners import GraphOwners
 from functions.adapters.graph_policy import GraphPolicy
 from functions.adapters.identity import GRAPH_SCOPE, RegistrarIdentity
@@ -33,7 +33,6 @@ from functions.core.models import ResourceCatalog, ResourcePermission
 from functions.core.ports import (
     ApplicationRef,
     ApplicationSpec,
-    DelegatedGrant,
 )
 
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
@@ -55,7 +54,7 @@ def _odata_quote(value: str) -> str:
     return value.replace("'", "''")
 
 
-class GraphDirectory(GraphCredentials, GraphOwners, GraphPolicy):
+class GraphDirectory(GraphConsent, GraphCredentials, GraphOwners, GraphPolicy):
     """Directory port. base_url: REGISTRAR_GRAPH_BASE_URL; identity: the registrar's credentials.
 
     catalog_ttl: how long a resource catalogue is reused; lag_timeout: the longest wait (seconds)
@@ -297,7 +296,7 @@ class GraphDirectory(GraphCredentials, GraphOwners, GraphPolicy):
         )
         try:
             app = await self._send(
-                client, "GET", "application", unique_name, request, not_found_lag if lag else None
+                client, "GET", "application", unique_name, request, exists_lag if lag else None
             )
         except NotFound:
             return None
@@ -328,71 +327,4 @@ class GraphDirectory(GraphCredentials, GraphOwners, GraphPolicy):
         get = client.service_principals_with_app_id(app_id).to_get_request_information(
             self._config(select=["id", "appId"])
         )
-        return str((await self._send(client, "GET", "servicePrincipal", app_id, get, not_found_lag))["id"])
-
-    async def app_role_assignments(self, tenant_id: str, principal_id: str) -> set[tuple[str, str]]:
-        client = self.client(tenant_id)
-        builder = client.service_principals.by_service_principal_id(principal_id).app_role_assignments
-        items = await self._list(client, "appRoleAssignments of", principal_id, builder, None, not_found_lag)
-        return {(str(a["resourceId"]).lower(), str(a["appRoleId"]).lower()) for a in items}
-
-    async def assign_app_roles(
-        self, tenant_id: str, principal_id: str, assignments: Sequence[tuple[str, str]]
-    ) -> None:
-        if assignments:
-            await graph_batch.assign_app_roles(
-                self.client(tenant_id), principal_id, assignments, lag_timeout=self._lag_timeout
-            )
-
-    async def delegated_grants(self, tenant_id: str, client_id: str) -> Mapping[str, DelegatedGrant]:
-        client = self.client(tenant_id)
-        config = self._config(filter=f"clientId eq '{_odata_quote(client_id)}'")
-        grants = await self._list(
-            client, "oauth2PermissionGrants of", client_id, client.oauth2_permission_grants, config
-        )
-        return {
-            str(g["resourceId"]).lower(): DelegatedGrant(
-                grant_id=str(g["id"]),
-                resource_service_principal_id=str(g["resourceId"]).lower(),
-                scopes=frozenset((g.get("scope") or "").split()),
-            )
-            for g in grants
-            if str(g.get("consentType") or "").lower() == "allprincipals"
-        }
-
-    async def grant_delegated(
-        self, tenant_id: str, client_id: str, resource_id: str, scopes: frozenset[str], existing: str | None
-    ) -> None:
-        from msgraph.generated.models.o_auth2_permission_grant import OAuth2PermissionGrant
-
-        client = self.client(tenant_id)
-        grants = client.oauth2_permission_grants
-        scope = " ".join(sorted(scopes))
-        if existing is not None:
-            item = grants.by_o_auth2_permission_grant_id(existing)
-            request = (
-                item.to_patch_request_information(OAuth2PermissionGrant(scope=scope))
-                if scopes
-                else item.to_delete_request_information()  # exactly no scopes: the grant itself goes
-            )
-            try:
-                await self._send(client, request.http_method.name, "oauth2PermissionGrant", existing, request)
-                return
-            except NotFound:
-                pass  # deleted meanwhile: create it anew below
-        if not scopes:
-            return
-        body = OAuth2PermissionGrant(
-            client_id=client_id, consent_type="AllPrincipals", resource_id=resource_id, scope=scope
-        )
-        request = grants.to_post_request_information(body)
-        try:
-            await self._send(client, "POST", "oauth2PermissionGrant for", client_id, request, not_found_lag)
-        except PermanentError as error:
-            if "409" not in str(error):
-                raise
-            # A grant for this client and resource exists already (a retry): set its scopes instead.
-            current = (await self.delegated_grants(tenant_id, client_id)).get(resource_id.lower())
-            if current is None:
-                raise
-            await self.grant_delegated(tenant_id, client_id, resource_id, scopes, current.grant_id)
+        return str((await self._send(client, "GET", "servicePrincipal", app_id, get, exists_lag))["id"])

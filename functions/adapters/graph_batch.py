@@ -7,8 +7,10 @@ raw JSON: msgraph_core's BatchResponseItem drops JSON bodies, and the error code
 
 Per item: 201 (created) and "already exists" (409, or Graph's 400 "Permission being assigned
 already exists") are success; 429/5xx are retried for those items only, after the longest
-Retry-After they carried; a 404 (principal or resource not replicated yet) is retried within the
-replication window; anything else is a PermanentError.
+Retry-After they carried; a 404 or a 400 "does not reference a valid application object"
+(NoBackingApplicationObject: principal or resource not replicated yet) is retried within the
+replication window and is a TransientError past it (no SLA: a slow replica is no refusal);
+anything else is a PermanentError.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
-from functions.adapters.graph_errors import call, parse_retry_after
+from functions.adapters.graph_errors import LAG_RETRY_AFTER, GraphFailure, call, parse_retry_after
 from functions.core.errors import PermanentError, TransientError
 
 MAX_BATCH = 20
@@ -39,6 +41,12 @@ def _already_exists(status: int, body: Any) -> bool:
 
 def _retry_after(headers: Any) -> timedelta | None:
     return parse_retry_after(headers) if isinstance(headers, dict) else None
+
+
+def _lagging(status: int, body: Any) -> bool:
+    """The item failed because the principal or the resource is not replicated yet."""
+    code, message = _error(body)
+    return status == 404 or GraphFailure(status, code, message).is_replication_lag
 
 
 def _error(body: Any) -> tuple[str | None, str]:
@@ -93,6 +101,7 @@ async def _assign_chunk(
             functools.partial(_post_batch, client, principal_id, pending),
         )
         retry: dict[str, tuple[str, str]] = {}
+        outlasted: TransientError | None = None
         wait = timedelta(0)
         throttled = False
         for request_id, pair in pending.items():
@@ -105,7 +114,14 @@ async def _assign_chunk(
                 throttled = True
                 retry[request_id] = pair
                 wait = max(wait, _retry_after(response.get("headers") if response else None) or timedelta(0))
-            elif status == 404 and time.monotonic() + lag_delay < lag_deadline:
+            elif _lagging(status, body):
+                if time.monotonic() + lag_delay >= lag_deadline:
+                    code, message = _error(body)
+                    outlasted = TransientError(
+                        f"Graph appRoleAssignedTo {pair[1]} on {pair[0]} for {principal_id}: still "
+                        f"{status} {code} {message} after the replication window",
+                        retry_after=LAG_RETRY_AFTER,
+                    )
                 retry[request_id] = pair  # the new principal is not visible to the resource yet
                 wait = max(wait, timedelta(seconds=lag_delay))
             else:
@@ -115,6 +131,8 @@ async def _assign_chunk(
                     f"{status} {code} {message}",
                     code=code or f"HTTP{status}",
                 )
+        if outlasted is not None:
+            raise outlasted  # after every item was looked at: a refusal of another item outranks it
         if not retry:
             return
         if throttled:

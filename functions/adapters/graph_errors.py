@@ -22,6 +22,8 @@ from functions.core.errors import NotFound, PermanentError, RegistrarError, Tran
 T = TypeVar("T")
 
 REPLICATION_MARKERS = ("NoBackingApplicationObject", "does not reference a valid application object")
+# The wait suggested to the queue when replication outlasts the window (Graph's lists lag 30-60 s).
+LAG_RETRY_AFTER = timedelta(seconds=30)
 
 
 @dataclass(frozen=True)
@@ -120,7 +122,8 @@ async def call(
 
     The SDK's RetryHandler has already retried 429/503/504 (honouring Retry-After) before a
     failure reaches here, so throttling surfaces as TransientError(retry_after) for the caller.
-    Replication lag is retried with capped exponential backoff for at most `lag_timeout` seconds.
+    Replication lag is retried with capped exponential backoff for at most `lag_timeout` seconds;
+    what is still lag after that is decided by outlasted().
     """
     delay = 0.2
     deadline = time.monotonic() + lag_timeout
@@ -134,17 +137,53 @@ async def call(
             failure = describe(error)
             if failure is None:
                 raise
-        if lag is None or not lag(failure) or time.monotonic() + delay > deadline:
+        if lag is None or not lag(failure):
             raise to_core_error(failure, operation, what, key)
+        if time.monotonic() + delay > deadline:
+            raise outlasted(failure, operation, what, key, lag)
         await asyncio.sleep(delay)
         delay = min(delay * 2, 3.0)
 
 
-def not_found_lag(failure: GraphFailure) -> bool:
-    """A 404 right after the object was created (reads and writes can lag its creation)."""
-    return failure.status == 404
+@dataclass(frozen=True)
+class Lag:
+    """Which failures of a call are Entra still replicating, and what one still there once the
+    window is over means. No SLA is documented for replication (REFERENCE.md), so a slow replica
+    is not proof that an object is missing: a failure the call knows to be lag stays transient.
+
+    not_found: a 404 counts as lag. replication: Graph's 400 "does not reference a valid
+    application object" (NoBackingApplicationObject) counts as lag. exists: the object is known to
+    exist (this workflow made it, or a 409 said so), so a 404 past the window is TransientError
+    (the queue retries later); otherwise it is NotFound (the object may well be gone).
+    """
+
+    not_found: bool = True
+    replication: bool = False
+    exists: bool = False
+
+    def __call__(self, failure: GraphFailure) -> bool:
+        return (self.not_found and failure.status == 404) or (self.replication and failure.is_replication_lag)
 
 
-def replication_lag(failure: GraphFailure) -> bool:
-    """400 NoBackingApplicationObject from POST /servicePrincipals, or a 404, right after a create."""
-    return failure.status == 404 or failure.is_replication_lag
+def outlasted(
+    failure: GraphFailure, operation: str, what: str, key: str, lag: Callable[[GraphFailure], bool]
+) -> RegistrarError:
+    """The core error for a lag-type failure still answered when the replication window is over:
+    TransientError for NoBackingApplicationObject and for a 404 of an object known to exist, the
+    usual mapping (NotFound for a 404) otherwise."""
+    if failure.is_replication_lag or (isinstance(lag, Lag) and lag.exists):
+        return TransientError(
+            f"Graph {operation} {what} {key}: still {failure.status} {failure.code or ''} after the "
+            f"replication window (Entra has not replicated it yet) {failure.message}",
+            retry_after=LAG_RETRY_AFTER,
+        )
+    return to_core_error(failure, operation, what, key)
+
+
+# A 404 right after the object was created (reads and writes can lag its creation); the object may
+# also be gone (an app deleted outside Registrar), so a 404 past the window is NotFound.
+not_found_lag = Lag()
+# A 404 of an object known to exist: made by this workflow moments ago, or named by a 409.
+exists_lag = Lag(exists=True)
+# POST /servicePrincipals, consent writes: 400 NoBackingApplicationObject or a 404 right after a create.
+replication_lag = Lag(replication=True, exists=True)
