@@ -13,48 +13,17 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
 
 from functions.adapters.graph_batch import assign_app_roles
 from functions.adapters.graph_errors import LAG_RETRY_AFTER, exists_lag, replication_lag
+from functions.adapters.graph_wire import GraphWire
 from functions.core.errors import NotFound, PermanentError, TransientError
 from functions.core.ports import DelegatedGrant
 
 
-class GraphConsent:
+class GraphConsent(GraphWire):
     """appRoleAssignments and AllPrincipals oauth2PermissionGrants of a client service principal."""
-
-    _lag_timeout: float
-
-    def client(self, tenant_id: str) -> Any:
-        raise NotImplementedError
-
-    async def _send(  # noqa: PLR0917
-        self,
-        client: Any,
-        operation: str,
-        what: str,
-        key: str,
-        request: Any,
-        lag: Callable[[Any], bool] | None = None,
-    ) -> Any:
-        raise NotImplementedError
-
-    async def _list(  # noqa: PLR0917
-        self,
-        client: Any,
-        what: str,
-        key: str,
-        builder: Any,
-        config: Any = None,
-        lag: Callable[[Any], bool] | None = None,
-    ) -> list[dict[str, Any]]:
-        raise NotImplementedError
-
-    @staticmethod
-    def _config(*, filter: str | None = None, select: list[str] | None = None) -> Any:
-        raise NotImplementedError
 
     async def app_role_assignments(self, tenant_id: str, principal_id: str) -> set[tuple[str, str]]:
         client = self.client(tenant_id)

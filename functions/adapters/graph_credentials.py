@@ -9,11 +9,12 @@ import asyncio
 import base64
 import hashlib
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 from functions.adapters.graph_errors import not_found_lag
+from functions.adapters.graph_wire import GraphWire
 from functions.core.errors import NotFound, PermanentError
 from functions.core.models import SecretValue
 from functions.core.ports import AppCredential, FederatedCredentialSpec, IssuedSecret, KeyCredentialSpec
@@ -30,37 +31,8 @@ def _when(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
 
 
-class GraphCredentials:
+class GraphCredentials(GraphWire):
     """passwordCredentials, keyCredentials and federatedIdentityCredentials of an application."""
-
-    def client(self, tenant_id: str) -> Any:
-        raise NotImplementedError
-
-    async def _send(  # noqa: PLR0917
-        self,
-        client: Any,
-        operation: str,
-        what: str,
-        key: str,
-        request: Any,
-        lag: Callable[[Any], bool] | None = None,
-    ) -> Any:
-        raise NotImplementedError
-
-    async def _list(  # noqa: PLR0917
-        self,
-        client: Any,
-        what: str,
-        key: str,
-        builder: Any,
-        config: Any = None,
-        lag: Callable[[Any], bool] | None = None,
-    ) -> list[dict[str, Any]]:
-        raise NotImplementedError
-
-    @staticmethod
-    def _config(*, filter: str | None = None, select: list[str] | None = None) -> Any:
-        raise NotImplementedError
 
     async def list_credentials(self, tenant_id: str, app_object_id: str) -> list[AppCredential]:
         client = self.client(tenant_id)

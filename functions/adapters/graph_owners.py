@@ -5,36 +5,16 @@ A mixin of GraphDirectory (graph.py), which provides client() and _send().
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
 from functions.adapters.graph_errors import not_found_lag
+from functions.adapters.graph_wire import GraphWire
 from functions.core.errors import NotFound, PermanentError
 
 DIRECTORY_OBJECTS = "https://graph.microsoft.com/v1.0/directoryObjects/"
 ALREADY_AN_OWNER = "added object references already exist"
 
 
-class GraphOwners:
+class GraphOwners(GraphWire):
     """Owners of an application (users or service principals)."""
-
-    def client(self, tenant_id: str) -> Any:
-        raise NotImplementedError
-
-    async def _send(  # noqa: PLR0917
-        self,
-        client: Any,
-        operation: str,
-        what: str,
-        key: str,
-        request: Any,
-        lag: Callable[[Any], bool] | None = None,
-    ) -> Any:
-        raise NotImplementedError
-
-    @staticmethod
-    def _config(*, filter: str | None = None, select: list[str] | None = None) -> Any:
-        raise NotImplementedError
 
     async def add_owner(self, tenant_id: str, app_object_id: str, owner_id: str) -> None:
         """Graph answers 400 "One or more added object references already exist" for an owner that

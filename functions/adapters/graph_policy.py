@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
+from functions.adapters.graph_wire import GraphWire
 from functions.core.durations import parse_duration
 from functions.core.errors import PermanentError
 from functions.core.models import CredentialType
@@ -49,26 +49,12 @@ def lifetime_limits(policy: dict[str, Any]) -> Limits:
     return limits
 
 
-class GraphPolicy:
+class GraphPolicy(GraphWire):
     """Mixin of GraphDirectory (graph.py), which provides client() and _send()."""
 
     policy_ttl: float = 3600.0
     _policy_cache: dict[str, tuple[float, Limits]]
     _policy_denied: set[str]
-
-    def client(self, tenant_id: str) -> Any:
-        raise NotImplementedError
-
-    async def _send(  # noqa: PLR0917
-        self,
-        client: Any,
-        operation: str,
-        what: str,
-        key: str,
-        request: Any,
-        lag: Callable[[Any], bool] | None = None,
-    ) -> Any:
-        raise NotImplementedError
 
     async def credential_lifetime_limit(self, tenant_id: str, kind: CredentialType) -> timedelta | None:
         key = tenant_id.lower()
