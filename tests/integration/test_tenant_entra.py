@@ -195,14 +195,19 @@ def test_new_secret_works_only_after_the_propagation_delay(tenant_admin: TenantP
             app, _ = await new_app_with_principal(client, f"entra-propagation-{uuid.uuid4()}")
             return _app_id(app), str((await add_password(client, app)).secret_text)
 
+    asked = time.monotonic()  # the secret is younger than time since `asked`, older than since `issued`
     app_id, secret = asyncio.run(arrange())
     issued = time.monotonic()
     assert "AADSTS7000215" in refused(tenant_admin, client_id=app_id, client_secret=secret)
 
     # In the second half of the delay Entra's replicas answer "expired" for it, as reported for
-    # secrets minutes old: 3 s after issue, with a 5 s delay (2 s of slack either side).
-    time.sleep(max(0.0, 3.0 - (time.monotonic() - issued)))
-    tenant_admin.configure(propagationDelayS=5)
+    # secrets minutes old. The delay (read per request) is set to twice the secret's least possible
+    # age, once that is 8 s: the request must come before the age reaches the delay, which leaves
+    # 8 s less the time arrange() took, however slow the machine.
+    time.sleep(max(0.0, 8.0 - (time.monotonic() - issued)))
+    youngest = time.monotonic() - issued
+    tenant_admin.configure(propagationDelayS=2 * youngest)
+    assert time.monotonic() - asked < 2 * youngest, "arrange() took longer than the window allows"
     assert "AADSTS7000222" in refused(tenant_admin, client_id=app_id, client_secret=secret)
 
     tenant_admin.configure(propagationDelayS=1)
