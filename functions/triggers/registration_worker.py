@@ -20,6 +20,7 @@ import azure.functions as func
 from functions.bootstrap import services
 from functions.core.errors import Conflict, NotFound, TransientError, ValidationFailed
 from functions.core.intake import accept, plan_from_validated, record_invalid
+from functions.core.keeper import LeaseHeld
 from functions.core.requests import validate_request
 from functions.telemetry import log_context
 from functions.triggers.queue_messages import Envelope, read_message
@@ -79,6 +80,11 @@ async def registration_worker(msg: func.QueueMessage) -> None:
         except NotFound:
             log.warning("queued registration %s does not exist; message dropped", registration_id)
             return
+        except LeaseHeld:
+            # Another worker is on it (a duplicate message: a repeat POST or approve re-sends one).
+            # Its own message carries its retries; giving up here would fail a healthy run. A lease
+            # that is truly dead is the stuck-registration sweep's to end.
+            raise
         except TransientError as err:
             if not is_last_delivery(msg.dequeue_count, svc.settings.values):
                 raise

@@ -116,6 +116,34 @@ async def test_a_last_delivery_that_finds_another_worker_on_it_raises_and_change
     await keeper.release()
 
 
+async def test_a_duplicates_last_delivery_never_gives_up_a_run_another_worker_is_making(
+    svc: FakeServices,
+) -> None:
+    """A repeat POST or approve re-sends the work message, so duplicates are normal. The duplicate's
+    5th delivery meets the lease held; the other worker lets it go for a moment (a 429, a retry)
+    while the duplicate would wait for it: the duplicate must not take it to fail the registration."""
+    rid = await submit(svc)
+    message = svc.queue.sent[-1][1]
+    other = await svc.world.provisioner(owner="worker-B").claim(rid)
+    polls = 0
+    original = svc.world.record_sleep
+
+    async def sleep(seconds: float) -> None:
+        nonlocal polls
+        polls += 1
+        if polls == 25:  # the duplicate's claim has met LeaseHeld; B's run pauses, its lease free
+            await other.release()
+        await original(seconds)
+
+    svc.world.record_sleep = sleep  # type: ignore[method-assign]
+    with pytest.raises(LeaseHeld):
+        await deliver(message, dequeue_count=5)
+
+    record = await svc.store.get(rid)
+    assert record.status is RegistrationStatus.ACCEPTED and record.last_error is None
+    assert svc.world.directory.deleted_apps == []
+
+
 async def test_a_permanent_failure_whose_cleanup_was_interrupted_is_finished_by_the_next_delivery(
     svc: FakeServices,
 ) -> None:
