@@ -212,13 +212,9 @@ class Services:
 
     @cached_property
     def webhook_retry_schedule(self) -> tuple[timedelta, ...]:
-        from functions.core.durations import parse_duration
         from functions.core.notifications import DEFAULT_RETRY_SCHEDULE
 
-        raw = (self.settings.values.get("REGISTRAR_WEBHOOK_RETRY_SCHEDULE") or "").strip()
-        if not raw:
-            return DEFAULT_RETRY_SCHEDULE
-        return tuple(parse_duration(part.strip()) for part in raw.split(",") if part.strip())
+        return self.settings.webhook_retry_schedule or DEFAULT_RETRY_SCHEDULE
 
     def rotator(self) -> Rotator:
         from functions.core.rotation import Rotator

@@ -54,6 +54,8 @@ class Settings:
     verify_timeout: timedelta
     # How long a registration may stay accepted/provisioning/failing before the timer ends it.
     provisioning_deadline: timedelta = timedelta(hours=1)
+    # Delays between a failed webhook delivery's attempts; empty: the built-in schedule.
+    webhook_retry_schedule: tuple[timedelta, ...] = ()
     # App Service Authentication (Easy Auth) runs in front of the app: the platform sets
     # WEBSITE_AUTH_ENABLED=True, and then X-MS-CLIENT-PRINCIPAL comes from it, never from the caller.
     easy_auth_enabled: bool = False
@@ -85,6 +87,18 @@ class Settings:
             except ValueError as exc:
                 problems.append(f"{name}: {exc}")
                 return parse_duration(default)
+
+        def durations(name: str) -> tuple[timedelta, ...]:
+            parts = [part.strip() for part in text(name).split(",") if part.strip()]
+            try:
+                schedule = tuple(parse_duration(part) for part in parts)
+            except ValueError as exc:
+                problems.append(f"{name}: {exc} (expected comma-separated ISO 8601 durations)")
+                return ()
+            if any(delay <= timedelta(0) for delay in schedule):
+                problems.append(f"{name}: every delay must be longer than zero")
+                return ()
+            return schedule
 
         def flag(name: str, default: bool) -> bool:
             try:
@@ -122,6 +136,7 @@ class Settings:
             webhook_allow_insecure_local=flag("REGISTRAR_WEBHOOK_ALLOW_INSECURE_LOCAL", False),
             verify_timeout=duration("REGISTRAR_VERIFY_TIMEOUT", "PT10M"),
             provisioning_deadline=duration("REGISTRAR_PROVISIONING_DEADLINE", "PT1H"),
+            webhook_retry_schedule=durations("REGISTRAR_WEBHOOK_RETRY_SCHEDULE"),
             # The platform's own value ("True"/"False"): anything else is not enabled (fail closed).
             easy_auth_enabled=text("WEBSITE_AUTH_ENABLED").lower() in TRUE_WORDS,
             values=values,

@@ -41,6 +41,9 @@ def test_the_sample_settings_parse_with_their_local_defaults() -> None:
     assert settings.default_credential_lifetime == timedelta(days=180)
     assert settings.verify_timeout == timedelta(minutes=10)
     assert settings.provisioning_deadline == timedelta(hours=1)
+    assert settings.webhook_retry_schedule == ()  # the built-in one
+    custom = Settings.from_env({**values, "REGISTRAR_WEBHOOK_RETRY_SCHEDULE": "PT1S, PT2S"})
+    assert custom.webhook_retry_schedule == (timedelta(seconds=1), timedelta(seconds=2))
     assert settings.webhook_allow_insecure_local is True
     assert settings.graph_base_url == "https://graph.microsoft.com/v1.0"
 
@@ -67,6 +70,8 @@ def test_the_client_secret_and_connection_string_never_show_in_repr() -> None:
         ("REGISTRAR_DEFAULT_CREDENTIAL_LIFETIME", "P1000D"),
         ("REGISTRAR_PROVISIONING_DEADLINE", "an hour"),
         ("REGISTRAR_PROVISIONING_DEADLINE", "PT0S"),
+        ("REGISTRAR_WEBHOOK_RETRY_SCHEDULE", "PT5S,5 minutes"),
+        ("REGISTRAR_WEBHOOK_RETRY_SCHEDULE", "PT5S,PT0S"),
     ],
 )
 def test_a_bad_value_names_its_setting(name: str, value: str) -> None:
