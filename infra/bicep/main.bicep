@@ -77,6 +77,9 @@ param maxCredentialLifetime string = 'P730D'
 @description('Comma-separated permissions that need approval before they are granted (REGISTRAR_TIER0_PERMISSIONS); empty for the built-in list.')
 param tier0Permissions string = ''
 
+@description('Whether every registration of the custom profile waits for a Registrar.Approver, tier-0 permissions or not (REGISTRAR_CUSTOM_REQUIRES_APPROVAL: true or false; empty: false).')
+param customRequiresApproval string = ''
+
 @description('Retry delays of a failed webhook delivery, comma-separated ISO 8601 durations (empty: the built-in 5 s, 5 min, 30 min, 2 h, 5 h, 10 h); after the last one the delivery is dead-lettered.')
 param webhookRetrySchedule string = ''
 
@@ -175,6 +178,7 @@ var registrarSettings = {
   REGISTRAR_DEFAULT_CREDENTIAL_LIFETIME: defaultCredentialLifetime
   REGISTRAR_MAX_CREDENTIAL_LIFETIME: maxCredentialLifetime
   REGISTRAR_TIER0_PERMISSIONS: tier0Permissions
+  REGISTRAR_CUSTOM_REQUIRES_APPROVAL: customRequiresApproval
   REGISTRAR_WEBHOOK_ALLOW_INSECURE_LOCAL: 'false'
   REGISTRAR_VERIFY_TIMEOUT: verifyTimeout
   REGISTRAR_PROVISIONING_DEADLINE: provisioningDeadline

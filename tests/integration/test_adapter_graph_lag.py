@@ -19,6 +19,7 @@ from tests.fixtures.tenant import TenantProcess
 from tests.integration.adapter_support import Adapters, adapters, app_spec, graph_roles, record_requests
 
 GRANTS = "/v1.0/oauth2PermissionGrants$"
+GRANTS_PATH = "/v1.0/oauth2PermissionGrants"
 LIST_LAG_MS = 2500  # well inside the adapters' 20 s window
 
 
@@ -69,11 +70,24 @@ def test_a_rerun_that_does_not_see_the_grant_yet_sets_its_scopes(tenant_admin: T
     async def main() -> None:
         async with adapters(tenant_admin) as a:
             client, resource = await _client_and_resource(a)
-            tenant_admin.configure(extra={"consentListLagMs": LIST_LAG_MS})
+            # A lag no loaded machine outlasts while the list is shown not to have the grant; the
+            # tenant reads it at each request, so it is lowered once the re-run has met the lag.
+            tenant_admin.configure(extra={"consentListLagMs": 60_000})
             await a.graph.grant_delegated(a.tenant_id, client, resource, frozenset({"User.Read"}), None)
             assert await a.graph.delegated_grants(a.tenant_id, client) == {}  # not listed yet
+            sent = record_requests(a.graph, a.tenant_id)
             wanted = frozenset({"User.Read", "Mail.Read"})
-            await a.graph.grant_delegated(a.tenant_id, client, resource, wanted, None)
+            rerun = asyncio.create_task(a.graph.grant_delegated(a.tenant_id, client, resource, wanted, None))
+            # Its POST is answered 409 and it reads the grant list, which does not show the grant yet
+            # (two GETs: the first one's answer is in), then the lag ends.
+            deadline = asyncio.get_running_loop().time() + 15.0
+            while sent.count(f"GET {GRANTS_PATH}") < 2 and not rerun.done():
+                assert asyncio.get_running_loop().time() < deadline, f"the re-run never listed: {sent}"
+                await asyncio.sleep(0.05)
+            await asyncio.to_thread(tenant_admin.configure, extra={"consentListLagMs": 0})
+            await rerun
+            assert sent[:3] == [f"POST {GRANTS_PATH}", f"GET {GRANTS_PATH}", f"GET {GRANTS_PATH}"]
+            assert sent[-1].startswith(f"PATCH {GRANTS_PATH}/")
             grant = await _grant_when_listed(a, client, resource)
             assert grant.scopes == wanted
 
@@ -111,7 +125,10 @@ def test_replication_outlasting_the_window_is_transient_and_refusals_stay_perman
                 await short.graph.ensure_service_principal(a.tenant_id, app.app_id)
 
             client = await a.graph.ensure_service_principal(a.tenant_id, app.app_id)  # waits it out
-            # The new service principal stays invisible to consent writes for 6 s more.
+            # The new service principal would stay invisible to consent writes for 6 s more, which
+            # three calls on a loaded machine may outlast: the delay, read at each request, is made
+            # one no run outlasts for them.
+            tenant_admin.configure(replicationDelayMs=600_000)
             with pytest.raises(TransientError, match="replication window"):
                 await short.graph.assign_app_roles(a.tenant_id, client, pairs)
             with pytest.raises(TransientError, match="replication window"):
@@ -121,7 +138,9 @@ def test_replication_outlasting_the_window_is_transient_and_refusals_stay_perman
             with pytest.raises(TransientError, match="replication window"):
                 await short.graph.app_role_assignments(a.tenant_id, client)
 
-            # Refusals are still refusals: an unknown scope, an unknown app role.
+            # Refusals are still refusals: an unknown scope, an unknown app role. Back to 6 s: what is
+            # left of it (if anything) is waited out by the adapter's window, then the refusal comes.
+            tenant_admin.configure(replicationDelayMs=6000)
             with pytest.raises(PermanentError, match="not a scope"):
                 await a.graph.grant_delegated(
                     a.tenant_id, client, resource, frozenset({"No.Such.Scope"}), None

@@ -161,35 +161,61 @@ def test_address_guard(address: str, allowed: bool) -> None:
     assert address_allowed(address, allow_loopback=False) is allowed
 
 
+class TcpListener(asyncio.Protocol):
+    """A bare TCP listener on loopback: every connection is recorded (its client port) the moment
+    it is accepted, before any byte is read, then closed."""
+
+    def __init__(self) -> None:
+        self.accepted: list[int] = []
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.accepted.append(transport.get_extra_info("peername")[1])
+        transport.close()
+
+
 @pytest.fixture
-async def tcp_listener() -> AsyncIterator[tuple[list[bytes], int]]:
-    """A bare TCP listener that records the first bytes of every connection (a TLS ClientHello too)."""
-    seen: list[bytes] = []
+async def tcp_listener() -> AsyncIterator[tuple[TcpListener, asyncio.Server]]:
+    listener = TcpListener()
+    server = await asyncio.get_running_loop().create_server(lambda: listener, "127.0.0.1", 0)
+    try:
+        yield listener, server
+    finally:
+        server.close()
+        await server.wait_closed()
 
-    async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        seen.append(await reader.read(16))
-        writer.close()
 
-    server = await asyncio.start_server(accept, "127.0.0.1", 0)
-    yield seen, server.sockets[0].getsockname()[1]
-    server.close()
-    await server.wait_closed()
+async def _connect_and_close(port: int) -> int:
+    """A connection of our own to the listener; its client port."""
+    _, writer = await asyncio.open_connection("127.0.0.1", port)
+    own = int(writer.get_extra_info("sockname")[1])
+    writer.close()
+    await writer.wait_closed()
+    return own
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "[::ffff:127.0.0.1]"])
 async def test_an_address_literal_is_refused_before_any_connection(
-    tcp_listener: tuple[list[bytes], int], host: str
+    tcp_listener: tuple[TcpListener, asyncio.Server], host: str
 ) -> None:
-    seen, port = tcp_listener
+    listener, server = tcp_listener
+    port = server.sockets[0].getsockname()[1]
     sender = WebhookSender(allow_insecure_local=False)
     try:
         outcome = await sender.send(f"https://{host}:{port}/hook?token={TOKEN}", {}, b"{}")
-        await asyncio.sleep(0.1)  # a connection, had one been opened, would have been accepted by now
     finally:
         await sender.close()
+    # A barrier, not a wait: the kernel hands out queued connections in order, so once a connection
+    # opened after send returned is accepted, any the sender opened before has been accepted too.
+    own = await _connect_and_close(port)
+    deadline = asyncio.get_running_loop().time() + 30.0
+    while own not in listener.accepted:
+        assert asyncio.get_running_loop().time() < deadline, "the listener never accepted our connection"
+        await asyncio.sleep(0.01)
+    server.close()
+    await server.wait_closed()
 
+    assert listener.accepted == [own]  # the sender's URL never opened a connection to the address
     assert outcome.status is None and "public address" in (outcome.error or "")
-    assert seen == []  # not even a TLS handshake reached the address
 
 
 @pytest.mark.parametrize("host", ["a" * 64 + ".example.com", "exa_mple..example.com"])

@@ -1,9 +1,10 @@
 """Owners against the local tenant, through msgraph-sdk: the adapter's POST owners/$ref, and the
 workflow's owners step with the Tables store on Azurite.
 
-Graph documents that Application.ReadWrite.OwnedBy is not enough to add another owner
-(Application.ReadWrite.All is), so the tenant refuses the bootstrap registrar identity, and these
-tests provision as an identity that holds Application.ReadWrite.All as well.
+Graph documents that Application.ReadWrite.OwnedBy is not enough to add another owner: it takes
+Application.ReadWrite.All with Directory.Read.All, or Directory.ReadWrite.All. So the tenant refuses
+the bootstrap registrar identity, and these tests provision as an identity that holds
+Application.ReadWrite.All and Directory.Read.All as well.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ class Identity:
 
 @pytest.fixture(scope="module")
 def full(tenant: TenantProcess) -> Identity:
-    roles = ["Application.ReadWrite.All", "AppRoleAssignment.ReadWrite.All"]
+    roles = ["Application.ReadWrite.All", "Directory.Read.All", "AppRoleAssignment.ReadWrite.All"]
     return Identity(tenant, *new_identity(tenant, roles))
 
 
@@ -92,6 +93,43 @@ def test_owned_by_alone_may_not_add_an_owner(tenant: TenantProcess) -> None:
             await a.graph.delete_application(a.tenant_id, app.object_id)
 
     asyncio.run(main())
+
+
+@pytest.mark.parametrize(
+    ("roles", "allowed"),
+    [
+        (["Application.ReadWrite.All"], False),  # the directory read is missing
+        (["Directory.Read.All"], False),
+        (["Application.ReadWrite.OwnedBy", "Directory.Read.All"], False),  # not for another owner
+        (["Application.ReadWrite.All", "Directory.Read.All"], True),
+        (["Directory.ReadWrite.All"], True),
+    ],
+)
+def test_adding_an_owner_takes_the_roles_graph_documents(
+    tenant: TenantProcess, roles: list[str], allowed: bool
+) -> None:
+    client_id, secret, _ = new_identity(tenant, roles)
+    other_sp = new_identity(tenant, [])[2]
+    caller = RawGraph(tenant, client_id, secret)
+    # A caller that may create apps adds the owner to one of its own (so OwnedBy is refused for the
+    # owner it adds, not for the app it touches); the others to one the bootstrap identity made.
+    maker = (
+        caller
+        if {"Application.ReadWrite.All", "Application.ReadWrite.OwnedBy"} & set(roles)
+        else RawGraph(tenant)
+    )
+    status, _, app = maker.call("POST", "/applications", {"displayName": f"owners-{uuid.uuid4().hex[:10]}"})
+    assert status == 201, app
+
+    ref = {"@odata.id": f"{tenant.graph_url}/v1.0/directoryObjects/{other_sp}"}
+    status, _, body = caller.call("POST", f"/applications/{app['id']}/owners/$ref", ref)
+    if allowed:
+        assert status == 204, body
+        assert other_sp in owners_of(tenant, app["id"])
+    else:
+        assert status == 403 and body["error"]["code"] == "Authorization_RequestDenied", body
+        assert other_sp not in owners_of(tenant, app["id"])
+    assert maker.call("DELETE", f"/applications/{app['id']}")[0] == 204
 
 
 class Clock:

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 import pytest
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
@@ -14,6 +15,8 @@ from azure.keyvault.certificates import CertificateClient, CertificatePolicy
 from azure.keyvault.secrets import SecretClient
 
 from tests.fixtures.tenant import TenantProcess
+
+T = TypeVar("T")
 
 PROTECTED_MESSAGE = (
     'Operation "purge" is not allowed because purge protection is enabled for this vault. '
@@ -91,10 +94,24 @@ def test_purge_protection_is_on_by_default_and_refuses_every_purge(
         secrets.purge_deleted_secret(unique("never-deleted"))
 
 
+def until_free(write: Callable[[], T], timeout_s: float = 30.0) -> T:
+    """`write` retried while it answers 409 (the name still being purged), for at most timeout_s."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return write()
+        except ResourceExistsError:
+            if time.monotonic() > deadline:
+                raise
+        time.sleep(0.1)
+
+
 def test_without_purge_protection_a_purge_frees_the_name_after_the_purge_delay(
     unprotected: TenantProcess, secrets: SecretClient, certificates: CertificateClient
 ) -> None:
-    unprotected.configure(purgeDelayS=1.5)
+    # A delay no loaded machine outlasts while the 409s are asserted; the tenant reads it at each
+    # request (purge time + the delay as set now), so lowering it to 0 then frees the names.
+    unprotected.configure(purgeDelayS=60)
     name = unique("purgeable")
     assert secrets.set_secret(name, "old").properties.recovery_level == "Recoverable+Purgeable"
     secrets.begin_delete_secret(name).result()
@@ -104,19 +121,26 @@ def test_without_purge_protection_a_purge_frees_the_name_after_the_purge_delay(
     with pytest.raises(ResourceExistsError) as busy:
         secrets.set_secret(name, "new")  # Key Vault purges asynchronously
     assert busy.value.status_code == 409
+    assert busy.value.error is not None
+    assert busy.value.error.innererror == {"code": "ObjectIsBeingDeleted"}
     assert "is currently being deleted and cannot be re-created; retry later." in str(busy.value)
-    time.sleep(1.6)
-    again = secrets.set_secret(name, "new")
-    assert [v.version for v in secrets.list_properties_of_secret_versions(name)] == [again.properties.version]
 
     cert_name = unique("purgeable-cert")
     certificates.begin_create_certificate(cert_name, CertificatePolicy.get_default()).result()
     certificates.begin_delete_certificate(cert_name).result()
     certificates.purge_deleted_certificate(cert_name)
-    with pytest.raises(ResourceExistsError):
+    with pytest.raises(ResourceExistsError) as busy_cert:
         certificates.begin_create_certificate(cert_name, CertificatePolicy.get_default())
-    time.sleep(1.6)
-    certificates.begin_create_certificate(cert_name, CertificatePolicy.get_default()).result()
+    assert busy_cert.value.status_code == 409
+    assert busy_cert.value.error is not None
+    assert busy_cert.value.error.innererror == {"code": "ObjectIsBeingDeleted"}
+
+    unprotected.configure(purgeDelayS=0)  # the purges, 60 s from done, are now complete
+    again = until_free(lambda: secrets.set_secret(name, "new"))
+    assert [v.version for v in secrets.list_properties_of_secret_versions(name)] == [again.properties.version]
+    until_free(
+        lambda: certificates.begin_create_certificate(cert_name, CertificatePolicy.get_default())
+    ).result()
     assert len(list(certificates.list_properties_of_certificate_versions(cert_name))) == 1
 
 

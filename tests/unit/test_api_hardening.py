@@ -19,6 +19,7 @@ from functions.resources import REGISTRATION_REQUESTS_QUEUE, ROTATION_JOBS_QUEUE
 from functions.settings import Settings
 from functions.triggers import http_registrations as api
 from functions.triggers import notifications, rotation
+from tests.openapi_check import load_openapi, response_errors
 from tests.unit.provisioning_world import TENANT, World
 from tests.unit.test_registration_triggers import (
     ALICE_OID,
@@ -259,3 +260,27 @@ async def test_a_cold_start_that_cannot_reach_storage_is_503_with_retry_after(
     response = await handler(http("POST", "x", **kwargs))
     assert response.status_code == 503 and response.mimetype == "application/problem+json"
     assert response.headers["Retry-After"] == "7"
+    # ... and functions/openapi.json says so: the 503, its body and its Retry-After header.
+    path, method = OPERATIONS[handler]
+    document = load_openapi()
+    assert (
+        response_errors(
+            document, path, method, 503, json.loads(response.get_body()), content_type=response.mimetype
+        )
+        == []
+    )
+    assert "Retry-After" in document["paths"][path][method.lower()]["responses"]["503"]["headers"]
+
+
+OPERATIONS: dict[Any, tuple[str, str]] = {
+    api.create_registration: ("/registrations", "POST"),
+    api.get_registration: ("/registrations/{id}", "GET"),
+    api.list_registrations: ("/registrations", "GET"),
+    api.approve_registration: ("/registrations/{id}/approve", "POST"),
+    api.decommission_registration: ("/registrations/{id}", "DELETE"),
+    rotation.rotate_registration: ("/registrations/{id}/rotate", "POST"),
+    rotation.credentials_due: ("/credentials", "GET"),
+    notifications.add_webhook: ("/registrations/{id}/webhooks", "POST"),
+    notifications.remove_webhook: ("/registrations/{id}/webhooks/{subscription}", "DELETE"),
+    notifications.list_deliveries: ("/registrations/{id}/deliveries", "GET"),
+}

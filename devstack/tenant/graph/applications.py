@@ -359,7 +359,8 @@ def owner_reference(call: Call) -> ServicePrincipal:
 
 def add_owner(call: Call, match: re.Match[str]) -> Reply:
     """POST owners/$ref. Graph documents that Application.ReadWrite.OwnedBy is not enough to add
-    another owner (Application.ReadWrite.All is), even on an app the caller owns."""
+    another owner, even on an app the caller owns: it takes Application.ReadWrite.All with
+    Directory.Read.All, or Directory.ReadWrite.All (authz.require_owner_write)."""
     app = find_app(call, match)
     authz.require_owner_write(call.principal)
     owner = owner_reference(call)

@@ -39,7 +39,8 @@ changes them at run time.
 
 Purge protection (``sim.purge_protection``, on by default as in infra's vault): a purge answers 403
 and objects report recoveryLevel "Recoverable". Off, a purged name stays taken (409
-ObjectIsBeingDeleted) for ``sim.purge_delay_s``. Both are /_sim/config settings (purgeProtection,
+ObjectIsBeingDeleted) until ``sim.purge_delay_s`` has passed since the purge (the delay as set at
+each request, so lowering it frees names already purged). Both are /_sim/config settings (purgeProtection,
 purgeDelayS) and CLI flags (--no-purge-protection, --purge-delay-s).
 """
 

@@ -93,7 +93,8 @@ class KeyVault:
         self.certificates: NameMap[CertificateEntry] = NameMap()
         # A deleted certificate keeps its backing secret with it (hidden from /deletedsecrets).
         self.deleted_certificates: NameMap[tuple[CertificateEntry, SecretEntry | None, Deletion]] = NameMap()
-        # Names purged but not yet free (sim.purge_delay_s): name -> time.monotonic() when free.
+        # Names purged but maybe not yet free: name -> time.monotonic() of the purge. The name is
+        # free once sim.purge_delay_s has passed since then, the delay read at each request.
         self.purging: NameMap[float] = NameMap()
         self.roles = RoleAssignments()
         self.bootstrap_principal_app_id = bootstrap_principal_app_id
@@ -220,18 +221,21 @@ class KeyVault:
 
     def purge(self, name: str) -> None:
         """Check that a purge is allowed (403 under purge protection); the name stays taken for
-        sim.purge_delay_s (Key Vault purges asynchronously). The caller drops the deleted entry."""
+        sim.purge_delay_s (Key Vault purges asynchronously). The caller drops the deleted entry.
+        Only the purge time is kept: the delay is read at each request (check_not_purging), so a
+        test can hold the name under a long delay and then free it by lowering the knob."""
         if self.sim.purge_protection:
             raise purge_protected()
         if self.sim.purge_delay_s > 0:
-            self.purging[name] = time.monotonic() + self.sim.purge_delay_s
+            self.purging[name] = time.monotonic()
 
     def check_not_purging(self, kind: str, name: str) -> None:
-        """409 ObjectIsBeingDeleted while a purge of `name` is still under way."""
-        free_at = self.purging.get(name)
-        if free_at is None:
+        """409 ObjectIsBeingDeleted while a purge of `name` is still under way: until
+        sim.purge_delay_s, as configured now, has passed since the purge."""
+        purged_at = self.purging.get(name)
+        if purged_at is None:
             return
-        if time.monotonic() < free_at:
+        if time.monotonic() < purged_at + self.sim.purge_delay_s:
             raise being_purged(kind, name)
         self.purging.pop(name)
 
