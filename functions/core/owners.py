@@ -8,7 +8,8 @@ re-run after a crash converges (the record lists what Graph confirmed, in `owner
   problem of the request: the registration fails (ValidationFailed, field `owners[i]`), and what
   was made is removed, as for any permanent failure.
 - Graph refusing the write itself (403) means Registrar's identity may not add owners: Graph asks
-  for Application.ReadWrite.All, which Registrar does not hold by default (docs/security.md). The
+  for Application.ReadWrite.All with Directory.Read.All, which Registrar does not hold by default
+  (docs/security.md). The
   registration still turns active; the owners become a manual step and the step is `skipped`.
 
 Registrar's own service principal stays an owner: it created the app, and
@@ -28,7 +29,7 @@ from functions.core.ports import Clock, Directory
 from functions.core.steps import in_step
 
 DENIED = "Authorization_RequestDenied"
-NEEDS = "Graph needs Application.ReadWrite.All to add owners; Registrar's identity lacks it"
+NEEDS = "Graph needs Application.ReadWrite.All and Directory.Read.All to add owners; Registrar's identity lacks them"
 
 
 async def add_owners(keeper: RecordKeeper, directory: Directory, clock: Clock) -> None:
