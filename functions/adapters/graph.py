@@ -24,7 +24,7 @@ from typing import Any
 
 from functions.adapters.graph_consent import GraphConsent
 from functions.adapters.graph_credentials import GraphCredentials
-from functions.adapters.graph_errors import call, exists_lag, replication_lag
+from functions.adapters.graph_errors import Lag, call, exists_lag, not_found_lag, replication_lag
 from functions.adapters.graph_owners import GraphOwners
 from functions.adapters.graph_policy import GraphPolicy
 from functions.adapters.identity import GRAPH_SCOPE, RegistrarIdentity
@@ -281,23 +281,25 @@ class GraphDirectory(GraphConsent, GraphCredentials, GraphOwners, GraphPolicy):
             created = None
         if created and created.get("id") and created.get("appId"):  # 201 with the new app
             return ApplicationRef(object_id=created["id"], app_id=created["appId"], created=True)
-        found = await self._find(tenant_id, spec.unique_name, lag=True)  # 204: updated in place
+        found = await self._find(tenant_id, spec.unique_name, exists_lag)  # 204: updated in place
         if found is None:
             raise NotFound("application", spec.unique_name)
         return found
 
-    async def find_application(self, tenant_id: str, unique_name: str) -> ApplicationRef | None:
-        return await self._find(tenant_id, unique_name, lag=False)
+    async def find_application(
+        self, tenant_id: str, unique_name: str, *, lag: bool = False
+    ) -> ApplicationRef | None:
+        # lag: a 404 is retried through the replication window, then None (the app may never have
+        # been made: the caller decides what a miss means).
+        return await self._find(tenant_id, unique_name, not_found_lag if lag else None)
 
-    async def _find(self, tenant_id: str, unique_name: str, *, lag: bool) -> ApplicationRef | None:
+    async def _find(self, tenant_id: str, unique_name: str, lag: Lag | None) -> ApplicationRef | None:
         client = self.client(tenant_id)
         request = client.applications_with_unique_name(unique_name).to_get_request_information(
             self._config(select=["id", "appId"])
         )
         try:
-            app = await self._send(
-                client, "GET", "application", unique_name, request, exists_lag if lag else None
-            )
+            app = await self._send(client, "GET", "application", unique_name, request, lag)
         except NotFound:
             return None
         return ApplicationRef(object_id=app["id"], app_id=app["appId"], created=False)

@@ -14,9 +14,9 @@ from datetime import datetime
 from typing import Any
 
 from functions.adapters.graph_errors import not_found_lag
-from functions.adapters.graph_wire import GraphWire
+from functions.adapters.graph_policy import GraphPolicy
 from functions.core.errors import NotFound, PermanentError
-from functions.core.models import SecretValue
+from functions.core.models import CredentialType, SecretValue
 from functions.core.ports import AppCredential, FederatedCredentialSpec, IssuedSecret, KeyCredentialSpec
 from functions.telemetry import redactor
 
@@ -31,8 +31,10 @@ def _when(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
 
 
-class GraphCredentials(GraphWire):
-    """passwordCredentials, keyCredentials and federatedIdentityCredentials of an application."""
+class GraphCredentials(GraphPolicy):
+    """passwordCredentials, keyCredentials and federatedIdentityCredentials of an application.
+    A new one refused under a tenant policy lowered since it was read is TransientError
+    (GraphPolicy.lifetime_refused)."""
 
     async def list_credentials(self, tenant_id: str, app_object_id: str) -> list[AppCredential]:
         client = self.client(tenant_id)
@@ -97,7 +99,10 @@ class GraphCredentials(GraphWire):
         # would make a second one. The caller's write-ahead name covers the retry: it adopts or
         # removes whatever a lost answer left behind.
         request.add_request_options([_no_sdk_retry()])
-        issued = await self._send(client, "POST", "addPassword on", app_object_id, request, not_found_lag)
+        try:
+            issued = await self._send(client, "POST", "addPassword on", app_object_id, request, not_found_lag)
+        except PermanentError as error:
+            raise await self.lifetime_refused(tenant_id, CredentialType.SECRET, error) from None
         secret_text = (issued or {}).get("secretText")
         if not secret_text:
             raise PermanentError(
@@ -153,7 +158,10 @@ class GraphCredentials(GraphWire):
         )
         client = self.client(tenant_id)
         request = client.applications.by_application_id(app_object_id).to_patch_request_information(body)
-        await self._send(client, "PATCH", "keyCredentials of", app_object_id, request, not_found_lag)
+        try:
+            await self._send(client, "PATCH", "keyCredentials of", app_object_id, request, not_found_lag)
+        except PermanentError as error:
+            raise await self.lifetime_refused(tenant_id, CredentialType.CERTIFICATE, error) from None
 
     async def add_federated_credential(
         self, tenant_id: str, app_object_id: str, spec: FederatedCredentialSpec

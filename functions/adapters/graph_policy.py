@@ -20,7 +20,7 @@ from typing import Any
 
 from functions.adapters.graph_wire import GraphWire
 from functions.core.durations import parse_duration
-from functions.core.errors import PermanentError
+from functions.core.errors import PermanentError, RegistrarError, TransientError
 from functions.core.models import CredentialType
 
 log = logging.getLogger(__name__)
@@ -30,6 +30,8 @@ _RESTRICTIONS = {
     CredentialType.CERTIFICATE: ("keyCredentials", "asymmetricKeyLifetime"),
 }
 Limits = dict[CredentialType, timedelta]
+# Entra's 400 for a new credential longer than the app management policy allows.
+LIFETIME_REFUSED = "CredentialInvalidLifetimeAsPerAppPolicy"
 
 
 def lifetime_limits(policy: dict[str, Any]) -> Limits:
@@ -63,6 +65,29 @@ class GraphPolicy(GraphWire):
         if cached is None or cached[0] <= time.monotonic():
             cached = cache[key] = (time.monotonic() + self.policy_ttl, await self._read_limits(tenant_id))
         return cached[1].get(kind)
+
+    async def lifetime_refused(
+        self, tenant_id: str, kind: CredentialType, error: RegistrarError
+    ) -> RegistrarError:
+        """What to raise for `error` from a write of a new `kind` credential. Entra's 400
+        CredentialInvalidLifetimeAsPerAppPolicy after the tenant lowered its policy within the
+        cache's hour: the tenant's entry is dropped and the policy read again; when the limit for
+        `kind` changed, TransientError, so the retry computes the end date with the fresh limit.
+        A refusal under the very limit the end date was computed with stays PermanentError
+        (a policy Registrar does not read, such as a per-app one: retrying cannot help)."""
+        if not isinstance(error, PermanentError) or error.code != LIFETIME_REFUSED:
+            return error
+        stale = self.__dict__.setdefault("_policy_cache", {}).pop(tenant_id.lower(), None)
+        fresh = await self.credential_lifetime_limit(tenant_id, kind)
+        if stale is not None and stale[1].get(kind) == fresh:
+            return error
+        log.warning(
+            "tenant %s lowered its app management policy (%s maximum now %s): retrying with it",
+            tenant_id,
+            kind.value,
+            fresh,
+        )
+        return TransientError(f"{error} (the tenant's policy changed: retrying with the new maximum)")
 
     async def _read_limits(self, tenant_id: str) -> Limits:
         client = self.client(tenant_id)

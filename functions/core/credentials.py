@@ -12,8 +12,9 @@ import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import replace
+from datetime import datetime, timedelta
 
-from functions.core.errors import NotFound, PermanentError
+from functions.core.errors import NotFound, PermanentError, TransientError
 from functions.core.keeper import RecordKeeper
 from functions.core.lifetimes import CredentialLifetimes
 from functions.core.models import CredentialType, SecretValue
@@ -39,6 +40,10 @@ log = logging.getLogger(__name__)
 
 SECRET_CONTENT_TYPE = "text/plain; registrar=client-secret"  # noqa: S105  (a content type, not a secret)
 _KEY_ID_NAMESPACE = uuid.UUID("8d0f6f1e-5c8e-4b8a-9b0e-6a1f2f0c7e11")
+# How long after an app step was tried a lookup that misses the app is not trusted: replication
+# is observed to take seconds to minutes (no SLA). The stuck sweep retries a `failing` cleanup
+# only after REGISTRAR_PROVISIONING_DEADLINE (1 h by default), past this horizon.
+APP_REPLICATION_HORIZON = timedelta(minutes=30)
 
 
 def certificate_key_id(registration_id: str, generation: int) -> str:
@@ -211,10 +216,15 @@ class CredentialIssuer:
         assert record.app_object_id is not None
         name = vault_object_name(record.id)
         key_id = certificate_key_id(record.id, pending.generation)
-        cert: VaultCertificate
+        cert: VaultCertificate | None = None
         if pending.certificate_version:
             cert = await self._vault.get_certificate(name, pending.certificate_version)
-        else:
+            # Entra refused it under a tenant policy lowered since (a retry): make one that fits.
+            if cert.expires_on > await self._lifetimes.end(
+                record, CredentialType.CERTIFICATE, cert.not_before
+            ):
+                cert = None
+        if cert is None:
             months = await self._lifetimes.certificate_validity(record, self._clock.now())
             cert = await self._vault.create_certificate(
                 name,
@@ -222,10 +232,12 @@ class CredentialIssuer:
                 validity_months=months,
                 tags=vault_tags(record, key_id, pending.generation, ""),
             )
+            made = cert
+            pending = replace(pending, certificate_version=made.version)
             await keeper.update(
-                lambda r: replace(
-                    r, pending_credential=replace(pending, certificate_version=cert.version)
-                ).with_event("credential", "certificate", self._clock.now(), f"version {cert.version}")
+                lambda r: replace(r, pending_credential=pending).with_event(
+                    "credential", "certificate", self._clock.now(), f"version {made.version}"
+                )
             )
         # keyCredentials is replaced as a whole: only this generation's key belongs there now.
         await self._directory.set_key_credentials(
@@ -297,10 +309,7 @@ class CredentialIssuer:
         """Remove the registration's credentials, app (its service principal goes with it) and
         Key Vault objects. Idempotent; finds an app a crash left unrecorded by its uniqueName."""
         tenant = record.tenant_id
-        app_object_id = record.app_object_id
-        if app_object_id is None:
-            found = await self._directory.find_application(tenant, unique_name_for(record.id))
-            app_object_id = found.object_id if found else None
+        app_object_id = record.app_object_id or await self._unrecorded_app(record)
         if app_object_id is not None:
             try:
                 for c in await self._directory.list_credentials(tenant, app_object_id):
@@ -321,3 +330,37 @@ class CredentialIssuer:
         if CredentialType.SECRET in kinds:
             await self._vault.delete_secret(name)
             await self._vault.delete_secret(staging_name(record.id))
+
+    async def _unrecorded_app(self, record: Registration) -> str | None:
+        """The object id of an app the record does not hold, found by its uniqueName.
+
+        When the app step was tried, its create may have committed with the answer lost, and a
+        lookup right after can miss an app Entra has not replicated yet: the lookup waits out the
+        replication window, and a miss within APP_REPLICATION_HORIZON of the attempt is
+        TransientError (the cleanup is retried later: the record stays `failing`), never "clean"."""
+        unique_name = unique_name_for(record.id)
+        attempted = app_attempted_at(record)
+        found = await self._directory.find_application(
+            record.tenant_id, unique_name, lag=attempted is not None
+        )
+        if found is not None:
+            return found.object_id
+        if attempted is not None and self._clock.now() - attempted < APP_REPLICATION_HORIZON:
+            raise TransientError(
+                f"application {unique_name} not found yet, and its creation at "
+                f"{attempted.isoformat()} may not have replicated: the cleanup is retried later",
+                retry_after=timedelta(minutes=1),
+            )
+        return None
+
+
+def app_attempted_at(record: Registration) -> datetime | None:
+    """When the app step was last tried, if after the last completed cleanup (None: never, so no
+    app can exist). A paused or failed app step leaves an `app` event or last_error.step "app"."""
+    times = [e.at for e in record.history if e.step == "app"]
+    if record.last_error is not None and record.last_error.step == "app":
+        times.append(record.last_error.at)
+    cleaned = [e.at for e in record.history if e.step == "cleanup" and e.outcome == "done"]
+    if not times or (cleaned and max(cleaned) >= max(times)):
+        return None
+    return max(times)

@@ -93,6 +93,7 @@ async def finish(keeper: RecordKeeper, issuer: CredentialIssuer, clock: Clock) -
             retiring_credentials=(),
             granted_permissions=(),
             owners_added=(),
+            owners_refused=None,  # no app left to add owners to: no manual step either
         ).with_event(
             CLEANUP_STEP, "done", now, "app, service principal, credentials and Key Vault objects removed"
         )

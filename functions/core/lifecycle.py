@@ -113,6 +113,8 @@ class Lifecycle:
                     retiring_credentials=(),
                     service_principal_id=None,
                     granted_permissions=(),
+                    owners_added=(),  # the app is deleted: nobody owns it, and no manual step is left
+                    owners_refused=None,
                 ).with_event(
                     "decommission", "done", done, "credentials removed, app deleted, vault objects deleted"
                 )

@@ -117,7 +117,12 @@ class Directory(Protocol):
         """PATCH /applications(uniqueName=...) with Prefer: create-if-missing; returns ids either way."""
         ...
 
-    async def find_application(self, tenant_id: str, unique_name: str) -> ApplicationRef | None: ...
+    async def find_application(
+        self, tenant_id: str, unique_name: str, *, lag: bool = False
+    ) -> ApplicationRef | None:
+        """GET /applications(uniqueName=...); None when there is none. lag: the app may have been
+        created moments ago, so a 404 is retried through Entra's replication window before None."""
+        ...
 
     async def ensure_service_principal(self, tenant_id: str, app_id: str) -> str:
         """GET by appId, else POST; retries NoBackingApplicationObject. Returns the SP object id."""

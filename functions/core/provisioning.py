@@ -219,7 +219,7 @@ class Provisioner:
                         return
                     await principal_ready.wait()
                     async with in_step("verify"):
-                        await self._until_accepted(keeper.current, CredentialType.SECRET, secret)
+                        await self._until_accepted(keeper, CredentialType.SECRET, secret)
                     proven.append(secret)
 
                 await concurrently(issue(), prove_early())
@@ -371,7 +371,7 @@ class Provisioner:
                     name = credential.certificate_name or credential.secret_name
                     assert name is not None
                     _, secret = await self._vault.get_secret(name, credential.secret_version)
-                await self._until_accepted(record, credential.type, secret)
+                await self._until_accepted(keeper, credential.type, secret)
         now = self._clock.now()
         await keeper.update(
             lambda r: replace(
@@ -379,9 +379,16 @@ class Provisioner:
             ).with_event("verify", "done", now)
         )
 
-    async def _until_accepted(self, record: Registration, kind: CredentialType, secret: SecretValue) -> None:
-        """Entra takes a while to accept a new credential: retry with backoff, within a budget."""
+    async def _until_accepted(self, keeper: RecordKeeper, kind: CredentialType, secret: SecretValue) -> None:
+        """Entra takes a while to accept a new credential: retry with backoff, within a budget as
+        long as the lease may be, so each wait renews the lease (LeaseHeld if it was lost)."""
+        record = keeper.current
         assert record.app_id is not None
+
+        async def sleep_holding_the_lease(seconds: float) -> None:
+            await self._sleep(seconds)
+            await keeper.renew()
+
         await until_accepted(
             self._probe,
             tenant_id=record.tenant_id,
@@ -389,9 +396,9 @@ class Provisioner:
             kind=kind,
             secret=secret,
             policy=VerifyPolicy(
-                timeout=self._settings.verify_timeout,
-                first_delay=self._settings.verify_first_delay,
-                max_delay=self._settings.verify_max_delay,
+                self._settings.verify_timeout,
+                self._settings.verify_first_delay,
+                self._settings.verify_max_delay,
             ),
-            sleep=self._sleep,
+            sleep=sleep_holding_the_lease,
         )

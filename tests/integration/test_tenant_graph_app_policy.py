@@ -1,12 +1,16 @@
 """The tenant's default app management policy on the local tenant: read and changed through
 msgraph-sdk as in Graph, enforced on new passwords and certificates, and read by the registrar's
 Graph adapter (cached, with a fallback without Policy.Read.All). Also addPassword is never resent
-by the adapter after a 504 that came after Entra committed it."""
+by the adapter after a 504 that came after Entra committed it, and a policy lowered while the
+adapter had the old one cached delays a new credential (TransientError, the policy read again)
+instead of failing it."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
@@ -20,14 +24,19 @@ from msgraph.generated.models.o_data_errors.o_data_error import ODataError
 from msgraph.generated.models.password_credential import PasswordCredential
 from msgraph.generated.models.tenant_app_management_policy import TenantAppManagementPolicy
 
+from functions.bootstrap import SystemClock
 from functions.core.credentials import remove_other_named_passwords
-from functions.core.errors import TransientError
-from functions.core.models import CredentialType
+from functions.core.errors import PermanentError, TransientError
+from functions.core.models import CredentialType, RegistrationStatus
+from functions.core.ports import KeyCredentialSpec
+from functions.core.provisioning import WorkflowSettings
+from functions.core.registrations import Registration
 from tests.fixtures.tenant import TenantProcess
 from tests.integration.adapter_support import adapters, app_spec, record_requests
 from tests.integration.tenant_clients import add_password, graph_client, new_app_with_principal
 from tests.integration.tenant_graph_support import self_signed
 from tests.integration.test_tenant_graph_credentials import key_credential
+from tests.unit.provisioning_world import World
 
 POLICY = {
     "isEnabled": True,
@@ -245,3 +254,99 @@ def test_add_password_is_not_resent_after_a_504_that_followed_the_commit(tenant_
             await a.graph.delete_application(a.tenant_id, app.object_id)
 
     asyncio.run(main())
+
+
+def lowered(
+    tenant: TenantProcess, created: dict[str, Any], *, password: str = "P10D", key: str = "P20D"
+) -> None:
+    """The tenant lowers its policy (after the adapter cached the old limits)."""
+    policy = {
+        "isEnabled": True,
+        "applicationRestrictions": {
+            "passwordCredentials": [{"restrictionType": "passwordLifetime", "maxLifetime": password}],
+            "keyCredentials": [{"restrictionType": "asymmetricKeyLifetime", "maxLifetime": key}],
+        },
+    }
+    tenant.admin("PATCH", f"tenants/{created['tenantId']}/appManagementPolicy", policy)
+
+
+def test_a_refusal_under_a_policy_lowered_since_it_was_cached_is_transient_and_rereads_it(
+    tenant: TenantProcess,
+) -> None:
+    created = fresh_tenant(tenant, POLICY)
+
+    async def main() -> None:
+        async with adapters(as_adapter_source(created)) as a:
+            app = await a.graph.upsert_application(a.tenant_id, app_spec("lowered"))
+            secret_limit = await a.graph.credential_lifetime_limit(a.tenant_id, CredentialType.SECRET)
+            assert secret_limit == timedelta(days=30)  # cached for an hour
+            lowered(tenant, created)
+            start = datetime.now(UTC).replace(microsecond=0)
+            with pytest.raises(TransientError, match="policy changed"):  # before: PermanentError
+                await a.graph.add_password(a.tenant_id, app.object_id, "g1", start, start + secret_limit)
+            fresh = await a.graph.credential_lifetime_limit(a.tenant_id, CredentialType.SECRET)
+            assert fresh == timedelta(days=10)  # the cache entry was dropped and read again
+            issued = await a.graph.add_password(a.tenant_id, app.object_id, "g1", start, start + fresh)
+            assert issued.end - issued.start == timedelta(days=10)
+
+            _, der = self_signed("too-long", days=30)  # certificates: keyCredentials PATCH
+            key = KeyCredentialSpec(str(uuid.uuid4()), "c1", der, start, start + timedelta(days=30))
+            assert await a.graph.credential_lifetime_limit(
+                a.tenant_id, CredentialType.CERTIFICATE
+            ) == timedelta(days=20)
+            lowered(tenant, created, key="P10D")
+            with pytest.raises(TransientError, match="policy changed"):
+                await a.graph.set_key_credentials(a.tenant_id, app.object_id, [key])
+            # A refusal under the limit just read is the tenant's last word: retrying cannot help.
+            with pytest.raises(PermanentError) as refused:
+                await a.graph.set_key_credentials(a.tenant_id, app.object_id, [key])
+            assert refused.value.code == "CredentialInvalidLifetimeAsPerAppPolicy"
+            await a.graph.delete_application(a.tenant_id, app.object_id)
+
+    asyncio.run(main())
+
+
+def test_a_first_provisioning_under_a_policy_lowered_since_it_was_cached_turns_active(
+    tenant: TenantProcess,
+) -> None:
+    """Before: Entra's 400 was a PermanentError, so the registration failed and its app was deleted."""
+    created = fresh_tenant(tenant, POLICY)
+
+    async def main() -> tuple[Registration, Registration | None, int]:
+        async with adapters(as_adapter_source(created)) as a:
+            world = World(clock=SystemClock())
+            accepted = await world.accept(
+                replace(world.request(), tenant_id=a.tenant_id),
+                replace(world.plan(), permissions=()),
+            )
+            assert await a.graph.credential_lifetime_limit(a.tenant_id, CredentialType.SECRET) == timedelta(
+                days=30
+            )
+            lowered(tenant, created)
+            provisioner = world.provisioner(
+                directory=a.graph,
+                probe=a.probe,
+                settings=WorkflowSettings(verify_first_delay=timedelta(milliseconds=100)),
+                sleep=asyncio.sleep,
+            )
+            rid = accepted.registration.id
+            paused: Registration | None = None
+            try:
+                await provisioner.run(rid)  # the end date from the cached 30 days is refused
+            except TransientError:
+                paused = await world.store.get(rid)
+            record = await provisioner.run(rid)  # the queue's retry
+            apps = len(world.directory.apps)
+            if record.app_object_id:
+                await a.graph.delete_application(a.tenant_id, record.app_object_id)
+            return record, paused, apps
+
+    record, paused, fake_apps = asyncio.run(main())
+    assert paused is not None and paused.status is RegistrationStatus.PROVISIONING
+    assert paused.last_error is not None and paused.last_error.step == "credential"
+    assert record.status is RegistrationStatus.ACTIVE, record.last_error
+    credential = record.credential
+    assert credential is not None and credential.verified_at is not None
+    assert credential.expires_on is not None and credential.start is not None
+    assert credential.expires_on - credential.start <= timedelta(days=10)
+    assert fake_apps == 0

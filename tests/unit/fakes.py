@@ -82,6 +82,8 @@ class FakeApp:
 class FakeDirectory(Recorder):
     """One tenant's Graph: apps by uniqueName, service principals, assignments, grants."""
 
+    LAG_WINDOW_LOOKUPS = 5  # find_application(lag=True): the adapter's retries within its window
+
     def __init__(self, tenant_id: str) -> None:
         super().__init__()
         self.tenant_id = tenant_id
@@ -96,6 +98,9 @@ class FakeDirectory(Recorder):
         self.registrar_id = str(uuid.uuid4())  # the registrar's own service principal
         self.users: set[str] = set()  # user object ids (owners may be users or service principals)
         self.may_add_owners = True  # False: Graph's 403 for an identity without Application.ReadWrite.All
+        # Replication: lookups by uniqueName miss a new app this many times (set on creation).
+        self.lookup_lag = 0
+        self.unreplicated: dict[str, int] = {}  # app object id -> lookups that still miss it
         for path in sorted(RESOURCES_DIR.glob("*.json")):
             data = json.loads(path.read_text())
             catalog = catalog_from_json(data, service_principal_id=str(uuid.uuid4()))
@@ -130,13 +135,26 @@ class FakeDirectory(Recorder):
         if app is None:
             app = FakeApp(str(uuid.uuid4()), str(uuid.uuid4()), spec, owners=[self.registrar_id])
             self.apps[app.object_id] = app
+            if self.lookup_lag:
+                self.unreplicated[app.object_id] = self.lookup_lag
             return ApplicationRef(app.object_id, app.app_id, created=True)
         app.spec = spec
         return ApplicationRef(app.object_id, app.app_id)
 
-    async def find_application(self, tenant_id: str, unique_name: str) -> ApplicationRef | None:
+    async def find_application(
+        self, tenant_id: str, unique_name: str, *, lag: bool = False
+    ) -> ApplicationRef | None:
+        """Misses an app not replicated yet (unreplicated[object id]: lookups that still miss it);
+        lag=True stands for the adapter's retries through the replication window: up to
+        LAG_WINDOW_LOOKUPS lookups."""
         self.note("find_application")
         app = self.app_by_unique_name(unique_name)
+        for _ in range(self.LAG_WINDOW_LOOKUPS if lag else 1):
+            if app is None or self.unreplicated.get(app.object_id, 0) <= 0:
+                break
+            self.unreplicated[app.object_id] -= 1
+        else:
+            return None
         return ApplicationRef(app.object_id, app.app_id) if app else None
 
     async def ensure_service_principal(self, tenant_id: str, app_id: str) -> str:
