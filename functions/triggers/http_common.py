@@ -22,7 +22,7 @@ from functions.core.errors import (
     TransientError,
     ValidationFailed,
 )
-from functions.core.models import Problem
+from functions.core.models import Problem, RegistrationStatus
 from functions.core.notifications import display_url
 from functions.core.permissions import resource_label
 from functions.core.profiles import Profile
@@ -124,11 +124,17 @@ def credential_view(c: CredentialState | None) -> dict[str, Any] | None:
     }
 
 
+ENDED = (RegistrationStatus.FAILED, RegistrationStatus.DECOMMISSIONED)
+
+
 def owners_view(r: Registration) -> list[dict[str, str]]:
     """The requested owners: `added` once Graph has them, `manual` when Registrar may not add them
-    (see manualSteps), else `pending`. Registrar's own service principal, also an owner, is not listed."""
+    (see manualSteps), `none` once the app is gone (failed, decommissioned), else `pending`.
+    Registrar's own service principal, also an owner, is not listed."""
 
     def status(owner: str) -> str:
+        if r.status in ENDED:
+            return "none"
         if owner in r.owners_added:
             return "added"
         return "manual" if r.owners_refused else "pending"
