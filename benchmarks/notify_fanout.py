@@ -188,7 +188,12 @@ def run(args: argparse.Namespace, state_dir: Path) -> int:
     receiver = Receiver(delay_s=args.receiver_ms / 1000).start()
     host = private_host(stack)
     assert stack.host is not None and stack.tenant is not None and stack.azurite is not None
-    pids = {"host": stack.host.process.pid, "Azurite": stack.azurite.process.pid, "tenant": stack.tenant.pid}
+    pids = {
+        "host": stack.host.process.pid,
+        "Azurite": stack.azurite.process.pid,
+        "tenant": stack.tenant.pid,
+        "receiver": os.getpid(),  # the receiver's thread, and this process's polling of it
+    }
     n = args.subscribers
     try:
         fan_paths = [f"/fan/{i}" for i in range(n)]
@@ -254,8 +259,18 @@ def run(args: argparse.Namespace, state_dir: Path) -> int:
     print(f"  {n} subscribers: {', '.join(f'{name} {ms(cpu_fan[name])} ms' for name in pids)}")
     print(
         f"  each further subscriber: {', '.join(f'{name} {marginal[name] * 1000:.1f} ms' for name in pids)}"
-        f" = {sum(marginal.values()) * 1000:.1f} ms; Azurite alone (one thread) needs"
-        f" {marginal['Azurite'] * n * 1000:.0f} ms for {n}, {marginal['Azurite'] * n / (n * single):.1%} of the baseline"
+        f" = {sum(marginal.values()) * 1000:.1f} ms"
+    )
+    # No schedule can beat the CPU the stack needs: the marginal CPU of all processes spread over
+    # every core, and no process faster than its own share on one thread (Azurite's is one thread,
+    # the host's functions share one event loop).
+    cores = os.cpu_count() or 1
+    spread, busiest = sum(marginal.values()) * n / cores, max(marginal.values()) * n
+    bound = max(spread, busiest)
+    print(
+        f"  CPU floor for {n} more subscribers, with perfect overlap and no waiting: {ms(bound)} ms"
+        f" = {bound / (n * single):.1%} of the baseline (all processes on {cores} cores {ms(spread)} ms,"
+        f" the busiest on its thread {ms(busiest)} ms)"
     )
     return 0 if target < 0.1 else 1
 
