@@ -29,6 +29,7 @@ from urllib.parse import urlsplit
 from functions.adapters.transport import sdk_client_options
 from functions.core.errors import PermanentError, TransientError
 from functions.core.models import SecretValue
+from functions.core.policy import is_local_environment
 
 if TYPE_CHECKING:
     from azure.core.credentials_async import AsyncTokenCredential
@@ -90,9 +91,10 @@ class IdentityConfig:
     def from_env(cls, env: Mapping[str, str]) -> IdentityConfig:
         secret = env.get("REGISTRAR_CLIENT_SECRET") or ""
         tenants = parse_tenant_credentials(env.get("REGISTRAR_TENANT_CREDENTIALS") or "")
-        if (env.get("REGISTRAR_ENVIRONMENT") or "").strip().lower() == "azure":
+        if not is_local_environment(env.get("REGISTRAR_ENVIRONMENT")):
             # An app setting is no place for a secret: in Azure every other tenant is reached by
             # federation from the managed identity (a secret there belongs in Key Vault, if anywhere).
+            # "Azure" as Settings means it: any REGISTRAR_ENVIRONMENT but local/devstack/test, unset included.
             holding = sorted(t for t, c in tenants.items() if c.client_secret is not None or not c.federated)
             if holding:
                 raise ValueError(

@@ -86,6 +86,18 @@ param webhookRetrySchedule string = ''
 @description('Other tenants Registrar provisions into (REGISTRAR_TENANT_CREDENTIALS): JSON {"<tenant id>": {"clientId": "<multi-tenant app id>", "federated": true}}, one entry per tenant; empty: the home tenant only. No secret: the app trusts the function identity through a federated credential (docs/deploy.md, "Serving other tenants").')
 param tenantCredentials string = ''
 
+@description('The same JSON as tenantCredentials, base64-encoded; wins over tenantCredentials when set. azd passes it (REGISTRAR_TENANT_CREDENTIALS_B64): azd pastes environment values into main.parameters.json unescaped, so JSON there would break the file.')
+param tenantCredentialsBase64 string = ''
+
+@description('Application (client) id of the "Registrar API" app registration with the Registrar.Approver and Registrar.Admin app roles; set, App Service Authentication validates its tokens (docs/deploy.md, "App roles for people"); empty: off, and the role routes answer 403.')
+param apiClientId string = ''
+
+@description('App settings of your own, {"NAME": "value"}, kept on every deployment (the deployment replaces the whole collection: settings made in the portal are removed). The settings this template sets win on a clash.')
+param extraAppSettings object = {}
+
+@description('The same as extraAppSettings, as base64-encoded JSON (azd: REGISTRAR_EXTRA_APP_SETTINGS_B64); merged over extraAppSettings.')
+param extraAppSettingsBase64 string = ''
+
 @description('ISO 8601 duration to wait for a new credential to work through Entra\'s propagation delay (REGISTRAR_VERIFY_TIMEOUT).')
 param verifyTimeout string = 'PT10M'
 
@@ -118,6 +130,9 @@ var resourceToken = toLower(uniqueString(subscription().id, environmentName, loc
 var functionAppName = 'func-registrar-${resourceToken}'
 var deploymentContainerName = 'deployment-package'
 var deadLetterContainerName = 'eventgrid-deadletter'
+// azd can only pass JSON through base64 (see tenantCredentialsBase64); the base64 form wins.
+var effectiveTenantCredentials = empty(tenantCredentialsBase64) ? tenantCredentials : base64ToString(tenantCredentialsBase64)
+var effectiveExtraAppSettings = union(extraAppSettings, empty(extraAppSettingsBase64) ? {} : json(base64ToString(extraAppSettingsBase64)))
 
 resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
   name: 'rg-${environmentName}'
@@ -183,7 +198,7 @@ var registrarSettings = {
   REGISTRAR_VERIFY_TIMEOUT: verifyTimeout
   REGISTRAR_PROVISIONING_DEADLINE: provisioningDeadline
   REGISTRAR_WEBHOOK_RETRY_SCHEDULE: webhookRetrySchedule
-  REGISTRAR_TENANT_CREDENTIALS: tenantCredentials
+  REGISTRAR_TENANT_CREDENTIALS: effectiveTenantCredentials
 }
 
 module functionApp 'modules/functionapp.bicep' = {
@@ -194,13 +209,16 @@ module functionApp 'modules/functionapp.bicep' = {
     tags: tags
     planName: 'plan-${resourceToken}'
     functionAppName: functionAppName
-    storageAccountName: storage.outputs.storageAccountName
     blobEndpoint: storage.outputs.blobEndpoint
+    queueEndpoint: storage.outputs.queueEndpoint
+    tableEndpoint: storage.outputs.tableEndpoint
     deploymentContainerName: storage.outputs.deploymentContainerName
     instanceMemoryMB: instanceMemoryMB
     maximumInstanceCount: maximumInstanceCount
     applicationInsightsName: monitoring.outputs.applicationInsightsName
     registrarSettings: registrarSettings
+    extraAppSettings: effectiveExtraAppSettings
+    apiClientId: apiClientId
   }
 }
 
@@ -279,3 +297,4 @@ output AZURE_EVENTGRID_SYSTEM_TOPIC_NAME string = eventGridTopic.outputs.systemT
 output AZURE_EVENTGRID_DEADLETTER_CONTAINER string = storage.outputs.deadLetterContainerName
 output AZURE_EVENTGRID_FUNCTION_NAME string = eventGridFunctionName
 output AZURE_GRAPH_ROLES_GRANTED bool = grantGraphRoles
+output AZURE_FUNCTION_APP_AUTHENTICATION_ENABLED bool = functionApp.outputs.authenticationEnabled

@@ -24,9 +24,13 @@ LOCAL_ONLY_SETTINGS = {
     # Flex Consumption sets the worker runtime from functionAppConfig.runtime and rejects this setting.
     "FUNCTIONS_WORKER_RUNTIME",
 }
-# Settings only Azure needs: identity-based host storage and Application Insights' Entra auth.
+# Settings only Azure needs: identity-based host storage (the service URIs the storage account
+# reports, so sovereign clouds work; the code and the host prefer them) and Application Insights'
+# Entra auth.
 AZURE_ONLY_SETTINGS = {
-    "AzureWebJobsStorage__accountName",
+    "AzureWebJobsStorage__blobServiceUri",
+    "AzureWebJobsStorage__queueServiceUri",
+    "AzureWebJobsStorage__tableServiceUri",
     "AzureWebJobsStorage__credential",
     "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",
 }
@@ -108,7 +112,9 @@ AZURE_VALUES = {
     "REGISTRAR_CLIENT_ID": "",
     "REGISTRAR_CLIENT_SECRET": "",
     "AzureWebJobsStorage": "",
-    "AzureWebJobsStorage__accountName": "stregistrar",
+    "AzureWebJobsStorage__blobServiceUri": "https://stregistrar.blob.core.usgovcloudapi.net/",
+    "AzureWebJobsStorage__queueServiceUri": "https://stregistrar.queue.core.usgovcloudapi.net/",
+    "AzureWebJobsStorage__tableServiceUri": "https://stregistrar.table.core.usgovcloudapi.net/",
 }
 
 
@@ -182,3 +188,15 @@ def test_every_registrar_setting_named_in_the_code_is_in_the_sample() -> None:
     assert "REGISTRAR_CUSTOM_REQUIRES_APPROVAL" in named
     missing = sorted(named - set(_sample_settings()) - set(READ_BUT_NOT_IN_SAMPLE))
     assert not missing, f"functions/ names settings local.settings.sample.json does not: {missing}"
+
+
+def test_storage_endpoints_come_from_the_account_not_the_public_cloud() -> None:
+    """The service URIs reach the app's own storage client too, so a sovereign cloud's endpoints are
+    used as they are (no core.windows.net built from an account name)."""
+    from functions.adapters.tables import StorageConfig
+
+    settings = _bicep_settings()
+    assert "AzureWebJobsStorage__accountName" not in settings  # the host would prefer it to the URIs
+    config = StorageConfig.from_env({k: v for k, v in AZURE_VALUES.items() if k.startswith("AzureWebJobs")})
+    assert config.table_endpoint == AZURE_VALUES["AzureWebJobsStorage__tableServiceUri"]
+    assert config.queue_endpoint == AZURE_VALUES["AzureWebJobsStorage__queueServiceUri"]

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
 import subprocess
 
+import pytest
 import yaml
 
 from tests.infra.bicep_tree import BICEP_DIR, REPO_ROOT, tree_of
@@ -65,6 +67,122 @@ def test_parameters_file_feeds_main_from_the_azd_environment() -> None:
     assert parameters["location"]["value"] == "${AZURE_LOCATION}"
     assert parameters["principalId"]["value"] == "${AZURE_PRINCIPAL_ID}"
     assert set(parameters) <= set(tree_of("main.bicep")["parameters"])
+
+
+# --- azd pastes environment values into main.parameters.json as plain text ---------------------------
+# azd replaces each ${NAME} / ${NAME=default} in the file's text with the value, unescaped, then parses
+# the JSON (Azure/azure-dev#5507): a value holding a quote or a backslash breaks the file ("error
+# unmarshalling Bicep template parameters"). JSON-valued settings therefore travel base64-encoded.
+
+PARAMETERS_FILE = BICEP_DIR / "main.parameters.json"
+AZD_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[=-])([^}]*))?\}")
+DEPLOY_DOC = REPO_ROOT / "docs/deploy.md"
+OTHER_TENANT = "8a1d52f3-6c2e-4b7a-9e0f-3d4c5b6a7e81"
+OTHER_APP = "0b6e4f2a-91c3-4d58-a7e2-c5f1d3b9a604"
+
+
+def _documented_tenant_credentials() -> str:
+    """The JSON docs/deploy.md ("Serving other tenants") tells people to encode, filled in as sh would."""
+    (line,) = [
+        ln.strip()
+        for ln in DEPLOY_DOC.read_text(encoding="utf-8").splitlines()
+        if ln.strip().startswith("TENANTS='")
+    ]
+    text = line.removeprefix("TENANTS='").removesuffix("'")
+    return text.replace("""'"$APP_ID"'""", OTHER_APP).replace("<other tenant id>", OTHER_TENANT)
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode("utf-8")).decode("ascii")
+
+
+def _typical_azd_environment() -> dict[str, str]:
+    """A value for every ${...} the file holds, as `azd env set` would store it. A new reference
+    must be added here, with a realistic (and, for JSON, base64-encoded) value."""
+    return {
+        "AZURE_ENV_NAME": "registrar-prod",
+        "AZURE_LOCATION": "swedencentral",
+        "AZURE_PRINCIPAL_ID": "3f9a2c1e-5b7d-4e8f-a0b1-c2d3e4f5a6b7",
+        "AZURE_PRINCIPAL_TYPE": "ServicePrincipal",
+        "REGISTRAR_GRANT_GRAPH_ROLES": "false",
+        "REGISTRAR_INSTANCE_MEMORY_MB": "4096",
+        "REGISTRAR_MAXIMUM_INSTANCE_COUNT": "40",
+        "REGISTRAR_CREATE_EVENT_SUBSCRIPTION": "true",
+        "REGISTRAR_TENANT_CREDENTIALS_B64": _b64(_documented_tenant_credentials()),
+        "REGISTRAR_API_CLIENT_ID": "5c2b8e1d-7a4f-4c3e-9b6a-1d0e2f3a4b5c",
+        # Values with quotes and backslashes: only safe because they are encoded.
+        "REGISTRAR_EXTRA_APP_SETTINGS_B64": _b64(json.dumps({"TEAM_NOTE": 'say "hi" \\ bye', "A_FLAG": "1"})),
+    }
+
+
+def _azd_substitute(text: str, environment: dict[str, str]) -> str:
+    unknown = sorted({m.group(1) for m in AZD_REFERENCE.finditer(text)} - set(_typical_azd_environment()))
+    assert not unknown, (
+        f"main.parameters.json references {unknown}, unknown to tests/infra/test_azd.py: add each to "
+        "_typical_azd_environment with a realistic value (base64-encode anything that may hold JSON)"
+    )
+
+    def value(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(3)
+        return environment.get(name) or (default or "")
+
+    return AZD_REFERENCE.sub(value, text)
+
+
+def test_every_azd_reference_in_the_parameters_file_is_known() -> None:
+    text = PARAMETERS_FILE.read_text(encoding="utf-8")
+    referenced = {m.group(1) for m in AZD_REFERENCE.finditer(text)}
+    assert referenced == set(_typical_azd_environment()), (
+        "keep _typical_azd_environment to exactly the file's references: "
+        f"{sorted(referenced ^ set(_typical_azd_environment()))}"
+    )
+    # No JSON-valued setting is passed as plain text (the bug of REGISTRAR_TENANT_CREDENTIALS).
+    assert "REGISTRAR_TENANT_CREDENTIALS}" not in text and "REGISTRAR_TENANT_CREDENTIALS=" not in text
+
+
+@pytest.mark.parametrize("which", ["typical values", "everything unset"])
+def test_parameters_file_stays_json_after_azd_substitution(which: str) -> None:
+    environment = _typical_azd_environment() if which == "typical values" else {}
+    parsed = json.loads(_azd_substitute(PARAMETERS_FILE.read_text(encoding="utf-8"), environment))
+    parameters = parsed["parameters"]
+    assert set(parameters) <= set(tree_of("main.bicep")["parameters"])
+    if which == "typical values":
+        encoded = parameters["tenantCredentialsBase64"]["value"]
+        decoded = base64.b64decode(encoded, validate=True).decode("utf-8")
+        assert json.loads(decoded) == {OTHER_TENANT: {"clientId": OTHER_APP, "federated": True}}
+        # and the app accepts it in Azure (federated, no secret)
+        from functions.adapters.identity import IdentityConfig
+
+        config = IdentityConfig.from_env(
+            {"REGISTRAR_ENVIRONMENT": "azure", "REGISTRAR_TENANT_CREDENTIALS": decoded}
+        )
+        assert config.tenants[OTHER_TENANT].federated
+        extra = json.loads(base64.b64decode(parameters["extraAppSettingsBase64"]["value"]))
+        assert extra["TEAM_NOTE"] == 'say "hi" \\ bye'
+        assert parameters["apiClientId"]["value"] == "5c2b8e1d-7a4f-4c3e-9b6a-1d0e2f3a4b5c"
+    else:
+        assert parameters["tenantCredentialsBase64"]["value"] == ""
+        assert parameters["apiClientId"]["value"] == ""
+
+
+def test_the_emulation_catches_a_json_value_passed_as_plain_text() -> None:
+    """The check above would have caught the original mapping of REGISTRAR_TENANT_CREDENTIALS."""
+    broken = '{"parameters": {"tenantCredentials": {"value": "${REGISTRAR_TENANT_CREDENTIALS=}"}}}'
+    text = broken.replace("${REGISTRAR_TENANT_CREDENTIALS=}", _documented_tenant_credentials())
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(text)
+
+
+def test_deploy_doc_encodes_json_settings_for_azd() -> None:
+    doc = DEPLOY_DOC.read_text(encoding="utf-8")
+    assert "azd env set REGISTRAR_TENANT_CREDENTIALS_B64" in doc
+    assert "printf '%s' \"$TENANTS\" | base64 | tr -d '\\n'" in doc
+    assert "[Convert]::ToBase64String" in doc  # the PowerShell equivalent
+    assert "azd env set REGISTRAR_TENANT_CREDENTIALS " not in doc
+    assert "azd env set REGISTRAR_API_CLIENT_ID" in doc
+    assert "REGISTRAR_EXTRA_APP_SETTINGS_B64" in doc
+    # first `azd up`: the Graph grant can race Entra replication of the new identity
+    assert "Not a valid reference update" in doc and "azd provision" in doc
 
 
 def test_funcignore_keeps_development_files_out_of_the_package() -> None:

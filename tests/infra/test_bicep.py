@@ -193,17 +193,23 @@ def test_function_app_is_flex_consumption_python_with_managed_identity() -> None
 
 def test_host_storage_and_telemetry_use_the_managed_identity() -> None:
     app_module = tree_of("modules/functionapp.bicep")
-    (config,) = resources(app_module, "Microsoft.Web/sites/config").values()
-    assert body(config)["name"] == "appsettings"
+    configs = resources(app_module, "Microsoft.Web/sites/config").values()
+    assert sorted(body(config)["name"] for config in configs) == ["appsettings", "authsettingsV2"]
+    (config,) = [config for config in configs if body(config)["name"] == "appsettings"]
     applied = body(config)["properties"]["function"]
     assert applied["type"] == "union"
-    assert list(applied["parameters"].values()) == ["hostSettings", "registrarSettings"]
+    assert list(applied["parameters"].values())[-2:] == ["hostSettings", "registrarSettings"]
     assert app_module["parameters"]["registrarSettings"]["type"] == "object"
-    assert body(tree_of("main.bicep")["modules"]["functionApp"])["params"]["registrarSettings"] == (
-        "registrarSettings"
-    )
+    main_call = body(tree_of("main.bicep")["modules"]["functionApp"])["params"]
+    assert main_call["registrarSettings"] == "registrarSettings"
     host = resolve(app_module, "hostSettings")
-    assert host["AzureWebJobsStorage__accountName"] == "storageAccountName"
+    # The endpoints the storage account reports (sovereign clouds), never an account name: the host
+    # prefers AzureWebJobsStorage__accountName to the URIs and builds core.windows.net ones from it.
+    assert "AzureWebJobsStorage__accountName" not in host
+    for service in ("blob", "queue", "table"):
+        assert host[f"AzureWebJobsStorage__{service}ServiceUri"] == f"{service}Endpoint"
+        assert accessor(main_call[f"{service}Endpoint"]) == ["storage", "outputs", f"{service}Endpoint"]
+        assert f"{service}Endpoint" in tree_of("modules/storage.bicep")["outputs"]
     assert host["AzureWebJobsStorage__credential"] == "managedidentity"
     assert "AzureWebJobsStorage" not in host
     assert host["APPLICATIONINSIGHTS_AUTHENTICATION_STRING"] == "Authorization=AAD"
@@ -373,3 +379,131 @@ def test_graph_app_roles_come_from_the_catalogue_and_can_be_left_to_an_admin() -
     manual = (REPO_ROOT / "docs/deploy.md").read_text(encoding="utf-8")
     for name in GRAPH_APP_ROLES:
         assert app_role_ids[name] in manual, f"docs/deploy.md lacks the manual grant of {name}"
+
+
+def test_tenant_credentials_come_base64_encoded_from_azd_and_win_over_the_plain_parameter() -> None:
+    main = tree_of("main.bicep")
+    for name in ("tenantCredentials", "tenantCredentialsBase64"):
+        assert main["parameters"][name]["type"] == "string"
+        assert main["parameters"][name]["default"] == ""
+    assert resolve(main, "registrarSettings")["REGISTRAR_TENANT_CREDENTIALS"] == "effectiveTenantCredentials"
+    chosen = resolve(main, "effectiveTenantCredentials")["operator"]
+    assert chosen["type"] == "conditional"
+    operands = chosen["operands"]
+    assert operands["condition"]["function"] == {
+        "type": "empty",
+        "parameters": {"item_to_test": "tenantCredentialsBase64"},
+    }
+    assert operands["true_value"] == "tenantCredentials"
+    assert operands["false_value"]["function"] == {
+        "type": "base64_to_string",
+        "parameters": {"base64_value": "tenantCredentialsBase64"},
+    }
+
+
+def _auth_settings() -> dict:
+    app_module = tree_of("modules/functionapp.bicep")
+    configs = resources(app_module, "Microsoft.Web/sites/config")
+    (auth,) = [resource for resource in configs.values() if body(resource)["name"] == "authsettingsV2"]
+    return auth
+
+
+def test_easy_auth_validates_api_tokens_only_when_an_api_client_id_is_given() -> None:
+    app_module = tree_of("modules/functionapp.bicep")
+    auth = _auth_settings()
+    assert condition(auth) == {
+        "operator": {
+            "type": "not",
+            "operands": {
+                "bool_value": {"function": {"type": "empty", "parameters": {"item_to_test": "apiClientId"}}}
+            },
+        }
+    }
+    assert app_module["parameters"]["apiClientId"]["default"] == ""
+    main = tree_of("main.bicep")
+    assert main["parameters"]["apiClientId"]["default"] == ""
+    assert body(main["modules"]["functionApp"])["params"]["apiClientId"] == "apiClientId"
+
+    config = body(auth)
+    assert config["parent"] == "functionApp"
+    properties = config["properties"]
+    assert properties["platform"]["enabled"] is True
+    # Function keys and the queue keep working: a request without a token still reaches the functions.
+    assert properties["globalValidation"] == {
+        "requireAuthentication": False,
+        "unauthenticatedClientAction": "AllowAnonymous",
+    }
+    entra = properties["identityProviders"]["azureActiveDirectory"]
+    assert entra["enabled"] is True
+    assert entra["registration"]["clientId"] == "apiClientId"
+    assert entra["registration"]["openIdIssuer"] == (
+        "${environment().authentication.loginEndpoint}${tenant().tenantId}/v2.0"
+    )
+    assert entra["validation"]["allowedAudiences"] == ["api://${apiClientId}", "apiClientId"]
+    assert properties["login"]["tokenStore"]["enabled"] is False
+    # Token validation only: no client secret, in any of the shapes authsettingsV2 knows.
+    keys = {key.lower() for key in _keys(properties)}
+    assert not {key for key in keys if "secret" in key or "thumbprint" in key}, keys
+    assert "secret" not in json.dumps(properties).lower()
+
+
+def _keys(node: object) -> list[str]:
+    found: list[str] = []
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        if isinstance(current, dict):
+            found.extend(current)
+            stack.extend(current.values())
+        elif isinstance(current, list):
+            stack.extend(current)
+    return found
+
+
+def test_extra_app_settings_are_kept_but_never_override_the_templates_own() -> None:
+    app_module = tree_of("modules/functionapp.bicep")
+    (app_settings,) = [
+        resource
+        for resource in resources(app_module, "Microsoft.Web/sites/config").values()
+        if body(resource)["name"] == "appsettings"
+    ]
+    merged = body(app_settings)["properties"]["function"]
+    assert merged["type"] == "union"
+    order = list(merged["parameters"].values())
+    # union() lets a later object win: the extra settings come first, so the template's win.
+    assert order == ["extraAppSettings", "hostSettings", "registrarSettings"]
+    assert app_module["parameters"]["extraAppSettings"]["type"] == "object"
+    assert app_module["parameters"]["extraAppSettings"]["default"] == {}
+
+    # Emulate union() on the settings the template resolves to.
+    host = resolve(app_module, "hostSettings")
+    registrar = resolve(tree_of("main.bicep"), "registrarSettings")
+    extra = {
+        "REGISTRAR_ENVIRONMENT": "local",
+        "REGISTRAR_WEBHOOK_ALLOW_INSECURE_LOCAL": "true",
+        "REGISTRAR_CREDENTIAL": "client_secret",
+        "AzureWebJobsStorage__credential": "connectionstring",
+        "MY_TEAM_SETTING": "kept",
+    }
+    applied: dict[str, object] = {}
+    for name in order:
+        applied.update(
+            {"extraAppSettings": extra, "hostSettings": host, "registrarSettings": registrar}[name]
+        )
+    assert applied["REGISTRAR_ENVIRONMENT"] == "azure"
+    assert applied["REGISTRAR_WEBHOOK_ALLOW_INSECURE_LOCAL"] == "false"
+    assert applied["REGISTRAR_CREDENTIAL"] == "managed_identity"
+    assert applied["AzureWebJobsStorage__credential"] == "managedidentity"
+    assert applied["MY_TEAM_SETTING"] == "kept"
+
+    # main.bicep: the object parameter (direct deployments) and the base64 one (azd), merged.
+    main = tree_of("main.bicep")
+    assert main["parameters"]["extraAppSettings"]["default"] == {}
+    assert main["parameters"]["extraAppSettingsBase64"]["default"] == ""
+    assert body(main["modules"]["functionApp"])["params"]["extraAppSettings"] == "effectiveExtraAppSettings"
+    effective = resolve(main, "effectiveExtraAppSettings")["function"]
+    assert effective["type"] == "union"
+    first, second = effective["parameters"].values()
+    assert first == "extraAppSettings"
+    decoded = json.dumps(second)
+    assert '"base64_to_string"' in decoded and '"extraAppSettingsBase64"' in decoded and '"json"' in decoded

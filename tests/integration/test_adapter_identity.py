@@ -26,6 +26,7 @@ from tests.integration.adapter_support import adapters, app_spec, identity_confi
 def test_one_cached_credential_per_tenant_from_the_settings(tenant_admin: TenantProcess) -> None:
     other = tenant_admin.create_tenant()
     env = {
+        "REGISTRAR_ENVIRONMENT": "devstack",  # another tenant's bootstrap secret is allowed only locally
         "REGISTRAR_AUTHORITY_HOST": tenant_admin.authority,
         "REGISTRAR_HOME_TENANT_ID": tenant_admin.tenant_id,
         "REGISTRAR_CREDENTIAL": "client_secret",
@@ -92,7 +93,9 @@ def test_in_azure_other_tenants_must_be_federated_and_secret_free() -> None:
         "t2" in str(refused.value) and "t1" not in str(refused.value) and "sh-9Qx" not in str(refused.value)
     )
     # Locally (the devstack), another tenant's bootstrap secret is how a second tenant is reached.
-    assert IdentityConfig.from_env({"REGISTRAR_TENANT_CREDENTIALS": with_secret}).tenants["t2"].client_secret
+    for local in ("local", "devstack", "test"):
+        values = {"REGISTRAR_ENVIRONMENT": local, "REGISTRAR_TENANT_CREDENTIALS": with_secret}
+        assert IdentityConfig.from_env(values).tenants["t2"].client_secret
 
 
 def test_probe_waits_out_propagation_and_never_shows_the_secret(
