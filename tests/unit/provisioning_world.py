@@ -22,11 +22,13 @@ from functions.core.models import (
 from functions.core.provisioning import Provisioner, WorkflowSettings
 from functions.core.registrations import ProvisioningPlan
 from tests.unit.fakes import (
+    Crashing,
     FakeClock,
     FakeDirectory,
     FakeRegistrationStore,
     FakeTokenProbe,
     FakeVault,
+    Faults,
 )
 
 TENANT = "11111111-2222-3333-4444-555555555555"
@@ -124,6 +126,19 @@ class World:
             settings=settings or WorkflowSettings(lease_wait=timedelta(seconds=5)),
             owner=owner,
             sleep=sleep or self.record_sleep,
+        )
+
+    def crashing_provisioner(
+        self, faults: Faults, *, owner: str | None = None, probe: bool = True
+    ) -> Provisioner:
+        """A worker whose every call to the directory, the vault, the store (and the probe) counts
+        toward `faults`, which raises Crash at the call it is set to (the process died there)."""
+        return self.provisioner(
+            directory=Crashing(self.directory, faults),
+            vault=Crashing(self.vault, faults),
+            store=Crashing(self.store, faults),
+            probe=Crashing(self.probe, faults) if probe else None,
+            owner=owner,
         )
 
     def lifecycle(self, owner: str = "api") -> Lifecycle:

@@ -171,6 +171,17 @@ def test_only_registration_objects_are_acted_on() -> None:
     assert registration_id_of("webhook-wh-1") is None
 
 
+def reactions_of(world: RotationWorld) -> KeyVaultReactions:
+    return KeyVaultReactions(
+        store=world.store,
+        queue=world.queue,
+        index=world.index,
+        clock=world.clock,
+        owner="events",
+        sleep=fast_sleep,
+    )
+
+
 def _event(
     kind: KeyVaultEventKind, name: str, version: str | None, expires: datetime | None = None
 ) -> KeyVaultEvent:
@@ -180,14 +191,7 @@ def _event(
 async def test_near_expiry_enqueues_a_rotation_and_warns_new_version_announces_once() -> None:
     world = RotationWorld()
     record = await world.active()
-    reactions = KeyVaultReactions(
-        store=world.store,
-        queue=world.queue,
-        index=world.index,
-        clock=world.clock,
-        owner="events",
-        sleep=fast_sleep,
-    )
+    reactions = reactions_of(world)
     version = record.credential.secret_version  # type: ignore[union-attr]
     # Key Vault's NearExpiry comes 30 days before expiry: day 60 of this 90-day secret, when it is due.
     world.clock.advance(timedelta(days=60))
@@ -220,14 +224,7 @@ async def test_near_expiry_of_a_credential_not_yet_due_is_left_to_the_timer() ->
     event would rotate every new version at once, for ever."""
     world = RotationWorld(CredentialSpec(CredentialType.SECRET, timedelta(days=7)))
     record = await world.active()
-    reactions = KeyVaultReactions(
-        store=world.store,
-        queue=world.queue,
-        index=world.index,
-        clock=world.clock,
-        owner="events",
-        sleep=fast_sleep,
-    )
+    reactions = reactions_of(world)
 
     outcome = await reactions.handle(
         _event(KeyVaultEventKind.NEAR_EXPIRY, record.id, record.credential.secret_version)  # type: ignore[union-attr]
@@ -246,14 +243,7 @@ async def test_near_expiry_of_a_credential_not_yet_due_is_left_to_the_timer() ->
 async def test_expiry_of_the_current_credential_alerts() -> None:
     world = RotationWorld()
     record = await world.active()
-    reactions = KeyVaultReactions(
-        store=world.store,
-        queue=world.queue,
-        index=world.index,
-        clock=world.clock,
-        owner="events",
-        sleep=fast_sleep,
-    )
+    reactions = reactions_of(world)
 
     outcome = await reactions.handle(
         _event(KeyVaultEventKind.EXPIRED, record.id, record.credential.secret_version)  # type: ignore[union-attr]

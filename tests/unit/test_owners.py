@@ -148,13 +148,7 @@ async def test_a_crash_after_each_outside_call_then_a_rerun_gives_each_owner_onc
         accepted = await world.accept(plan=replace(world.plan(), owners=owners))
         faults = Faults(crash_after=crash_after)
         with pytest.raises(Crash):
-            await world.provisioner(
-                directory=Crashing(world.directory, faults),
-                vault=Crashing(world.vault, faults),
-                store=Crashing(world.store, faults),
-                probe=Crashing(world.probe, faults),
-                owner="crashed-worker",
-            ).run(accepted.registration.id)
+            await world.crashing_provisioner(faults, owner="crashed-worker").run(accepted.registration.id)
         world.clock.advance(timedelta(minutes=6))
         record = await world.provisioner(owner="next-worker").run(accepted.registration.id)
         assert record.status is RegistrationStatus.ACTIVE, crash_after

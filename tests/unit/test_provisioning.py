@@ -21,7 +21,7 @@ from functions.core.models import (
 )
 from functions.core.provisioning import WorkflowSettings
 from functions.core.registrations import Registration, vault_object_name
-from tests.unit.fakes import Crash, Crashing, FakeTokenProbe, Faults, Flaky
+from tests.unit.fakes import Crash, FakeTokenProbe, Faults, Flaky
 from tests.unit.provisioning_world import World, fast_sleep
 
 
@@ -164,12 +164,7 @@ async def count_calls_of_a_clean_run(credential: CredentialSpec) -> int:
     world = World()
     accepted = await world.accept(plan=world.plan(credential=credential))
     faults = Faults()
-    await world.provisioner(
-        directory=Crashing(world.directory, faults),
-        vault=Crashing(world.vault, faults),
-        store=Crashing(world.store, faults),
-        probe=Crashing(world.probe, faults),
-    ).run(accepted.registration.id)
+    await world.crashing_provisioner(faults).run(accepted.registration.id)
     return faults.count
 
 
@@ -186,13 +181,7 @@ async def test_a_crash_after_each_outside_call_then_a_rerun_converges(credential
         accepted = await world.accept(plan=world.plan(credential=credential))
         faults = Faults(crash_after=crash_after)
         with pytest.raises(Crash):
-            await world.provisioner(
-                directory=Crashing(world.directory, faults),
-                vault=Crashing(world.vault, faults),
-                store=Crashing(world.store, faults),
-                probe=Crashing(world.probe, faults),
-                owner="crashed-worker",
-            ).run(accepted.registration.id)
+            await world.crashing_provisioner(faults, owner="crashed-worker").run(accepted.registration.id)
         world.clock.advance(timedelta(minutes=6))  # the dead worker's lease expires
         record = await world.provisioner(owner="next-worker").run(accepted.registration.id)
         assert_converged(world, record)

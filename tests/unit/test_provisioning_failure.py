@@ -15,7 +15,7 @@ from functions.core.keeper import LeaseHeld
 from functions.core.models import CredentialSpec, CredentialType, RegistrationStatus, SecretValue
 from functions.core.provisioning import WorkflowSettings
 from functions.core.registrations import Registration, vault_object_name
-from tests.unit.fakes import Crash, Crashing, FakeTokenProbe, Faults
+from tests.unit.fakes import Crash, FakeTokenProbe, Faults
 from tests.unit.provisioning_world import World
 
 SECRET = CredentialSpec(CredentialType.SECRET, timedelta(days=90))
@@ -131,12 +131,7 @@ async def test_a_cleanup_graph_refuses_leaves_the_registration_failing_with_its_
 async def count_calls_of_a_failing_run(credential: CredentialSpec) -> int:
     world, rid = await blocked_world(credential)
     faults = Faults()
-    record = await world.provisioner(
-        directory=Crashing(world.directory, faults),
-        vault=Crashing(world.vault, faults),
-        store=Crashing(world.store, faults),
-        probe=Crashing(world.probe, faults),
-    ).run(rid)
+    record = await world.crashing_provisioner(faults).run(rid)
     assert_failed_and_clean(world, record)
     return faults.count
 
@@ -151,13 +146,7 @@ async def test_a_crash_after_each_call_of_a_failing_run_then_a_rerun_ends_failed
         world, rid = await blocked_world(credential)
         faults = Faults(crash_after=crash_after)
         with pytest.raises(Crash):
-            await world.provisioner(
-                directory=Crashing(world.directory, faults),
-                vault=Crashing(world.vault, faults),
-                store=Crashing(world.store, faults),
-                probe=Crashing(world.probe, faults),
-                owner="crashed-worker",
-            ).run(rid)
+            await world.crashing_provisioner(faults, owner="crashed-worker").run(rid)
         world.clock.advance(timedelta(minutes=6))  # the dead worker's lease expires
         written_ahead = (await world.store.get(rid)).status is RegistrationStatus.FAILING
         upserts = world.directory.count("upsert_application")
@@ -177,11 +166,7 @@ async def test_a_crash_after_each_call_of_a_resumed_cleanup_then_a_rerun_ends_fa
 
     world, rid = await interrupted()
     faults = Faults()
-    resume = world.provisioner(
-        directory=Crashing(world.directory, faults),
-        vault=Crashing(world.vault, faults),
-        store=Crashing(world.store, faults),
-    )
+    resume = world.crashing_provisioner(faults, probe=False)
     assert_failed_and_clean(world, await resume.run(rid))
     total = faults.count
     assert total >= 4  # claim, the vault delete, the failed save, the release
@@ -189,12 +174,7 @@ async def test_a_crash_after_each_call_of_a_resumed_cleanup_then_a_rerun_ends_fa
         world, rid = await interrupted()
         faults = Faults(crash_after=crash_after)
         with pytest.raises(Crash):
-            await world.provisioner(
-                directory=Crashing(world.directory, faults),
-                vault=Crashing(world.vault, faults),
-                store=Crashing(world.store, faults),
-                owner="crashed-worker",
-            ).run(rid)
+            await world.crashing_provisioner(faults, owner="crashed-worker", probe=False).run(rid)
         world.clock.advance(timedelta(minutes=6))
         assert_failed_and_clean(world, await world.provisioner(owner="next-worker").run(rid))
 
