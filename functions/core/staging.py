@@ -32,7 +32,7 @@ from functions.core.keeper import RecordKeeper
 from functions.core.lifetimes import CredentialLifetimes
 from functions.core.models import CredentialType, SecretValue
 from functions.core.policy import Policy
-from functions.core.ports import Clock, Directory, KeyCredentialSpec, Vault
+from functions.core.ports import Clock, Directory, KeyCredentialSpec, Vault, VaultCertificate
 from functions.core.registrations import CredentialState, PendingCredential, Registration, vault_object_name
 from functions.telemetry import redactor
 
@@ -134,9 +134,15 @@ class NextGeneration:
         assert record.app_object_id is not None and current is not None
         staging = staging_name(record.id)
         key_id = certificate_key_id(record.id, pending.generation)
+        cert: VaultCertificate | None = None
         if pending.certificate_version:
             cert = await self._vault.get_certificate(staging, pending.certificate_version)
-        else:
+            # Entra refused it under a tenant policy lowered since (a retry): make one that fits.
+            if cert.expires_on > await self._lifetimes.end(
+                record, CredentialType.CERTIFICATE, cert.not_before
+            ):
+                cert = None
+        if cert is None:
             months = await self._lifetimes.certificate_validity(record, self._clock.now())
             cert = await self._vault.create_certificate(
                 staging,
@@ -145,9 +151,8 @@ class NextGeneration:
                 tags=vault_tags(record, key_id, pending.generation, ""),
             )
             made = cert.version
-            await keeper.update(
-                lambda r: replace(r, pending_credential=replace(pending, certificate_version=made))
-            )
+            pending = replace(pending, certificate_version=made)
+            await keeper.update(lambda r: replace(r, pending_credential=pending))
         # keyCredentials is replaced as a whole: the current key and every older one still in its
         # overlap window stay until their retirement.
         now = self._clock.now()

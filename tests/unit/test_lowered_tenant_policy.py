@@ -60,3 +60,29 @@ async def test_a_certificate_refused_under_a_lowered_policy_is_made_again_to_fit
     (app,) = world.directory.apps.values()
     assert [k.key_id for k in app.keys] == [credential.key_id]
     assert len(world.vault.certificates[vault_object_name(rid)]) == 2  # the refused one is an old version
+
+
+async def test_a_rotations_staged_certificate_refused_under_a_lowered_policy_is_made_again() -> None:
+    from functions.core.rotation_schedule import JobAction
+    from functions.core.staging import staging_name
+    from tests.unit.test_rotation import RotationWorld, due_job
+
+    world = RotationWorld(CredentialSpec(CredentialType.CERTIFICATE, timedelta(days=365)))
+    world.directory.tenant_max_lifetime[CredentialType.CERTIFICATE] = timedelta(days=365)
+    before = await world.active()
+    job = due_job(world, JobAction.ROTATE)
+
+    with pytest.raises(TransientError):
+        await world.rotator(directory=LoweredOnce(world.directory, timedelta(days=70))).run(job)
+    refused = (await world.store.get(before.id)).pending_credential
+    assert refused is not None and refused.certificate_version is not None
+
+    await world.rotator().run(job)  # the job's message, delivered again
+
+    record = await world.store.get(before.id)
+    new = record.credential
+    assert new is not None and new.generation == 2, record.last_error
+    assert new.expires_on is not None and new.start is not None
+    assert new.expires_on - new.start <= timedelta(days=70)
+    staged = world.vault.certificates[staging_name(before.id)]
+    assert staged[0].version == refused.certificate_version and len(staged) == 2
