@@ -25,6 +25,7 @@ from datetime import datetime
 from enum import StrEnum
 
 from functions.core.announcer import Announcer, event_for
+from functions.core.credentials import certificate_key_id
 from functions.core.errors import NotFound, PermanentError, TransientError
 from functions.core.keeper import RecordKeeper, Sleep
 from functions.core.lifetimes import CredentialLifetimes
@@ -364,10 +365,15 @@ class Rotator:
                     await self._record(keeper, replace(published, verified_at=self._clock.now()))
                     await self._follow_through(keeper, job)
                     return True
-                if pending.type is CredentialType.SECRET:
-                    for c in await self._directory.list_credentials(record.tenant_id, record.app_object_id):
-                        if c.kind == "password" and c.display_name == pending.display_name:
-                            await self._next.retire(keeper, pending_state(pending, c.key_id))
+                staged_key = certificate_key_id(record.id, pending.generation)
+                for c in await self._directory.list_credentials(record.tenant_id, record.app_object_id):
+                    half_made = (
+                        c.kind == "password" and c.display_name == pending.display_name
+                        if pending.type is CredentialType.SECRET
+                        else c.kind == "key" and c.key_id == staged_key
+                    )
+                    if half_made:
+                        await self._next.retire(keeper, pending_state(pending, c.key_id))
             except (TransientError, NotFound):
                 log.warning("could not remove the half-made credential yet; the next run will")
                 return False

@@ -229,6 +229,23 @@ async def test_a_rotation_refused_for_good_comes_back_after_a_growing_backoff_no
     assert entry.due_at == second + 2 * SETTINGS.retry_after_failure
 
 
+async def test_an_abandoned_certificate_rotation_takes_its_staged_key_off_the_app() -> None:
+    world = RotationWorld(CredentialSpec(CredentialType.CERTIFICATE, timedelta(days=365)))
+    before = await world.active()
+    world.clock.advance(timedelta(days=250))
+
+    async def refused(*args: object) -> None:
+        raise PermanentError("AADSTS7000112: Application is disabled.", code="AADSTS7000112")
+
+    world.probe.try_certificate = refused  # type: ignore[method-assign]
+    with pytest.raises(PermanentError):
+        await world.rotator().run(due_job(world, JobAction.ROTATE))
+
+    record = await world.store.get(before.id)
+    assert record.status is RegistrationStatus.ACTIVE and record.pending_credential is None
+    assert [k.key_id for k in world.app().keys] == [before.credential.key_id]  # type: ignore[union-attr]
+
+
 async def test_a_retirement_kept_back_is_retried_later_and_shows_when() -> None:
     world = RotationWorld()
     before = await world.active()
