@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import NameOID
 
 from tests.fixtures.tenant import TenantProcess
+from tests.integration.tenant_clients import secret_credential
 
 WAIT_S = 20.0
 Event = dict[str, Any]
@@ -90,13 +91,7 @@ def receiver(tenant_admin: TenantProcess) -> Iterator[Receiver]:
 
 
 def credential(tenant: TenantProcess) -> ClientSecretCredential:
-    return ClientSecretCredential(
-        tenant.tenant_id,
-        tenant.client_id,
-        tenant.client_secret,
-        authority=tenant.authority,
-        disable_instance_discovery=True,
-    )
+    return secret_credential(tenant)
 
 
 @pytest.fixture(scope="module")

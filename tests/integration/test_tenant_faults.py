@@ -21,20 +21,14 @@ from msgraph.generated.models.application import Application
 from msgraph.generated.models.o_data_errors.o_data_error import ODataError
 
 from tests.fixtures.tenant import TenantProcess
-from tests.integration.tenant_clients import graph_client
+from tests.integration.tenant_clients import graph_client, secret_credential
 
 GRAPH_SCOPE = "https://graph.microsoft.com/.default"
 GRAPH_APP_ID = "00000003-0000-0000-c000-000000000000"
 
 
 def credential(tenant: TenantProcess) -> ClientSecretCredential:
-    return ClientSecretCredential(
-        tenant.tenant_id,
-        tenant.client_id,
-        tenant.client_secret,
-        authority=tenant.authority,
-        disable_instance_discovery=True,
-    )
+    return secret_credential(tenant)
 
 
 def test_latency_is_added_to_every_call(tenant_admin: TenantProcess) -> None:

@@ -26,17 +26,12 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import NameOID
 
 from tests.fixtures.tenant import TenantProcess
+from tests.integration.tenant_clients import secret_credential
 
 
 @pytest.fixture(scope="module")
 def credential(tenant: TenantProcess) -> ClientSecretCredential:
-    return ClientSecretCredential(
-        tenant.tenant_id,
-        tenant.client_id,
-        tenant.client_secret,
-        authority=tenant.authority,
-        disable_instance_discovery=True,
-    )
+    return secret_credential(tenant)
 
 
 @pytest.fixture(scope="module")

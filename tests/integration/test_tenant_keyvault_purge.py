@@ -15,6 +15,7 @@ from azure.keyvault.certificates import CertificateClient, CertificatePolicy
 from azure.keyvault.secrets import SecretClient
 
 from tests.fixtures.tenant import TenantProcess
+from tests.integration.tenant_clients import secret_credential
 
 T = TypeVar("T")
 
@@ -26,13 +27,7 @@ PROTECTED_MESSAGE = (
 
 @pytest.fixture(scope="module")
 def credential(tenant: TenantProcess) -> ClientSecretCredential:
-    return ClientSecretCredential(
-        tenant.tenant_id,
-        tenant.client_id,
-        tenant.client_secret,
-        authority=tenant.authority,
-        disable_instance_discovery=True,
-    )
+    return secret_credential(tenant)
 
 
 @pytest.fixture(scope="module")
