@@ -24,9 +24,11 @@ from functions.core.policy import (
     is_local_environment,
     setting_flag,
 )
+from functions.telemetry import redactor
 
 GUID = re.compile(r"^[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
 HTTPS_URL = re.compile(r"^https://[^\s/?#@]+(?:/[^\s?#]*)?$")
+ACCOUNT_KEY = re.compile(r"AccountKey=([^;]+)", re.IGNORECASE)
 
 
 class SettingsError(ValueError):
@@ -117,6 +119,9 @@ class Settings:
             if not 0 < fraction < 1:
                 problems.append("REGISTRAR_ROTATION_LIFETIME_FRACTION: must be between 0 and 1")
         secret = values.get("REGISTRAR_CLIENT_SECRET") or ""
+        redactor.register(secret)  # a slip into any log line is masked
+        for account_key in ACCOUNT_KEY.findall(text("AzureWebJobsStorage")):
+            redactor.register(account_key)
         settings = cls(
             environment=text("REGISTRAR_ENVIRONMENT", "production"),
             storage_connection=text("AzureWebJobsStorage", "UseDevelopmentStorage=true"),

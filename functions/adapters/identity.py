@@ -30,6 +30,7 @@ from functions.adapters.transport import sdk_client_options
 from functions.core.errors import PermanentError, TransientError
 from functions.core.models import SecretValue
 from functions.core.policy import is_local_environment
+from functions.telemetry import redactor
 
 if TYPE_CHECKING:
     from azure.core.credentials_async import AsyncTokenCredential
@@ -101,6 +102,8 @@ class IdentityConfig:
                     'REGISTRAR_TENANT_CREDENTIALS: in Azure every tenant needs "federated": true and no'
                     f" clientSecret (tenants {', '.join(holding)})"
                 )
+        for known in (secret, *(t.client_secret.reveal() for t in tenants.values() if t.client_secret)):
+            redactor.register(known)  # a slip into any log line is masked
         return cls(
             authority_host=(env.get("REGISTRAR_AUTHORITY_HOST") or PUBLIC_AUTHORITY).rstrip("/"),
             home_tenant_id=env.get("REGISTRAR_HOME_TENANT_ID") or "",

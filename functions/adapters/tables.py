@@ -19,7 +19,7 @@ import functools
 import hashlib
 import json
 from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -51,7 +51,7 @@ MAX_DOC_CHUNKS = 15
 class StorageConfig:
     """Where the registrar's tables and queues live."""
 
-    connection_string: str | None = None
+    connection_string: str | None = field(default=None, repr=False)  # may hold the account key
     table_endpoint: str | None = None  # identity-based (Azure): https://ACCOUNT.table.core.windows.net
     queue_endpoint: str | None = None
 

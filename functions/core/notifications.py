@@ -22,6 +22,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from functions.core.models import WEBHOOK_EVENTS, SecretValue
+from functions.telemetry import redactor
 
 SECRET_PREFIX = "whsec_"  # noqa: S105  (the format's prefix, not a secret)
 SIGNATURE_VERSION = "v1"
@@ -41,7 +42,9 @@ DEFAULT_RETRY_SCHEDULE: tuple[timedelta, ...] = (
 
 def new_signing_secret() -> SecretValue:
     """A fresh subscription secret in the Standard Webhooks format (whsec_ + 32 random bytes)."""
-    return SecretValue(SECRET_PREFIX + base64.b64encode(secrets.token_bytes(32)).decode())
+    value = SECRET_PREFIX + base64.b64encode(secrets.token_bytes(32)).decode()
+    redactor.register(value)  # a slip into any log line is masked
+    return SecretValue(value)
 
 
 def _signing_key(secret: SecretValue) -> bytes:

@@ -105,6 +105,42 @@ def test_registered_secret_is_redacted_everywhere(console: tuple[io.StringIO, _C
         assert secret not in str(vars(record))
 
 
+def test_secrets_are_registered_where_they_are_born(console: tuple[io.StringIO, _Capture]) -> None:
+    """Not only Graph's secretText: webhook signing secrets, the registrar's own client secrets
+    (home and other tenants) and a storage account key are masked should any log line slip."""
+    from functions.adapters.identity import IdentityConfig
+    from functions.adapters.tables import StorageConfig
+    from functions.core.notifications import new_signing_secret
+    from functions.settings import Settings
+
+    stream, _ = console
+    signing = new_signing_secret().reveal()
+    client_secret, other_secret = "home-" + secrets.token_urlsafe(24), "other-" + secrets.token_urlsafe(24)
+    account_key = secrets.token_urlsafe(32)
+    connection = f"DefaultEndpointsProtocol=https;AccountName=acct;AccountKey={account_key};EndpointSuffix=core.windows.net"
+    values = {
+        "REGISTRAR_ENVIRONMENT": "test",
+        "REGISTRAR_HOME_TENANT_ID": "72f988bf-86f1-41af-91ab-2d7cd011db47",
+        "REGISTRAR_CLIENT_SECRET": client_secret,
+        "AzureWebJobsStorage": connection,
+        "REGISTRAR_TENANT_CREDENTIALS": json.dumps(
+            {"11111111-2222-3333-4444-555555555555": {"clientId": "c", "clientSecret": other_secret}}
+        ),
+    }
+    Settings.from_env(values)
+    IdentityConfig.from_env(values)
+
+    logging.getLogger("functions.core.delivery").warning(
+        "slipped: %s %s %s %s", signing, client_secret, other_secret, account_key
+    )
+
+    output = stream.getvalue()
+    for value in (signing, client_secret, other_secret, account_key):
+        assert value not in output
+    assert output.count(telemetry.REDACTED) == 4
+    assert account_key not in repr(StorageConfig(connection_string=connection))
+
+
 def test_short_values_and_repr_do_not_expose_or_mangle(console: tuple[io.StringIO, _Capture]) -> None:
     stream, _ = console
     redactor.register("true")  # too short to be a secret: must not blank ordinary words
