@@ -15,6 +15,7 @@ from typing import Any
 log = logging.getLogger("devstack.host")
 
 _SETTING_EXPRESSION = re.compile(r"%([^%]+)%")
+OVERRIDE_PREFIX = "AzureFunctionsJobHost__"
 _TIMESPAN = re.compile(r"^(?:(\d+)\.)?(\d{1,2}):(\d{1,2})(?::(\d{1,2})(?:\.(\d{1,7}))?)?$")
 
 
@@ -41,8 +42,9 @@ def export_settings(values: Mapping[str, str], environ: MutableMapping[str, str]
         environ[key] = value
 
 
-def export_app_settings(app_dir: Path, settings_file: Path | None) -> None:
-    """Export the app's settings (local.settings.json, else the sample next to it) to os.environ.
+def export_app_settings(app_dir: Path, settings_file: Path | None) -> dict[str, str]:
+    """Export the app's settings (local.settings.json, else the sample next to it) to os.environ;
+    returns the Values read.
 
     Call it before anything imports aiohttp: aiohttp builds its default SSL context at import,
     reading SSL_CERT_FILE then, so a CA given only in the settings would otherwise come too late.
@@ -52,7 +54,9 @@ def export_app_settings(app_dir: Path, settings_file: Path | None) -> None:
         sample = app_dir / "local.settings.sample.json"
         log.warning("%s not found; using %s", path, sample.name if sample.exists() else "no settings")
         path = sample
-    export_settings(load_settings(path))
+    values = load_settings(path)
+    export_settings(values)
+    return values
 
 
 def resolve(expression: str, environ: Mapping[str, str] = os.environ) -> str:
@@ -105,31 +109,58 @@ class HostOptions:
     function_timeout: timedelta | None = None
 
 
-def load_host_json(path: Path) -> HostOptions:
-    if not path.exists():
-        return HostOptions()
-    document: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+def apply_overrides(document: dict[str, Any], settings: Mapping[str, str]) -> dict[str, Any]:
+    """host.json with every `AzureFunctionsJobHost__path__to__setting` applied, as the host's
+    configuration does (keys case-insensitive; a later mapping entry wins). Keys come back lowercased."""
+    result = _lowercase_keys(document)
+    for key, value in settings.items():
+        if not key.lower().startswith(OVERRIDE_PREFIX.lower()):
+            continue
+        path = [part.lower() for part in key[len(OVERRIDE_PREFIX) :].split("__")]
+        if not all(path):
+            continue
+        section = result
+        for part in path[:-1]:
+            child = section.get(part)
+            if not isinstance(child, dict):
+                child = section[part] = {}
+            section = child
+        section[path[-1]] = value
+    return result
+
+
+def _lowercase_keys(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(key).lower(): _lowercase_keys(item) for key, item in value.items()}
+    return value
+
+
+def load_host_json(path: Path, settings: Mapping[str, str] | None = None) -> HostOptions:
+    """host.json (missing: the defaults) with the app settings' overrides applied; `settings` is
+    what the host reads them from (default: the process environment, where the Values are exported)."""
+    document: dict[str, Any] = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    document = apply_overrides(document, os.environ if settings is None else settings)
     extensions = document.get("extensions") or {}
     http = extensions.get("http") or {}
     queues = extensions.get("queues") or {}
     defaults = QueueOptions()
-    batch_size = int(queues.get("batchSize", defaults.batch_size))
+    batch_size = int(queues.get("batchsize", defaults.batch_size))
     if not 1 <= batch_size <= 32:
         raise ConfigError("extensions.queues.batchSize must be between 1 and 32")
-    encoding = str(queues.get("messageEncoding", defaults.message_encoding)).lower()
+    encoding = str(queues.get("messageencoding", defaults.message_encoding)).lower()
     if encoding not in {"base64", "none"}:
         raise ConfigError("extensions.queues.messageEncoding must be 'base64' or 'none'")
     options = QueueOptions(
         batch_size=batch_size,
-        new_batch_threshold=int(queues["newBatchThreshold"]) if "newBatchThreshold" in queues else None,
-        max_polling_interval=_timespan_or(queues, "maxPollingInterval", defaults.max_polling_interval),
-        visibility_timeout=_timespan_or(queues, "visibilityTimeout", defaults.visibility_timeout),
-        max_dequeue_count=int(queues.get("maxDequeueCount", defaults.max_dequeue_count)),
+        new_batch_threshold=int(queues["newbatchthreshold"]) if "newbatchthreshold" in queues else None,
+        max_polling_interval=_timespan_or(queues, "maxpollinginterval", defaults.max_polling_interval),
+        visibility_timeout=_timespan_or(queues, "visibilitytimeout", defaults.visibility_timeout),
+        max_dequeue_count=int(queues.get("maxdequeuecount", defaults.max_dequeue_count)),
         message_encoding=encoding,
     )
-    timeout = document.get("functionTimeout")
+    timeout = str(document.get("functiontimeout") or "").strip()
     return HostOptions(
-        route_prefix=str(http.get("routePrefix", "api")).strip("/"),
+        route_prefix=str(http.get("routeprefix", "api")).strip("/"),
         queues=options,
         function_timeout=parse_timespan(timeout) if timeout and timeout != "-1" else None,
     )

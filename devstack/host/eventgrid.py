@@ -60,16 +60,16 @@ class EventGridWebhook:
             events = parse_events(await request.read())
         except ValueError as exc:
             return web.Response(status=400, text=f"invalid Event Grid payload: {exc}")
-        kind = request.headers.get("aeg-event-type", "")
-        if kind == "SubscriptionValidation":
+        kind = request.headers.get("aeg-event-type", "").lower()  # the extension ignores its case
+        if kind == "subscriptionvalidation":
             data = events[0].get("data") or {}
             code = data.get("validationCode") if isinstance(data, dict) else None
             if not code:
                 return web.Response(status=400, text="validationCode missing")
             return web.json_response({"validationResponse": code})
-        if kind == "SubscriptionDeletion":
+        if kind == "subscriptiondeletion":
             return web.Response(status=202)
-        if kind != "Notification":
+        if kind != "notification":
             return web.Response(
                 status=400,
                 text="aeg-event-type must be Notification, SubscriptionValidation or SubscriptionDeletion",

@@ -43,7 +43,12 @@ def request_datum(request: web.Request, body: bytes, route_params: dict[str, str
     headers: dict[str, str] = {}
     for name, value in request.headers.items():
         headers[name] = f"{headers[name]}, {value}" if name in headers else value
-    query = {name: request.query.getall(name)[-1] for name in request.query}
+    # As the host's ToRpcHttp: a repeated key's values joined with commas, empty values dropped.
+    # Keys are case-insensitive there, the first spelling kept.
+    grouped: dict[str, tuple[str, list[str]]] = {}
+    for name, value in request.query.items():
+        grouped.setdefault(name.lower(), (name, []))[1].append(value)
+    query = {name: ",".join(v for v in values if v) for name, values in grouped.values() if any(values)}
     string = "string"
     return meta.Datum(
         type="http",

@@ -15,6 +15,7 @@ import time
 import uuid
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,21 @@ class InvocationFailed(Exception):  # noqa: N818  (names the outcome the host lo
         self.cause = cause
 
 
+class FunctionTimeoutError(Exception):
+    """The invocation ran past host.json functionTimeout (the host's FunctionTimeoutException)."""
+
+
+def format_timespan(value: timedelta) -> str:
+    """As .NET prints a TimeSpan: [d.]hh:mm:ss[.fffffff]."""
+    ticks = round(value.total_seconds() * 10_000_000)
+    seconds, fraction = divmod(ticks, 10_000_000)
+    minutes, second = divmod(seconds, 60)
+    hours, minute = divmod(minutes, 60)
+    days, hour = divmod(hours, 24)
+    text = f"{hour:02d}:{minute:02d}:{second:02d}"
+    return (f"{days}." if days else "") + text + (f".{fraction:07d}" if fraction else "")
+
+
 def datetime_datum(value: Any) -> meta.Datum:
     """A trigger-metadata datetime, formatted as the host sends it (ISO 8601, UTC)."""
     return meta.Datum(type="string", value=value.isoformat() if value is not None else None)
@@ -47,6 +63,8 @@ class Invoker:
         configured = os.environ.get("PYTHON_THREADPOOL_THREAD_COUNT")
         workers = max_workers or (int(configured) if configured else min(32, (os.cpu_count() or 1) + 4))
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="function")
+        # host.json functionTimeout (None: no limit); the server sets it once host.json is read.
+        self.function_timeout: timedelta | None = None
 
     def shutdown(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
@@ -64,11 +82,7 @@ class Invoker:
         started = time.perf_counter()
         outcome = "Succeeded"
         try:
-            kwargs = self._arguments(function, datum, trigger_metadata, invocation_id)
-            if function.is_async:
-                return await function.user_function(**kwargs)
-            call = functools.partial(contextvars.copy_context().run, function.user_function, **kwargs)
-            return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+            return await self._call_within_timeout(function, datum, trigger_metadata, invocation_id)
         except Exception as exc:
             outcome = "Failed"
             logging.getLogger(f"Function.{function.name}").error(
@@ -85,6 +99,39 @@ class Invoker:
                 reason,
                 duration_ms,
             )
+
+    async def _call_within_timeout(
+        self,
+        function: FunctionInfo,
+        datum: meta.Datum,
+        trigger_metadata: Mapping[str, meta.Datum] | None,
+        invocation_id: str,
+    ) -> Any:
+        """Run the function; past functionTimeout cancel it and fail, as the host does. (The host then
+        restarts the worker; a sync function's thread cannot be stopped here and runs on unobserved.)"""
+        kwargs = self._arguments(function, datum, trigger_metadata, invocation_id)
+        if function.is_async:
+            running: asyncio.Future[Any] = asyncio.ensure_future(function.user_function(**kwargs))
+        else:
+            call = functools.partial(contextvars.copy_context().run, function.user_function, **kwargs)
+            running = asyncio.get_running_loop().run_in_executor(self._executor, call)
+        if self.function_timeout is None:
+            return await running
+        try:
+            return await asyncio.wait_for(running, self.function_timeout.total_seconds())
+        except TimeoutError:
+            if running.done() and not running.cancelled():
+                raise  # the function itself raised TimeoutError
+            timeout = format_timespan(self.function_timeout)
+            log.error(
+                "Timeout value of %s exceeded by function 'Functions.%s' (Id: '%s'). Initiating cancellation.",
+                timeout,
+                function.name,
+                invocation_id,
+            )
+            raise FunctionTimeoutError(
+                f"Timeout value of {timeout} was exceeded by function: Functions.{function.name}"
+            ) from None
 
     def _arguments(
         self,

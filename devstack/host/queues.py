@@ -17,6 +17,7 @@ import contextlib
 import functools
 import logging
 import random
+import re
 from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
@@ -33,9 +34,13 @@ from devstack.host.invoker import InvocationFailed, Invoker, datetime_datum
 log = logging.getLogger("devstack.host")
 
 _MIN_POLLING_INTERVAL = timedelta(milliseconds=100)
-# Messages are held invisible while their function runs (the extension renews a 10 minute lease;
-# functionTimeout caps a run at 10 minutes, so one lease is enough here).
+# Messages are received invisible for 10 minutes and, while their function runs, made invisible
+# for another 10 minutes at half-time (azure-webjobs-sdk QueueListener's visibility timer).
 _PROCESSING_VISIBILITY_S = 600
+# A test knob (never an Azure setting): tests shrink the processing visibility to see its renewal.
+PROCESSING_VISIBILITY_KNOB = "DEVSTACK_HOST_PROCESSING_VISIBILITY_SECONDS"
+# .NET's Convert.FromBase64String skips these; anything else outside base64 is an error.
+_BASE64_WHITESPACE = re.compile(r"[ \t\r\n]")
 
 
 class MessageDecodingError(Exception):
@@ -46,7 +51,7 @@ def decode_body(content: str, encoding: str) -> bytes:
     if encoding == "none":
         return content.encode("utf-8")
     try:
-        return base64.b64decode(content, validate=True)
+        return base64.b64decode(_BASE64_WHITESPACE.sub("", content), validate=True)
     except (binascii.Error, ValueError) as exc:
         raise MessageDecodingError(
             "message is not valid base64 (host.json messageEncoding is base64)"
@@ -118,6 +123,9 @@ class QueueListener:
         self.queue: QueueClient = self.service.get_queue_client(self.queue_name)
         self.poison: QueueClient = self.service.get_queue_client(f"{self.queue_name}-poison")
         self._in_flight: set[asyncio.Task[None]] = set()
+        self.processing_visibility_s = max(
+            1, int(environ.get(PROCESSING_VISIBILITY_KNOB) or _PROCESSING_VISIBILITY_S)
+        )
 
     async def ensure_queue(self) -> None:
         with contextlib.suppress(ResourceExistsError):
@@ -152,7 +160,7 @@ class QueueListener:
                     async for m in self.queue.receive_messages(
                         messages_per_page=self.options.batch_size,
                         max_messages=self.options.batch_size,
-                        visibility_timeout=_PROCESSING_VISIBILITY_S,
+                        visibility_timeout=self.processing_visibility_s,
                     )
                 ]
             except ResourceNotFoundError:
@@ -196,17 +204,50 @@ class QueueListener:
             )
             await self._move_to_poison(message)
             return
+        metadata = queue_metadata(message)
+        stop = asyncio.Event()
+        renewal = asyncio.create_task(self._keep_invisible(message, stop))
         try:
             await self.invoker.invoke(
                 self.function,
                 queue_datum(body),
                 reason="New queue message detected",
-                trigger_metadata=queue_metadata(message),
+                trigger_metadata=metadata,
             )
-        except InvocationFailed:
+            failed = False
+        except InvocationFailed:  # raised, or stopped at functionTimeout
+            failed = True
+        finally:
+            await self._stop_renewal(renewal, stop)
+        if failed:
             await self._failed(message)
             return
         await self.queue.delete_message(message.id, message.pop_receipt)
+
+    async def _keep_invisible(self, message: QueueMessage, stop: asyncio.Event) -> None:
+        """While the invocation runs, at half the processing visibility make the message invisible
+        for another full one; the new pop receipt replaces the old (settling the message needs it)."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.processing_visibility_s / 2)
+            if stop.is_set():
+                return
+            try:
+                receipt = await self.queue.update_message(
+                    message.id, message.pop_receipt, visibility_timeout=self.processing_visibility_s
+                )
+            except Exception:  # the host logs it and keeps the invocation running
+                log.exception("Function '%s': could not renew message %s", self.function.name, message.id)
+                continue
+            message.pop_receipt = receipt.pop_receipt
+            message.next_visible_on = receipt.next_visible_on
+
+    @staticmethod
+    async def _stop_renewal(renewal: asyncio.Task[None], stop: asyncio.Event) -> None:
+        """Stop renewing, letting an update under way finish so its pop receipt is not lost."""
+        stop.set()
+        with contextlib.suppress(Exception):
+            await renewal
 
     async def _failed(self, message: QueueMessage) -> None:
         if (message.dequeue_count or 1) >= self.options.max_dequeue_count:

@@ -71,8 +71,10 @@ class FunctionsHost:
 
     def load_settings(self) -> None:
         """Export the settings (a no-op for keys already exported: the environment wins) and read host.json."""
-        config.export_app_settings(self.app_dir, self.settings_file)
-        self.options = config.load_host_json(self.app_dir / "host.json")
+        values = config.export_app_settings(self.app_dir, self.settings_file)
+        # Overrides come from the Values and the environment; the environment wins, as on export.
+        self.options = config.load_host_json(self.app_dir / "host.json", {**values, **os.environ})
+        self._invoker.function_timeout = self.options.function_timeout
 
     async def start(self) -> None:
         self.load_settings()

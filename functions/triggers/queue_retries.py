@@ -2,7 +2,7 @@
 
 The host reads extensions.queues.maxDequeueCount from host.json (5 here; 5 is also the host's own
 default), and an app setting `AzureFunctionsJobHost__extensions__queues__maxDequeueCount`
-overrides host.json. The app reads the same two places, in the same order, so the worker knows
+(any case) overrides host.json. The app reads the same two places, in the same order, so the worker knows
 which delivery is the last one (QueueMessage.dequeue_count reaching it): there it ends the
 registration as failed instead of raising into the poison queue.
 """
@@ -23,7 +23,11 @@ DEFAULT_MAX_DEQUEUE_COUNT = 5
 
 
 def max_dequeue_count(values: Mapping[str, str], host_json: Path = HOST_JSON) -> int:
+    # Case-insensitive, as the host's configuration reads it; the environment's own spelling wins.
     raw = (values.get(MAX_DEQUEUE_SETTING) or "").strip()
+    if not raw:
+        wanted = MAX_DEQUEUE_SETTING.lower()
+        raw = next((str(v).strip() for k, v in values.items() if k.lower() == wanted and v), "")
     if raw:
         try:
             count = int(raw)

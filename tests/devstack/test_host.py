@@ -61,6 +61,12 @@ def test_http_route_parameter_settings_and_principal_reach_the_function(sample: 
     }
 
 
+def test_http_query_joins_repeated_keys_with_commas_and_drops_empty_values(sample: dict[str, Any]) -> None:
+    url = f"{sample['host'].url}/api/items/{uuid.uuid4()}"
+    assert json.loads(http("GET", f"{url}?view=a&view=&view=b")[2])["view"] == "a,b"
+    assert json.loads(http("GET", f"{url}?view=")[2])["view"] is None
+
+
 def test_http_route_constraints_and_methods_are_enforced(sample: dict[str, Any]) -> None:
     url = sample["host"].url
     assert http("GET", f"{url}/api/items/not-a-guid")[0] == 404
@@ -162,6 +168,29 @@ def test_event_grid_schema_delivery_invokes_once_per_event(sample: dict[str, Any
         assert seen["event_type"] == "Microsoft.KeyVault.SecretNewVersionCreated"
         assert seen["subject"] == "conn-secret"
         assert seen["data"]["Version"] == "abc"
+
+
+def test_event_grid_event_type_header_value_is_matched_in_any_case(sample: dict[str, Any]) -> None:
+    event_id = str(uuid.uuid4())
+    event = {
+        "id": event_id,
+        "topic": "/subscriptions/x",
+        "subject": "s",
+        "eventType": "Sample.Happened",
+        "eventTime": "2026-11-22T01:02:03Z",
+        "data": {"n": 1},
+        "dataVersion": "1",
+    }
+    assert deliver(sample, [event], kind="notification") == 202
+    wait_for(functools.partial(eventgrid_records, sample, event_id))
+    validation = [event | {"data": {"validationCode": "code-1"}}]
+    url = f"{sample['host'].url}/runtime/webhooks/eventgrid?functionName=on_event"
+    status, _, body = http(
+        "POST", url, json.dumps(validation).encode(), {"aeg-event-type": "subscriptionvalidation"}
+    )
+    assert status == 200
+    assert json.loads(body) == {"validationResponse": "code-1"}
+    assert deliver(sample, [event], kind="SUBSCRIPTIONDELETION") == 202
 
 
 def test_cloud_events_delivery_single_and_batch(sample: dict[str, Any]) -> None:

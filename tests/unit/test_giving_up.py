@@ -183,6 +183,11 @@ def test_max_dequeue_count_is_the_app_setting_else_host_json_else_the_hosts_defa
     assert max_dequeue_count({}, tmp_path / "missing.json") == 5
 
 
+def test_the_max_dequeue_count_setting_is_found_in_any_case_as_the_host_reads_it() -> None:
+    assert max_dequeue_count({"azurefunctionsjobhost__Extensions__Queues__MAXDEQUEUECOUNT": "2"}) == 2
+    assert max_dequeue_count({"AZUREFUNCTIONSJOBHOST__EXTENSIONS__QUEUES__MAXDEQUEUECOUNT": "7"}) == 7
+
+
 # ---------------------------------------------------------------- the stuck-registration sweep
 
 
