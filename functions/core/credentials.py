@@ -76,6 +76,19 @@ def vault_tags(record: Registration, key_id: str, generation: int, expires_on: s
     }
 
 
+def kept_in_vault(state: CredentialState, name: str, cert: VaultCertificate) -> CredentialState:
+    """`state` where Key Vault keeps it as certificate `name` at `cert`'s version (and its secret)."""
+    return replace(
+        state,
+        secret_name=name,
+        secret_uri=cert.secret_uri,
+        secret_version=cert.secret_uri.rstrip("/").rsplit("/", 1)[-1],
+        certificate_name=name,
+        certificate_uri=cert.certificate_uri,
+        certificate_version=cert.version,
+    )
+
+
 def staging_name(registration_id: str) -> str:
     """Where a rotation keeps the next credential until it is verified (no consumer reads it)."""
     return f"{vault_object_name(registration_id)}-staging"
@@ -247,20 +260,18 @@ class CredentialIssuer:
         )
         await self._record(
             keeper,
-            CredentialState(
-                type=CredentialType.CERTIFICATE,
-                generation=pending.generation,
-                display_name=pending.display_name,
-                key_id=key_id,
-                start=cert.not_before,
-                expires_on=cert.expires_on,
-                secret_name=name,
-                secret_uri=cert.secret_uri,
-                secret_version=cert.secret_uri.rstrip("/").rsplit("/", 1)[-1],
-                certificate_name=name,
-                certificate_uri=cert.certificate_uri,
-                certificate_version=cert.version,
-                thumbprint=cert.thumbprint_sha1,
+            kept_in_vault(
+                CredentialState(
+                    type=CredentialType.CERTIFICATE,
+                    generation=pending.generation,
+                    display_name=pending.display_name,
+                    key_id=key_id,
+                    start=cert.not_before,
+                    expires_on=cert.expires_on,
+                    thumbprint=cert.thumbprint_sha1,
+                ),
+                name,
+                cert,
             ),
         )
 

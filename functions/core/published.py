@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from functions.core.credentials import certificate_key_id
+from functions.core.credentials import certificate_key_id, kept_in_vault
 from functions.core.errors import NotFound
 from functions.core.models import CredentialType
 from functions.core.ports import Directory, Vault
@@ -75,15 +75,10 @@ async def _published_certificate(
         return None
     if latest.thumbprint_sha1 != staged.thumbprint_sha1:
         return None
-    return replace(
+    state = replace(
         pending_state(pending, certificate_key_id(record.id, pending.generation)),
         start=latest.not_before,
         expires_on=latest.expires_on,
         thumbprint=latest.thumbprint_sha1,
-        secret_name=name,
-        secret_uri=latest.secret_uri,
-        secret_version=latest.secret_uri.rstrip("/").rsplit("/", 1)[-1],
-        certificate_name=name,
-        certificate_uri=latest.certificate_uri,
-        certificate_version=latest.version,
     )
+    return kept_in_vault(state, name, latest)

@@ -44,12 +44,17 @@ def rotation_job(
         lead_time=settings.lead_time,
         lifetime_fraction=settings.lifetime_fraction,
     )
+    return _rotate(record, credential.generation, due, requested_by)
+
+
+def _rotate(record: Registration, generation: int, due_at: datetime, requested_by: str) -> RotationJob:
+    """The ROTATE job of generation `generation`: one id whoever asks (a sweep, an admin, an event)."""
     return RotationJob(
-        job_id=job_id(record.id, credential.generation, JobAction.ROTATE),
+        job_id=job_id(record.id, generation, JobAction.ROTATE),
         registration_id=record.id,
-        generation=credential.generation,
+        generation=generation,
         action=JobAction.ROTATE,
-        due_at=due,
+        due_at=due_at,
         requested_by=requested_by,
     )
 
@@ -79,14 +84,7 @@ def rotate_now_job(record: Registration, at: datetime, requested_by: str) -> Rot
     credential = record.credential
     if credential is None or credential.type is CredentialType.FEDERATED:
         return None
-    return RotationJob(
-        job_id=job_id(record.id, credential.generation, JobAction.ROTATE),
-        registration_id=record.id,
-        generation=credential.generation,
-        action=JobAction.ROTATE,
-        due_at=at,
-        requested_by=requested_by,
-    )
+    return _rotate(record, credential.generation, at, requested_by)
 
 
 def failed_in_a_row(record: Registration, step: str) -> int:

@@ -23,6 +23,7 @@ from datetime import datetime, timedelta
 from functions.core.credentials import (
     SECRET_CONTENT_TYPE,
     certificate_key_id,
+    kept_in_vault,
     remove_other_named_passwords,
     staging_name,
     vault_tags,
@@ -224,15 +225,7 @@ class NextGeneration:
             cert = latest if latest.thumbprint_sha1 == state.thumbprint else None
             if cert is None:
                 cert = await self._vault.import_certificate(name, value, tags=tags)
-            return replace(
-                state,
-                secret_name=name,
-                secret_uri=cert.secret_uri,
-                secret_version=cert.secret_uri.rstrip("/").rsplit("/", 1)[-1],
-                certificate_name=name,
-                certificate_uri=cert.certificate_uri,
-                certificate_version=cert.version,
-            )
+            return kept_in_vault(state, name, cert)
         existing = next(
             (v for v in await self._vault.secret_versions(name) if v.tags.get("keyId") == state.key_id), None
         )
