@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 from functions.resources import REGISTRATION_REQUESTS_QUEUE, REGISTRATIONS_TABLE
 
 if TYPE_CHECKING:
+    from contextlib import AbstractAsyncContextManager
+
     from functions.core.delivery import DeliveryWorker
     from functions.core.keyvault_reactions import KeyVaultReactions
     from functions.core.lifecycle import Lifecycle
@@ -35,9 +37,11 @@ if TYPE_CHECKING:
         WebhookTransport,
     )
     from functions.core.profiles import ProfileCatalogue
+    from functions.core.prompt_delivery import PromptDeliveries
     from functions.core.provisioning import Provisioner
     from functions.core.registrations import Registration
     from functions.core.rotation import RotationSettings, Rotator
+    from functions.core.signing_secrets import CachedSecrets
     from functions.settings import Settings
 
 
@@ -258,17 +262,31 @@ class Services:
             settings=self.rotation_settings,
         )
 
+    @cached_property
+    def signing_secrets(self) -> CachedSecrets:
+        """Webhook signing secrets, read from Key Vault once per subscription and name for a while."""
+        from functions.core.signing_secrets import CachedSecrets
+
+        return CachedSecrets(self.vault)
+
     def delivery_worker(self) -> DeliveryWorker:
         from functions.core.delivery import DeliveryWorker
 
         return DeliveryWorker(
-            vault=self.vault,
+            vault=self.signing_secrets,
             transport=self.webhook_sender,
             queue=self.queue,
             deliveries=self.deliveries,
             clock=self.clock,
             schedule=self.webhook_retry_schedule,
         )
+
+    def prompt_deliveries(self) -> AbstractAsyncContextManager[PromptDeliveries]:
+        """A trigger that may announce events wraps its work in this: the deliveries announced are
+        attempted at once, the queue trigger taking over what this invocation does not settle."""
+        from functions.core.prompt_delivery import prompt_deliveries
+
+        return prompt_deliveries(self.delivery_worker(), self.queue)
 
     def lifecycle(self) -> Lifecycle:
         from functions.core.lifecycle import Lifecycle

@@ -7,6 +7,7 @@ One QueueClient per queue, made on first use (names in functions/resources.py).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
@@ -14,10 +15,15 @@ from typing import Any
 from functions.adapters.tables import StorageConfig
 from functions.adapters.transport import data_plane_options
 from functions.core.errors import NotFound, PermanentError, RegistrarError, TransientError
+from functions.core.ports import QueuedMessage
 from functions.resources import QUEUES
 
 MAX_VISIBILITY_DELAY = timedelta(days=7)  # Storage queues refuse a longer visibility timeout
 MAX_MESSAGE_BYTES = 48 * 1024  # 64 KiB on the wire, of which base64 takes a third
+
+
+class _Settled(Exception):  # noqa: N818
+    """The message is no longer the sender's to settle (deleted, expired, or received since)."""
 
 
 def queue_error(error: BaseException, queue_name: str) -> RegistrarError | None:
@@ -90,19 +96,54 @@ class StorageQueues:
 
     async def send(
         self, queue_name: str, message: str, *, visibility_timeout: timedelta | None = None
-    ) -> None:
+    ) -> QueuedMessage:
         if len(message.encode()) > MAX_MESSAGE_BYTES:
             raise PermanentError(f"message for {queue_name} exceeds 48 KiB", code="MessageTooLarge")
         delay = None
         if visibility_timeout is not None and visibility_timeout > timedelta(0):
-            delay = int(min(visibility_timeout, MAX_VISIBILITY_DELAY).total_seconds())
+            delay = max(1, int(min(visibility_timeout, MAX_VISIBILITY_DELAY).total_seconds()))
         client = self.client(queue_name)
         try:
-            await self._call(queue_name, lambda: client.send_message(message, visibility_timeout=delay))
+            sent = await self._call(
+                queue_name, lambda: client.send_message(message, visibility_timeout=delay)
+            )
         except NotFound:
             # A queue nobody created yet (a fresh Azurite): create it once and send again.
             await self._create(queue_name)
-            await self._call(queue_name, lambda: client.send_message(message, visibility_timeout=delay))
+            sent = await self._call(
+                queue_name, lambda: client.send_message(message, visibility_timeout=delay)
+            )
+        return QueuedMessage(queue_name, sent.id, sent.pop_receipt)
+
+    async def delete(self, message: QueuedMessage) -> None:
+        client = self.client(message.queue_name)
+        with contextlib.suppress(_Settled):
+            await self._settle(message, lambda: client.delete_message(message.id, message.pop_receipt))
+
+    async def release(self, message: QueuedMessage) -> None:
+        client = self.client(message.queue_name)
+        with contextlib.suppress(_Settled):
+            await self._settle(
+                message,
+                lambda: client.update_message(message.id, message.pop_receipt, visibility_timeout=0),
+            )
+
+    async def _settle(self, message: QueuedMessage, attempt: Any) -> None:
+        """404 (deleted, or expired) and 400 PopReceiptMismatch (received by a consumer since) mean
+        the message is no longer this sender's to settle: _Settled, which the callers ignore."""
+        from azure.core.exceptions import HttpResponseError
+
+        try:
+            await attempt()
+        except Exception as error:
+            if isinstance(error, HttpResponseError) and (
+                error.status_code == 404 or getattr(error, "error_code", None) == "PopReceiptMismatch"
+            ):
+                raise _Settled from None
+            failure = queue_error(error, message.queue_name)
+            if failure is None:
+                raise
+            raise failure from None
 
     async def _call(self, queue_name: str, attempt: Any) -> Any:
         failure: RegistrarError | None

@@ -1,7 +1,8 @@
 """Announce a registration's events to its webhook subscribers, once per event.
 
 The event fans out to one message per interested subscriber on the webhook-deliveries queue
-(the delivery worker signs and sends each, with retries). The record's history remembers which
+(the delivery worker signs and sends each, with retries); inside a trigger's prompt deliveries
+(core/prompt_delivery.py) each message is sent hidden and attempted at once by this invocation. The record's history remembers which
 events were announced, so a workflow step re-run after a crash does not announce twice; should
 a crash fall between the send and that note, the re-send carries the same deterministic
 webhook-id, which is what Standard Webhooks receivers deduplicate on.
@@ -16,8 +17,9 @@ from datetime import datetime
 from typing import Any
 
 from functions.core.keeper import RecordKeeper
-from functions.core.notifications import WebhookEvent, WebhookSubscription, fan_out
+from functions.core.notifications import Delivery, WebhookEvent, WebhookSubscription, fan_out
 from functions.core.ports import Clock, MessageQueue
+from functions.core.prompt_delivery import PromptDeliveries, current_prompt
 from functions.core.registrations import Registration
 from functions.resources import WEBHOOK_DELIVERIES_QUEUE
 
@@ -67,8 +69,14 @@ class Announcer:
         # Every send is awaited before a failure is raised, so none is left running unobserved; the
         # caller's retry re-sends them all with the same webhook-ids, and the delivery log keeps a
         # delivery that a first copy settled from being retried or recorded over by a second.
+        prompt = current_prompt()
         results = await asyncio.gather(
-            *(self._queue.send(WEBHOOK_DELIVERIES_QUEUE, delivery.to_message()) for delivery in deliveries),
+            *(
+                self._queue.send(WEBHOOK_DELIVERIES_QUEUE, delivery.to_message())
+                if prompt is None
+                else self._send_prompt(prompt, delivery)
+                for delivery in deliveries
+            ),
             return_exceptions=True,
         )
         failures = [result for result in results if isinstance(result, BaseException)]
@@ -79,3 +87,14 @@ class Announcer:
         if deliveries:
             log.info("announced %s to %d subscriber(s)", event.type, len(deliveries))
         return len(deliveries)
+
+    async def _send_prompt(self, prompt: PromptDeliveries, delivery: Delivery) -> None:
+        """Enqueue hidden, then attempt at once (core/prompt_delivery.py); the queue is the fallback."""
+        # The queued copy is flagged (whoever takes it over checks the delivery log first); the
+        # attempt made here is not (it is the first, and needs no read).
+        message = await self._queue.send(
+            WEBHOOK_DELIVERIES_QUEUE,
+            replace(delivery, prompt=True).to_message(),
+            visibility_timeout=prompt.window,
+        )
+        prompt.start(delivery, message)

@@ -24,7 +24,14 @@ from functions.core.notifications import (
     retry_delay,
     signed_headers,
 )
-from functions.core.ports import Clock, DeliveryLog, DeliveryRecord, MessageQueue, Vault, WebhookTransport
+from functions.core.ports import (
+    Clock,
+    DeliveryLog,
+    DeliveryRecord,
+    MessageQueue,
+    SecretReader,
+    WebhookTransport,
+)
 from functions.resources import WEBHOOK_DELIVERIES_QUEUE
 
 log = logging.getLogger(__name__)
@@ -34,7 +41,7 @@ class DeliveryWorker:
     def __init__(
         self,
         *,
-        vault: Vault,
+        vault: SecretReader,
         transport: WebhookTransport,
         queue: MessageQueue,
         deliveries: DeliveryLog,
@@ -50,9 +57,10 @@ class DeliveryWorker:
 
     async def deliver(self, delivery: Delivery) -> str:
         """One attempt; returns the resulting status (delivered, retrying, dead_lettered, gone)."""
-        if delivery.attempt > 1:
+        if delivery.attempt > 1 or delivery.prompt:
             # A retry is rare, so it may afford a read: a duplicate chain of this delivery (the
-            # announcement re-sent after a crash) may have settled it meanwhile.
+            # announcement re-sent after a crash) may have settled it meanwhile. So may have the
+            # prompt attempt of a message the queue hands over (its invocation died before deleting it).
             settled = await self._log.get(delivery.registration_id, delivery.delivery_id)
             if settled is not None and settled.status in SETTLED_STATUSES:
                 log.info(

@@ -163,21 +163,24 @@ class Delivery:
     body: str  # the exact JSON that is signed and sent
     attempt: int = 1
     first_attempt_at: str | None = None
+    # Sent for a prompt attempt by the announcing invocation (core/prompt_delivery.py): should the
+    # queue ever hand this message over, that attempt may have settled it already.
+    prompt: bool = False
 
     def to_message(self) -> str:
-        return json.dumps(
-            {
-                "deliveryId": self.delivery_id,
-                "subscriptionId": self.subscription_id,
-                "registrationId": self.registration_id,
-                "url": self.url,
-                "eventType": self.event_type,
-                "body": self.body,
-                "attempt": self.attempt,
-                "firstAttemptAt": self.first_attempt_at,
-            },
-            separators=(",", ":"),
-        )
+        fields: dict[str, object] = {
+            "deliveryId": self.delivery_id,
+            "subscriptionId": self.subscription_id,
+            "registrationId": self.registration_id,
+            "url": self.url,
+            "eventType": self.event_type,
+            "body": self.body,
+            "attempt": self.attempt,
+            "firstAttemptAt": self.first_attempt_at,
+        }
+        if self.prompt:
+            fields["prompt"] = True
+        return json.dumps(fields, separators=(",", ":"))
 
     @classmethod
     def from_message(cls, text: str) -> Delivery:
@@ -191,6 +194,7 @@ class Delivery:
             body=str(data["body"]),
             attempt=int(data.get("attempt", 1)),
             first_attempt_at=data.get("firstAttemptAt"),
+            prompt=data.get("prompt") is True,
         )
 
     def next_attempt(self) -> Delivery:

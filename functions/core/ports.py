@@ -230,6 +230,14 @@ class VaultCertificate:
     expires_on: datetime
 
 
+class SecretReader(Protocol):
+    """What reading a secret needs: a Vault, or a cache in front of one."""
+
+    async def get_secret(self, name: str, version: str | None = None) -> tuple[VaultSecretRef, SecretValue]:
+        """Raises NotFound."""
+        ...
+
+
 class Vault(Protocol):
     """The registrar's Key Vault (secrets and certificates)."""
 
@@ -327,13 +335,32 @@ class RegistrationStore(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class QueuedMessage:
+    """A message just sent, as its sender may still settle it: the queue's id and pop receipt
+    (which delete and update need) until the message is first received by someone else."""
+
+    queue_name: str
+    id: str
+    pop_receipt: str = field(repr=False)
+
+
 class MessageQueue(Protocol):
     """Storage queues, written the way the Functions host reads them (base64 message encoding)."""
 
     async def send(
         self, queue_name: str, message: str, *, visibility_timeout: timedelta | None = None
-    ) -> None:
+    ) -> QueuedMessage:
         """Enqueue one message; visibility_timeout delays its first delivery."""
+        ...
+
+    async def delete(self, message: QueuedMessage) -> None:
+        """Delete a message this sender still holds (sent hidden, not yet received). Idempotent:
+        a message already gone, or received by someone else meanwhile (new pop receipt), is left."""
+        ...
+
+    async def release(self, message: QueuedMessage) -> None:
+        """Make a message this sender still holds visible at once (its consumer takes it over)."""
         ...
 
 

@@ -41,7 +41,8 @@ async def keyvault_events(event: func.EventGridEvent) -> None:
     svc = await services().ready()
     with log_context(operation="keyvault-event"):
         # TransientError (e.g. the registration is mid-rotation) raises: Event Grid retries it.
-        reaction = await svc.reactions().handle(parsed)
+        async with svc.prompt_deliveries():  # credential.* events reach subscribers at once
+            reaction = await svc.reactions().handle(parsed)
         log.info("Key Vault %s for %s: %s", event.event_type, parsed.object_name, reaction.value)
 
 
@@ -84,13 +85,16 @@ async def add_webhook(req: func.HttpRequest) -> func.HttpResponse:
 
 @bp.route(route="registrations/{id}/webhooks/{subscription}", methods=["DELETE"])
 async def remove_webhook(req: func.HttpRequest) -> func.HttpResponse:
+    from functions.core.intake import webhook_secret_name
+
+    subscription_id = req.route_params.get("subscription", "")
     try:
-        await services().ready()
-        await _subscriptions().remove(
-            req.route_params.get("id", ""), req.route_params.get("subscription", "")
-        )
+        svc = await services().ready()
+        await _subscriptions().remove(req.route_params.get("id", ""), subscription_id)
     except RegistrarError as err:
         return error_response(err)
+    # Its queued deliveries end as gone here at once (other instances: after the cache's ttl).
+    svc.signing_secrets.forget(webhook_secret_name(subscription_id))
     return func.HttpResponse(status_code=204)
 
 

@@ -17,7 +17,7 @@ import logging
 
 import azure.functions as func
 
-from functions.bootstrap import services
+from functions.bootstrap import Services, services
 from functions.core.errors import Conflict, NotFound, TransientError, ValidationFailed
 from functions.core.intake import accept, plan_from_validated, record_invalid
 from functions.core.keeper import LeaseHeld
@@ -74,23 +74,28 @@ async def registration_worker(msg: func.QueueMessage) -> None:
             raise
         registration_id = accepted.registration.id
     with log_context(registration_id=registration_id, operation="provision"):
-        provisioner = svc.provisioner()
-        try:
-            record = await provisioner.run(registration_id)
-        except NotFound:
-            log.warning("queued registration %s does not exist; message dropped", registration_id)
-            return
-        except LeaseHeld:
-            # Another worker is on it (a duplicate message: a repeat POST or approve re-sends one).
-            # Its own message carries its retries; giving up here would fail a healthy run. A lease
-            # that is truly dead is the stuck-registration sweep's to end.
+        async with svc.prompt_deliveries():  # registration.active/failed reach subscribers at once
+            await _provision(msg, svc, registration_id)
+
+
+async def _provision(msg: func.QueueMessage, svc: Services, registration_id: str) -> None:
+    provisioner = svc.provisioner()
+    try:
+        record = await provisioner.run(registration_id)
+    except NotFound:
+        log.warning("queued registration %s does not exist; message dropped", registration_id)
+        return
+    except LeaseHeld:
+        # Another worker is on it (a duplicate message: a repeat POST or approve re-sends one).
+        # Its own message carries its retries; giving up here would fail a healthy run. A lease
+        # that is truly dead is the stuck-registration sweep's to end.
+        raise
+    except TransientError as err:
+        if not is_last_delivery(msg.dequeue_count, svc.settings.values):
             raise
-        except TransientError as err:
-            if not is_last_delivery(msg.dequeue_count, svc.settings.values):
-                raise
-            # Raising now would leave it `provisioning` behind a poisoned message: end it, cleaned up.
-            # (If even that cannot happen now, this raises; the stuck-registration sweep ends it.)
-            reason = f"gave up after {msg.dequeue_count} attempts: {err}"
-            record = await provisioner.give_up(registration_id, reason)
-        log.info("registration %s is %s (delivery %s)", record.id, record.status.value, msg.dequeue_count)
-        await svc.settle(record)
+        # Raising now would leave it `provisioning` behind a poisoned message: end it, cleaned up.
+        # (If even that cannot happen now, this raises; the stuck-registration sweep ends it.)
+        reason = f"gave up after {msg.dequeue_count} attempts: {err}"
+        record = await provisioner.give_up(registration_id, reason)
+    log.info("registration %s is %s (delivery %s)", record.id, record.status.value, msg.dequeue_count)
+    await svc.settle(record)

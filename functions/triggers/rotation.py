@@ -50,7 +50,8 @@ async def rotation_worker(msg: func.QueueMessage) -> None:
     job = RotationJob.from_message(json.loads(msg.get_body().decode("utf-8")))
     svc = await services().ready()
     try:
-        outcome = await svc.rotator().run(job)
+        async with svc.prompt_deliveries():  # credential.rotated/retired reach subscribers at once
+            outcome = await svc.rotator().run(job)
     except PermanentError as err:
         log.error("rotation job %s refused for good (recorded on the registration): %s", job.job_id, err)
         return

@@ -35,6 +35,7 @@ from functions.core.ports import (
     FederatedCredentialSpec,
     IssuedSecret,
     KeyCredentialSpec,
+    QueuedMessage,
     VaultCertificate,
     VaultSecretRef,
 )
@@ -509,6 +510,9 @@ class FakeQueue(Recorder):
     def __init__(self) -> None:
         super().__init__()
         self.sent: list[tuple[str, str]] = []
+        self.hidden_for: list[timedelta | None] = []  # each sent message's visibility timeout
+        self.deleted: set[int] = set()  # indexes into sent
+        self.released: set[int] = set()
         self._failures: list[Exception] = []
 
     def fail_sends(self, count: int = 1, error: Exception | None = None) -> None:
@@ -519,11 +523,25 @@ class FakeQueue(Recorder):
 
     async def send(
         self, queue_name: str, message: str, *, visibility_timeout: timedelta | None = None
-    ) -> None:
+    ) -> QueuedMessage:
         self.note("send")
         if self._failures:
             raise self._failures.pop(0)
         self.sent.append((queue_name, message))
+        self.hidden_for.append(visibility_timeout)
+        return QueuedMessage(queue_name, str(len(self.sent) - 1), f"receipt-{len(self.sent)}")
+
+    async def delete(self, message: QueuedMessage) -> None:
+        self.note("delete")
+        self.deleted.add(int(message.id))
+
+    async def release(self, message: QueuedMessage) -> None:
+        self.note("release")
+        self.released.add(int(message.id))
+
+    def pending(self, queue_name: str) -> list[str]:
+        """Messages a consumer would still receive: neither deleted by their sender nor taken back."""
+        return [m for i, (q, m) in enumerate(self.sent) if q == queue_name and i not in self.deleted]
 
     def messages(self, queue_name: str) -> list[str]:
         return [m for q, m in self.sent if q == queue_name]

@@ -6,6 +6,8 @@ schema, roles, and that no secret value appears in a response, a message or a re
 
 from __future__ import annotations
 
+import contextlib
+
 import base64
 import json
 import uuid
@@ -80,6 +82,9 @@ class FakeServices:
         return self.world.lifecycle()
 
     settle = bootstrap.Services.settle  # the real wiring, over these fakes
+
+    def prompt_deliveries(self) -> contextlib.nullcontext[None]:
+        return contextlib.nullcontext()  # announcements go to the queue (tests/unit/test_prompt_delivery.py)
 
 
 @pytest.fixture

@@ -22,6 +22,7 @@ from functions.core.rotation_schedule import JobAction, RotationJob
 from functions.core.staging import staging_name
 from functions.core.verification import VerifyPolicy
 from functions.resources import ROTATION_JOBS_QUEUE, WEBHOOK_DELIVERIES_QUEUE
+from tests.unit import fakes
 from tests.unit.fakes import Crash, Crashing, FakeExpiryIndex, FakeTokenProbe, FakeVault, Faults, _Version
 from tests.unit.provisioning_world import World, fast_sleep
 
@@ -61,15 +62,7 @@ class ImportingVault(FakeVault):
         return cert
 
 
-class FakeQueue:
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, str]] = []
-
-    async def send(
-        self, queue_name: str, message: str, *, visibility_timeout: timedelta | None = None
-    ) -> None:
-        self.sent.append((queue_name, message))
-
+class FakeQueue(fakes.FakeQueue):
     def deliveries(self) -> list[Delivery]:
         return [Delivery.from_message(m) for q, m in self.sent if q == WEBHOOK_DELIVERIES_QUEUE]
 

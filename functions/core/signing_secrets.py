@@ -1,0 +1,63 @@
+"""Webhook signing secrets kept in memory after their first read from Key Vault.
+
+Key Vault's guidance is to cache secrets rather than read one per operation: a vault serves a
+bounded number of transactions per 10 seconds, and one event to a thousand subscribers, with
+their retries, would spend them on reads. A subscription's signing secret never changes (a new
+secret is a new subscription), so what the cache can get wrong is only a removed subscription:
+the instance that removes it forgets it at once; another instance keeps signing that
+subscription's queued deliveries for at most `ttl`, after which Key Vault answers NotFound and the
+delivery ends as gone. A miss is not cached. Values stay SecretValue (a repr that shows nothing).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from datetime import timedelta
+
+from functions.core.models import SecretValue
+from functions.core.ports import SecretReader, VaultSecretRef
+
+SIGNING_SECRET_TTL = timedelta(minutes=5)
+SIGNING_SECRET_CAPACITY = 10_000
+
+
+class CachedSecrets:
+    """SecretReader in front of another: the latest version of each name, for `ttl`, at most
+    `capacity` names (the least recently used goes first)."""
+
+    def __init__(
+        self,
+        source: SecretReader,
+        *,
+        ttl: timedelta = SIGNING_SECRET_TTL,
+        capacity: int = SIGNING_SECRET_CAPACITY,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._source = source
+        self._ttl_s = ttl.total_seconds()
+        self._capacity = capacity
+        self._monotonic = monotonic
+        self._entries: OrderedDict[str, tuple[float, VaultSecretRef, SecretValue]] = OrderedDict()
+
+    async def get_secret(self, name: str, version: str | None = None) -> tuple[VaultSecretRef, SecretValue]:
+        if version is not None:
+            return await self._source.get_secret(name, version)
+        now = self._monotonic()
+        entry = self._entries.get(name)
+        if entry is not None and now - entry[0] < self._ttl_s:
+            self._entries.move_to_end(name)
+            return entry[1], entry[2]
+        ref, value = await self._source.get_secret(name)  # NotFound propagates, uncached
+        self._entries[name] = (now, ref, value)
+        self._entries.move_to_end(name)
+        while len(self._entries) > self._capacity:
+            self._entries.popitem(last=False)
+        return ref, value
+
+    def forget(self, name: str) -> None:
+        self._entries.pop(name, None)
+
+    def __repr__(self) -> str:
+        return f"CachedSecrets({len(self._entries)} names, ttl={self._ttl_s:.0f}s)"
