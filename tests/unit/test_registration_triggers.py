@@ -6,9 +6,8 @@ schema, roles, and that no secret value appears in a response, a message or a re
 
 from __future__ import annotations
 
-import contextlib
-
 import base64
+import contextlib
 import json
 import uuid
 from collections.abc import Iterator
