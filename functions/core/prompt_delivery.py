@@ -114,10 +114,16 @@ class PromptDeliveries:
 
 
 @contextlib.asynccontextmanager
-async def prompt_deliveries(worker: DeliveryWorker, queue: MessageQueue) -> AsyncIterator[PromptDeliveries]:
+async def prompt_deliveries(
+    worker: DeliveryWorker,
+    queue: MessageQueue,
+    *,
+    window: timedelta = PROMPT_WINDOW,
+    deadline: timedelta = PROMPT_DEADLINE,
+) -> AsyncIterator[PromptDeliveries]:
     """Deliveries announced inside are attempted at once and settled on the way out, whether the
     work inside succeeded or raised; cancelled (functionTimeout), they go to the queue trigger."""
-    prompt = PromptDeliveries(worker=worker, queue=queue)
+    prompt = PromptDeliveries(worker=worker, queue=queue, window=window, deadline=deadline)
     token = _current.set(prompt)
     try:
         yield prompt

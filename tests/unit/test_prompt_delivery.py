@@ -1,0 +1,289 @@
+"""Prompt delivery (core/prompt_delivery.py) and the signing-secret cache, against in-memory fakes.
+
+A rotation announces credential.rotated inside prompt_deliveries: the delivery's message goes to
+the queue hidden, the attempt is made at once, and the message is deleted once settled. Whatever
+the invocation does not settle (an attempt that raised, ran past the deadline, or a crash before
+the delete) is left to the queue trigger, which never sends twice what was delivered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from standardwebhooks.webhooks import Webhook
+
+from functions.core.delivery import DeliveryWorker
+from functions.core.errors import NotFound, TransientError
+from functions.core.intake import webhook_secret_name
+from functions.core.models import SecretValue
+from functions.core.notifications import Delivery, DeliveryOutcome
+from functions.core.ports import VaultSecretRef
+from functions.core.prompt_delivery import PROMPT_WINDOW, current_prompt, prompt_deliveries
+from functions.core.rotation_schedule import JobAction
+from functions.core.signing_secrets import CachedSecrets
+from functions.resources import WEBHOOK_DELIVERIES_QUEUE
+from tests.unit.fakes import Crash
+from tests.unit.test_delivery_and_reactions import FakeDeliveryLog, FakeTransport
+from tests.unit.test_rotation import RotationWorld, due_job
+
+OK = DeliveryOutcome(status=200)
+
+
+class HangingTransport(FakeTransport):
+    """A receiver that never answers."""
+
+    async def send(self, url: str, headers: dict[str, str], body: bytes) -> DeliveryOutcome:
+        self.sent.append((url, headers, body))
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+
+class FailingLog(FakeDeliveryLog):
+    """Table storage refusing the outcome write (the attempt raises after the POST)."""
+
+    async def record(self, entry: object) -> None:
+        raise TransientError("503 Server Busy (table)")
+
+
+async def rotated_world() -> RotationWorld:
+    world = RotationWorld()
+    await world.active()  # one subscriber: https://hooks.example/x
+    world.clock.advance(timedelta(days=61))
+    return world
+
+
+def worker_for(world: RotationWorld, transport: FakeTransport, log: FakeDeliveryLog) -> DeliveryWorker:
+    return DeliveryWorker(
+        vault=world.vault,
+        transport=transport,
+        queue=world.queue,
+        deliveries=log,
+        clock=world.clock,
+        schedule=(timedelta(seconds=30),),
+    )
+
+
+def queued(world: RotationWorld) -> list[Delivery]:
+    """What the queue trigger would still receive on webhook-deliveries."""
+    return [Delivery.from_message(m) for m in world.queue.pending(WEBHOOK_DELIVERIES_QUEUE)]
+
+
+async def rotate(world: RotationWorld, worker: DeliveryWorker, **limits: timedelta) -> dict[str, int]:
+    async with prompt_deliveries(worker, world.queue, **limits) as prompt:
+        await world.rotator().run(due_job(world, JobAction.ROTATE))
+        return await prompt.settle()
+
+
+async def test_an_announced_delivery_is_attempted_at_once_and_its_hidden_message_deleted() -> None:
+    world = await rotated_world()
+    transport, log = FakeTransport([OK]), FakeDeliveryLog()
+
+    counts = await rotate(world, worker_for(world, transport, log))
+
+    assert counts == {"delivered": 1}
+    (message,) = world.queue.messages(WEBHOOK_DELIVERIES_QUEUE)
+    index = world.queue.sent.index((WEBHOOK_DELIVERIES_QUEUE, message))
+    assert world.queue.hidden_for[index] == PROMPT_WINDOW  # hidden while the attempt runs
+    assert json.loads(message)["prompt"] is True
+    assert world.queue.deleted == {index} and queued(world) == []
+    (url, headers, body) = transport.sent[0]
+    delivery = Delivery.from_message(message)
+    assert url == "https://hooks.example/x" and headers["webhook-id"] == delivery.delivery_id
+    secret = world.vault.latest_value(webhook_secret_name(delivery.subscription_id))
+    assert secret is not None
+    sent_at = datetime.fromtimestamp(int(headers["webhook-timestamp"]), UTC)  # the world's clock: days ahead
+    expected = Webhook(secret).sign(headers["webhook-id"], sent_at, body.decode())
+    assert headers["webhook-signature"] == expected and json.loads(body)["type"] == "credential.rotated"
+    assert log.entries[delivery.delivery_id].status == "delivered"
+
+
+async def test_without_prompt_deliveries_the_message_is_queued_visible_and_nothing_is_sent() -> None:
+    world = await rotated_world()
+
+    await world.rotator().run(due_job(world, JobAction.ROTATE))
+
+    (delivery,) = queued(world)
+    assert delivery.prompt is False and world.queue.hidden_for[-1] is None
+    assert current_prompt() is None
+
+
+async def test_a_failed_attempt_queues_its_retry_and_deletes_the_first_message() -> None:
+    world = await rotated_world()
+    transport, log = FakeTransport([DeliveryOutcome(status=503)]), FakeDeliveryLog()
+
+    counts = await rotate(world, worker_for(world, transport, log))
+
+    assert counts == {"retrying": 1}
+    (retry,) = queued(world)  # only the retry is left, visible after the schedule's delay
+    assert retry.attempt == 2 and world.queue.hidden_for[-1] == timedelta(seconds=30)
+    assert log.entries[retry.delivery_id].status == "retrying"
+
+
+async def test_an_attempt_that_raises_is_released_to_the_queue_trigger_which_delivers_it_once() -> None:
+    world = await rotated_world()
+    transport = FakeTransport([OK, OK])
+
+    counts = await rotate(world, worker_for(world, transport, FailingLog()))
+
+    assert counts == {"released": 1}
+    (message,) = queued(world)
+    assert len(world.queue.released) == 1 and world.queue.deleted == set()
+    # The queue trigger takes it: the log has no outcome, so it is sent (same webhook-id).
+    log = FakeDeliveryLog()
+    assert await worker_for(world, transport, log).deliver(message) == "delivered"
+    assert [h["webhook-id"] for _, h, _ in transport.sent] == [message.delivery_id] * 2
+
+
+async def test_an_attempt_past_the_deadline_is_cancelled_and_released() -> None:
+    world = await rotated_world()
+    transport = HangingTransport([])
+
+    counts = await rotate(
+        world,
+        worker_for(world, transport, FakeDeliveryLog()),
+        window=timedelta(seconds=5),
+        deadline=timedelta(milliseconds=50),
+    )
+
+    assert counts == {"released": 1} and len(transport.sent) == 1
+    assert len(queued(world)) == 1 and world.queue.hidden_for[-1] == timedelta(seconds=5)
+
+
+async def test_a_crash_before_the_delete_leaves_the_message_whose_consumer_does_not_send_it_again() -> None:
+    world = await rotated_world()
+    transport, log = FakeTransport([OK]), FakeDeliveryLog()
+
+    async def crash(message: object) -> None:
+        raise Crash("the worker died before deleting the message")
+
+    world.queue.delete = crash  # type: ignore[method-assign]
+    counts = await rotate(world, worker_for(world, transport, log))
+
+    assert counts == {"unsettled": 1}
+    (left,) = queued(world)  # visible again after the window
+    assert left.prompt is True
+    assert await worker_for(world, transport, log).deliver(left) == "delivered"
+    assert len(transport.sent) == 1  # the delivery log said delivered: no second POST
+
+
+async def test_work_that_raises_still_settles_what_it_announced() -> None:
+    world = await rotated_world()
+    transport, log = FakeTransport([OK]), FakeDeliveryLog()
+
+    with pytest.raises(TransientError):
+        async with prompt_deliveries(worker_for(world, transport, log), world.queue):
+            await world.rotator().run(due_job(world, JobAction.ROTATE))
+            raise TransientError("a later step failed")
+
+    assert len(transport.sent) == 1 and queued(world) == []
+    assert current_prompt() is None
+
+
+async def test_a_cancelled_invocation_hands_its_attempts_to_the_queue_trigger() -> None:
+    world = await rotated_world()
+    transport = HangingTransport([])
+    announced = asyncio.Event()
+
+    async def invocation() -> None:
+        async with prompt_deliveries(worker_for(world, transport, FakeDeliveryLog()), world.queue):
+            await world.rotator().run(due_job(world, JobAction.ROTATE))
+            announced.set()
+            await asyncio.Event().wait()  # functionTimeout cancels it here
+
+    task = asyncio.create_task(invocation())
+    await asyncio.wait_for(announced.wait(), 5)
+    while not transport.sent:
+        await asyncio.sleep(0.001)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+    assert len(queued(world)) == 1 and len(world.queue.released) == 1
+
+
+def test_the_deadline_must_fall_within_the_window() -> None:
+    from functions.core.prompt_delivery import PromptDeliveries
+
+    with pytest.raises(ValueError, match="deadline"):
+        PromptDeliveries(
+            worker=None,  # type: ignore[arg-type]
+            queue=None,  # type: ignore[arg-type]
+            window=timedelta(seconds=10),
+            deadline=timedelta(seconds=10),
+        )
+
+
+# ---------------------------------------------------------------- the signing-secret cache
+
+
+class CountingSource:
+    def __init__(self) -> None:
+        self.values: dict[str, str] = {}
+        self.reads: list[str] = []
+
+    async def get_secret(self, name: str, version: str | None = None) -> tuple[VaultSecretRef, SecretValue]:
+        self.reads.append(name)
+        if name not in self.values:
+            raise NotFound("secret", name)
+        ref = VaultSecretRef(name=name, version=version or "v1", uri=f"https://kv/{name}", tags={})
+        return ref, SecretValue(self.values[name])
+
+
+class Ticks:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_signing_secrets_are_read_once_per_ttl_and_forgotten_on_removal() -> None:
+    source, ticks = CountingSource(), Ticks()
+    source.values["wh-a"] = "whsec_AAAA"
+    cache = CachedSecrets(source, ttl=timedelta(minutes=5), monotonic=ticks)
+
+    first = await cache.get_secret("wh-a")
+    ticks.now = 299
+    second = await cache.get_secret("wh-a")
+    assert first[1].reveal() == second[1].reveal() == "whsec_AAAA" and source.reads == ["wh-a"]
+    ticks.now = 300
+    await cache.get_secret("wh-a")
+    assert source.reads == ["wh-a", "wh-a"]  # expired: read again
+
+    del source.values["wh-a"]
+    cache.forget("wh-a")
+    with pytest.raises(NotFound):
+        await cache.get_secret("wh-a")
+    with pytest.raises(NotFound):
+        await cache.get_secret("wh-a")
+    assert source.reads.count("wh-a") == 4  # a miss is not cached
+    assert "whsec_" not in repr(cache)
+
+
+async def test_the_cache_keeps_at_most_its_capacity_least_recently_used_first() -> None:
+    source = CountingSource()
+    source.values.update({"a": "whsec_a", "b": "whsec_b", "c": "whsec_c"})
+    cache = CachedSecrets(source, capacity=2)
+
+    await cache.get_secret("a")
+    await cache.get_secret("b")
+    await cache.get_secret("a")  # a is now the most recent
+    await cache.get_secret("c")  # b goes
+    await cache.get_secret("a")
+    await cache.get_secret("b")
+
+    assert source.reads == ["a", "b", "c", "b"]
+
+
+async def test_a_given_version_is_always_read_from_the_source() -> None:
+    source = CountingSource()
+    source.values["a"] = "whsec_a"
+    cache = CachedSecrets(source)
+
+    await cache.get_secret("a", "v1")
+    await cache.get_secret("a", "v1")
+
+    assert source.reads == ["a", "a"]
