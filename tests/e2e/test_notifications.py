@@ -1,5 +1,6 @@
-"""Connector notifications end to end through the local host: retries, dead letters, the address
-guard outside local development, Key Vault's NearExpiry, and the leak check.
+"""Connector notifications end to end through the local host: prompt delivery (attempted by the
+announcing invocation, its queued copy deleted), retries, dead letters, the address guard outside
+local development, Key Vault's NearExpiry, and the leak check.
 
 A private stack whose webhook retry schedule is PT1S,PT2S (three attempts in about three seconds)
 and whose rotation timer fires once a year: rotations here come from Key Vault events only. Webhook receivers are local aiohttp servers on 127.0.0.1 (the devstack allows
@@ -12,9 +13,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from azure.storage.queue import QueueClient
 from standardwebhooks.webhooks import Webhook
 
 from devstack.stack import free_port
+from functions.resources import WEBHOOK_DELIVERIES_QUEUE
 from tests.e2e.rotation_support import Host, Receiver, leaks, running_host, tag, wait_until
 
 pytestmark = pytest.mark.slow
@@ -31,6 +34,59 @@ def host(tmp_path_factory: pytest.TempPathFactory, tenant_ca_dir: Path) -> Itera
         tmp_path_factory.mktemp("notify-stack"), tenant_ca_dir, SETTINGS, TENANT_ARGS
     ) as client:
         yield client
+
+
+def webhook_delivery_runs(host: Host) -> int:
+    """How many times the host has run the webhook-deliveries queue trigger so far (its log)."""
+    assert host.log_path is not None
+    return host.log_path.read_text(encoding="utf-8", errors="replace").count(
+        "Executed 'Functions.webhook_delivery'"
+    )
+
+
+def test_a_rotation_delivers_credential_rotated_at_once_and_leaves_no_message_on_the_queue(
+    host: Host, receiver: Receiver
+) -> None:
+    """Prompt delivery: the rotation worker sends the delivery's message hidden, attempts it in the
+    same invocation and deletes the message once delivered, so the queue trigger never sees it.
+    Runs first in this module: no other test's delivery is on the queue yet."""
+    path = f"/rotated-{tag()}"
+    registration_id, secrets = host.register(
+        tag(), lifetime="PT1H", webhooks=[{"url": receiver.url(path), "events": ["credential.rotated"]}]
+    )
+    first = host.wait_status(registration_id, "active", timeout_s=60)["credential"]
+    runs_before = webhook_delivery_runs(host)
+
+    response = host.rotate(registration_id)
+    assert response.status_code == 202, response.text
+
+    hits = wait_until("credential.rotated", lambda: receiver.received(path), timeout_s=60)
+    event = Webhook(secrets[receiver.url(path)]).verify(hits[0].body, hits[0].headers)
+    assert event["type"] == "credential.rotated"
+    assert event["data"]["registrationId"] == registration_id
+    assert event["data"]["previousKeyId"] == first["keyId"]
+    items = wait_until(
+        "the delivery recorded delivered",
+        lambda: host.deliveries(registration_id, status="delivered") or None,
+        timeout_s=30,
+    )
+    assert [(i["eventType"], i["attempts"], i["lastStatus"]) for i in items] == [
+        ("credential.rotated", 1, 204)
+    ]
+    assert host.deliveries(registration_id) == items  # nothing retrying, dead-lettered or gone
+
+    # The hidden copy is deleted just after the attempt settles (approximate_message_count counts
+    # hidden messages too): the queue holds nothing, and the queue trigger never ran for it.
+    with QueueClient.from_connection_string(
+        host.endpoints["storageConnectionString"], WEBHOOK_DELIVERIES_QUEUE
+    ) as queue:
+        wait_until(
+            "the prompt delivery's message to be deleted",
+            lambda: queue.get_queue_properties().approximate_message_count == 0,
+            timeout_s=10,
+        )
+    assert webhook_delivery_runs(host) == runs_before
+    assert len(receiver.received(path)) == 1  # delivered once, by the rotation's own invocation
 
 
 def test_a_receiver_down_for_a_while_gets_the_delivery_on_a_retry(host: Host, receiver: Receiver) -> None:
