@@ -59,6 +59,13 @@ class Announcer:
         self._queue = queue
         self._clock = clock
 
+    def prepare(self, record: Registration, event_type: str) -> None:
+        """An event of this type will likely be announced soon: within prompt deliveries, start
+        reading its subscribers' signing secrets now, so that the deliveries do not wait on them."""
+        prompt = current_prompt()
+        if prompt is not None:
+            prompt.prefetch([s.id for s in subscriptions_of(record) if s.wants(event_type)])
+
     async def announce(self, keeper: RecordKeeper, event: WebhookEvent) -> int:
         """Enqueue the deliveries of `event` unless it was announced before; returns how many."""
         record = keeper.current

@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextvars import ContextVar
 from datetime import timedelta
 
@@ -63,6 +63,13 @@ class PromptDeliveries:
         self.window = window
         self._deadline = deadline
         self._attempts: list[tuple[asyncio.Task[str], QueuedMessage]] = []
+        self._prefetches: list[asyncio.Task[None]] = []
+
+    def prefetch(self, subscription_ids: Sequence[str]) -> None:
+        """Read the signing secrets of deliveries about to be announced, while the announcing work
+        still waits on other calls (a rotation waits for Entra to accept the new credential)."""
+        if subscription_ids:
+            self._prefetches.append(asyncio.create_task(self._worker.prefetch(subscription_ids)))
 
     def start(self, delivery: Delivery, message: QueuedMessage) -> None:
         """Attempt `delivery` now; `message` is its hidden copy on the queue."""
@@ -71,6 +78,7 @@ class PromptDeliveries:
     async def settle(self) -> dict[str, int]:
         """Wait for the attempts (up to the deadline), then delete the messages of those that
         settled and release the others to the queue trigger. Returns how many ended how."""
+        await self._stop_prefetching()
         attempts, self._attempts = self._attempts, []
         if not attempts:
             return {}
@@ -102,8 +110,15 @@ class PromptDeliveries:
         await self._queue.delete(message)
         return task.result()  # delivered, gone, retrying or dead_lettered
 
+    async def _stop_prefetching(self) -> None:
+        prefetches, self._prefetches = self._prefetches, []
+        for task in prefetches:
+            task.cancel()  # done by now, unless nothing was announced after all
+        await asyncio.gather(*prefetches, return_exceptions=True)
+
     async def abandon(self) -> None:
         """Stop every attempt and hand its message to the queue trigger (the invocation is ending)."""
+        await self._stop_prefetching()
         attempts, self._attempts = self._attempts, []
         for task, _ in attempts:
             task.cancel()

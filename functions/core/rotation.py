@@ -233,6 +233,8 @@ class Rotator:
                     r, status=RegistrationStatus.ROTATING, pending_credential=started
                 ).with_event("rotation", "started", now, f"generation {started.generation}")
             )
+        # credential.rotated follows once the new credential is verified (seconds, for Entra).
+        self._announcer.prepare(record, "credential.rotated")
         staged, value = await self._next.stage(keeper, pending)
         assert record.app_id is not None
 
@@ -284,11 +286,14 @@ class Rotator:
         await keeper.update(record_rotation)
 
     async def _follow_through(self, keeper: RecordKeeper, job: RotationJob) -> None:
-        """After a rotation is recorded: schedule what follows, drop the handled job, disable
-        staging, announce credential.rotated. Each part is idempotent, so a re-run after a
+        """After a rotation is recorded: announce credential.rotated, schedule what follows, drop
+        the handled job, disable staging. Each part is idempotent, so a re-run after a
         crash anywhere in here completes what is missing and repeats nothing visible."""
         record = keeper.current
         new = record.credential
+        if new is not None and new.generation >= 2:
+            # First: the connectors are waiting to hear of it; the bookkeeping below is not.
+            await self._announcer.announce(keeper, rotated_event(record, self._clock.now()))
         follow_ups = jobs_for(record, self._settings)
         for follow_up in follow_ups:
             await self._index.put(follow_up)
@@ -297,7 +302,6 @@ class Rotator:
         if new is None or new.generation < 2:
             return
         await self._next.unstage(record.id)
-        await self._announcer.announce(keeper, rotated_event(record, self._clock.now()))
 
     # ------------------------------------------------------------ retire
 

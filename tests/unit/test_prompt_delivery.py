@@ -287,3 +287,39 @@ async def test_a_given_version_is_always_read_from_the_source() -> None:
     await cache.get_secret("a", "v1")
 
     assert source.reads == ["a", "a"]
+
+
+async def test_a_rotation_reads_its_subscribers_signing_secrets_before_it_announces() -> None:
+    world = await rotated_world()
+    timeline: list[tuple[str, str]] = []
+    real_get, real_send = world.vault.get_secret, world.queue.send
+
+    async def get_secret(name: str, version: str | None = None) -> tuple[VaultSecretRef, SecretValue]:
+        timeline.append(("read", name))
+        return await real_get(name, version)
+
+    async def send(queue_name: str, message: str, *, visibility_timeout: timedelta | None = None) -> object:
+        await asyncio.sleep(0)  # a real send waits on the network: other tasks run meanwhile
+        timeline.append(("send", queue_name))
+        return await real_send(queue_name, message, visibility_timeout=visibility_timeout)
+
+    world.vault.get_secret = get_secret  # type: ignore[method-assign]
+    world.queue.send = send  # type: ignore[method-assign,assignment]
+    transport = FakeTransport([OK])
+    worker = DeliveryWorker(
+        vault=CachedSecrets(world.vault),
+        transport=transport,
+        queue=world.queue,
+        deliveries=FakeDeliveryLog(),
+        clock=world.clock,
+    )
+
+    async with prompt_deliveries(worker, world.queue) as prompt:
+        await world.rotator().run(due_job(world, JobAction.ROTATE))
+        counts = await prompt.settle()
+
+    (delivery,) = world.queue.deliveries()
+    signing = ("read", webhook_secret_name(delivery.subscription_id))
+    assert counts == {"delivered": 1} and len(transport.sent) == 1
+    assert timeline.count(signing) == 1  # read once, ahead; the attempt found it in the cache
+    assert timeline.index(signing) < timeline.index(("send", WEBHOOK_DELIVERIES_QUEUE))
