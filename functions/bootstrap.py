@@ -281,12 +281,23 @@ class Services:
             schedule=self.webhook_retry_schedule,
         )
 
-    def prompt_deliveries(self) -> AbstractAsyncContextManager[PromptDeliveries]:
+    @cached_property
+    def prompt_slots(self) -> asyncio.Semaphore:
+        """Prompt delivery attempts at once in this process, across invocations."""
+        from functions.core.prompt_delivery import PROMPT_CONCURRENCY
+
+        return asyncio.Semaphore(PROMPT_CONCURRENCY)
+
+    def prompt_deliveries(
+        self, deadline: timedelta | None = None
+    ) -> AbstractAsyncContextManager[PromptDeliveries]:
         """A trigger that may announce events wraps its work in this: the deliveries announced are
         attempted at once, the queue trigger taking over what this invocation does not settle."""
-        from functions.core.prompt_delivery import prompt_deliveries
+        from functions.core.prompt_delivery import PROMPT_DEADLINE, prompt_deliveries
 
-        return prompt_deliveries(self.delivery_worker(), self.queue)
+        return prompt_deliveries(
+            self.delivery_worker(), self.queue, deadline=deadline or PROMPT_DEADLINE, slots=self.prompt_slots
+        )
 
     def lifecycle(self) -> Lifecycle:
         from functions.core.lifecycle import Lifecycle

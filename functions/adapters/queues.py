@@ -128,6 +128,24 @@ class StorageQueues:
                 lambda: client.update_message(message.id, message.pop_receipt, visibility_timeout=0),
             )
 
+    async def reschedule(
+        self, message: QueuedMessage, content: str, *, visibility_timeout: timedelta
+    ) -> bool:
+        if len(content.encode()) > MAX_MESSAGE_BYTES:
+            raise PermanentError(f"message for {message.queue_name} exceeds 48 KiB", code="MessageTooLarge")
+        seconds = int(min(max(visibility_timeout, timedelta(0)), MAX_VISIBILITY_DELAY).total_seconds())
+        client = self.client(message.queue_name)
+        try:
+            await self._settle(
+                message,
+                lambda: client.update_message(
+                    message.id, message.pop_receipt, content=content, visibility_timeout=seconds
+                ),
+            )
+        except _Settled:
+            return False
+        return True
+
     async def _settle(self, message: QueuedMessage, attempt: Any) -> None:
         """404 (deleted, or expired) and 400 PopReceiptMismatch (received by a consumer since) mean
         the message is no longer this sender's to settle: _Settled, which the callers ignore."""

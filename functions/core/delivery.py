@@ -30,6 +30,7 @@ from functions.core.ports import (
     DeliveryLog,
     DeliveryRecord,
     MessageQueue,
+    QueuedMessage,
     SecretReader,
     WebhookTransport,
 )
@@ -56,8 +57,12 @@ class DeliveryWorker:
         self._clock = clock
         self._schedule = tuple(schedule)
 
-    async def deliver(self, delivery: Delivery) -> str:
-        """One attempt; returns the resulting status (delivered, retrying, dead_lettered, gone)."""
+    async def deliver(self, delivery: Delivery, *, held: QueuedMessage | None = None) -> str:
+        """One attempt; returns the resulting status (delivered, retrying, dead_lettered, gone).
+
+        `held`: this delivery's own message, still hidden and not received by anyone (a prompt
+        attempt's, core/prompt_delivery.py). A failed attempt then rewrites that message as the
+        retry instead of sending another, so a crash cannot leave two retry chains."""
         if delivery.attempt > 1 or delivery.prompt:
             # A retry is rare, so it may afford a read: a duplicate chain of this delivery (the
             # announcement re-sent after a crash) may have settled it meanwhile. So may have the
@@ -83,7 +88,7 @@ class DeliveryWorker:
         if outcome.gone:
             await self._note(delivery, "gone", outcome.status, "the receiver answered 410 Gone")
             return "gone"
-        return await self._failed(delivery, outcome)
+        return await self._failed(delivery, outcome, held)
 
     async def prefetch(self, subscription_ids: Sequence[str]) -> None:
         """Read these subscriptions' signing secrets ahead of their deliveries (a cache in front of
@@ -93,7 +98,7 @@ class DeliveryWorker:
             return_exceptions=True,
         )
 
-    async def _failed(self, delivery: Delivery, outcome: DeliveryOutcome) -> str:
+    async def _failed(self, delivery: Delivery, outcome: DeliveryOutcome, held: QueuedMessage | None) -> str:
         """After a failed attempt: the next one later, or dead-letter after the last; unless settled."""
         delay = retry_delay(delivery.attempt, self._schedule)
         status = "retrying" if delay is not None else "dead_lettered"
@@ -111,7 +116,12 @@ class DeliveryWorker:
             )
             return status
         following = delivery.next_attempt()
-        await self._queue.send(WEBHOOK_DELIVERIES_QUEUE, following.to_message(), visibility_timeout=delay)
+        if held is None:
+            await self._queue.send(WEBHOOK_DELIVERIES_QUEUE, following.to_message(), visibility_timeout=delay)
+        elif not await self._queue.reschedule(held, following.to_message(), visibility_timeout=delay):
+            # Received by the queue trigger meanwhile: that copy carries the delivery on.
+            log.info("webhook delivery %s: its message was taken over", delivery.delivery_id)
+            return status
         log.warning(
             "webhook delivery %s attempt %d failed (%s); retrying in %s",
             delivery.delivery_id,

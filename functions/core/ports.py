@@ -363,6 +363,13 @@ class MessageQueue(Protocol):
         """Make a message this sender still holds visible at once (its consumer takes it over)."""
         ...
 
+    async def reschedule(
+        self, message: QueuedMessage, content: str, *, visibility_timeout: timedelta
+    ) -> bool:
+        """Rewrite a message this sender still holds and hide it for visibility_timeout; False
+        when it is no longer this sender's (received by a consumer, or gone)."""
+        ...
+
 
 class ExpiryIndex(Protocol):
     """Rotation jobs by due time (core/rotation_schedule.py keys): a sweep reads O(due)."""

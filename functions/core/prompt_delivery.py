@@ -5,16 +5,24 @@ Why: a delivery left to the queue trigger waits for the host's next poll of an i
 host.json maxPollingInterval) and costs a receive and an invocation per subscriber. The announcing
 invocation is already running. Within `prompt_deliveries(...)`, the Announcer sends each
 delivery's message hidden for `window` and starts its first attempt right away (the same
-DeliveryWorker the queue trigger runs); when the invocation's work is done, `settle()` waits for
-the attempts and deletes each settled one's message (delivered, gone, or its retry enqueued by the
-worker), so the queue trigger never sees it.
+DeliveryWorker the queue trigger runs, holding the message). Once the attempt has settled, the
+message is deleted (delivered, gone) or becomes the retry itself: a failed attempt rewrites it in
+place as attempt 2, hidden for the retry delay, so one delivery never has two retry chains.
+
+Every attempt is bounded from its start, not from when the invocation ends: `deadline` for the
+attempt (a free slot included: at most `concurrency` attempts at once per process, so a burst
+of rotations cannot exhaust the webhook sender's connection pool), then the delete waits at most
+`linger` for the invocation's work to finish (deletes are deferred so that a fan-out's POSTs go
+first). Deadline + linger stay well inside `window`, so the queue trigger never takes a message
+whose prompt attempt is still running.
 
 Crash safety is the queue's: every delivery is on the queue before its attempt starts.
-- The invocation dies: its messages reappear after `window` and the queue trigger delivers them,
-  with the same webhook-id. They carry `prompt`, so the worker first reads the delivery log and
-  does not send again what the prompt attempt settled.
-- An attempt fails unexpectedly (the worker raised), or is still running at `deadline`: it is
-  cancelled and its message made visible at once; the queue trigger takes it over.
+- The worker process dies (on Azure, functionTimeout also restarts the worker process): the
+  messages reappear after `window` and the queue trigger delivers them with the same webhook-id.
+  They carry `prompt`, so the worker first reads the delivery log and does not send again what
+  the prompt attempt settled.
+- An attempt raises, runs past its deadline, or is cancelled (the local host cancels at
+  functionTimeout): its message is made visible at once; the queue trigger takes it over.
 - A message cannot be deleted (storage failing): it reappears after `window`, as above.
 """
 
@@ -33,18 +41,22 @@ from functions.core.ports import MessageQueue, QueuedMessage
 
 log = logging.getLogger(__name__)
 
-# Longer than any attempt may take before settle() (deadline + the announcing workflow's rest), so
-# the queue trigger does not take a message whose prompt attempt is still running.
 PROMPT_WINDOW = timedelta(minutes=2)
-# An attempt takes at most the webhook timeout (10 s) plus a Key Vault read and a Table write.
+# The webhook timeout (10 s) plus a Key Vault read and a Table write, with room for their retries.
 PROMPT_DEADLINE = timedelta(seconds=45)
+# Event Grid waits 30 s for its webhook's answer before it retries the event.
+EVENT_GRID_PROMPT_DEADLINE = timedelta(seconds=15)
+PROMPT_LINGER = timedelta(seconds=30)
+PROMPT_CONCURRENCY = 64  # the webhook sender pools 100 connections; queue-triggered retries need some
 
 _current: ContextVar[PromptDeliveries | None] = ContextVar("prompt_deliveries", default=None)
 
 
 def current_prompt() -> PromptDeliveries | None:
-    """The prompt deliveries of the running invocation, if its trigger opened them."""
-    return _current.get()
+    """The prompt deliveries of the running invocation, if its trigger opened them and they are
+    not settled yet (a task that outlives the block keeps the variable, not the right to use it)."""
+    prompt = _current.get()
+    return None if prompt is None or prompt.closed else prompt
 
 
 class PromptDeliveries:
@@ -55,60 +67,97 @@ class PromptDeliveries:
         queue: MessageQueue,
         window: timedelta = PROMPT_WINDOW,
         deadline: timedelta = PROMPT_DEADLINE,
+        linger: timedelta = PROMPT_LINGER,
+        slots: asyncio.Semaphore | None = None,
     ) -> None:
-        if deadline >= window:
-            raise ValueError("the deadline must fall within the window the messages stay hidden")
+        if deadline + linger >= window:
+            raise ValueError(
+                "the deadline and the linger must fall within the window the messages stay hidden"
+            )
         self._worker = worker
         self._queue = queue
         self.window = window
-        self._deadline = deadline
-        self._attempts: list[tuple[asyncio.Task[str], QueuedMessage]] = []
+        self._deadline_s = deadline.total_seconds()
+        self._linger_s = linger.total_seconds()
+        self._slots = slots or asyncio.Semaphore(PROMPT_CONCURRENCY)
+        self._closing = asyncio.Event()
+        self.closed = False
+        self._attempts: list[asyncio.Task[str]] = []
         self._prefetches: list[asyncio.Task[None]] = []
 
     def prefetch(self, subscription_ids: Sequence[str]) -> None:
         """Read the signing secrets of deliveries about to be announced, while the announcing work
         still waits on other calls (a rotation waits for Entra to accept the new credential)."""
-        if subscription_ids:
+        if subscription_ids and not self.closed:
             self._prefetches.append(asyncio.create_task(self._worker.prefetch(subscription_ids)))
 
     def start(self, delivery: Delivery, message: QueuedMessage) -> None:
         """Attempt `delivery` now; `message` is its hidden copy on the queue."""
-        self._attempts.append((asyncio.create_task(self._worker.deliver(delivery)), message))
+        if self.closed:
+            raise RuntimeError("prompt deliveries already settled")
+        self._attempts.append(asyncio.create_task(self._attempt(delivery, message)))
+
+    async def _attempt(self, delivery: Delivery, message: QueuedMessage) -> str:
+        try:
+            async with asyncio.timeout(self._deadline_s), self._slots:
+                status = await self._worker.deliver(delivery, held=message)
+        except asyncio.CancelledError:
+            await asyncio.shield(self._release(message))
+            raise
+        except Exception as failure:  # TimeoutError at the deadline, or the worker raised
+            log.warning(
+                "prompt delivery %s not settled (%s); the queue trigger takes it over",
+                delivery.delivery_id,
+                type(failure).__name__,
+            )
+            await self._release(message)
+            return "released"
+        if status == "retrying":
+            return status  # the held message is the retry now (or someone else's already)
+        try:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._linger_s):
+                    await self._closing.wait()  # the invocation's own work first
+            await self._queue.delete(message)
+        except asyncio.CancelledError:
+            await asyncio.shield(self._delete_quietly(message))
+            raise
+        except Exception as failure:  # it reappears after the window; the worker skips it then
+            log.warning(
+                "prompt delivery %s: message not deleted (%s)", delivery.delivery_id, type(failure).__name__
+            )
+            return "undeleted"
+        return status
+
+    async def _delete_quietly(self, message: QueuedMessage) -> None:
+        with contextlib.suppress(Exception):
+            await self._queue.delete(message)
+
+    async def _release(self, message: QueuedMessage) -> None:
+        try:
+            await self._queue.release(message)
+        except Exception as failure:  # it reappears after the window instead
+            log.warning("prompt delivery message not released (%s)", type(failure).__name__)
 
     async def settle(self) -> dict[str, int]:
-        """Wait for the attempts (up to the deadline), then delete the messages of those that
-        settled and release the others to the queue trigger. Returns how many ended how."""
+        """Close, then wait for every attempt to end (each is bounded on its own). Returns how
+        many ended how: delivered, gone, retrying, dead_lettered, released, undeleted."""
+        self.closed = True
+        self._closing.set()
         await self._stop_prefetching()
         attempts, self._attempts = self._attempts, []
-        if not attempts:
-            return {}
-        tasks = [task for task, _ in attempts]
-        _, pending = await asyncio.wait(tasks, timeout=self._deadline.total_seconds())
-        for task in pending:
-            task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
-        outcomes = await asyncio.gather(
-            *(self._finish(task, message) for task, message in attempts), return_exceptions=True
-        )
+        try:
+            outcomes = await asyncio.gather(*attempts, return_exceptions=True)
+        except asyncio.CancelledError:  # the attempts were cancelled with us: each releases its message
+            await asyncio.gather(*attempts, return_exceptions=True)
+            raise
         counts: dict[str, int] = {}
         for outcome in outcomes:
-            key = outcome if isinstance(outcome, str) else "unsettled"
+            key = outcome if isinstance(outcome, str) else "released"
             counts[key] = counts.get(key, 0) + 1
-        if counts.get("released") or counts.get("unsettled"):
+        if counts.get("released") or counts.get("undeleted"):
             log.warning("prompt deliveries left to the queue: %s", counts)
         return counts
-
-    async def _finish(self, task: asyncio.Task[str], message: QueuedMessage) -> str:
-        if task.cancelled():
-            await self._queue.release(message)
-            return "released"
-        failure = task.exception()
-        if failure is not None:
-            log.warning("prompt delivery failed (%s); the queue trigger retries it", type(failure).__name__)
-            await self._queue.release(message)
-            return "released"
-        await self._queue.delete(message)
-        return task.result()  # delivered, gone, retrying or dead_lettered
 
     async def _stop_prefetching(self) -> None:
         prefetches, self._prefetches = self._prefetches, []
@@ -117,15 +166,13 @@ class PromptDeliveries:
         await asyncio.gather(*prefetches, return_exceptions=True)
 
     async def abandon(self) -> None:
-        """Stop every attempt and hand its message to the queue trigger (the invocation is ending)."""
+        """Stop every attempt; each hands its message to the queue trigger (the invocation ends)."""
+        self.closed = True
         await self._stop_prefetching()
         attempts, self._attempts = self._attempts, []
-        for task, _ in attempts:
+        for task in attempts:
             task.cancel()
-        await asyncio.gather(*(task for task, _ in attempts), return_exceptions=True)
-        for _, message in attempts:
-            with contextlib.suppress(Exception):
-                await self._queue.release(message)
+        await asyncio.gather(*attempts, return_exceptions=True)
 
 
 @contextlib.asynccontextmanager
@@ -135,10 +182,14 @@ async def prompt_deliveries(
     *,
     window: timedelta = PROMPT_WINDOW,
     deadline: timedelta = PROMPT_DEADLINE,
+    linger: timedelta = PROMPT_LINGER,
+    slots: asyncio.Semaphore | None = None,
 ) -> AsyncIterator[PromptDeliveries]:
     """Deliveries announced inside are attempted at once and settled on the way out, whether the
-    work inside succeeded or raised; cancelled (functionTimeout), they go to the queue trigger."""
-    prompt = PromptDeliveries(worker=worker, queue=queue, window=window, deadline=deadline)
+    work inside succeeded or raised; cancelled, they go to the queue trigger."""
+    prompt = PromptDeliveries(
+        worker=worker, queue=queue, window=window, deadline=deadline, linger=linger, slots=slots
+    )
     token = _current.set(prompt)
     try:
         yield prompt

@@ -41,7 +41,10 @@ async def keyvault_events(event: func.EventGridEvent) -> None:
     svc = await services().ready()
     with log_context(operation="keyvault-event"):
         # TransientError (e.g. the registration is mid-rotation) raises: Event Grid retries it.
-        async with svc.prompt_deliveries():  # credential.* events reach subscribers at once
+        from functions.core.prompt_delivery import EVENT_GRID_PROMPT_DEADLINE
+
+        # credential.* events reach subscribers at once, within Event Grid's wait for an answer.
+        async with svc.prompt_deliveries(EVENT_GRID_PROMPT_DEADLINE):
             reaction = await svc.reactions().handle(parsed)
         log.info("Key Vault %s for %s: %s", event.event_type, parsed.object_name, reaction.value)
 

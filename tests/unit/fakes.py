@@ -513,6 +513,7 @@ class FakeQueue(Recorder):
         self.hidden_for: list[timedelta | None] = []  # each sent message's visibility timeout
         self.deleted: set[int] = set()  # indexes into sent
         self.released: set[int] = set()
+        self.taken: set[int] = set()  # received by a consumer: the sender's receipt no longer works
         self._failures: list[Exception] = []
 
     def fail_sends(self, count: int = 1, error: Exception | None = None) -> None:
@@ -538,6 +539,17 @@ class FakeQueue(Recorder):
     async def release(self, message: QueuedMessage) -> None:
         self.note("release")
         self.released.add(int(message.id))
+
+    async def reschedule(
+        self, message: QueuedMessage, content: str, *, visibility_timeout: timedelta
+    ) -> bool:
+        self.note("reschedule")
+        index = int(message.id)
+        if index in self.deleted or index in self.taken:
+            return False
+        self.sent[index] = (self.sent[index][0], content)
+        self.hidden_for[index] = visibility_timeout
+        return True
 
     def pending(self, queue_name: str) -> list[str]:
         """Messages a consumer would still receive: neither deleted by their sender nor taken back."""

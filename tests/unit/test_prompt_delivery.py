@@ -25,6 +25,7 @@ from functions.core.prompt_delivery import PROMPT_WINDOW, current_prompt, prompt
 from functions.core.rotation_schedule import JobAction
 from functions.core.signing_secrets import CachedSecrets
 from functions.resources import WEBHOOK_DELIVERIES_QUEUE
+from tests.unit import fakes
 from tests.unit.fakes import Crash
 from tests.unit.test_delivery_and_reactions import FakeDeliveryLog, FakeTransport
 from tests.unit.test_rotation import RotationWorld, due_job
@@ -117,9 +118,29 @@ async def test_a_failed_attempt_queues_its_retry_and_deletes_the_first_message()
     counts = await rotate(world, worker_for(world, transport, log))
 
     assert counts == {"retrying": 1}
-    (retry,) = queued(world)  # only the retry is left, visible after the schedule's delay
-    assert retry.attempt == 2 and world.queue.hidden_for[-1] == timedelta(seconds=30)
-    assert log.entries[retry.delivery_id].status == "retrying"
+    # The held message itself became the retry: one message for the delivery, so a crash from
+    # here on cannot leave two retry chains.
+    (retry,) = queued(world)
+    assert len(world.queue.messages(WEBHOOK_DELIVERIES_QUEUE)) == 1 and world.queue.count("reschedule") == 1
+    assert retry.attempt == 2 and not retry.prompt and world.queue.hidden_for[-1] == timedelta(seconds=30)
+    assert log.entries[retry.delivery_id].status == "retrying" and world.queue.deleted == set()
+
+
+async def test_a_failed_attempt_whose_message_was_taken_over_starts_no_second_chain() -> None:
+    world = await rotated_world()
+
+    class TakenMeanwhile(FakeTransport):
+        async def send(self, url: str, headers: dict[str, str], body: bytes) -> DeliveryOutcome:
+            world.queue.taken.add(len(world.queue.sent) - 1)  # the queue trigger received it meanwhile
+            return await super().send(url, headers, body)
+
+    transport, log = TakenMeanwhile([DeliveryOutcome(status=503)]), FakeDeliveryLog()
+
+    counts = await rotate(world, worker_for(world, transport, log))
+
+    assert counts == {"retrying": 1}
+    (message,) = world.queue.messages(WEBHOOK_DELIVERIES_QUEUE)  # no retry sent beside it
+    assert Delivery.from_message(message).attempt == 1  # the consumer's copy carries it on
 
 
 async def test_an_attempt_that_raises_is_released_to_the_queue_trigger_which_delivers_it_once() -> None:
@@ -141,15 +162,31 @@ async def test_an_attempt_past_the_deadline_is_cancelled_and_released() -> None:
     world = await rotated_world()
     transport = HangingTransport([])
 
-    counts = await rotate(
-        world,
-        worker_for(world, transport, FakeDeliveryLog()),
-        window=timedelta(seconds=5),
-        deadline=timedelta(milliseconds=50),
-    )
+    limits = {"window": timedelta(seconds=5), "deadline": timedelta(milliseconds=50)}
+    async with prompt_deliveries(
+        worker_for(world, transport, FakeDeliveryLog()), world.queue, linger=timedelta(seconds=1), **limits
+    ) as prompt:
+        await world.rotator().run(due_job(world, JobAction.ROTATE))
+        await asyncio.sleep(
+            0.3
+        )  # the invocation's work goes on: the deadline counts from the attempt's start
+        assert len(world.queue.released) == 1
+        counts = await prompt.settle()
 
     assert counts == {"released": 1} and len(transport.sent) == 1
     assert len(queued(world)) == 1 and world.queue.hidden_for[-1] == timedelta(seconds=5)
+
+
+async def test_deletes_wait_for_the_invocations_work_but_not_past_the_linger() -> None:
+    world = await rotated_world()
+    worker = worker_for(world, FakeTransport([OK]), FakeDeliveryLog())
+
+    async with prompt_deliveries(worker, world.queue, linger=timedelta(milliseconds=200)):
+        await world.rotator().run(due_job(world, JobAction.ROTATE))
+        await asyncio.sleep(0.05)
+        assert world.queue.deleted == set()  # delivered; the delete waits (the POSTs of a fan-out go first)
+        await asyncio.sleep(0.3)
+        assert len(world.queue.deleted) == 1  # the linger ran out before the work did
 
 
 async def test_a_crash_before_the_delete_leaves_the_message_whose_consumer_does_not_send_it_again() -> None:
@@ -162,7 +199,7 @@ async def test_a_crash_before_the_delete_leaves_the_message_whose_consumer_does_
     world.queue.delete = crash  # type: ignore[method-assign]
     counts = await rotate(world, worker_for(world, transport, log))
 
-    assert counts == {"unsettled": 1}
+    assert counts == {"undeleted": 1}
     (left,) = queued(world)  # visible again after the window
     assert left.prompt is True
     assert await worker_for(world, transport, log).deliver(left) == "delivered"
@@ -204,7 +241,71 @@ async def test_a_cancelled_invocation_hands_its_attempts_to_the_queue_trigger() 
     assert len(queued(world)) == 1 and len(world.queue.released) == 1
 
 
-def test_the_deadline_must_fall_within_the_window() -> None:
+async def test_cancelled_while_settling_the_attempts_are_released_and_none_is_left_running() -> None:
+    world = await rotated_world()
+    transport = HangingTransport([])
+    settling = asyncio.Event()
+
+    async def invocation() -> None:
+        async with prompt_deliveries(worker_for(world, transport, FakeDeliveryLog()), world.queue):
+            await world.rotator().run(due_job(world, JobAction.ROTATE))
+            settling.set()
+        # leaving the block: settle() waits on the hanging attempt
+
+    task = asyncio.create_task(invocation())
+    await asyncio.wait_for(settling.wait(), 5)
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await asyncio.sleep(0)  # the shielded release completes
+
+    assert len(world.queue.released) == 1 and len(queued(world)) == 1
+    assert [t for t in asyncio.all_tasks() if t is not asyncio.current_task()] == []
+
+
+async def test_attempts_at_once_are_bounded_by_the_processs_slots() -> None:
+    from functions.core.prompt_delivery import PromptDeliveries
+
+    running, peak = 0, 0
+
+    class SlowWorker:
+        async def deliver(self, delivery: Delivery, *, held: object = None) -> str:
+            nonlocal running, peak
+            running += 1
+            peak = max(peak, running)
+            await asyncio.sleep(0.01)
+            running -= 1
+            return "delivered"
+
+    queue = fakes.FakeQueue()
+    prompt = PromptDeliveries(worker=SlowWorker(), queue=queue, slots=asyncio.Semaphore(2))  # type: ignore[arg-type]
+    for n in range(5):
+        delivery = Delivery(f"d{n}", "s", "reg-1", "https://h.example/", "credential.rotated", "{}")
+        prompt.start(delivery, await queue.send(WEBHOOK_DELIVERIES_QUEUE, delivery.to_message()))
+    counts = await prompt.settle()
+
+    assert counts == {"delivered": 5} and peak == 2 and len(queue.deleted) == 5
+
+
+async def test_a_task_that_outlives_the_block_no_longer_sees_its_prompt_deliveries() -> None:
+    world = await rotated_world()
+    later = asyncio.Event()
+    seen: list[object] = []
+
+    async def lingering() -> None:
+        await later.wait()
+        seen.append(current_prompt())
+
+    async with prompt_deliveries(worker_for(world, FakeTransport([]), FakeDeliveryLog()), world.queue):
+        task = asyncio.create_task(lingering())  # inherits the context variable
+    later.set()
+    await task
+
+    assert seen == [None]
+
+
+def test_the_deadline_and_the_linger_must_fall_within_the_window() -> None:
     from functions.core.prompt_delivery import PromptDeliveries
 
     with pytest.raises(ValueError, match="deadline"):
@@ -212,7 +313,8 @@ def test_the_deadline_must_fall_within_the_window() -> None:
             worker=None,  # type: ignore[arg-type]
             queue=None,  # type: ignore[arg-type]
             window=timedelta(seconds=10),
-            deadline=timedelta(seconds=10),
+            deadline=timedelta(seconds=5),
+            linger=timedelta(seconds=5),
         )
 
 
