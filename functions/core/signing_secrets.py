@@ -11,6 +11,7 @@ delivery ends as gone. A miss is not cached. Values stay SecretValue (a repr tha
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -25,7 +26,8 @@ SIGNING_SECRET_CAPACITY = 10_000
 
 class CachedSecrets:
     """SecretReader in front of another: the latest version of each name, for `ttl`, at most
-    `capacity` names (the least recently used goes first)."""
+    `capacity` names (the least recently used goes first). Concurrent misses of one name share
+    one read; a read under way when the name is forgotten is not kept."""
 
     def __init__(
         self,
@@ -40,24 +42,43 @@ class CachedSecrets:
         self._capacity = capacity
         self._monotonic = monotonic
         self._entries: OrderedDict[str, tuple[float, VaultSecretRef, SecretValue]] = OrderedDict()
+        self._reading: dict[str, asyncio.Future[tuple[VaultSecretRef, SecretValue]]] = {}
+        self._forgotten: dict[str, int] = {}  # name -> times forgotten, to drop reads under way
 
     async def get_secret(self, name: str, version: str | None = None) -> tuple[VaultSecretRef, SecretValue]:
         if version is not None:
             return await self._source.get_secret(name, version)
-        now = self._monotonic()
         entry = self._entries.get(name)
-        if entry is not None and now - entry[0] < self._ttl_s:
+        if entry is not None and self._monotonic() - entry[0] < self._ttl_s:
             self._entries.move_to_end(name)
             return entry[1], entry[2]
+        reading = self._reading.get(name)
+        if reading is None:
+            reading = asyncio.ensure_future(self._read(name, self._forgotten.get(name, 0)))
+            self._reading[name] = reading
+            reading.add_done_callback(lambda done: self._read_done(name, done))
+        return await asyncio.shield(reading)  # one caller cancelled does not cancel the others' read
+
+    async def _read(self, name: str, forgotten: int) -> tuple[VaultSecretRef, SecretValue]:
+        started = self._monotonic()
         ref, value = await self._source.get_secret(name)  # NotFound propagates, uncached
-        self._entries[name] = (now, ref, value)
-        self._entries.move_to_end(name)
-        while len(self._entries) > self._capacity:
-            self._entries.popitem(last=False)
+        if self._forgotten.get(name, 0) == forgotten:
+            self._entries[name] = (started, ref, value)
+            self._entries.move_to_end(name)
+            while len(self._entries) > self._capacity:
+                self._entries.popitem(last=False)
         return ref, value
+
+    def _read_done(self, name: str, done: asyncio.Future[tuple[VaultSecretRef, SecretValue]]) -> None:
+        self._reading.pop(name, None)
+        self._forgotten.pop(name, None)
+        if not done.cancelled():
+            done.exception()  # retrieved here too: every awaiting caller may have been cancelled
 
     def forget(self, name: str) -> None:
         self._entries.pop(name, None)
+        if name in self._reading:
+            self._forgotten[name] = self._forgotten.get(name, 0) + 1
 
     def __repr__(self) -> str:
         return f"CachedSecrets({len(self._entries)} names, ttl={self._ttl_s:.0f}s)"

@@ -184,6 +184,9 @@ async def decommission_registration(req: func.HttpRequest) -> func.HttpResponse:
         record = await svc.lifecycle().decommission(registration_id, caller.actor)
     except RegistrarError as err:
         return error_response(err)
+    for subscription in record.webhooks:  # their queued deliveries end as gone here at once
+        if subscription.secret_name:
+            svc.signing_secrets.forget(subscription.secret_name)
     return json_response(registration_view(record, status_url(req, record.id)))
 
 

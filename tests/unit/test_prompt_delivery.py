@@ -401,7 +401,7 @@ async def test_a_rotation_reads_its_subscribers_signing_secrets_before_it_announ
         return await real_get(name, version)
 
     async def send(queue_name: str, message: str, *, visibility_timeout: timedelta | None = None) -> object:
-        await asyncio.sleep(0)  # a real send waits on the network: other tasks run meanwhile
+        await asyncio.sleep(0.001)  # a real send waits on the network: other tasks run meanwhile
         timeline.append(("send", queue_name))
         return await real_send(queue_name, message, visibility_timeout=visibility_timeout)
 
@@ -425,3 +425,27 @@ async def test_a_rotation_reads_its_subscribers_signing_secrets_before_it_announ
     assert counts == {"delivered": 1} and len(transport.sent) == 1
     assert timeline.count(signing) == 1  # read once, ahead; the attempt found it in the cache
     assert timeline.index(signing) < timeline.index(("send", WEBHOOK_DELIVERIES_QUEUE))
+
+
+async def test_concurrent_misses_share_one_read_and_a_read_under_way_when_forgotten_is_not_kept() -> None:
+    source = CountingSource()
+    source.values["a"] = "whsec_a"
+    gate = asyncio.Event()
+    real_get = source.get_secret
+
+    async def slow_get(name: str, version: str | None = None) -> tuple[VaultSecretRef, SecretValue]:
+        await gate.wait()
+        return await real_get(name, version)
+
+    source.get_secret = slow_get  # type: ignore[method-assign]
+    cache = CachedSecrets(source)
+
+    readers = [asyncio.create_task(cache.get_secret("a")) for _ in range(5)]
+    await asyncio.sleep(0)
+    cache.forget("a")  # the subscription is removed while its secret is being read
+    gate.set()
+    values = {ref_value[1].reveal() for ref_value in await asyncio.gather(*readers)}
+
+    assert values == {"whsec_a"} and source.reads == ["a"]  # five callers, one read
+    await cache.get_secret("a")
+    assert source.reads == ["a", "a"]  # what was read under way was not kept

@@ -21,6 +21,7 @@ from functions import bootstrap
 from functions.core.models import RegistrationStatus
 from functions.core.policy import Policy
 from functions.core.rotation import RotationSettings
+from functions.core.signing_secrets import CachedSecrets
 from functions.profiles import load_catalogue
 from functions.resources import REGISTRATION_REQUESTS_QUEUE
 from functions.settings import Settings
@@ -67,6 +68,7 @@ class FakeServices:
         self.queue = FakeQueue()
         self.index = FakeExpiryIndex()
         self.rotation_settings = RotationSettings()
+        self.signing_secrets = CachedSecrets(world.vault)
 
     def job_owner(self) -> str:
         return f"{self.owner}-{uuid.uuid4().hex[:8]}"
