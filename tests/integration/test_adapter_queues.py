@@ -187,3 +187,30 @@ def test_a_queued_message_repr_does_not_show_its_pop_receipt(azurite: str) -> No
     for shown in (repr(sent), str(sent), f"{sent!r}", repr([sent])):
         assert sent.pop_receipt not in shown
         assert sent.id in shown and name in shown
+
+
+def test_reschedule_rewrites_a_held_message_in_place_and_declines_one_taken_by_a_consumer(
+    azurite: str,
+) -> None:
+    """A failed prompt attempt turns its own hidden message into the retry (core/delivery.py)."""
+    name = f"webhook-deliveries-{uuid.uuid4().hex[:8]}"
+
+    async def scenario() -> tuple[bool, bool]:
+        queues = StorageQueues(StorageConfig(connection_string=azurite))
+        await queues.ensure_queues((name,))
+        held = await queues.send(name, '{"attempt":1}', visibility_timeout=timedelta(minutes=2))
+        rescheduled = await queues.reschedule(held, '{"attempt":2,"é":"✓"}', visibility_timeout=timedelta(0))
+        taken = await queues.send(name, '{"attempt":1,"other":true}', visibility_timeout=timedelta(0))
+        with raw_client(azurite, name) as client:  # a consumer receives it: the sender's receipt is stale
+            received = {
+                base64.b64decode(m.content).decode() for m in client.receive_messages(max_messages=10)
+            }
+        declined = await queues.reschedule(taken, '{"attempt":2}', visibility_timeout=timedelta(seconds=5))
+        await queues.close()
+        assert received == {'{"attempt":2,"é":"✓"}', '{"attempt":1,"other":true}'}
+        return rescheduled, declined
+
+    rescheduled, declined = asyncio.run(scenario())
+    assert rescheduled is True and declined is False
+    with raw_client(azurite, name) as client:
+        assert client.get_queue_properties().approximate_message_count == 2  # rewritten, not added
