@@ -5,8 +5,8 @@ entry on rotation-jobs, so work fans out over instances. A ROTATE job (DESIGN.md
 
     lease the registration -> skip if its generation moved on -> write-ahead generation N+1
     -> issue it into staging -> verify it by acquiring a token -> publish it as the connector's
-    new "latest" -> record it, keep N as retiring (overlap window) -> schedule N+1's rotation
-    and N's retirement -> disable staging -> announce credential.rotated
+    new "latest" -> record it, keep N as retiring (overlap window) -> announce
+    credential.rotated -> schedule N+1's rotation and N's retirement -> disable staging
 
 A RETIRE job removes the old credential (never the last valid one), disables its Key Vault
 version and announces credential.retired. Both jobs are idempotent by (registration,
