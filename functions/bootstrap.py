@@ -293,11 +293,14 @@ class Services:
     ) -> AbstractAsyncContextManager[PromptDeliveries]:
         """A trigger that may announce events wraps its work in this: the deliveries announced are
         attempted at once, the queue trigger taking over what this invocation does not settle."""
-        from functions.core.prompt_delivery import PROMPT_DEADLINE, prompt_deliveries
+        from functions.core.prompt_delivery import PROMPT_DEADLINE, PromptDeliveries
 
-        return prompt_deliveries(
-            self.delivery_worker(), self.queue, deadline=deadline or PROMPT_DEADLINE, slots=self.prompt_slots
-        )
+        return PromptDeliveries(
+            worker=self.delivery_worker(),
+            queue=self.queue,
+            deadline=deadline or PROMPT_DEADLINE,
+            slots=self.prompt_slots,
+        ).opened()
 
     def lifecycle(self) -> Lifecycle:
         from functions.core.lifecycle import Lifecycle

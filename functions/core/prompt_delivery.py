@@ -34,6 +34,7 @@ import logging
 from collections.abc import AsyncIterator, Sequence
 from contextvars import ContextVar
 from datetime import timedelta
+from typing import Any
 
 from functions.core.delivery import DeliveryWorker
 from functions.core.notifications import Delivery
@@ -165,6 +166,20 @@ class PromptDeliveries:
             task.cancel()  # done by now, unless nothing was announced after all
         await asyncio.gather(*prefetches, return_exceptions=True)
 
+    @contextlib.asynccontextmanager
+    async def opened(self) -> AsyncIterator[PromptDeliveries]:
+        """Deliveries announced inside are attempted at once and settled on the way out, whether
+        the work inside succeeded or raised; cancelled, they go to the queue trigger."""
+        token = _current.set(self)
+        try:
+            yield self
+        except asyncio.CancelledError:
+            await asyncio.shield(self.abandon())
+            raise
+        finally:
+            _current.reset(token)
+            await self.settle()  # after abandon(), nothing is left to settle
+
     async def abandon(self) -> None:
         """Stop every attempt; each hands its message to the queue trigger (the invocation ends)."""
         self.closed = True
@@ -175,27 +190,9 @@ class PromptDeliveries:
         await asyncio.gather(*attempts, return_exceptions=True)
 
 
-@contextlib.asynccontextmanager
-async def prompt_deliveries(
-    worker: DeliveryWorker,
-    queue: MessageQueue,
-    *,
-    window: timedelta = PROMPT_WINDOW,
-    deadline: timedelta = PROMPT_DEADLINE,
-    linger: timedelta = PROMPT_LINGER,
-    slots: asyncio.Semaphore | None = None,
-) -> AsyncIterator[PromptDeliveries]:
-    """Deliveries announced inside are attempted at once and settled on the way out, whether the
-    work inside succeeded or raised; cancelled, they go to the queue trigger."""
-    prompt = PromptDeliveries(
-        worker=worker, queue=queue, window=window, deadline=deadline, linger=linger, slots=slots
-    )
-    token = _current.set(prompt)
-    try:
-        yield prompt
-    except asyncio.CancelledError:
-        await asyncio.shield(prompt.abandon())
-        raise
-    finally:
-        _current.reset(token)
-        await prompt.settle()  # after abandon(), nothing is left to settle
+def prompt_deliveries(
+    worker: DeliveryWorker, queue: MessageQueue, **limits: Any
+) -> contextlib.AbstractAsyncContextManager[PromptDeliveries]:
+    """PromptDeliveries(worker=..., queue=..., **limits).opened(): limits are window, deadline,
+    linger and slots, as PromptDeliveries takes them."""
+    return PromptDeliveries(worker=worker, queue=queue, **limits).opened()
