@@ -26,6 +26,7 @@ from functions.core.policy import (
 )
 from functions.telemetry import redactor
 
+LONGEST_RETRY_DELAY = timedelta(days=6)
 GUID = re.compile(r"^[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
 HTTPS_URL = re.compile(r"^https://[^\s/?#@]+(?:/[^\s?#]*)?$")
 ACCOUNT_KEY = re.compile(r"AccountKey=([^;]+)", re.IGNORECASE)
@@ -163,6 +164,9 @@ class Settings:
             )
         if self.home_tenant_id and not GUID.fullmatch(self.home_tenant_id):
             problems.append("REGISTRAR_HOME_TENANT_ID: expected a tenant id (GUID)")
+        if any(delay >= LONGEST_RETRY_DELAY for delay in self.webhook_retry_schedule):
+            # A retry waits hidden on the queue, whose messages live 7 days from when they were sent.
+            problems.append("REGISTRAR_WEBHOOK_RETRY_SCHEDULE: each delay must be shorter than 6 days")
         if self.is_local:
             return problems
         if not self.home_tenant_id:

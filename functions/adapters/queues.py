@@ -133,7 +133,9 @@ class StorageQueues:
     ) -> bool:
         if len(content.encode()) > MAX_MESSAGE_BYTES:
             raise PermanentError(f"message for {message.queue_name} exceeds 48 KiB", code="MessageTooLarge")
-        seconds = int(min(max(visibility_timeout, timedelta(0)), MAX_VISIBILITY_DELAY).total_seconds())
+        seconds = 0  # as send(): a delay under a second is one second, none is none
+        if visibility_timeout > timedelta(0):
+            seconds = max(1, int(min(visibility_timeout, MAX_VISIBILITY_DELAY).total_seconds()))
         client = self.client(message.queue_name)
         try:
             await self._settle(

@@ -104,4 +104,5 @@ class Announcer:
             replace(delivery, prompt=True).to_message(),
             visibility_timeout=prompt.window,
         )
-        prompt.start(delivery, message)
+        if not prompt.start(delivery, message):  # settled meanwhile (a task that outlived its block)
+            await self._queue.release(message)

@@ -48,6 +48,7 @@ PROMPT_DEADLINE = timedelta(seconds=45)
 # Event Grid waits 30 s for its webhook's answer before it retries the event.
 EVENT_GRID_PROMPT_DEADLINE = timedelta(seconds=15)
 PROMPT_LINGER = timedelta(seconds=30)
+SETTLING_CALL_S = 5.0  # a release or delete after the attempt; the window covers one that fails
 PROMPT_CONCURRENCY = 64  # the webhook sender pools 100 connections; queue-triggered retries need some
 
 _current: ContextVar[PromptDeliveries | None] = ContextVar("prompt_deliveries", default=None)
@@ -92,11 +93,13 @@ class PromptDeliveries:
         if subscription_ids and not self.closed:
             self._prefetches.append(asyncio.create_task(self._worker.prefetch(subscription_ids)))
 
-    def start(self, delivery: Delivery, message: QueuedMessage) -> None:
-        """Attempt `delivery` now; `message` is its hidden copy on the queue."""
+    def start(self, delivery: Delivery, message: QueuedMessage) -> bool:
+        """Attempt `delivery` now; `message` is its hidden copy on the queue. False once these
+        prompt deliveries are settled (the caller hands the message to the queue trigger)."""
         if self.closed:
-            raise RuntimeError("prompt deliveries already settled")
+            return False
         self._attempts.append(asyncio.create_task(self._attempt(delivery, message)))
+        return True
 
     async def _attempt(self, delivery: Delivery, message: QueuedMessage) -> str:
         try:
@@ -111,7 +114,7 @@ class PromptDeliveries:
                 delivery.delivery_id,
                 type(failure).__name__,
             )
-            await self._release(message)
+            await asyncio.shield(self._release(message))
             return "released"
         if status == "retrying":
             return status  # the held message is the retry now (or someone else's already)
@@ -132,11 +135,14 @@ class PromptDeliveries:
 
     async def _delete_quietly(self, message: QueuedMessage) -> None:
         with contextlib.suppress(Exception):
-            await self._queue.delete(message)
+            async with asyncio.timeout(SETTLING_CALL_S):
+                await self._queue.delete(message)
 
     async def _release(self, message: QueuedMessage) -> None:
+        """Bounded: past the deadline, the window is the fallback, not more waiting on storage."""
         try:
-            await self._queue.release(message)
+            async with asyncio.timeout(SETTLING_CALL_S):
+                await self._queue.release(message)
         except Exception as failure:  # it reappears after the window instead
             log.warning("prompt delivery message not released (%s)", type(failure).__name__)
 
@@ -145,11 +151,13 @@ class PromptDeliveries:
         many ended how: delivered, gone, retrying, dead_lettered, released, undeleted."""
         self.closed = True
         self._closing.set()
-        await self._stop_prefetching()
-        attempts, self._attempts = self._attempts, []
+        attempts, self._attempts = self._attempts, []  # before any await: a cancel finds them all
         try:
+            await self._stop_prefetching()
             outcomes = await asyncio.gather(*attempts, return_exceptions=True)
-        except asyncio.CancelledError:  # the attempts were cancelled with us: each releases its message
+        except asyncio.CancelledError:  # each attempt, cancelled with us, releases its message
+            for task in attempts:
+                task.cancel()
             await asyncio.gather(*attempts, return_exceptions=True)
             raise
         counts: dict[str, int] = {}
@@ -183,10 +191,10 @@ class PromptDeliveries:
     async def abandon(self) -> None:
         """Stop every attempt; each hands its message to the queue trigger (the invocation ends)."""
         self.closed = True
-        await self._stop_prefetching()
-        attempts, self._attempts = self._attempts, []
+        attempts, self._attempts = self._attempts, []  # before any await, as in settle()
         for task in attempts:
             task.cancel()
+        await self._stop_prefetching()
         await asyncio.gather(*attempts, return_exceptions=True)
 
 

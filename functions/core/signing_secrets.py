@@ -43,7 +43,6 @@ class CachedSecrets:
         self._monotonic = monotonic
         self._entries: OrderedDict[str, tuple[float, VaultSecretRef, SecretValue]] = OrderedDict()
         self._reading: dict[str, asyncio.Future[tuple[VaultSecretRef, SecretValue]]] = {}
-        self._forgotten: dict[str, int] = {}  # name -> times forgotten, to drop reads under way
 
     async def get_secret(self, name: str, version: str | None = None) -> tuple[VaultSecretRef, SecretValue]:
         if version is not None:
@@ -54,15 +53,15 @@ class CachedSecrets:
             return entry[1], entry[2]
         reading = self._reading.get(name)
         if reading is None:
-            reading = asyncio.ensure_future(self._read(name, self._forgotten.get(name, 0)))
+            reading = asyncio.ensure_future(self._read(name))
             self._reading[name] = reading
             reading.add_done_callback(lambda done: self._read_done(name, done))
         return await asyncio.shield(reading)  # one caller cancelled does not cancel the others' read
 
-    async def _read(self, name: str, forgotten: int) -> tuple[VaultSecretRef, SecretValue]:
+    async def _read(self, name: str) -> tuple[VaultSecretRef, SecretValue]:
         started = self._monotonic()
         ref, value = await self._source.get_secret(name)  # NotFound propagates, uncached
-        if self._forgotten.get(name, 0) == forgotten:
+        if self._reading.get(name) is asyncio.current_task():  # not forgotten meanwhile
             self._entries[name] = (started, ref, value)
             self._entries.move_to_end(name)
             while len(self._entries) > self._capacity:
@@ -70,15 +69,15 @@ class CachedSecrets:
         return ref, value
 
     def _read_done(self, name: str, done: asyncio.Future[tuple[VaultSecretRef, SecretValue]]) -> None:
-        self._reading.pop(name, None)
-        self._forgotten.pop(name, None)
+        if self._reading.get(name) is done:
+            del self._reading[name]
         if not done.cancelled():
             done.exception()  # retrieved here too: every awaiting caller may have been cancelled
 
     def forget(self, name: str) -> None:
+        """From now on the name is read afresh; a read under way is not kept (nor shared)."""
         self._entries.pop(name, None)
-        if name in self._reading:
-            self._forgotten[name] = self._forgotten.get(name, 0) + 1
+        self._reading.pop(name, None)
 
     def __repr__(self) -> str:
         return f"CachedSecrets({len(self._entries)} names, ttl={self._ttl_s:.0f}s)"

@@ -181,12 +181,15 @@ async def decommission_registration(req: func.HttpRequest) -> func.HttpResponse:
     try:
         svc = await services().ready()
         caller = _caller(req, ROLE_ADMIN, principal_trusted=svc.settings.client_principal_trusted)
-        record = await svc.lifecycle().decommission(registration_id, caller.actor)
+        before = await svc.store.get(registration_id)
+        try:
+            record = await svc.lifecycle().decommission(registration_id, caller.actor)
+        finally:  # even part-way: what was deleted from Key Vault must not be signed with here
+            for subscription in before.webhooks:  # their queued deliveries end as gone at once
+                if subscription.secret_name:
+                    svc.signing_secrets.forget(subscription.secret_name)
     except RegistrarError as err:
         return error_response(err)
-    for subscription in record.webhooks:  # their queued deliveries end as gone here at once
-        if subscription.secret_name:
-            svc.signing_secrets.forget(subscription.secret_name)
     return json_response(registration_view(record, status_url(req, record.id)))
 
 

@@ -514,6 +514,7 @@ class FakeQueue(Recorder):
         self.deleted: set[int] = set()  # indexes into sent
         self.released: set[int] = set()
         self.taken: set[int] = set()  # received by a consumer: the sender's receipt no longer works
+        self.receipts: dict[int, str] = {}  # each message's current pop receipt
         self._failures: list[Exception] = []
 
     def fail_sends(self, count: int = 1, error: Exception | None = None) -> None:
@@ -530,25 +531,39 @@ class FakeQueue(Recorder):
             raise self._failures.pop(0)
         self.sent.append((queue_name, message))
         self.hidden_for.append(visibility_timeout)
-        return QueuedMessage(queue_name, str(len(self.sent) - 1), f"receipt-{len(self.sent)}")
+        index = len(self.sent) - 1
+        self.receipts[index] = f"receipt-{index}-0"
+        return QueuedMessage(queue_name, str(index), self.receipts[index])
+
+    def _held(self, message: QueuedMessage) -> int | None:
+        """The message's index while the sender's receipt still works (as Storage checks it)."""
+        index = int(message.id)
+        if index in self.deleted or index in self.taken or self.receipts.get(index) != message.pop_receipt:
+            return None
+        return index
 
     async def delete(self, message: QueuedMessage) -> None:
         self.note("delete")
-        self.deleted.add(int(message.id))
+        index = self._held(message)
+        if index is not None:
+            self.deleted.add(index)
 
     async def release(self, message: QueuedMessage) -> None:
         self.note("release")
-        self.released.add(int(message.id))
+        index = self._held(message)
+        if index is not None:
+            self.released.add(index)
 
     async def reschedule(
         self, message: QueuedMessage, content: str, *, visibility_timeout: timedelta
     ) -> bool:
         self.note("reschedule")
-        index = int(message.id)
-        if index in self.deleted or index in self.taken:
+        index = self._held(message)
+        if index is None:
             return False
         self.sent[index] = (self.sent[index][0], content)
         self.hidden_for[index] = visibility_timeout
+        self.receipts[index] = f"receipt-{index}-{self.count('reschedule')}"  # Storage issues a new one
         return True
 
     def pending(self, queue_name: str) -> list[str]:

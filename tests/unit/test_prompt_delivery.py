@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -123,7 +124,10 @@ async def test_a_failed_attempt_queues_its_retry_and_deletes_the_first_message()
     (retry,) = queued(world)
     assert len(world.queue.messages(WEBHOOK_DELIVERIES_QUEUE)) == 1 and world.queue.count("reschedule") == 1
     assert retry.attempt == 2 and not retry.prompt and world.queue.hidden_for[-1] == timedelta(seconds=30)
-    assert log.entries[retry.delivery_id].status == "retrying" and world.queue.deleted == set()
+    assert log.entries[retry.delivery_id].status == "retrying"
+    assert (
+        world.queue.deleted == set() and world.queue.released == set() and world.queue.count("release") == 0
+    )
 
 
 async def test_a_failed_attempt_whose_message_was_taken_over_starts_no_second_chain() -> None:
@@ -181,12 +185,24 @@ async def test_deletes_wait_for_the_invocations_work_but_not_past_the_linger() -
     world = await rotated_world()
     worker = worker_for(world, FakeTransport([OK]), FakeDeliveryLog())
 
-    async with prompt_deliveries(worker, world.queue, linger=timedelta(milliseconds=200)):
+    async with prompt_deliveries(worker, world.queue, linger=timedelta(seconds=30)):
         await world.rotator().run(due_job(world, JobAction.ROTATE))
-        await asyncio.sleep(0.05)
+        for _ in range(20):
+            await asyncio.sleep(0)
         assert world.queue.deleted == set()  # delivered; the delete waits (the POSTs of a fan-out go first)
-        await asyncio.sleep(0.3)
-        assert len(world.queue.deleted) == 1  # the linger ran out before the work did
+    assert len(world.queue.deleted) == 1  # the invocation's work is done: deleted on the way out
+
+    world = await rotated_world()
+    worker = worker_for(world, FakeTransport([OK]), FakeDeliveryLog())
+    async with prompt_deliveries(worker, world.queue, linger=timedelta(milliseconds=20)):
+        await world.rotator().run(due_job(world, JobAction.ROTATE))
+        # the work goes on past the linger: the delete does not wait for it
+        await asyncio.wait_for(until(lambda: len(world.queue.deleted) == 1), 5)
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    while not condition():
+        await asyncio.sleep(0.005)
 
 
 async def test_a_crash_before_the_delete_leaves_the_message_whose_consumer_does_not_send_it_again() -> None:
@@ -232,8 +248,7 @@ async def test_a_cancelled_invocation_hands_its_attempts_to_the_queue_trigger() 
 
     task = asyncio.create_task(invocation())
     await asyncio.wait_for(announced.wait(), 5)
-    while not transport.sent:
-        await asyncio.sleep(0.001)
+    await asyncio.wait_for(until(lambda: bool(transport.sent)), 5)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
@@ -258,7 +273,6 @@ async def test_cancelled_while_settling_the_attempts_are_released_and_none_is_le
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    await asyncio.sleep(0)  # the shielded release completes
 
     assert len(world.queue.released) == 1 and len(queued(world)) == 1
     assert [t for t in asyncio.all_tasks() if t is not asyncio.current_task()] == []
@@ -449,3 +463,77 @@ async def test_concurrent_misses_share_one_read_and_a_read_under_way_when_forgot
     assert values == {"whsec_a"} and source.reads == ["a"]  # five callers, one read
     await cache.get_secret("a")
     assert source.reads == ["a", "a"]  # what was read under way was not kept
+
+
+async def test_cancelled_while_prefetches_are_stopped_the_attempts_are_still_released() -> None:
+    world = await rotated_world()
+    transport = HangingTransport([])
+    stopping = asyncio.Event()
+
+    class SlowToStop(DeliveryWorker):
+        async def prefetch(self, subscription_ids: Sequence[str]) -> None:
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                stopping.set()
+                await asyncio.sleep(0.2)  # a Key Vault read winding down
+
+    worker = SlowToStop(
+        vault=world.vault,
+        transport=transport,
+        queue=world.queue,
+        deliveries=FakeDeliveryLog(),
+        clock=world.clock,
+    )
+
+    async def invocation() -> None:
+        async with prompt_deliveries(worker, world.queue):
+            await world.rotator().run(due_job(world, JobAction.ROTATE))  # prefetches, then announces
+
+    task = asyncio.create_task(invocation())
+    await asyncio.wait_for(stopping.wait(), 5)  # settle() is stopping the prefetch
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+    assert len(transport.sent) == 1 and len(world.queue.released) == 1
+    assert [t for t in asyncio.all_tasks() if t is not asyncio.current_task()] == []
+
+
+async def test_a_message_announced_after_the_block_settled_goes_to_the_queue_trigger() -> None:
+    world = await rotated_world()
+    worker = worker_for(world, FakeTransport([]), FakeDeliveryLog())
+    async with prompt_deliveries(worker, world.queue) as prompt:
+        pass
+    assert prompt.closed
+
+    delivery = Delivery("d1", "s", "reg-1", "https://h.example/", "credential.rotated", "{}")
+    message = await world.queue.send(WEBHOOK_DELIVERIES_QUEUE, delivery.to_message())
+
+    assert prompt.start(delivery, message) is False
+
+
+async def test_a_name_forgotten_while_being_read_is_read_afresh_by_the_next_caller() -> None:
+    source = CountingSource()
+    source.values["a"] = "whsec_old"
+    gate = asyncio.Event()
+    real_get = source.get_secret
+
+    async def slow_get(name: str, version: str | None = None) -> tuple[VaultSecretRef, SecretValue]:
+        answer = await real_get(name, version)  # read at the vault...
+        await gate.wait()  # ...the answer still on its way
+        return answer
+
+    source.get_secret = slow_get  # type: ignore[method-assign]
+    cache = CachedSecrets(source)
+    under_way = asyncio.create_task(cache.get_secret("a"))
+    await asyncio.wait_for(until(lambda: source.reads == ["a"]), 5)
+
+    cache.forget("a")  # removed: its secret is deleted from Key Vault
+    del source.values["a"]
+    after = asyncio.create_task(cache.get_secret("a"))
+    gate.set()
+
+    assert (await under_way)[1].reveal() == "whsec_old"  # read before the removal
+    with pytest.raises(NotFound):
+        await after  # not handed the read under way

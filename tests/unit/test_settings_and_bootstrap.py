@@ -72,6 +72,7 @@ def test_the_client_secret_and_connection_string_never_show_in_repr() -> None:
         ("REGISTRAR_PROVISIONING_DEADLINE", "PT0S"),
         ("REGISTRAR_WEBHOOK_RETRY_SCHEDULE", "PT5S,5 minutes"),
         ("REGISTRAR_WEBHOOK_RETRY_SCHEDULE", "PT5S,PT0S"),
+        ("REGISTRAR_WEBHOOK_RETRY_SCHEDULE", "PT5S,P7D"),  # a queued retry lives 7 days at most
     ],
 )
 def test_a_bad_value_names_its_setting(name: str, value: str) -> None:
