@@ -80,7 +80,7 @@ param tier0Permissions string = ''
 @description('Whether every registration of the custom profile waits for a Registrar.Approver, tier-0 permissions or not (REGISTRAR_CUSTOM_REQUIRES_APPROVAL: true or false; empty: false).')
 param customRequiresApproval string = ''
 
-@description('Retry delays of a failed webhook delivery, comma-separated ISO 8601 durations (empty: the built-in 5 s, 5 min, 30 min, 2 h, 5 h, 10 h); after the last one the delivery is dead-lettered.')
+@description('Retry delays of a failed webhook delivery, comma-separated ISO 8601 durations, each under 6 days (empty: the built-in 5 s, 5 min, 30 min, 2 h, 5 h, 10 h); after the last one the delivery is dead-lettered.')
 param webhookRetrySchedule string = ''
 
 @description('Other tenants Registrar provisions into (REGISTRAR_TENANT_CREDENTIALS): JSON {"<tenant id>": {"clientId": "<multi-tenant app id>", "federated": true}}, one entry per tenant; empty: the home tenant only. No secret: the app trusts the function identity through a federated credential (docs/deploy.md, "Serving other tenants").')
