@@ -2,10 +2,10 @@
 
 The event fans out to one message per interested subscriber on the webhook-deliveries queue
 (the delivery worker signs and sends each, with retries); inside a trigger's prompt deliveries
-(core/prompt_delivery.py) each message is sent hidden and attempted at once by this invocation. The record's history remembers which
-events were announced, so a workflow step re-run after a crash does not announce twice; should
-a crash fall between the send and that note, the re-send carries the same deterministic
-webhook-id, which is what Standard Webhooks receivers deduplicate on.
+(core/prompt_delivery.py) each message is sent hidden and attempted at once by this invocation.
+The record's history remembers which events were announced, so a workflow step re-run after a
+crash does not announce twice; should a crash fall between the send and that note, the re-send
+carries the same deterministic webhook-id, which is what Standard Webhooks receivers deduplicate on.
 """
 
 from __future__ import annotations
