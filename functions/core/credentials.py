@@ -89,6 +89,24 @@ def kept_in_vault(state: CredentialState, name: str, cert: VaultCertificate) -> 
     )
 
 
+def key_credential(key_id: str, display_name: str, cert: VaultCertificate) -> KeyCredentialSpec:
+    """The app's keyCredentials entry for Key Vault certificate `cert`."""
+    return KeyCredentialSpec(key_id, display_name, cert.der, cert.not_before, cert.expires_on)
+
+
+def certificate_state(pending: PendingCredential, key_id: str, cert: VaultCertificate) -> CredentialState:
+    """The certificate credential `pending` becomes once `cert` is on the app under `key_id`."""
+    return CredentialState(
+        type=CredentialType.CERTIFICATE,
+        generation=pending.generation,
+        display_name=pending.display_name,
+        key_id=key_id,
+        start=cert.not_before,
+        expires_on=cert.expires_on,
+        thumbprint=cert.thumbprint_sha1,
+    )
+
+
 def staging_name(registration_id: str) -> str:
     """Where a rotation keeps the next credential until it is verified (no consumer reads it)."""
     return f"{vault_object_name(registration_id)}-staging"
@@ -256,24 +274,9 @@ class CredentialIssuer:
         await self._directory.set_key_credentials(
             record.tenant_id,
             record.app_object_id,
-            [KeyCredentialSpec(key_id, pending.display_name, cert.der, cert.not_before, cert.expires_on)],
+            [key_credential(key_id, pending.display_name, cert)],
         )
-        await self._record(
-            keeper,
-            kept_in_vault(
-                CredentialState(
-                    type=CredentialType.CERTIFICATE,
-                    generation=pending.generation,
-                    display_name=pending.display_name,
-                    key_id=key_id,
-                    start=cert.not_before,
-                    expires_on=cert.expires_on,
-                    thumbprint=cert.thumbprint_sha1,
-                ),
-                name,
-                cert,
-            ),
-        )
+        await self._record(keeper, kept_in_vault(certificate_state(pending, key_id, cert), name, cert))
 
     # ------------------------------------------------------------ federated
 

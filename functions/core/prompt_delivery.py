@@ -82,10 +82,13 @@ class PromptDeliveries:
         self._deadline_s = deadline.total_seconds()
         self._linger_s = linger.total_seconds()
         self._slots = slots or asyncio.Semaphore(PROMPT_CONCURRENCY)
-        self._closing = asyncio.Event()
-        self.closed = False
+        self._closing = asyncio.Event()  # set when settled or abandoned: no more attempts start
         self._attempts: list[asyncio.Task[str]] = []
         self._prefetches: list[asyncio.Task[None]] = []
+
+    @property
+    def closed(self) -> bool:
+        return self._closing.is_set()
 
     def prefetch(self, subscription_ids: Sequence[str]) -> None:
         """Read the signing secrets of deliveries about to be announced, while the announcing work
@@ -149,8 +152,7 @@ class PromptDeliveries:
     async def settle(self) -> dict[str, int]:
         """Close, then wait for every attempt to end (each is bounded on its own). Returns how
         many ended how: delivered, gone, retrying, dead_lettered, released, undeleted."""
-        self.closed = True
-        self._closing.set()
+        self._closing.set()  # the lingering deletes go now
         attempts, self._attempts = self._attempts, []  # before any await: a cancel finds them all
         try:
             await self._stop_prefetching()
@@ -190,7 +192,7 @@ class PromptDeliveries:
 
     async def abandon(self) -> None:
         """Stop every attempt; each hands its message to the queue trigger (the invocation ends)."""
-        self.closed = True
+        self._closing.set()
         attempts, self._attempts = self._attempts, []  # before any await, as in settle()
         for task in attempts:
             task.cancel()

@@ -23,7 +23,9 @@ from datetime import datetime, timedelta
 from functions.core.credentials import (
     SECRET_CONTENT_TYPE,
     certificate_key_id,
+    certificate_state,
     kept_in_vault,
+    key_credential,
     remove_other_named_passwords,
     staging_name,
     vault_tags,
@@ -166,20 +168,11 @@ class NextGeneration:
             record.app_object_id,
             [
                 *keep,
-                KeyCredentialSpec(key_id, pending.display_name, cert.der, cert.not_before, cert.expires_on),
+                key_credential(key_id, pending.display_name, cert),
             ],
         )
         _, pem = await self._vault.get_secret(staging, cert.secret_uri.rstrip("/").rsplit("/", 1)[-1])
-        state = CredentialState(
-            type=CredentialType.CERTIFICATE,
-            generation=pending.generation,
-            display_name=pending.display_name,
-            key_id=key_id,
-            start=cert.not_before,
-            expires_on=cert.expires_on,
-            thumbprint=cert.thumbprint_sha1,
-        )
-        return state, pem
+        return certificate_state(pending, key_id, cert), pem
 
     async def _key_specs(self, credentials: Iterable[CredentialState | None]) -> list[KeyCredentialSpec]:
         """keyCredentials entries of the given certificates (others skipped), each keyId once."""
@@ -192,9 +185,7 @@ class NextGeneration:
             cert = await self._vault.get_certificate(
                 credential.certificate_name, credential.certificate_version
             )
-            specs[credential.key_id] = KeyCredentialSpec(
-                credential.key_id, credential.display_name, cert.der, cert.not_before, cert.expires_on
-            )
+            specs[credential.key_id] = key_credential(credential.key_id, credential.display_name, cert)
         return list(specs.values())
 
     async def _pending_key_spec(self, record: Registration) -> list[KeyCredentialSpec]:
@@ -208,7 +199,7 @@ class NextGeneration:
             return []
         cert = await self._vault.get_certificate(staging_name(record.id), pending.certificate_version)
         key_id = certificate_key_id(record.id, pending.generation)
-        return [KeyCredentialSpec(key_id, pending.display_name, cert.der, cert.not_before, cert.expires_on)]
+        return [key_credential(key_id, pending.display_name, cert)]
 
     # ------------------------------------------------------------ publish
 

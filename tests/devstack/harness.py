@@ -28,6 +28,20 @@ def start_sample_host(tmp: Path, values: Mapping[str, str], state_dir: Path | No
     )
 
 
+def sample_values(azurite: str, queue_name: str, record_dir: Path) -> dict[str, str]:
+    """Settings for the sample app with only its queue function on `queue_name` running (timers off)."""
+    return {
+        "SampleStorage": azurite,
+        "SAMPLE_QUEUE": queue_name,
+        "SAMPLE_RECORD_DIR": str(record_dir),
+        "SAMPLE_SCHEDULE": "0 0 0 1 1 *",
+        "SAMPLE_SLOW_SCHEDULE": "0 0 0 1 1 *",
+        "AzureWebJobs.every_second.Disabled": "true",
+        "AzureWebJobs.slow_timer.Disabled": "true",
+        "AzureWebJobs.plain_text.Disabled": "true",
+    }
+
+
 def records(folder: Path, kind: str) -> list[dict[str, Any]]:
     """What the sample app's functions recorded, oldest first."""
     if not folder.exists():

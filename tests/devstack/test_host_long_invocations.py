@@ -10,20 +10,7 @@ from pathlib import Path
 from azure.storage.queue import QueueClient
 
 from devstack.host.queues import PROCESSING_VISIBILITY_KNOB
-from tests.devstack.harness import records, start_sample_host, wait_for
-
-
-def sample_values(azurite: str, queue_name: str, record_dir: Path) -> dict[str, str]:
-    return {
-        "SampleStorage": azurite,
-        "SAMPLE_QUEUE": queue_name,
-        "SAMPLE_RECORD_DIR": str(record_dir),
-        "SAMPLE_SCHEDULE": "0 0 0 1 1 *",
-        "SAMPLE_SLOW_SCHEDULE": "0 0 0 1 1 *",
-        "AzureWebJobs.every_second.Disabled": "true",
-        "AzureWebJobs.slow_timer.Disabled": "true",
-        "AzureWebJobs.plain_text.Disabled": "true",
-    }
+from tests.devstack.harness import records, sample_values, start_sample_host, wait_for
 
 
 def test_a_message_stays_invisible_while_its_function_outlasts_the_processing_visibility(

@@ -8,22 +8,13 @@ from pathlib import Path
 
 from azure.storage.queue import QueueClient
 
-from tests.devstack.harness import records, start_sample_host, wait_for
+from tests.devstack.harness import records, sample_values, start_sample_host, wait_for
 
 
 def test_message_in_progress_at_shutdown_is_visible_again_at_once(azurite: str, tmp_path: Path) -> None:
     queue_name = f"shutdown-{uuid.uuid4().hex[:10]}"
     record_dir = tmp_path / "records"
-    values = {
-        "SampleStorage": azurite,
-        "SAMPLE_QUEUE": queue_name,
-        "SAMPLE_RECORD_DIR": str(record_dir),
-        "SAMPLE_SCHEDULE": "0 0 0 1 1 *",
-        "SAMPLE_SLOW_SCHEDULE": "0 0 0 1 1 *",
-        "AzureWebJobs.every_second.Disabled": "true",
-        "AzureWebJobs.slow_timer.Disabled": "true",
-        "DEVSTACK_HOST_DRAIN_SECONDS": "0.5",
-    }
+    values = sample_values(azurite, queue_name, record_dir) | {"DEVSTACK_HOST_DRAIN_SECONDS": "0.5"}
     text = "sleep:4"  # longer than the drain at shutdown
     queue = QueueClient.from_connection_string(azurite, queue_name)
     with start_sample_host(tmp_path, values) as host:

@@ -40,14 +40,6 @@ APPROVER = principal("Registrar.Approver")
 ADMIN = principal("Registrar.Admin")
 
 
-@pytest.fixture
-def svc() -> Iterator[FakeServices]:
-    services = FakeServices(World())
-    bootstrap.reset_services(services)  # type: ignore[arg-type]
-    yield services
-    bootstrap.reset_services(None)
-
-
 def envelope_of(registration_id: str) -> tuple[str, str]:
     return REGISTRATION_REQUESTS_QUEUE, json.dumps({"registrationId": registration_id})
 

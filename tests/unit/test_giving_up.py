@@ -6,7 +6,6 @@ made is removed and registration.failed is announced once. Over the fakes, throu
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
@@ -15,7 +14,6 @@ from typing import Any
 import pytest
 from azure.functions.timer import TimerRequest
 
-from functions import bootstrap
 from functions.core.errors import PermanentError, TransientError
 from functions.core.keeper import LeaseHeld
 from functions.core.models import RegistrationStatus, SecretValue
@@ -31,14 +29,6 @@ from tests.unit.provisioning_world import TENANT, World
 from tests.unit.test_registration_triggers import FakeServices, as_json, deliver, http, request_body
 
 NO_BACKING = "NoBackingApplicationObject: the app is not replicated yet"
-
-
-@pytest.fixture
-def svc() -> Iterator[FakeServices]:
-    services = FakeServices(World())
-    bootstrap.reset_services(services)  # type: ignore[arg-type]
-    yield services
-    bootstrap.reset_services(None)
 
 
 def replication_never_ends(world: World) -> None:

@@ -10,7 +10,6 @@ import base64
 import contextlib
 import json
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import azure.functions as func
@@ -86,14 +85,6 @@ class FakeServices:
 
     def prompt_deliveries(self) -> contextlib.nullcontext[None]:
         return contextlib.nullcontext()  # announcements go to the queue (tests/unit/test_prompt_delivery.py)
-
-
-@pytest.fixture
-def svc() -> Iterator[FakeServices]:
-    services = FakeServices(World())
-    bootstrap.reset_services(services)  # type: ignore[arg-type]
-    yield services
-    bootstrap.reset_services(None)
 
 
 def http(
