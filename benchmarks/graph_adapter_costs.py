@@ -29,8 +29,8 @@ GRAPH_APP_ID = "00000003-0000-0000-c000-000000000000"
 async def measure(tenant: dict[str, Any]) -> dict[str, float]:
     from functions.adapters.graph import GraphDirectory
     from functions.adapters.identity import IdentityConfig, RegistrarIdentity
-    from functions.core.models import SecretValue
     from functions.core.ports import ApplicationSpec
+    from functions.core.record.models import SecretValue
 
     figures: dict[str, float] = {}
     identity = RegistrarIdentity(

@@ -11,7 +11,7 @@ entry) to the last subscriber's delivery answered. POST .../rotate; the rotation
 subscribers' signing secrets from Key Vault while the new credential is verified (before the
 clock starts), then announces credential.rotated: one message per subscriber on
 webhook-deliveries, sent hidden, each attempted at once by the rotation job's invocation
-(core/prompt_delivery.py), which then deletes the messages it settled.
+(core/notification/prompt.py), which then deletes the messages it settled.
 - A single delivery: a registration with one subscriber, rotated `--singles` times; the median.
 - Fan-out: a registration whose record gets `--subscribers` new webhook subscriptions (signing
   secrets in Key Vault) before each of `--fanouts` rotations, written straight to its Table
@@ -50,10 +50,10 @@ def log(message: str) -> None:
 async def add_subscriptions(host: Any, registration_id: str, urls: list[str]) -> list[str]:
     """Subscriptions past the API's limit, as the API would store them: ref in the record, secret in Key Vault."""
     from functions.adapters.tables import StorageConfig, TableRegistrationStore, table_service
-    from functions.core.intake import WEBHOOK_SECRET_CONTENT_TYPE, webhook_secret_name
-    from functions.core.models import WEBHOOK_EVENTS
-    from functions.core.notifications import new_signing_secret
-    from functions.core.registrations import WebhookSubscriptionRef
+    from functions.core.notification.events import new_signing_secret
+    from functions.core.notification.signing_secrets import WEBHOOK_SECRET_CONTENT_TYPE, webhook_secret_name
+    from functions.core.record.models import WEBHOOK_EVENTS
+    from functions.core.record.registration import WebhookSubscriptionRef
     from functions.resources import REGISTRATIONS_TABLE
 
     refs = []
@@ -82,8 +82,8 @@ async def worker_figures(
     Table storage for the delivery log, the webhook sender): `singles` deliveries one at a time,
     then one per subscription all at once. Returns (single times, fan-out time) in seconds."""
     from functions.bootstrap import Services
-    from functions.core.delivery import DeliveryWorker
-    from functions.core.notifications import Delivery, WebhookEvent, delivery_id
+    from functions.core.notification.delivery import DeliveryWorker
+    from functions.core.notification.events import Delivery, WebhookEvent, delivery_id
     from functions.settings import Settings
 
     values = json.loads(settings_file.read_text(encoding="utf-8"))["Values"]

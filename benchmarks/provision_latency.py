@@ -45,13 +45,13 @@ class MemoryStore:
         self._docs: dict[str, tuple[dict[str, Any], str]] = {}
 
     def _load(self, key: str) -> Any:
-        from functions.core.registrations import Registration
+        from functions.core.record.registration import Registration
 
         doc, etag = self._docs[key]
         return Registration.from_document(doc, etag=etag)
 
     async def get(self, registration_id: str) -> Any:
-        from functions.core.errors import NotFound
+        from functions.core.record.errors import NotFound
 
         if registration_id not in self._docs:
             raise NotFound("registration", registration_id)
@@ -64,7 +64,7 @@ class MemoryStore:
         return self._load(registration.id), True
 
     async def replace(self, registration: Any) -> Any:
-        from functions.core.errors import ConcurrencyConflict
+        from functions.core.record.errors import ConcurrencyConflict
 
         if self._docs[registration.id][1] != registration.etag:
             raise ConcurrencyConflict(registration.id)
@@ -112,12 +112,12 @@ async def measure(tenant: Mapping[str, Any], latency_ms: float, credential: str)
     from functions.adapters.identity import EntraTokenProbe, IdentityConfig, RegistrarIdentity
     from functions.adapters.keyvault import KeyVaultStore
     from functions.bootstrap import SystemClock
-    from functions.core.intake import accept, plan_from_validated
-    from functions.core.lifecycle import Lifecycle
-    from functions.core.models import SecretValue
-    from functions.core.policy import Policy
-    from functions.core.provisioning import Provisioner, WorkflowSettings
-    from functions.core.requests import validate_request
+    from functions.core.catalogue.policy import Policy
+    from functions.core.intake.accept import accept, plan_from_validated
+    from functions.core.intake.requests import validate_request
+    from functions.core.provisioning.lifecycle import Lifecycle
+    from functions.core.provisioning.workflow import Provisioner, WorkflowSettings
+    from functions.core.record.models import SecretValue
     from functions.profiles import load_catalogue
 
     identity = RegistrarIdentity(

@@ -102,9 +102,9 @@ async def make_registrations(svc: Any, endpoints: dict[str, Any], count: int) ->
     """`count` active registrations with a first client secret (real app, SP, secret, vault, record)."""
     import httpx
 
-    from functions.core.credentials import SECRET_CONTENT_TYPE, vault_tags
-    from functions.core.models import CredentialSpec, CredentialType, RegistrationStatus
-    from functions.core.registrations import (
+    from functions.core.credentials.issuer import SECRET_CONTENT_TYPE, vault_tags
+    from functions.core.record.models import CredentialSpec, CredentialType, RegistrationStatus
+    from functions.core.record.registration import (
         CredentialState,
         ProvisioningPlan,
         Registration,
@@ -193,7 +193,7 @@ async def make_registrations(svc: Any, endpoints: dict[str, Any], count: int) ->
 def index_jobs(records: list[Any], total: int, now: datetime) -> tuple[list[Any], list[Any]]:
     """The due ROTATE jobs of `records` (due within the last 10 hours) and synthetic ones due later
     (from an hour to 60 days ahead: none falls due while the index is written) up to `total`."""
-    from functions.core.rotation_schedule import JobAction, RotationJob, job_id
+    from functions.core.record.schedule import JobAction, RotationJob, job_id
 
     rng = random.Random(5)
     due = []
@@ -247,7 +247,7 @@ async def write_index(index: Any, jobs: list[Any]) -> None:
 
 async def examined_by_sweep(svc: Any, now: datetime) -> int:
     """Entities in the partitions the sweep's query ranges over (before its DueAt filter)."""
-    from functions.core.rotation_schedule import INDEX_PARTITION_PREFIX, index_partition
+    from functions.core.record.schedule import INDEX_PARTITION_PREFIX, index_partition
     from functions.resources import CREDENTIAL_EXPIRY_TABLE
 
     table = svc.table_service.get_table_client(CREDENTIAL_EXPIRY_TABLE)
@@ -287,7 +287,7 @@ def drain_write_budget(endpoints: dict[str, Any], writes: int) -> None:
 
 
 async def rotate_all(svc: Any, jobs: list[Any], concurrency: int) -> tuple[dict[str, int], int, list[str]]:
-    from functions.core.errors import TransientError
+    from functions.core.record.errors import TransientError
 
     outcomes: dict[str, int] = {}
     failures: list[str] = []

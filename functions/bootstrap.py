@@ -21,11 +21,12 @@ from functions.resources import REGISTRATION_REQUESTS_QUEUE, REGISTRATIONS_TABLE
 if TYPE_CHECKING:
     from contextlib import AbstractAsyncContextManager
 
-    from functions.core.delivery import DeliveryWorker
-    from functions.core.keyvault_reactions import KeyVaultReactions
-    from functions.core.lifecycle import Lifecycle
-    from functions.core.lifetimes import CredentialLifetimes
-    from functions.core.policy import Policy
+    from functions.core.catalogue.lifetimes import CredentialLifetimes
+    from functions.core.catalogue.policy import Policy
+    from functions.core.catalogue.profiles import ProfileCatalogue
+    from functions.core.notification.delivery import DeliveryWorker
+    from functions.core.notification.prompt import PromptDeliveries
+    from functions.core.notification.signing_secrets import CachedSecrets
     from functions.core.ports import (
         DeliveryLog,
         Directory,
@@ -36,12 +37,11 @@ if TYPE_CHECKING:
         Vault,
         WebhookTransport,
     )
-    from functions.core.profiles import ProfileCatalogue
-    from functions.core.prompt_delivery import PromptDeliveries
-    from functions.core.provisioning import Provisioner
-    from functions.core.registrations import Registration
-    from functions.core.rotation import RotationSettings, Rotator
-    from functions.core.signing_secrets import CachedSecrets
+    from functions.core.provisioning.lifecycle import Lifecycle
+    from functions.core.provisioning.workflow import Provisioner
+    from functions.core.record.registration import Registration
+    from functions.core.rotation.keyvault_reactions import KeyVaultReactions
+    from functions.core.rotation.rotator import RotationSettings, Rotator
     from functions.settings import Settings
 
 
@@ -77,7 +77,7 @@ class Services:
 
     @cached_property
     def policy(self) -> Policy:
-        from functions.core.policy import policy_from_settings
+        from functions.core.catalogue.policy import policy_from_settings
 
         tenants = [self.settings.home_tenant_id, *self.identity.config.tenants]
         return policy_from_settings(self.settings.values, allowed_tenants=tenants)
@@ -160,7 +160,7 @@ class Services:
         return self
 
     def provisioner(self) -> Provisioner:
-        from functions.core.provisioning import Provisioner, WorkflowSettings
+        from functions.core.provisioning.workflow import Provisioner, WorkflowSettings
 
         return Provisioner(
             store=self.store,
@@ -177,7 +177,7 @@ class Services:
     def lifetimes(self) -> CredentialLifetimes:
         """End dates of new credentials: the configured maximum (REGISTRAR_MAX_CREDENTIAL_LIFETIME) and
         default, the profile's maximum and the tenant's app management policy, applied at every issue."""
-        from functions.core.lifetimes import CredentialLifetimes
+        from functions.core.catalogue.lifetimes import CredentialLifetimes
 
         return CredentialLifetimes(directory=self.directory, policy=self.policy, profiles=self.catalogue.get)
 
@@ -203,8 +203,8 @@ class Services:
 
     @cached_property
     def rotation_settings(self) -> RotationSettings:
-        from functions.core.rotation import RotationSettings
-        from functions.core.verification import VerifyPolicy
+        from functions.core.credentials.verification import VerifyPolicy
+        from functions.core.rotation.rotator import RotationSettings
 
         return RotationSettings(
             lead_time=self.settings.rotation_lead_time,
@@ -216,12 +216,12 @@ class Services:
 
     @cached_property
     def webhook_retry_schedule(self) -> tuple[timedelta, ...]:
-        from functions.core.notifications import DEFAULT_RETRY_SCHEDULE
+        from functions.core.notification.events import DEFAULT_RETRY_SCHEDULE
 
         return self.settings.webhook_retry_schedule or DEFAULT_RETRY_SCHEDULE
 
     def rotator(self) -> Rotator:
-        from functions.core.rotation import Rotator
+        from functions.core.rotation.rotator import Rotator
 
         return Rotator(
             store=self.store,
@@ -238,7 +238,7 @@ class Services:
 
     async def settle(self, record: Registration) -> None:
         """After a provisioning run ends (active: schedule its rotation; either way: announce it)."""
-        from functions.core.outcomes import settle_provisioned
+        from functions.core.provisioning.outcomes import settle_provisioned
 
         await settle_provisioned(
             record,
@@ -251,7 +251,7 @@ class Services:
         )
 
     def reactions(self) -> KeyVaultReactions:
-        from functions.core.keyvault_reactions import KeyVaultReactions
+        from functions.core.rotation.keyvault_reactions import KeyVaultReactions
 
         return KeyVaultReactions(
             store=self.store,
@@ -265,12 +265,12 @@ class Services:
     @cached_property
     def signing_secrets(self) -> CachedSecrets:
         """Webhook signing secrets, read from Key Vault once per subscription and name for a while."""
-        from functions.core.signing_secrets import CachedSecrets
+        from functions.core.notification.signing_secrets import CachedSecrets
 
         return CachedSecrets(self.vault)
 
     def delivery_worker(self) -> DeliveryWorker:
-        from functions.core.delivery import DeliveryWorker
+        from functions.core.notification.delivery import DeliveryWorker
 
         return DeliveryWorker(
             vault=self.signing_secrets,
@@ -284,7 +284,7 @@ class Services:
     @cached_property
     def prompt_slots(self) -> asyncio.Semaphore:
         """Prompt delivery attempts at once in this process, across invocations."""
-        from functions.core.prompt_delivery import PROMPT_CONCURRENCY
+        from functions.core.notification.prompt import PROMPT_CONCURRENCY
 
         return asyncio.Semaphore(PROMPT_CONCURRENCY)
 
@@ -293,7 +293,7 @@ class Services:
     ) -> AbstractAsyncContextManager[PromptDeliveries]:
         """A trigger that may announce events wraps its work in this: the deliveries announced are
         attempted at once, the queue trigger taking over what this invocation does not settle."""
-        from functions.core.prompt_delivery import PROMPT_DEADLINE, PromptDeliveries
+        from functions.core.notification.prompt import PROMPT_DEADLINE, PromptDeliveries
 
         return PromptDeliveries(
             worker=self.delivery_worker(),
@@ -303,7 +303,7 @@ class Services:
         ).opened()
 
     def lifecycle(self) -> Lifecycle:
-        from functions.core.lifecycle import Lifecycle
+        from functions.core.provisioning.lifecycle import Lifecycle
 
         return Lifecycle(
             store=self.store,

@@ -16,14 +16,14 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import cache
 
-from functions.core.durations import parse_duration
-from functions.core.models import SecretValue
-from functions.core.policy import (
+from functions.core.catalogue.policy import (
     INSECURE_WEBHOOKS_OUTSIDE_LOCAL,
     TRUE_WORDS,
     is_local_environment,
     setting_flag,
 )
+from functions.core.record.durations import parse_duration
+from functions.core.record.models import SecretValue
 from functions.telemetry import redactor
 
 LONGEST_RETRY_DELAY = timedelta(days=6)

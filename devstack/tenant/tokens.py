@@ -39,7 +39,7 @@ class SigningKey:
         self._key = key
         self._public = key.public_key()
         der = certificate.public_bytes(serialization.Encoding.DER)
-        self.kid = b64url(hashlib.sha1(der).digest())  # noqa: S324  (x5t is SHA-1 by definition)
+        self.kid = b64url(hashlib.sha1(der, usedforsecurity=False).digest())  # x5t: SHA-1 by definition
         numbers = self._public.public_numbers()
         self.jwk: dict[str, Any] = {
             "kty": "RSA",

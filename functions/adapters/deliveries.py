@@ -14,9 +14,9 @@ from typing import Any
 
 from functions.adapters.table_batches import PartitionBatcher
 from functions.adapters.tables import odata_literal, table_call, table_error
-from functions.core.errors import ConcurrencyConflict
-from functions.core.notifications import SETTLED_STATUSES
+from functions.core.notification.events import SETTLED_STATUSES
 from functions.core.ports import DeliveryRecord
+from functions.core.record.errors import ConcurrencyConflict
 from functions.resources import WEBHOOK_DELIVERIES_TABLE
 
 

@@ -28,12 +28,12 @@ from functions.adapters.graph_errors import Lag, call, exists_lag, not_found_lag
 from functions.adapters.graph_owners import GraphOwners
 from functions.adapters.graph_policy import GraphPolicy
 from functions.adapters.identity import GRAPH_SCOPE, RegistrarIdentity
-from functions.core.errors import NotFound, PermanentError
-from functions.core.models import ResourceCatalog, ResourcePermission
 from functions.core.ports import (
     ApplicationRef,
     ApplicationSpec,
 )
+from functions.core.record.errors import NotFound, PermanentError
+from functions.core.record.models import ResourceCatalog, ResourcePermission
 
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
 CATALOG_SELECT = ["id", "appId", "displayName", "appRoles", "oauth2PermissionScopes"]

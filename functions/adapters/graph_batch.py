@@ -25,7 +25,7 @@ from datetime import timedelta
 from typing import Any
 
 from functions.adapters.graph_errors import LAG_RETRY_AFTER, GraphFailure, call, parse_retry_after
-from functions.core.errors import PermanentError, TransientError
+from functions.core.record.errors import PermanentError, TransientError
 
 MAX_BATCH = 20
 THROTTLE_ROUNDS = 4  # batch rounds in a row with no item through (429/5xx) before TransientError

@@ -18,8 +18,8 @@ from collections.abc import Mapping, Sequence
 from functions.adapters.graph_batch import assign_app_roles
 from functions.adapters.graph_errors import LAG_RETRY_AFTER, exists_lag, replication_lag
 from functions.adapters.graph_wire import GraphWire
-from functions.core.errors import NotFound, PermanentError, TransientError
 from functions.core.ports import DelegatedGrant
+from functions.core.record.errors import NotFound, PermanentError, TransientError
 
 
 class GraphConsent(GraphWire):

@@ -15,9 +15,9 @@ from typing import Any
 
 from functions.adapters.graph_errors import not_found_lag
 from functions.adapters.graph_policy import GraphPolicy
-from functions.core.errors import NotFound, PermanentError
-from functions.core.models import CredentialType, SecretValue
 from functions.core.ports import AppCredential, FederatedCredentialSpec, IssuedSecret, KeyCredentialSpec
+from functions.core.record.errors import NotFound, PermanentError
+from functions.core.record.models import CredentialType, SecretValue
 from functions.telemetry import redactor
 
 
@@ -149,7 +149,9 @@ class GraphCredentials(GraphPolicy):
                     type="AsymmetricX509Cert",
                     usage="Verify",
                     key=k.certificate_der,
-                    custom_key_identifier=hashlib.sha1(k.certificate_der).digest(),  # noqa: S324  (x5t thumbprint)
+                    custom_key_identifier=hashlib.sha1(
+                        k.certificate_der, usedforsecurity=False
+                    ).digest(),  # x5t: Entra requires SHA-1
                     start_date_time=k.start,
                     end_date_time=k.end,
                 )

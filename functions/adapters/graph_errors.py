@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import TypeVar
 
-from functions.core.errors import NotFound, PermanentError, RegistrarError, TransientError
+from functions.core.record.errors import NotFound, PermanentError, RegistrarError, TransientError
 
 T = TypeVar("T")
 

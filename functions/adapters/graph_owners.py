@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from functions.adapters.graph_errors import not_found_lag
 from functions.adapters.graph_wire import GraphWire
-from functions.core.errors import NotFound, PermanentError
+from functions.core.record.errors import NotFound, PermanentError
 
 DIRECTORY_OBJECTS = "https://graph.microsoft.com/v1.0/directoryObjects/"
 ALREADY_AN_OWNER = "added object references already exist"

@@ -8,7 +8,7 @@ unknown: Registrar falls back to its configured maximum and warns once per tenan
 Conservative on purpose: a lifetime restriction is applied to every app, also to apps created
 before its restrictForAppsCreatedAfterDateTime (a shorter credential is always accepted), and
 per-app policies (appManagementPolicies) are not read. A year counts as 365 days and a month as
-30 (functions.core.durations): Entra's own reading of P1Y or P12M is not documented.
+30 (functions.core.record.durations): Entra's own reading of P1Y or P12M is not documented.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from datetime import timedelta
 from typing import Any
 
 from functions.adapters.graph_wire import GraphWire
-from functions.core.durations import parse_duration
-from functions.core.errors import PermanentError, RegistrarError, TransientError
-from functions.core.models import CredentialType
+from functions.core.record.durations import parse_duration
+from functions.core.record.errors import PermanentError, RegistrarError, TransientError
+from functions.core.record.models import CredentialType
 
 log = logging.getLogger(__name__)
 

@@ -27,9 +27,9 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from functions.adapters.transport import sdk_client_options
-from functions.core.errors import PermanentError, TransientError
-from functions.core.models import SecretValue
-from functions.core.policy import is_local_environment
+from functions.core.catalogue.policy import is_local_environment
+from functions.core.record.errors import PermanentError, TransientError
+from functions.core.record.models import SecretValue
 from functions.telemetry import redactor
 
 if TYPE_CHECKING:

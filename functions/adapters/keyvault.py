@@ -25,9 +25,9 @@ from functions.adapters.keyvault_reuse import (
     retire_recovered_secret_versions,
 )
 from functions.adapters.transport import data_plane_options
-from functions.core.errors import NotFound, PermanentError, RegistrarError, TransientError
-from functions.core.models import SecretValue
 from functions.core.ports import VaultCertificate, VaultSecretRef
+from functions.core.record.errors import NotFound, PermanentError, RegistrarError, TransientError
+from functions.core.record.models import SecretValue
 
 T = TypeVar("T")
 
@@ -381,7 +381,9 @@ class KeyVaultStore:
             certificate_uri=cert.id,
             secret_uri=cert.secret_id,
             der=der,
-            thumbprint_sha1=hashlib.sha1(der).hexdigest().upper(),  # noqa: S324  (x5t is SHA-1 by definition)
+            thumbprint_sha1=hashlib.sha1(der, usedforsecurity=False)
+            .hexdigest()
+            .upper(),  # x5t: Entra requires SHA-1
             not_before=properties.not_before,
             expires_on=properties.expires_on,
         )

@@ -14,8 +14,8 @@ from typing import Any
 
 from functions.adapters.tables import StorageConfig
 from functions.adapters.transport import data_plane_options
-from functions.core.errors import NotFound, PermanentError, RegistrarError, TransientError
 from functions.core.ports import QueuedMessage
+from functions.core.record.errors import NotFound, PermanentError, RegistrarError, TransientError
 from functions.resources import QUEUES
 
 MAX_VISIBILITY_DELAY = timedelta(days=7)  # Storage queues refuse a longer visibility timeout

@@ -1,6 +1,6 @@
 """Table storage for rotation: the credential expiry index (a sweep reads O(due)) and named leases.
 
-Expiry index (resources.CREDENTIAL_EXPIRY_TABLE), keyed as core/rotation_schedule.py says:
+Expiry index (resources.CREDENTIAL_EXPIRY_TABLE), keyed as core/record/schedule.py says:
 PartitionKey = the job's due bucket ("due-YYYYMMDDHH", sortable), RowKey = the job id, with DueAt
 and the job message. `due(now)` asks for PartitionKey in ["due-", bucket(now)] and DueAt <= now:
 Table storage serves a PartitionKey range from its primary index, so the sweep touches the due
@@ -30,8 +30,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from functions.adapters.tables import TRANSACTION_LIMIT, table_call
-from functions.core.errors import ConcurrencyConflict, NotFound
-from functions.core.rotation_schedule import INDEX_PARTITION_PREFIX, RotationJob, index_partition
+from functions.core.record.errors import ConcurrencyConflict, NotFound
+from functions.core.record.schedule import INDEX_PARTITION_PREFIX, RotationJob, index_partition
 from functions.resources import CREDENTIAL_EXPIRY_TABLE, LEASES_TABLE
 
 # Where a job's entity is (see above); sorts after every "due-" bucket, so no sweep reads it.

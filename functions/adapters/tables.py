@@ -24,7 +24,7 @@ from datetime import UTC
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from functions.adapters.transport import data_plane_options
-from functions.core.errors import (
+from functions.core.record.errors import (
     ConcurrencyConflict,
     NotFound,
     PermanentError,
@@ -32,8 +32,8 @@ from functions.core.errors import (
     TransientError,
     ValidationFailed,
 )
-from functions.core.models import Problem, RegistrationStatus
-from functions.core.registrations import Registration, RegistrationPage
+from functions.core.record.models import Problem, RegistrationStatus
+from functions.core.record.registration import Registration, RegistrationPage
 from functions.resources import REGISTRATIONS_TABLE, TABLES
 
 if TYPE_CHECKING:

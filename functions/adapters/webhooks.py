@@ -1,7 +1,7 @@
 """Sends signed webhook deliveries to connectors, refusing addresses a webhook must not reach.
 
 SSRF guard: the URL must be https and every address its host resolves to must be public
-(functions.core.webhook_hosts: not private, shared, loopback, link-local, multicast, reserved or
+(functions.core.catalogue.webhook_hosts: not private, shared, loopback, link-local, multicast, reserved or
 unspecified, nor an IPv6 address embedding such an IPv4 one). For a host name the check runs
 inside aiohttp's resolver, at connect time, so a DNS answer that changes between the subscription
 check and the delivery (rebinding) is caught too; an address literal is checked before connecting. Redirects
@@ -19,9 +19,9 @@ import socket
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from functions.core.errors import PermanentError
-from functions.core.notifications import DeliveryOutcome
-from functions.core.webhook_hosts import address_allowed, host_problem
+from functions.core.catalogue.webhook_hosts import address_allowed, host_problem
+from functions.core.notification.events import DeliveryOutcome
+from functions.core.record.errors import PermanentError
 
 __all__ = ["WebhookSender", "WebhookUrlRefused", "address_allowed", "check_url_syntax"]
 

@@ -2,7 +2,7 @@
 
 All ports are async: msgraph-sdk is async-only, and independent steps of a workflow run
 concurrently. Every method is idempotent or says how to make the call idempotent. Adapters raise
-only core errors (functions.core.errors): TransientError (throttling with retry_after, 5xx,
+only core errors (functions.core.record.errors): TransientError (throttling with retry_after, 5xx,
 replication delay), PermanentError (denied, invalid), NotFound, ConcurrencyConflict.
 """
 
@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from functions.core.models import CredentialType, RegistrationStatus, ResourceCatalog, SecretValue
-from functions.core.registrations import Registration, RegistrationPage
-from functions.core.rotation_schedule import RotationJob
+from functions.core.record.models import CredentialType, RegistrationStatus, ResourceCatalog, SecretValue
+from functions.core.record.registration import Registration, RegistrationPage
+from functions.core.record.schedule import RotationJob
 
 # ---------------------------------------------------------------- Microsoft Graph (one port)
 
@@ -372,7 +372,7 @@ class MessageQueue(Protocol):
 
 
 class ExpiryIndex(Protocol):
-    """Rotation jobs by due time (core/rotation_schedule.py keys): a sweep reads O(due)."""
+    """Rotation jobs by due time (core/record/schedule.py keys): a sweep reads O(due)."""
 
     async def put(self, job: RotationJob) -> None:
         """Upsert: scheduling the same job twice is one entry."""

@@ -1,7 +1,7 @@
 """The connector catalogue: one data file per profile under connectors/, read once from package data.
 
 load_catalogue() parses every connectors/*.toml (tomllib) or *.json file and validates it with
-functions.core.profiles.profile_from_dict; a bad file raises ProfileError naming the file and the
+functions.core.catalogue.profiles.profile_from_dict; a bad file raises ProfileError naming the file and the
 field, so a broken catalogue stops the app at start instead of failing one registration later.
 The resource permission catalogues (resources/*.json) are read by load_resource_catalogs().
 """
@@ -15,10 +15,10 @@ from importlib.resources import files
 from importlib.resources.abc import Traversable
 from typing import Any
 
-from functions.core.models import ResourceCatalog
-from functions.core.permissions import catalog_from_json
-from functions.core.profile_schema import profile_from_dict
-from functions.core.profiles import Profile, ProfileCatalogue, ProfileError
+from functions.core.catalogue.permissions import catalog_from_json
+from functions.core.catalogue.profile_schema import profile_from_dict
+from functions.core.catalogue.profiles import Profile, ProfileCatalogue, ProfileError
+from functions.core.record.models import ResourceCatalog
 
 __all__ = [
     "ProfileError",

@@ -11,11 +11,11 @@ import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from functions.core.durations import format_duration
-from functions.core.models import GRAPH_APP_ID, PermissionKind
-from functions.core.permissions import resource_label
-from functions.core.policy import Policy
-from functions.core.profiles import Profile, ProfileCatalogue
+from functions.core.catalogue.permissions import resource_label
+from functions.core.catalogue.policy import Policy
+from functions.core.catalogue.profiles import Profile, ProfileCatalogue
+from functions.core.record.durations import format_duration
+from functions.core.record.models import GRAPH_APP_ID, PermissionKind
 from functions.profiles import load_catalogue
 from functions.profiles.views import COMMON_OPTION_DOCS
 

@@ -5,11 +5,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from functions.core.durations import format_duration
-from functions.core.models import ResolvedPermission
-from functions.core.permissions import resource_label
-from functions.core.profiles import COMMON_OPTIONS, ManualStep, OptionSpec, PermissionMapping, Profile
-from functions.core.requests import ValidatedRequest
+from functions.core.catalogue.permissions import resource_label
+from functions.core.catalogue.profiles import (
+    COMMON_OPTIONS,
+    ManualStep,
+    OptionSpec,
+    PermissionMapping,
+    Profile,
+)
+from functions.core.intake.requests import ValidatedRequest
+from functions.core.record.durations import format_duration
+from functions.core.record.models import ResolvedPermission
 
 COMMON_OPTION_DOCS: dict[str, dict[str, Any]] = {
     "redirectUris": {
@@ -19,7 +25,10 @@ COMMON_OPTION_DOCS: dict[str, dict[str, Any]] = {
         "each a list of https URLs (or http://localhost on any port/path).",
     },
 }
-assert set(COMMON_OPTION_DOCS) == set(COMMON_OPTIONS)
+if set(COMMON_OPTION_DOCS) != set(COMMON_OPTIONS):  # a new common option must be documented here
+    raise RuntimeError(
+        f"COMMON_OPTION_DOCS does not cover {sorted(set(COMMON_OPTIONS) ^ set(COMMON_OPTION_DOCS))}"
+    )
 
 
 def option_document(option: OptionSpec) -> dict[str, Any]:

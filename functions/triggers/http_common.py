@@ -12,8 +12,11 @@ from urllib.parse import urlsplit
 
 import azure.functions as func
 
-from functions.core.durations import format_duration
-from functions.core.errors import (
+from functions.core.catalogue.permissions import resource_label
+from functions.core.catalogue.profiles import Profile
+from functions.core.notification.events import display_url
+from functions.core.record.durations import format_duration
+from functions.core.record.errors import (
     ConcurrencyConflict,
     Conflict,
     Forbidden,
@@ -22,11 +25,8 @@ from functions.core.errors import (
     TransientError,
     ValidationFailed,
 )
-from functions.core.models import Problem, RegistrationStatus
-from functions.core.notifications import display_url
-from functions.core.permissions import resource_label
-from functions.core.profiles import Profile
-from functions.core.registrations import CredentialState, Registration
+from functions.core.record.models import Problem, RegistrationStatus
+from functions.core.record.registration import CredentialState, Registration
 from functions.profiles.views import mapping_document
 
 log = logging.getLogger(__name__)

@@ -9,15 +9,15 @@ from typing import TYPE_CHECKING
 import azure.functions as func
 
 from functions.bootstrap import services
-from functions.core.errors import RegistrarError, ValidationFailed
-from functions.core.models import Problem
-from functions.core.notifications import display_url
+from functions.core.notification.events import display_url
+from functions.core.record.errors import RegistrarError, ValidationFailed
+from functions.core.record.models import Problem
 from functions.resources import WEBHOOK_DELIVERIES_QUEUE
 from functions.telemetry import log_context
 from functions.triggers.http_common import error_response, json_response
 
 if TYPE_CHECKING:
-    from functions.core.subscriptions import Subscriptions
+    from functions.core.notification.subscriptions import Subscriptions
 
 # Handlers import their core modules on first use: function_app must import fast (cold start).
 
@@ -29,7 +29,7 @@ DELIVERY_STATUSES = ("delivered", "retrying", "dead_lettered", "gone")
 
 @bp.event_grid_trigger(arg_name="event")
 async def keyvault_events(event: func.EventGridEvent) -> None:
-    from functions.core.keyvault_events import UnusableEvent, parse_key_vault_event
+    from functions.core.rotation.keyvault_events import UnusableEvent, parse_key_vault_event
 
     try:
         parsed = parse_key_vault_event(
@@ -41,7 +41,7 @@ async def keyvault_events(event: func.EventGridEvent) -> None:
     svc = await services().ready()
     with log_context(operation="keyvault-event"):
         # TransientError (e.g. the registration is mid-rotation) raises: Event Grid retries it.
-        from functions.core.prompt_delivery import EVENT_GRID_PROMPT_DEADLINE
+        from functions.core.notification.prompt import EVENT_GRID_PROMPT_DEADLINE
 
         # credential.* events reach subscribers at once, within Event Grid's wait for an answer.
         async with svc.prompt_deliveries(EVENT_GRID_PROMPT_DEADLINE):
@@ -51,7 +51,7 @@ async def keyvault_events(event: func.EventGridEvent) -> None:
 
 @bp.queue_trigger(arg_name="msg", queue_name=WEBHOOK_DELIVERIES_QUEUE, connection="AzureWebJobsStorage")
 async def webhook_delivery(msg: func.QueueMessage) -> None:
-    from functions.core.notifications import Delivery
+    from functions.core.notification.events import Delivery
 
     delivery = Delivery.from_message(msg.get_body().decode("utf-8"))  # unreadable: poison queue
     svc = await services().ready()
@@ -61,7 +61,7 @@ async def webhook_delivery(msg: func.QueueMessage) -> None:
 
 
 def _subscriptions() -> Subscriptions:
-    from functions.core.subscriptions import Subscriptions
+    from functions.core.notification.subscriptions import Subscriptions
 
     svc = services()
     return Subscriptions(
@@ -71,8 +71,8 @@ def _subscriptions() -> Subscriptions:
 
 @bp.route(route="registrations/{id}/webhooks", methods=["POST"])
 async def add_webhook(req: func.HttpRequest) -> func.HttpResponse:
-    from functions.core.requests import parse_json_body
-    from functions.core.subscriptions import parse_webhook_body
+    from functions.core.intake.requests import parse_json_body
+    from functions.core.notification.subscriptions import parse_webhook_body
 
     registration_id = req.route_params.get("id", "")
     try:
@@ -88,7 +88,7 @@ async def add_webhook(req: func.HttpRequest) -> func.HttpResponse:
 
 @bp.route(route="registrations/{id}/webhooks/{subscription}", methods=["DELETE"])
 async def remove_webhook(req: func.HttpRequest) -> func.HttpResponse:
-    from functions.core.intake import webhook_secret_name
+    from functions.core.notification.signing_secrets import webhook_secret_name
 
     subscription_id = req.route_params.get("subscription", "")
     try:

@@ -32,11 +32,11 @@ def envelope(registration_id: str) -> str:
 
 
 def read_message(text: str) -> Envelope | dict[str, Any]:
-    # Read as HTTP reads a body (functions.core.requests, imported on first use for cold start): a
+    # Read as HTTP reads a body (functions.core.intake.requests, imported on first use for cold start): a
     # key given twice (which requestId would count?), too deep a nesting or an unconvertible number
     # make the message unreadable, not silently one of its readings.
-    from functions.core.errors import ValidationFailed
-    from functions.core.requests import parse_json_body
+    from functions.core.intake.requests import parse_json_body
+    from functions.core.record.errors import ValidationFailed
 
     try:
         data = parse_json_body(text)

@@ -20,18 +20,18 @@ from pathlib import Path
 import azure.functions as func
 
 from functions.bootstrap import services
-from functions.core.errors import RegistrarError, ValidationFailed
-from functions.core.intake import accept, plan_from_validated
-from functions.core.models import Problem, RegistrationStatus
-from functions.core.notifications import display_url
-from functions.core.policy import (
+from functions.core.catalogue.policy import (
     CLIENT_PRINCIPAL_HEADER,
     ROLE_ADMIN,
     ROLE_APPROVER,
     CallerPrincipal,
     authorize,
 )
-from functions.core.requests import parse_json_body, validate_request
+from functions.core.intake.accept import accept, plan_from_validated
+from functions.core.intake.requests import parse_json_body, validate_request
+from functions.core.notification.events import display_url
+from functions.core.record.errors import RegistrarError, ValidationFailed
+from functions.core.record.models import Problem, RegistrationStatus
 from functions.telemetry import log_context
 from functions.triggers.http_common import (
     error_response,

@@ -18,10 +18,10 @@ import logging
 import azure.functions as func
 
 from functions.bootstrap import Services, services
-from functions.core.errors import Conflict, NotFound, TransientError, ValidationFailed
-from functions.core.intake import accept, plan_from_validated, record_invalid
-from functions.core.keeper import LeaseHeld
-from functions.core.requests import validate_request
+from functions.core.intake.accept import accept, plan_from_validated, record_invalid
+from functions.core.intake.requests import validate_request
+from functions.core.record.errors import Conflict, NotFound, TransientError, ValidationFailed
+from functions.core.record.keeper import LeaseHeld
 from functions.telemetry import log_context
 from functions.triggers.queue_messages import Envelope, read_message
 from functions.triggers.queue_retries import is_last_delivery

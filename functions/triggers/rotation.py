@@ -14,10 +14,10 @@ from datetime import timedelta
 import azure.functions as func
 
 from functions.bootstrap import services
-from functions.core.durations import parse_duration
-from functions.core.errors import Conflict, PermanentError, RegistrarError, ValidationFailed
-from functions.core.models import Problem, RegistrationStatus
-from functions.core.policy import CLIENT_PRINCIPAL_HEADER, ROLE_ADMIN, authorize
+from functions.core.catalogue.policy import CLIENT_PRINCIPAL_HEADER, ROLE_ADMIN, authorize
+from functions.core.record.durations import parse_duration
+from functions.core.record.errors import Conflict, PermanentError, RegistrarError, ValidationFailed
+from functions.core.record.models import Problem, RegistrationStatus
 from functions.resources import ROTATION_JOBS_QUEUE
 from functions.telemetry import log_context
 from functions.triggers.http_common import error_response, json_response
@@ -30,7 +30,7 @@ MAX_DUE_WITHIN = timedelta(days=3650)
 
 @bp.timer_trigger(arg_name="timer", schedule="%REGISTRAR_ROTATION_SCHEDULE%", run_on_startup=False)
 async def rotation_sweep(timer: func.TimerRequest) -> None:
-    from functions.core.rotation import sweep
+    from functions.core.rotation.rotator import sweep
 
     svc = await services().ready()
     with log_context(operation="rotation.sweep"):
@@ -44,7 +44,7 @@ async def rotation_sweep(timer: func.TimerRequest) -> None:
 
 @bp.queue_trigger(arg_name="msg", queue_name=ROTATION_JOBS_QUEUE, connection="AzureWebJobsStorage")
 async def rotation_worker(msg: func.QueueMessage) -> None:
-    from functions.core.rotation_schedule import RotationJob
+    from functions.core.record.schedule import RotationJob
 
     # An unreadable message raises: the host retries it, then moves it to rotation-jobs-poison.
     job = RotationJob.from_message(json.loads(msg.get_body().decode("utf-8")))
@@ -60,7 +60,7 @@ async def rotation_worker(msg: func.QueueMessage) -> None:
 
 @bp.route(route="registrations/{id}/rotate", methods=["POST"])
 async def rotate_registration(req: func.HttpRequest) -> func.HttpResponse:
-    from functions.core.rotation import enqueue, rotate_now_job
+    from functions.core.rotation.rotator import enqueue, rotate_now_job
 
     registration_id = req.route_params.get("id", "")
     try:

@@ -2,7 +2,7 @@
 
 Runs on the rotation timer's schedule (REGISTRAR_ROTATION_SCHEDULE, every 15 minutes by default)
 as a function of its own, so neither sweep's failure stops the other. The rules are in
-core/stuck.py; each registration it ends is announced (registration.failed, once) here, or, if
+core/provisioning/stuck.py; each registration it ends is announced (registration.failed, once) here, or, if
 that cannot happen now, handed to the registration worker (an envelope on its queue), whose run
 of a `failed` registration only settles it, with the queue's retries.
 """
@@ -14,7 +14,7 @@ import logging
 import azure.functions as func
 
 from functions.bootstrap import services
-from functions.core.errors import RegistrarError
+from functions.core.record.errors import RegistrarError
 from functions.resources import REGISTRATION_REQUESTS_QUEUE
 from functions.telemetry import log_context
 from functions.triggers.queue_messages import envelope
@@ -25,7 +25,7 @@ bp = func.Blueprint()
 
 @bp.timer_trigger(arg_name="timer", schedule="%REGISTRAR_ROTATION_SCHEDULE%", run_on_startup=False)
 async def stuck_registrations_sweep(timer: func.TimerRequest) -> None:
-    from functions.core.stuck import fail_stuck
+    from functions.core.provisioning.stuck import fail_stuck
 
     svc = await services().ready()
     with log_context(operation="stuck.sweep"):

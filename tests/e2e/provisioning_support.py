@@ -13,15 +13,15 @@ from typing import Any
 
 import httpx
 
-from functions.core.models import (
+from functions.core.catalogue.permissions import canonical_resource, map_retired_resource
+from functions.core.catalogue.profiles import Profile
+from functions.core.record.models import (
     EXCHANGE_ONLINE_APP_ID,
     GRAPH_APP_ID,
     SHAREPOINT_ONLINE_APP_ID,
     PermissionKind,
     PermissionRef,
 )
-from functions.core.permissions import canonical_resource, map_retired_resource
-from functions.core.profiles import Profile
 from functions.resources import REGISTRATION_REQUESTS_QUEUE
 
 GRAPH_SCOPE = "https://graph.microsoft.com/.default"

@@ -143,7 +143,7 @@ def _settings_read(values: Mapping[str, str], monkeypatch: pytest.MonkeyPatch) -
     import functions.settings
     from functions.adapters.identity import IdentityConfig
     from functions.adapters.tables import StorageConfig
-    from functions.core.policy import policy_from_settings
+    from functions.core.catalogue.policy import policy_from_settings
     from functions.triggers.queue_retries import max_dequeue_count
 
     recording = RecordingSettings(values)

@@ -11,8 +11,8 @@ from typing import Any
 from functions.adapters.graph import GraphDirectory
 from functions.adapters.identity import EntraTokenProbe, IdentityConfig, RegistrarIdentity
 from functions.adapters.keyvault import KeyVaultStore
-from functions.core.models import GRAPH_APP_ID, SecretValue
 from functions.core.ports import ApplicationSpec
+from functions.core.record.models import GRAPH_APP_ID, SecretValue
 
 
 def identity_config(tenant: Any) -> IdentityConfig:

@@ -13,8 +13,8 @@ import pytest
 from functions.adapters.deliveries import TableDeliveryLog
 from functions.adapters.table_batches import PartitionBatcher
 from functions.adapters.tables import StorageConfig, ensure_tables, table_service
-from functions.core.errors import NotFound
 from functions.core.ports import DeliveryRecord
+from functions.core.record.errors import NotFound
 
 T = TypeVar("T")
 NOW = datetime(2026, 11, 22, 5, 0, tzinfo=UTC)

@@ -11,7 +11,7 @@ from typing import Any
 
 from functions.adapters.table_index import CredentialExpiryIndex
 from functions.adapters.tables import StorageConfig, ensure_tables, table_service
-from functions.core.rotation_schedule import JobAction, RotationJob, index_partition, job_id
+from functions.core.record.schedule import JobAction, RotationJob, index_partition, job_id
 
 NOW = datetime(2026, 11, 22, 3, 0, tzinfo=UTC)
 

@@ -9,9 +9,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from functions.core.errors import NotFound, PermanentError, TransientError
-from functions.core.models import EXCHANGE_ONLINE_APP_ID, GRAPH_APP_ID
 from functions.core.ports import FederatedCredentialSpec, RedirectUris, RequiredResourceAccess
+from functions.core.record.errors import NotFound, PermanentError, TransientError
+from functions.core.record.models import EXCHANGE_ONLINE_APP_ID, GRAPH_APP_ID
 from tests.fixtures.tenant import TenantProcess
 from tests.integration.adapter_support import adapters, app_spec, graph_roles, record_requests
 

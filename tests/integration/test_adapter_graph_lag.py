@@ -12,9 +12,9 @@ import asyncio
 
 import pytest
 
-from functions.core.errors import PermanentError, TransientError
-from functions.core.models import GRAPH_APP_ID
 from functions.core.ports import DelegatedGrant
+from functions.core.record.errors import PermanentError, TransientError
+from functions.core.record.models import GRAPH_APP_ID
 from tests.fixtures.tenant import TenantProcess
 from tests.integration.adapter_support import Adapters, adapters, app_spec, graph_roles, record_requests
 

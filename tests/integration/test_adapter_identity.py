@@ -17,8 +17,8 @@ from functions.adapters.identity import (
     RegistrarIdentity,
     parse_tenant_credentials,
 )
-from functions.core.errors import PermanentError, TransientError
-from functions.core.models import SecretValue
+from functions.core.record.errors import PermanentError, TransientError
+from functions.core.record.models import SecretValue
 from tests.fixtures.tenant import TenantProcess
 from tests.integration.adapter_support import adapters, app_spec, identity_config
 

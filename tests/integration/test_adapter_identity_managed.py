@@ -30,8 +30,8 @@ from msgraph.generated.models.service_principal import ServicePrincipal
 from functions.adapters.graph import GraphDirectory
 from functions.adapters.identity import IdentityConfig, RegistrarIdentity
 from functions.adapters.keyvault import KeyVaultStore
-from functions.core.errors import PermanentError
-from functions.core.models import GRAPH_APP_ID, SecretValue
+from functions.core.record.errors import PermanentError
+from functions.core.record.models import GRAPH_APP_ID, SecretValue
 from tests.fixtures.tenant import TenantProcess
 from tests.integration.adapter_support import app_spec
 from tests.integration.tenant_clients import act_as_function_app, graph_client

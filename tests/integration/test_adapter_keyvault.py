@@ -12,9 +12,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from functions.adapters.keyvault import KeyVaultStore
-from functions.core.errors import NotFound, PermanentError, TransientError
-from functions.core.models import SecretValue
 from functions.core.ports import KeyCredentialSpec
+from functions.core.record.errors import NotFound, PermanentError, TransientError
+from functions.core.record.models import SecretValue
 from tests.fixtures.tenant import TenantProcess
 from tests.integration.adapter_support import adapters, app_spec
 

@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from functions.core.errors import NotFound
+from functions.core.record.errors import NotFound
 from tests.fixtures.tenant import TenantProcess
 from tests.integration.adapter_support import adapters
 

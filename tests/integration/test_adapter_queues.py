@@ -13,8 +13,8 @@ from azure.storage.queue import QueueClient
 
 from functions.adapters.queues import StorageQueues
 from functions.adapters.tables import StorageConfig
-from functions.core.errors import PermanentError
 from functions.core.ports import QueuedMessage
+from functions.core.record.errors import PermanentError
 
 
 def raw_client(connection: str, name: str) -> QueueClient:
@@ -192,7 +192,7 @@ def test_a_queued_message_repr_does_not_show_its_pop_receipt(azurite: str) -> No
 def test_reschedule_rewrites_a_held_message_in_place_and_declines_one_taken_by_a_consumer(
     azurite: str,
 ) -> None:
-    """A failed prompt attempt turns its own hidden message into the retry (core/delivery.py)."""
+    """A failed prompt attempt turns its own hidden message into the retry (core/notification/delivery.py)."""
     name = f"webhook-deliveries-{uuid.uuid4().hex[:8]}"
 
     async def scenario() -> tuple[bool, bool]:

@@ -13,10 +13,10 @@ import pytest
 
 from functions.adapters.table_index import CredentialExpiryIndex, TableLeases
 from functions.adapters.tables import StorageConfig, TableRegistrationStore, ensure_tables, table_service
-from functions.core.errors import ConcurrencyConflict, NotFound, PermanentError, ValidationFailed
-from functions.core.models import RegistrationStatus
-from functions.core.registrations import ProvisioningPlan, Registration, StepEvent
-from functions.core.rotation_schedule import JobAction, RotationJob, job_id
+from functions.core.record.errors import ConcurrencyConflict, NotFound, PermanentError, ValidationFailed
+from functions.core.record.models import RegistrationStatus
+from functions.core.record.registration import ProvisioningPlan, Registration, StepEvent
+from functions.core.record.schedule import JobAction, RotationJob, job_id
 
 T = TypeVar("T")
 NOW = datetime(2026, 11, 22, 3, 0, tzinfo=UTC)
@@ -182,7 +182,7 @@ def test_expiry_index_reads_only_due_buckets(azurite: str) -> None:
         assert len(await index.due(NOW, limit=2)) == 2
 
         # What the service had to read: the due buckets' partitions and nothing of the future ones.
-        from functions.core.rotation_schedule import index_partition
+        from functions.core.record.schedule import index_partition
 
         scanned = [
             e

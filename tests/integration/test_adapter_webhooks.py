@@ -11,7 +11,7 @@ from aiohttp import web
 from standardwebhooks.webhooks import Webhook
 
 from functions.adapters.webhooks import WebhookSender, WebhookUrlRefused, address_allowed
-from functions.core.notifications import new_signing_secret, signed_headers
+from functions.core.notification.events import new_signing_secret, signed_headers
 
 TOKEN = "tok-very-private-0123456789"  # a token in the query string must never be echoed in errors
 

@@ -18,12 +18,12 @@ from typing import Any
 import pytest
 
 from functions.adapters.tables import StorageConfig, TableRegistrationStore, ensure_tables, table_service
-from functions.core.errors import NotFound, PermanentError
-from functions.core.keeper import RecordKeeper
-from functions.core.models import CredentialSpec, CredentialType, RegistrationStatus
-from functions.core.owners import add_owners
-from functions.core.provisioning import Provisioner, WorkflowSettings
-from functions.core.registrations import ProvisioningPlan, Registration
+from functions.core.provisioning.owners import add_owners
+from functions.core.provisioning.workflow import Provisioner, WorkflowSettings
+from functions.core.record.errors import NotFound, PermanentError
+from functions.core.record.keeper import RecordKeeper
+from functions.core.record.models import CredentialSpec, CredentialType, RegistrationStatus
+from functions.core.record.registration import ProvisioningPlan, Registration
 from functions.triggers.http_common import registration_view
 from tests.fixtures.tenant import TenantProcess
 from tests.integration.adapter_support import Adapters, adapters, app_spec

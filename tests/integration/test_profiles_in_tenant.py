@@ -11,11 +11,11 @@ import pytest
 
 from functions.adapters.graph import GraphDirectory
 from functions.adapters.identity import IdentityConfig, RegistrarIdentity
-from functions.core.errors import ValidationFailed
-from functions.core.models import SecretValue
-from functions.core.permissions import resolve
-from functions.core.policy import Policy
-from functions.core.requests import ValidatedRequest, validate_request
+from functions.core.catalogue.permissions import resolve
+from functions.core.catalogue.policy import Policy
+from functions.core.intake.requests import ValidatedRequest, validate_request
+from functions.core.record.errors import ValidationFailed
+from functions.core.record.models import SecretValue
 from functions.profiles import load_catalogue, load_resource_catalogs
 
 T = TypeVar("T")

@@ -25,12 +25,12 @@ from msgraph.generated.models.password_credential import PasswordCredential
 from msgraph.generated.models.tenant_app_management_policy import TenantAppManagementPolicy
 
 from functions.bootstrap import SystemClock
-from functions.core.credentials import remove_other_named_passwords
-from functions.core.errors import PermanentError, TransientError
-from functions.core.models import CredentialType, RegistrationStatus
+from functions.core.credentials.issuer import remove_other_named_passwords
 from functions.core.ports import KeyCredentialSpec
-from functions.core.provisioning import WorkflowSettings
-from functions.core.registrations import Registration
+from functions.core.provisioning.workflow import WorkflowSettings
+from functions.core.record.errors import PermanentError, TransientError
+from functions.core.record.models import CredentialType, RegistrationStatus
+from functions.core.record.registration import Registration
 from tests.fixtures.tenant import TenantProcess
 from tests.integration.adapter_support import adapters, app_spec, record_requests
 from tests.integration.tenant_clients import add_password, graph_client, new_app_with_principal

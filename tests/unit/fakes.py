@@ -18,15 +18,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from functions.core.errors import (
-    ConcurrencyConflict,
-    NotFound,
-    PermanentError,
-    TransientError,
-    ValidationFailed,
-)
-from functions.core.models import CredentialType, Problem, RegistrationStatus, ResourceCatalog, SecretValue
-from functions.core.permissions import canonical_resource, catalog_from_json
+from functions.core.catalogue.permissions import canonical_resource, catalog_from_json
 from functions.core.ports import (
     AppCredential,
     ApplicationRef,
@@ -39,8 +31,22 @@ from functions.core.ports import (
     VaultCertificate,
     VaultSecretRef,
 )
-from functions.core.registrations import Registration, RegistrationPage
-from functions.core.rotation_schedule import RotationJob, index_partition
+from functions.core.record.errors import (
+    ConcurrencyConflict,
+    NotFound,
+    PermanentError,
+    TransientError,
+    ValidationFailed,
+)
+from functions.core.record.models import (
+    CredentialType,
+    Problem,
+    RegistrationStatus,
+    ResourceCatalog,
+    SecretValue,
+)
+from functions.core.record.registration import Registration, RegistrationPage
+from functions.core.record.schedule import RotationJob, index_partition
 
 RESOURCES_DIR = Path(__file__).resolve().parents[2] / "functions" / "profiles" / "resources"
 

@@ -7,9 +7,10 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from functions.core.intake import Accepted, accept
-from functions.core.lifecycle import Lifecycle
-from functions.core.models import (
+from functions.core.intake.accept import Accepted, accept
+from functions.core.provisioning.lifecycle import Lifecycle
+from functions.core.provisioning.workflow import Provisioner, WorkflowSettings
+from functions.core.record.models import (
     EXCHANGE_ONLINE_APP_ID,
     GRAPH_APP_ID,
     CredentialSpec,
@@ -19,8 +20,7 @@ from functions.core.models import (
     ResolvedPermission,
     WebhookSpec,
 )
-from functions.core.provisioning import Provisioner, WorkflowSettings
-from functions.core.registrations import ProvisioningPlan
+from functions.core.record.registration import ProvisioningPlan
 from tests.unit.fakes import (
     Crashing,
     FakeClock,

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import asyncio
 
-from functions.core.errors import NotFound
-from functions.core.models import ResourceCatalog
+from functions.core.record.errors import NotFound
+from functions.core.record.models import ResourceCatalog
 from functions.profiles import load_resource_catalogs
 
 

@@ -16,7 +16,7 @@ from azure.identity import CredentialUnavailableError
 from functions.adapters.graph_errors import describe, to_core_error
 from functions.adapters.identity import _probe_error
 from functions.adapters.keyvault import _vault_error
-from functions.core.errors import PermanentError, TransientError
+from functions.core.record.errors import PermanentError, TransientError
 
 
 def wrapped(inner: BaseException) -> ClientAuthenticationError:

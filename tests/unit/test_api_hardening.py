@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from functions import bootstrap
-from functions.core.errors import Conflict, TransientError
-from functions.core.models import RegistrationStatus
+from functions.core.record.errors import Conflict, TransientError
+from functions.core.record.models import RegistrationStatus
 from functions.resources import REGISTRATION_REQUESTS_QUEUE, ROTATION_JOBS_QUEUE
 from functions.settings import Settings
 from functions.triggers import http_registrations as api

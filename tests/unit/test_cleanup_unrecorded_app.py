@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from functions.core.errors import TransientError
-from functions.core.models import RegistrationStatus
 from functions.core.ports import ApplicationRef, ApplicationSpec
-from functions.core.stuck import fail_stuck
+from functions.core.provisioning.stuck import fail_stuck
+from functions.core.record.errors import TransientError
+from functions.core.record.models import RegistrationStatus
 from tests.unit.fakes import FakeDirectory
 from tests.unit.provisioning_world import World
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from functions.core.errors import TransientError
-from functions.core.models import RegistrationStatus
+from functions.core.record.errors import TransientError
+from functions.core.record.models import RegistrationStatus
 from tests.unit.provisioning_world import World
 
 

@@ -12,14 +12,14 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from functions.core.errors import PermanentError
-from functions.core.lifetimes import CredentialLifetimes, add_months, certificate_months
-from functions.core.models import CredentialSpec, CredentialType, RegistrationStatus
-from functions.core.policy import Policy
+from functions.core.catalogue.lifetimes import CredentialLifetimes, add_months, certificate_months
+from functions.core.catalogue.policy import Policy
 from functions.core.ports import IssuedSecret
-from functions.core.registrations import credential_display_name, vault_object_name
-from functions.core.rotation import Outcome, Rotator, rotate_now_job
-from functions.core.rotation_schedule import JobAction
+from functions.core.record.errors import PermanentError
+from functions.core.record.models import CredentialSpec, CredentialType, RegistrationStatus
+from functions.core.record.registration import credential_display_name, vault_object_name
+from functions.core.record.schedule import JobAction
+from functions.core.rotation.rotator import Outcome, Rotator, rotate_now_job
 from tests.unit.fakes import FakeDirectory
 from tests.unit.provisioning_world import TENANT, fast_sleep
 from tests.unit.test_rotation import SETTINGS, RotationWorld, due_job

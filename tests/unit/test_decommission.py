@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from functions.core.credentials import staging_name
-from functions.core.models import SecretValue
-from functions.core.registrations import RegistrationStatus
+from functions.core.credentials.issuer import staging_name
+from functions.core.record.models import SecretValue
+from functions.core.record.registration import RegistrationStatus
 from tests.unit.test_rotation import RotationWorld
 
 

@@ -8,12 +8,8 @@ from datetime import UTC, datetime, timedelta
 
 from standardwebhooks.webhooks import Webhook
 
-from functions.core.delivery import DeliveryWorker
-from functions.core.intake import webhook_secret_name
-from functions.core.keyvault_events import KeyVaultEvent, KeyVaultEventKind, ObjectType
-from functions.core.keyvault_reactions import KeyVaultReactions, Reaction, registration_id_of
-from functions.core.models import CredentialSpec, CredentialType, SecretValue, WebhookSpec
-from functions.core.notifications import (
+from functions.core.notification.delivery import DeliveryWorker
+from functions.core.notification.events import (
     SETTLED_STATUSES,
     Delivery,
     DeliveryOutcome,
@@ -21,8 +17,12 @@ from functions.core.notifications import (
     WebhookSubscription,
     fan_out,
 )
+from functions.core.notification.signing_secrets import webhook_secret_name
 from functions.core.ports import DeliveryRecord
-from functions.core.rotation_schedule import JobAction, RotationJob
+from functions.core.record.models import CredentialSpec, CredentialType, SecretValue, WebhookSpec
+from functions.core.record.schedule import JobAction, RotationJob
+from functions.core.rotation.keyvault_events import KeyVaultEvent, KeyVaultEventKind, ObjectType
+from functions.core.rotation.keyvault_reactions import KeyVaultReactions, Reaction, registration_id_of
 from functions.resources import ROTATION_JOBS_QUEUE, WEBHOOK_DELIVERIES_QUEUE
 from tests.unit.fakes import FakeClock, FakeVault
 from tests.unit.provisioning_world import fast_sleep
@@ -254,7 +254,7 @@ async def test_expiry_of_the_current_credential_alerts() -> None:
 
 
 async def test_settling_a_provisioned_registration_schedules_rotation_and_announces_once() -> None:
-    from functions.core.outcomes import settle_provisioned
+    from functions.core.provisioning.outcomes import settle_provisioned
     from tests.unit.test_rotation import SETTINGS
 
     world = RotationWorld()

@@ -14,11 +14,11 @@ from typing import Any
 import pytest
 from azure.functions.timer import TimerRequest
 
-from functions.core.errors import PermanentError, TransientError
-from functions.core.keeper import LeaseHeld
-from functions.core.models import RegistrationStatus, SecretValue
-from functions.core.registrations import vault_object_name
-from functions.core.stuck import fail_stuck, in_status_since
+from functions.core.provisioning.stuck import fail_stuck, in_status_since
+from functions.core.record.errors import PermanentError, TransientError
+from functions.core.record.keeper import LeaseHeld
+from functions.core.record.models import RegistrationStatus, SecretValue
+from functions.core.record.registration import vault_object_name
 from functions.resources import REGISTRATION_REQUESTS_QUEUE, WEBHOOK_DELIVERIES_QUEUE
 from functions.settings import Settings
 from functions.triggers import http_registrations as api

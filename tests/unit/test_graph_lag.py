@@ -12,8 +12,8 @@ from kiota_abstractions.api_error import APIError
 
 from functions.adapters import graph_batch, graph_errors
 from functions.adapters.graph_consent import GraphConsent
-from functions.core.errors import NotFound, PermanentError, TransientError
 from functions.core.ports import DelegatedGrant
+from functions.core.record.errors import NotFound, PermanentError, TransientError
 
 NO_BACKING = "The appId 'x' of the service principal does not reference a valid application object."
 P = "11111111-1111-1111-1111-111111111111"

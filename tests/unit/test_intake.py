@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from functions.core.errors import TransientError
-from functions.core.models import WebhookSpec
+from functions.core.record.errors import TransientError
+from functions.core.record.models import WebhookSpec
 from tests.unit.provisioning_world import World
 
 

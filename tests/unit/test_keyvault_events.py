@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from functions.core.keyvault_events import (
+from functions.core.rotation.keyvault_events import (
     KeyVaultEventKind,
     ObjectType,
     UnusableEvent,

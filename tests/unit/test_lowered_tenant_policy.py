@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from functions.core.errors import PermanentError, TransientError
-from functions.core.models import CredentialSpec, CredentialType, RegistrationStatus
 from functions.core.ports import KeyCredentialSpec
-from functions.core.registrations import vault_object_name
+from functions.core.record.errors import PermanentError, TransientError
+from functions.core.record.models import CredentialSpec, CredentialType, RegistrationStatus
+from functions.core.record.registration import vault_object_name
 from tests.unit.fakes import FakeDirectory
 from tests.unit.provisioning_world import World
 
@@ -63,8 +63,8 @@ async def test_a_certificate_refused_under_a_lowered_policy_is_made_again_to_fit
 
 
 async def test_a_rotations_staged_certificate_refused_under_a_lowered_policy_is_made_again() -> None:
-    from functions.core.rotation_schedule import JobAction
-    from functions.core.staging import staging_name
+    from functions.core.record.schedule import JobAction
+    from functions.core.rotation.staging import staging_name
     from tests.unit.test_rotation import RotationWorld, due_job
 
     world = RotationWorld(CredentialSpec(CredentialType.CERTIFICATE, timedelta(days=365)))

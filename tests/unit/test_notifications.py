@@ -9,8 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from functions.core.models import WEBHOOK_EVENTS, SecretValue
-from functions.core.notifications import (
+from functions.core.notification.events import (
     Delivery,
     DeliveryOutcome,
     WebhookEvent,
@@ -22,6 +21,7 @@ from functions.core.notifications import (
     retry_delay,
     signed_headers,
 )
+from functions.core.record.models import WEBHOOK_EVENTS, SecretValue
 
 NOW = datetime(2026, 11, 22, 3, 0, tzinfo=UTC)
 

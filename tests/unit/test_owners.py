@@ -9,11 +9,11 @@ from datetime import timedelta
 
 import pytest
 
-from functions.core.errors import TransientError
-from functions.core.models import RegistrationStatus
 from functions.core.ports import ApplicationSpec
-from functions.core.provisioning import WorkflowSettings
-from functions.core.registrations import Registration
+from functions.core.provisioning.workflow import WorkflowSettings
+from functions.core.record.errors import TransientError
+from functions.core.record.models import RegistrationStatus
+from functions.core.record.registration import Registration
 from functions.triggers.http_common import registration_view
 from tests.unit.fakes import Crash, Crashing, Faults
 from tests.unit.provisioning_world import TENANT, World

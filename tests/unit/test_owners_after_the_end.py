@@ -7,10 +7,10 @@ import uuid
 from dataclasses import replace
 from datetime import timedelta
 
-from functions.core.errors import PermanentError
-from functions.core.models import RegistrationStatus, SecretValue
-from functions.core.provisioning import WorkflowSettings
-from functions.core.registrations import Registration
+from functions.core.provisioning.workflow import WorkflowSettings
+from functions.core.record.errors import PermanentError
+from functions.core.record.models import RegistrationStatus, SecretValue
+from functions.core.record.registration import Registration
 from functions.triggers.http_common import registration_view
 from tests.unit.provisioning_world import World
 

@@ -6,15 +6,7 @@ import asyncio
 
 import pytest
 
-from functions.core.errors import ValidationFailed
-from functions.core.models import (
-    EXCHANGE_ONLINE_APP_ID,
-    GRAPH_APP_ID,
-    SHAREPOINT_ONLINE_APP_ID,
-    PermissionKind,
-    PermissionRef,
-)
-from functions.core.permissions import (
+from functions.core.catalogue.permissions import (
     AZURE_AD_GRAPH_APP_ID,
     canonical_resource,
     catalog_from_json,
@@ -23,6 +15,14 @@ from functions.core.permissions import (
     resolve_permissions,
     resolve_permissions_detailed,
     suggest_names,
+)
+from functions.core.record.errors import ValidationFailed
+from functions.core.record.models import (
+    EXCHANGE_ONLINE_APP_ID,
+    GRAPH_APP_ID,
+    SHAREPOINT_ONLINE_APP_ID,
+    PermissionKind,
+    PermissionRef,
 )
 from functions.profiles import resource_catalog_json
 from tests.unit.resource_catalogs import CatalogDirectory, real_catalogs

@@ -10,17 +10,8 @@ from typing import Any
 
 import pytest
 
-from functions.core.durations import format_duration, parse_duration
-from functions.core.errors import Forbidden
-from functions.core.models import (
-    EXCHANGE_ONLINE_APP_ID,
-    GRAPH_APP_ID,
-    CredentialType,
-    PermissionKind,
-    PermissionRef,
-)
-from functions.core.permissions import resolve
-from functions.core.policy import (
+from functions.core.catalogue.permissions import resolve
+from functions.core.catalogue.policy import (
     DEFAULT_TIER0_PERMISSIONS,
     ROLE_ADMIN,
     ROLE_APPROVER,
@@ -31,7 +22,16 @@ from functions.core.policy import (
     policy_from_settings,
     require_role,
 )
-from functions.core.profiles import Profile
+from functions.core.catalogue.profiles import Profile
+from functions.core.record.durations import format_duration, parse_duration
+from functions.core.record.errors import Forbidden
+from functions.core.record.models import (
+    EXCHANGE_ONLINE_APP_ID,
+    GRAPH_APP_ID,
+    CredentialType,
+    PermissionKind,
+    PermissionRef,
+)
 from functions.profiles import load_catalogue
 from tests.unit.resource_catalogs import real_catalogs
 

@@ -9,17 +9,17 @@ from typing import Any
 
 import pytest
 
-from functions.core.models import (
+from functions.core.catalogue.permissions import resolve
+from functions.core.catalogue.policy import Policy
+from functions.core.catalogue.profile_schema import profile_from_dict
+from functions.core.catalogue.profiles import ProfileCatalogue, ProfileError
+from functions.core.record.models import (
     EXCHANGE_ONLINE_APP_ID,
     GRAPH_APP_ID,
     SHAREPOINT_ONLINE_APP_ID,
     CredentialType,
     PermissionKind,
 )
-from functions.core.permissions import resolve
-from functions.core.policy import Policy
-from functions.core.profile_schema import profile_from_dict
-from functions.core.profiles import ProfileCatalogue, ProfileError
 from functions.profiles import load_catalogue, load_catalogue_from
 from functions.profiles.docs import DOC_PATH, render_markdown
 from functions.profiles.views import profile_document
@@ -328,13 +328,13 @@ def test_loader_fails_loudly_on_a_broken_file(tmp_path: Path) -> None:
 
 
 MY_CORE_MODULES = (
-    "profiles",
-    "profile_schema",
-    "permissions",
-    "requests",
-    "request_parser",
-    "policy",
-    "durations",
+    "catalogue/profiles",
+    "catalogue/profile_schema",
+    "catalogue/permissions",
+    "intake/requests",
+    "intake/parser",
+    "catalogue/policy",
+    "record/durations",
 )
 FORBIDDEN_IMPORTS = (
     "azure",

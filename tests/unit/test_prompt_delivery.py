@@ -1,4 +1,4 @@
-"""Prompt delivery (core/prompt_delivery.py) and the signing-secret cache, against in-memory fakes.
+"""Prompt delivery (core/notification/prompt.py) and the signing-secret cache, against in-memory fakes.
 
 A rotation announces credential.rotated inside prompt_deliveries: the delivery's message goes to
 the queue hidden, the attempt is made at once, and the message is deleted once settled. Whatever
@@ -16,15 +16,14 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from standardwebhooks.webhooks import Webhook
 
-from functions.core.delivery import DeliveryWorker
-from functions.core.errors import NotFound, TransientError
-from functions.core.intake import webhook_secret_name
-from functions.core.models import SecretValue
-from functions.core.notifications import Delivery, DeliveryOutcome
+from functions.core.notification.delivery import DeliveryWorker
+from functions.core.notification.events import Delivery, DeliveryOutcome
+from functions.core.notification.prompt import PROMPT_WINDOW, current_prompt, prompt_deliveries
+from functions.core.notification.signing_secrets import CachedSecrets, webhook_secret_name
 from functions.core.ports import VaultSecretRef
-from functions.core.prompt_delivery import PROMPT_WINDOW, current_prompt, prompt_deliveries
-from functions.core.rotation_schedule import JobAction
-from functions.core.signing_secrets import CachedSecrets
+from functions.core.record.errors import NotFound, TransientError
+from functions.core.record.models import SecretValue
+from functions.core.record.schedule import JobAction
 from functions.resources import WEBHOOK_DELIVERIES_QUEUE
 from tests.unit import fakes
 from tests.unit.fakes import Crash
@@ -279,7 +278,7 @@ async def test_cancelled_while_settling_the_attempts_are_released_and_none_is_le
 
 
 async def test_attempts_at_once_are_bounded_by_the_processs_slots() -> None:
-    from functions.core.prompt_delivery import PromptDeliveries
+    from functions.core.notification.prompt import PromptDeliveries
 
     running, peak = 0, 0
 
@@ -320,7 +319,7 @@ async def test_a_task_that_outlives_the_block_no_longer_sees_its_prompt_deliveri
 
 
 def test_the_deadline_and_the_linger_must_fall_within_the_window() -> None:
-    from functions.core.prompt_delivery import PromptDeliveries
+    from functions.core.notification.prompt import PromptDeliveries
 
     with pytest.raises(ValueError, match="deadline"):
         PromptDeliveries(

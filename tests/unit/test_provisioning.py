@@ -11,16 +11,16 @@ from datetime import timedelta
 
 import pytest
 
-from functions.core.errors import Conflict, PermanentError, TransientError
-from functions.core.models import (
+from functions.core.provisioning.workflow import WorkflowSettings
+from functions.core.record.errors import Conflict, PermanentError, TransientError
+from functions.core.record.models import (
     CredentialSpec,
     CredentialType,
     PermissionKind,
     RegistrationStatus,
     WebhookSpec,
 )
-from functions.core.provisioning import WorkflowSettings
-from functions.core.registrations import Registration, vault_object_name
+from functions.core.record.registration import Registration, vault_object_name
 from tests.unit.fakes import Crash, FakeTokenProbe, Faults, Flaky
 from tests.unit.provisioning_world import World, fast_sleep
 

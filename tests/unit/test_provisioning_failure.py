@@ -1,6 +1,6 @@
 """A failed registration ends `failed` with its reason and nothing left in Entra or Key Vault, even
 when its cleanup is interrupted (a 503, a refusal, a dead worker between any two calls), and a
-registration the workflow cannot finish is given up on the same way (core/failures.py,
+registration the workflow cannot finish is given up on the same way (core/provisioning/failures.py,
 Provisioner.give_up)."""
 
 from __future__ import annotations
@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
-from functions.core.errors import PermanentError, TransientError
-from functions.core.keeper import LeaseHeld
-from functions.core.models import CredentialSpec, CredentialType, RegistrationStatus, SecretValue
-from functions.core.provisioning import WorkflowSettings
-from functions.core.registrations import Registration, vault_object_name
+from functions.core.provisioning.workflow import WorkflowSettings
+from functions.core.record.errors import PermanentError, TransientError
+from functions.core.record.keeper import LeaseHeld
+from functions.core.record.models import CredentialSpec, CredentialType, RegistrationStatus, SecretValue
+from functions.core.record.registration import Registration, vault_object_name
 from tests.unit.fakes import Crash, FakeTokenProbe, Faults
 from tests.unit.provisioning_world import World
 

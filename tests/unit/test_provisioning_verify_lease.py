@@ -8,9 +8,9 @@ from datetime import timedelta
 
 import pytest
 
-from functions.core.keeper import LeaseHeld
-from functions.core.models import RegistrationStatus
-from functions.core.provisioning import WorkflowSettings
+from functions.core.provisioning.workflow import WorkflowSettings
+from functions.core.record.keeper import LeaseHeld
+from functions.core.record.models import RegistrationStatus
 from tests.unit.fakes import FakeTokenProbe
 from tests.unit.provisioning_world import World
 

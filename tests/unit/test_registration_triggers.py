@@ -17,10 +17,10 @@ import pytest
 from azure.functions.queue import QueueMessage
 
 from functions import bootstrap
-from functions.core.models import RegistrationStatus
-from functions.core.policy import Policy
-from functions.core.rotation import RotationSettings
-from functions.core.signing_secrets import CachedSecrets
+from functions.core.catalogue.policy import Policy
+from functions.core.notification.signing_secrets import CachedSecrets
+from functions.core.record.models import RegistrationStatus
+from functions.core.rotation.rotator import RotationSettings
 from functions.profiles import load_catalogue
 from functions.resources import REGISTRATION_REQUESTS_QUEUE
 from functions.settings import Settings

@@ -10,22 +10,22 @@ from typing import Any
 
 import pytest
 
-from functions.core.errors import ValidationFailed
-from functions.core.models import (
+from functions.core.catalogue.policy import Policy
+from functions.core.intake.requests import (
+    MAX_BODY_BYTES,
+    ValidatedRequest,
+    parse_json_body,
+    parse_registration_request,
+    validate_request,
+)
+from functions.core.record.errors import ValidationFailed
+from functions.core.record.models import (
     EXCHANGE_ONLINE_APP_ID,
     GRAPH_APP_ID,
     WEBHOOK_EVENTS,
     CredentialType,
     PermissionKind,
     Problem,
-)
-from functions.core.policy import Policy
-from functions.core.requests import (
-    MAX_BODY_BYTES,
-    ValidatedRequest,
-    parse_json_body,
-    parse_registration_request,
-    validate_request,
 )
 from functions.profiles import load_catalogue
 from functions.profiles.views import validated_document

@@ -12,15 +12,28 @@ from datetime import timedelta
 
 import pytest
 
-from functions.core.errors import NotFound
-from functions.core.models import CredentialSpec, CredentialType, RegistrationStatus, SecretValue, WebhookSpec
-from functions.core.notifications import Delivery
+from functions.core.credentials.verification import VerifyPolicy
+from functions.core.notification.events import Delivery
 from functions.core.ports import VaultCertificate, VaultSecretRef
-from functions.core.registrations import Registration, vault_object_name
-from functions.core.rotation import Outcome, RotationSettings, Rotator, rotate_now_job, rotation_job, sweep
-from functions.core.rotation_schedule import JobAction, RotationJob
-from functions.core.staging import staging_name
-from functions.core.verification import VerifyPolicy
+from functions.core.record.errors import NotFound
+from functions.core.record.models import (
+    CredentialSpec,
+    CredentialType,
+    RegistrationStatus,
+    SecretValue,
+    WebhookSpec,
+)
+from functions.core.record.registration import Registration, vault_object_name
+from functions.core.record.schedule import JobAction, RotationJob
+from functions.core.rotation.rotator import (
+    Outcome,
+    RotationSettings,
+    Rotator,
+    rotate_now_job,
+    rotation_job,
+    sweep,
+)
+from functions.core.rotation.staging import staging_name
 from functions.resources import ROTATION_JOBS_QUEUE, WEBHOOK_DELIVERIES_QUEUE
 from tests.unit import fakes
 from tests.unit.fakes import Crash, Crashing, FakeExpiryIndex, FakeTokenProbe, FakeVault, Faults, _Version

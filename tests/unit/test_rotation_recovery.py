@@ -11,13 +11,13 @@ from typing import Any
 
 import pytest
 
-from functions.core.errors import PermanentError
-from functions.core.keeper import LeaseHeld, RecordKeeper
-from functions.core.models import CredentialSpec, CredentialType, RegistrationStatus
-from functions.core.registrations import Registration, vault_object_name
-from functions.core.rotation import Outcome, Rotator, rotation_job, sweep
-from functions.core.rotation_schedule import JobAction, index_partition
-from functions.core.staging import staging_name
+from functions.core.record.errors import PermanentError
+from functions.core.record.keeper import LeaseHeld, RecordKeeper
+from functions.core.record.models import CredentialSpec, CredentialType, RegistrationStatus
+from functions.core.record.registration import Registration, vault_object_name
+from functions.core.record.schedule import JobAction, index_partition
+from functions.core.rotation.rotator import Outcome, Rotator, rotation_job, sweep
+from functions.core.rotation.staging import staging_name
 from tests.unit.fakes import Crash, Crashing, Faults
 from tests.unit.test_rotation import SETTINGS, RotationWorld, due_job
 

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from functions.core.rotation_schedule import (
+from functions.core.record.schedule import (
     JobAction,
     RotationJob,
     index_partition,

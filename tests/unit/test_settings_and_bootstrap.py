@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from functions.core.policy import policy_from_settings
+from functions.core.catalogue.policy import policy_from_settings
 from functions.settings import Settings, SettingsError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

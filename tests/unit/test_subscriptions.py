@@ -1,12 +1,12 @@
-"""Adding and removing webhook subscriptions after the request (functions/core/subscriptions.py)."""
+"""Adding and removing webhook subscriptions after the request (functions/core/notification/subscriptions.py)."""
 
 from __future__ import annotations
 
 import pytest
 
-from functions.core.errors import Conflict, ValidationFailed
-from functions.core.models import WebhookSpec
-from functions.core.subscriptions import MAX_SUBSCRIPTIONS, Subscriptions
+from functions.core.notification.subscriptions import MAX_SUBSCRIPTIONS, Subscriptions
+from functions.core.record.errors import Conflict, ValidationFailed
+from functions.core.record.models import WebhookSpec
 from tests.unit.test_delivery_and_reactions import FakeTransport
 from tests.unit.test_rotation import RotationWorld
 

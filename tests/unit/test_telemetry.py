@@ -52,8 +52,8 @@ def console() -> Iterator[tuple[io.StringIO, _Capture]]:
 def test_console_path_writes_records_with_context(console: tuple[io.StringIO, _Capture]) -> None:
     stream, _ = console
     with log_context(registration_id="reg-42", tenant_id="tenant-7", operation="provision"):
-        logging.getLogger("functions.core.provisioning").info("step %s done", "consent")
-    logging.getLogger("functions.core.provisioning").info("outside any workflow")
+        logging.getLogger("functions.core.provisioning.workflow").info("step %s done", "consent")
+    logging.getLogger("functions.core.provisioning.workflow").info("outside any workflow")
     lines = stream.getvalue().splitlines()
     assert "step consent done [registration_id=reg-42 tenant_id=tenant-7 operation=provision]" in lines[0]
     assert lines[1].endswith("outside any workflow")
@@ -110,7 +110,7 @@ def test_secrets_are_registered_where_they_are_born(console: tuple[io.StringIO, 
     (home and other tenants) and a storage account key are masked should any log line slip."""
     from functions.adapters.identity import IdentityConfig
     from functions.adapters.tables import StorageConfig
-    from functions.core.notifications import new_signing_secret
+    from functions.core.notification.events import new_signing_secret
     from functions.settings import Settings
 
     stream, _ = console
@@ -130,7 +130,7 @@ def test_secrets_are_registered_where_they_are_born(console: tuple[io.StringIO, 
     Settings.from_env(values)
     IdentityConfig.from_env(values)
 
-    logging.getLogger("functions.core.delivery").warning(
+    logging.getLogger("functions.core.notification.delivery").warning(
         "slipped: %s %s %s %s", signing, client_secret, other_secret, account_key
     )
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from functions.core.policy import Policy
-from functions.core.webhook_hosts import host_problem
+from functions.core.catalogue.policy import Policy
+from functions.core.catalogue.webhook_hosts import host_problem
 
 STRICT = Policy(allow_insecure_webhooks=False)
 LOCAL = Policy(allow_insecure_webhooks=True)

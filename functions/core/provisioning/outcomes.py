@@ -1,0 +1,78 @@
+"""What follows a provisioning run: schedule the first rotation and tell the connector.
+
+Called after every run of the workflow (both idempotent): an active registration gets its
+credential's rotation job in the expiry index and a registration.active announcement; a failed
+one gets registration.failed with the reason (ids and messages only, never a secret).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+from functions.core.notification.announcer import Announcer, announced, event_for
+from functions.core.ports import Clock, ExpiryIndex, MessageQueue, RegistrationStore
+from functions.core.record.keeper import RecordKeeper, Sleep
+from functions.core.record.models import RegistrationStatus
+from functions.core.record.registration import Registration
+from functions.core.rotation.rotator import RotationSettings, jobs_for
+
+
+async def settle_provisioned(
+    record: Registration,
+    *,
+    store: RegistrationStore,
+    index: ExpiryIndex,
+    queue: MessageQueue,
+    clock: Clock,
+    owner: str,
+    settings: RotationSettings,
+    sleep: Sleep = asyncio.sleep,
+) -> None:
+    if record.status is RegistrationStatus.ACTIVE:
+        for job in jobs_for(record, settings):
+            await index.put(job)
+        credential = record.credential
+        event = event_for(
+            record,
+            "registration.active",
+            "active",
+            clock.now(),
+            servicePrincipalId=record.service_principal_id,
+            profileId=record.profile_id,
+            keyId=credential.key_id if credential else None,
+            credentialType=credential.type.value if credential else None,
+            secretUri=credential.secret_uri if credential else None,
+            certificateUri=credential.certificate_uri if credential else None,
+            thumbprint=credential.thumbprint if credential else None,
+            expiresOn=credential.expires_on if credential else None,
+        )
+    elif record.status is RegistrationStatus.FAILED:
+        error = record.last_error
+        event = event_for(
+            record,
+            "registration.failed",
+            "failed",
+            clock.now(),
+            profileId=record.profile_id,
+            step=error.step if error else None,
+            reason=error.message if error else None,
+            code=error.code if error else None,
+        )
+    else:
+        return
+    if announced(record, event.id) or not record.webhooks:
+        return
+    keeper = await RecordKeeper.claim(
+        store,
+        clock,
+        record.id,
+        owner=owner,
+        lease_for=timedelta(minutes=1),
+        wait=timedelta(seconds=10),
+        sleep=sleep,
+    )
+    try:
+        await Announcer(queue=queue, clock=clock).announce(keeper, event)
+    finally:
+        await keeper.release()

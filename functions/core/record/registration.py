@@ -1,0 +1,214 @@
+"""The registration record: everything Registrar knows about one connector registration.
+
+One record per registration id, saved (Table storage, optimistic concurrency with ETags) after
+every workflow step, so a crash at any point resumes from the last saved step. It holds ids,
+names, dates and URIs only: never a secret value (the credential lives in Key Vault, and the
+webhook signing secrets too).
+
+Records are immutable: workflows derive the next version with `dataclasses.replace` (or the
+helpers below) and hand it to the RegistrationStore. `to_document()` / `from_document()` give a
+JSON-able dict in camelCase, which the Tables adapter stores as it likes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from functions.core.record.models import (
+    CredentialSpec,
+    CredentialType,
+    Problem,
+    RegistrationStatus,
+    ResolvedPermission,
+)
+
+# History is for people reading the status: bounded so a record stays far below Table limits.
+MAX_HISTORY = 60
+SCHEMA_VERSION = 1
+
+TERMINAL_STATUSES = frozenset(
+    {RegistrationStatus.ACTIVE, RegistrationStatus.FAILED, RegistrationStatus.DECOMMISSIONED}
+)
+
+
+@dataclass(frozen=True)
+class ProvisioningPlan:
+    """What to build, resolved at intake (profile + request + policy): the worker needs nothing else."""
+
+    display_name: str
+    sign_in_audience: str = "AzureADMyOrg"
+    web_redirect_uris: tuple[str, ...] = ()
+    spa_redirect_uris: tuple[str, ...] = ()
+    public_client_redirect_uris: tuple[str, ...] = ()
+    permissions: tuple[ResolvedPermission, ...] = ()
+    credential: CredentialSpec = field(
+        default_factory=lambda: CredentialSpec(CredentialType.SECRET, timedelta(days=180))
+    )
+    manual_steps: tuple[str, ...] = ()
+    approval_reasons: tuple[str, ...] = ()  # empty: no approval needed
+    notes: str | None = None
+    owners: tuple[str, ...] = ()
+    requested_by: str | None = None
+
+
+@dataclass(frozen=True)
+class CredentialState:
+    """A credential that exists on the app and (secret, certificate) in Key Vault."""
+
+    type: CredentialType
+    generation: int
+    display_name: str
+    key_id: str  # passwordCredential/keyCredential keyId, or federated credential id
+    start: datetime | None = None
+    expires_on: datetime | None = None
+    secret_name: str | None = None
+    secret_uri: str | None = None  # versioned; for a certificate, its backing secret (PFX)
+    secret_version: str | None = None
+    certificate_name: str | None = None
+    certificate_uri: str | None = None
+    certificate_version: str | None = None
+    thumbprint: str | None = None
+    issuer: str | None = None  # federated only
+    subject: str | None = None
+    verified_at: datetime | None = None
+    retire_after: datetime | None = None  # retiring credentials only
+
+
+@dataclass(frozen=True)
+class PendingCredential:
+    """Write-ahead: saved BEFORE the Graph call that creates the credential, so a retry can find it."""
+
+    type: CredentialType
+    generation: int
+    display_name: str
+    started_at: datetime
+    certificate_version: str | None = None  # a vault certificate already made for this generation
+
+
+@dataclass(frozen=True)
+class StepEvent:
+    step: str
+    outcome: str  # started | done | skipped | failed | retrying
+    at: datetime
+    detail: str | None = None
+
+
+@dataclass(frozen=True)
+class ErrorInfo:
+    step: str
+    kind: str  # transient | permanent | validation
+    message: str
+    at: datetime
+    code: str | None = None
+    problems: tuple[Problem, ...] = ()
+
+
+@dataclass(frozen=True)
+class Approval:
+    reasons: tuple[str, ...]
+    approved_by: str | None = None
+    approved_at: datetime | None = None
+
+    @property
+    def granted(self) -> bool:
+        return self.approved_at is not None
+
+
+@dataclass(frozen=True)
+class WebhookSubscriptionRef:
+    """A webhook subscription; its signing secret is in Key Vault under `secret_name`, never here."""
+
+    id: str
+    url: str
+    events: tuple[str, ...]
+    secret_name: str | None
+    created_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Registration:
+    id: str
+    request_id: str
+    fingerprint: str
+    profile_id: str
+    tenant_id: str
+    status: RegistrationStatus
+    created_at: datetime
+    updated_at: datetime
+    plan: ProvisioningPlan
+    request: Mapping[str, Any] = field(default_factory=dict)  # the body as received (no secrets)
+    unique_name: str | None = None
+    app_object_id: str | None = None
+    app_id: str | None = None
+    service_principal_id: str | None = None
+    consent_started: bool = False
+    granted_permissions: tuple[ResolvedPermission, ...] = ()
+    owners_added: tuple[str, ...] = ()  # plan.owners that Graph confirmed as owners of the app
+    owners_refused: str | None = None  # why Graph would not add owners: they are a manual step
+    credential: CredentialState | None = None
+    pending_credential: PendingCredential | None = None
+    retiring_credentials: tuple[CredentialState, ...] = ()
+    history: tuple[StepEvent, ...] = ()
+    last_error: ErrorInfo | None = None
+    approval: Approval | None = None
+    webhooks: tuple[WebhookSubscriptionRef, ...] = ()
+    lease_owner: str | None = None
+    lease_until: datetime | None = None
+    etag: str | None = None  # set by the store; not part of the document
+
+    # ------------------------------------------------------------ derivations
+
+    def with_event(self, step: str, outcome: str, at: datetime, detail: str | None = None) -> Registration:
+        history = (*self.history, StepEvent(step, outcome, at, detail))[-MAX_HISTORY:]
+        return replace(self, history=history, updated_at=at)
+
+    def step_done(self, step: str) -> bool:
+        return any(e.step == step and e.outcome in ("done", "skipped") for e in self.history)
+
+    @property
+    def manual_steps(self) -> tuple[str, ...]:
+        """The profile's manual steps, plus adding the owners Registrar was not allowed to add."""
+        pending = [o for o in self.plan.owners if o not in self.owners_added]
+        if self.owners_refused is None or not pending:
+            return self.plan.manual_steps
+        app = self.app_id or "the app registration"
+        step = f"Add owners {', '.join(pending)} to application {app} in Entra ID ({self.owners_refused})"
+        return (*self.plan.manual_steps, step)
+
+    # ------------------------------------------------------------ serialisation
+
+    def to_document(self) -> dict[str, Any]:
+        """A JSON-able dict (camelCase) of everything but the ETag."""
+        from functions.core.record.documents import to_document
+
+        return to_document(self)
+
+    @classmethod
+    def from_document(cls, doc: Mapping[str, Any], *, etag: str | None = None) -> Registration:
+        from functions.core.record.documents import from_document
+
+        return from_document(doc, etag=etag)
+
+
+@dataclass(frozen=True)
+class RegistrationPage:
+    items: Sequence[Registration]
+    continuation: str | None = None
+
+
+def credential_display_name(registration_id: str, generation: int) -> str:
+    """The name a credential carries on the app: the write-ahead key a retry searches for."""
+    return f"registrar-{registration_id}-g{generation}"
+
+
+def unique_name_for(registration_id: str) -> str:
+    """The app's uniqueName (alternate key for PATCH ... Prefer: create-if-missing)."""
+    return f"registrar-{registration_id}"
+
+
+def vault_object_name(registration_id: str) -> str:
+    """Key Vault secret (or certificate) name of a registration's credential: letters, digits, '-'."""
+    return registration_id
