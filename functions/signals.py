@@ -38,8 +38,8 @@ class Signal(StrEnum):
 class AtRiskReason(StrEnum):
     """Why a credential is at risk (`reason` on credential.at_risk)."""
 
-    NEAR_EXPIRY = "near_expiry"  # within REGISTRAR_AT_RISK_WINDOW of its end, no verified successor
-    ROTATION_FAILING = "rotation_failing"  # REGISTRAR_ROTATION_FAILURES_BEFORE_ALERT failures in a row
+    NEAR_EXPIRY = "near_expiry"  # within the at-risk window of its end, no verified successor
+    ROTATION_FAILING = "rotation_failing"  # its rotation failed the alert threshold of times in a row
     EXPIRED = "expired"
     UNCONFIRMED = "unconfirmed"  # after-confirm retirement: the overlap ended with no confirmation
     UNMANAGED = "unmanaged"  # an inventoried credential Registrar does not manage, near its end
