@@ -70,7 +70,7 @@ def fuzz_stack(tmp_path_factory: pytest.TempPathFactory, tenant_ca_dir: Path) ->
         running.stop()
 
 
-def test_the_api_answers_as_its_openapi_document_says(fuzz_stack: Stack) -> None:
+def test_the_api_answers_as_its_openapi_document_says(fuzz_stack: Stack, tmp_path: Path) -> None:
     url = f"{fuzz_stack.endpoints['hostUrl']}/api/openapi.json"
     command = [
         str(Path(sys.executable).with_name("st")),
@@ -88,7 +88,7 @@ def test_the_api_answers_as_its_openapi_document_says(fuzz_stack: Stack) -> None
     env = {**os.environ, "SCHEMATHESIS_HOOKS": "tests.e2e.api_fuzz_checks", "PYTHONPATH": str(REPO_ROOT)}
     started = time.monotonic()
     result = subprocess.run(
-        command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=240, check=False
+        command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240, check=False
     )
     took = time.monotonic() - started
     output = result.stdout + result.stderr
