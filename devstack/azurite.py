@@ -52,9 +52,15 @@ class Https:
 
 
 def ports_free(ports: list[int], host: str = "127.0.0.1") -> bool:
-    """True when nothing listens on any of the ports (checked by binding them briefly)."""
+    """True when nothing listens on any of the ports (checked by binding them briefly).
+
+    The probe binds with SO_REUSEADDR, as the servers themselves do (aiohttp, node, the tenant): on
+    Linux that bind fails only where a socket listens, not where connections of a stopped server
+    linger in TIME_WAIT (for a minute after a restart), which a server binding with reuse ignores.
+    """
     for port in ports:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 sock.bind((host, port))
             except OSError:
