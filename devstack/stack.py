@@ -56,7 +56,9 @@ class StackOptions:
     port: int = 7071  # 0: every part on free ports (tests), else Azurite prefers 10000-10002
     state_dir: Path = REPO_ROOT / ".devstack"
     settings_file: Path | None = None  # default: APP_DIR/local.settings.json
-    host_log: Path | None = None  # default: the host logs to this process's stderr
+    host_log: Path | None = None  # default: STATE_DIR/logs/host.log (the tenant's: logs/tenant.log)
+    # True: the host and the tenant log to this process's stderr instead (`devstack up --verbose`).
+    console_logs: bool = False
     tenant_args: list[str] = field(default_factory=list)
     settings: dict[str, str] = field(default_factory=dict)  # extra app settings (tests: fast schedules...)
     run_host: bool = True  # False: only Azurite and the tenant, for `func start` on `port`
@@ -68,6 +70,19 @@ class StackOptions:
     @property
     def settings_path(self) -> Path:
         return self.settings_file or self.app_dir / "local.settings.json"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.state_dir / "logs"
+
+    @property
+    def host_log_path(self) -> Path | None:
+        """Where the host logs (None: this process's stderr)."""
+        return None if self.console_logs else self.host_log or self.logs_dir / "host.log"
+
+    @property
+    def tenant_log_path(self) -> Path | None:
+        return None if self.console_logs else self.logs_dir / "tenant.log"
 
 
 def tenant_available() -> bool:
@@ -183,7 +198,7 @@ class Stack:
     def _start(self) -> dict[str, Any]:
         options = self.options
         options.state_dir.mkdir(parents=True, exist_ok=True)
-        (options.state_dir / "logs").mkdir(exist_ok=True)
+        options.logs_dir.mkdir(exist_ok=True)
         running = running_stack(self.endpoints_file)
         if running:
             raise RuntimeError(
@@ -227,7 +242,7 @@ class Stack:
                 port=host_port,
                 settings_file=options.settings_path,
                 state_dir=options.state_dir / "host",
-                log_path=options.host_log,
+                log_path=options.host_log_path,
                 env=self._host_env(tenant_info, managed_identity=options.managed_identity),
             )
             host_url, functions = self.host.url, self.host.functions
@@ -302,13 +317,13 @@ class Stack:
         argv += ["--state-dir", str(self.options.state_dir / "tenant"), *self.options.tenant_args]
         if webhook:
             argv += ["--event-subscriber", webhook]
-        log_path = self.options.state_dir / "logs" / "tenant.log"
-        with log_path.open("a", encoding="utf-8") as tenant_log:
+        log_path = self.options.tenant_log_path
+        with log_path.open("a", encoding="utf-8") if log_path else contextlib.nullcontext() as tenant_log:
             self.tenant = processes.spawn(argv, cwd=REPO_ROOT, stderr=tenant_log)
         assert self.tenant.stdout is not None
         line = first_line(self.tenant.stdout, TENANT_TIMEOUT_S)
         if not line:
-            raise RuntimeError(f"the local tenant did not start; see {log_path}")
+            raise RuntimeError("the local tenant did not start" + (f"; see {log_path}" if log_path else ""))
         info: dict[str, Any] = json.loads(line)
         return info
 
@@ -322,6 +337,11 @@ class Stack:
         return next(
             (name for name, proc in parts.items() if proc is not None and proc.poll() is not None), None
         )
+
+    def log_hint(self, part: str) -> str:
+        """'; see FILE' naming the log of a part ("host", "tenant"), or '' when it logs to the console."""
+        path = {"host": self.options.host_log_path, "tenant": self.options.tenant_log_path}.get(part)
+        return f"; see {path}" if path else ""
 
     def stop(self) -> None:
         """Stop the host, the tenant and Azurite (each as a process group); forget endpoints.json."""
@@ -362,9 +382,17 @@ class Stack:
                     else f"the bootstrap identity's client secret (app {e['clientId']})"
                 ),
             ]
+        options = self.options
+        logs = [options.host_log_path if options.run_host else None, options.tenant_log_path]
         lines += [
             f"  Settings         {e['settingsFile']}",
             f"  Endpoints        {self.endpoints_file}",
+            "  Logs             "
+            + (
+                ", ".join(str(path) for path in logs if path) + "  (--verbose: on this console)"
+                if any(logs)
+                else "on this console (--verbose)"
+            ),
             f"  Functions        {', '.join(e['functions']) or '(none yet)'}",
             "Press Ctrl+C to stop everything.",
         ]
