@@ -1,9 +1,10 @@
 """`python -m devstack up [--port 7071] [--state-dir .devstack] [--app-dir .] [--settings FILE]
-[--verbose]` and `python -m devstack demo [--state-dir .devstack]`.
+[--verbose] [--fresh]` and `python -m devstack demo [--state-dir .devstack]`.
 
 `up` starts Azurite, the local tenant and the Functions host, writes STATE_DIR/endpoints.json once
 all are ready, and stops every process it started on SIGINT/SIGTERM. The host and the tenant log to
-STATE_DIR/logs/ (--verbose: to this console). `demo` runs against it.
+STATE_DIR/logs/ (--verbose: to this console); Azurite's data and the tenant's state are kept in
+STATE_DIR across restarts (--fresh: both start empty). `demo` runs against it.
 """
 
 from __future__ import annotations
@@ -37,6 +38,11 @@ def _parser() -> argparse.ArgumentParser:
         help="stream the host's and the tenant's logs to this console instead of STATE_DIR/logs/",
     )
     up.add_argument(
+        "--fresh",
+        action="store_true",
+        help="start with empty Storage (Azurite) and an empty tenant, dropping what earlier runs kept",
+    )
+    up.add_argument(
         "--no-host",
         action="store_true",
         help="start Azurite and the tenant only; serve the app with `func start` on --port",
@@ -67,6 +73,8 @@ def _up(args: argparse.Namespace) -> int:
         console_logs=args.verbose,
         run_host=not args.no_host,
         managed_identity=args.managed_identity,
+        persist=True,  # Azurite's data and the tenant's state, both kept in STATE_DIR across restarts
+        fresh=args.fresh,
     )
     stack = Stack(options)
 

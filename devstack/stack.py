@@ -11,6 +11,7 @@ import importlib.util
 import json
 import logging
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -59,6 +60,13 @@ class StackOptions:
     host_log: Path | None = None  # default: STATE_DIR/logs/host.log (the tenant's: logs/tenant.log)
     # True: the host and the tenant log to this process's stderr instead (`devstack up --verbose`).
     console_logs: bool = False
+    # True (`devstack up`): Azurite keeps its data in STATE_DIR/azurite as the tenant keeps its own
+    # in STATE_DIR/tenant, both across restarts. False (the test fixtures): Azurite in memory, and the
+    # tenant's saved state is dropped at start, so both start empty and still agree.
+    persist: bool = False
+    # True (`devstack up --fresh`): drop what earlier runs kept (Azurite's data, the tenant's state,
+    # the host's timer status) before starting. The tenant's CA stays, so what trusts it still does.
+    fresh: bool = False
     tenant_args: list[str] = field(default_factory=list)
     settings: dict[str, str] = field(default_factory=dict)  # extra app settings (tests: fast schedules...)
     run_host: bool = True  # False: only Azurite and the tenant, for `func start` on `port`
@@ -83,6 +91,11 @@ class StackOptions:
     @property
     def tenant_log_path(self) -> Path | None:
         return None if self.console_logs else self.logs_dir / "tenant.log"
+
+    @property
+    def azurite_dir(self) -> Path | None:
+        """Where Azurite keeps its data (None: in memory)."""
+        return self.state_dir / "azurite" if self.persist else None
 
 
 def tenant_available() -> bool:
@@ -205,15 +218,17 @@ class Stack:
                 f"a stack already runs from {options.state_dir} (host {running}); stop it first"
             )
         self.endpoints_file.unlink(missing_ok=True)  # left by a stack that was killed
+        if options.fresh or not options.persist:
+            self._forget_state()
         host_port = free_port() if options.port == 0 else options.port
         if options.run_host and options.port != 0 and not azurite.ports_free([host_port]):
             raise RuntimeError(f"port {host_port} is in use (another host or `func start`?): try --port")
         indexing = self._index_app()  # runs while Azurite starts
         https = self._storage_tls() if options.managed_identity else None
         self.azurite = (
-            azurite.start(https=https)
+            azurite.start(https=https, location=options.azurite_dir)
             if options.port == 0
-            else azurite.start_preferring_defaults(https=https)
+            else azurite.start_preferring_defaults(https=https, location=options.azurite_dir)
         )
         storage = self.azurite.connection_string
         webhook = self._event_grid_webhook(indexing, host_port)
@@ -259,6 +274,18 @@ class Stack:
         temporary.chmod(0o600)
         temporary.replace(self.endpoints_file)  # appears whole: readers never see half a file
         return self.endpoints
+
+    def _forget_state(self) -> None:
+        """Drop what earlier runs kept: Azurite's data, the tenant's state (not its CA and keys), the
+        host's timer status (which Azure keeps in Storage too)."""
+        state_dir = self.options.state_dir
+        for folder in (state_dir / "azurite", state_dir / "host"):
+            shutil.rmtree(folder, ignore_errors=True)
+        from devstack.tenant.persistence import STATE_FILE
+
+        saved = state_dir / "tenant" / STATE_FILE
+        saved.unlink(missing_ok=True)
+        saved.with_suffix(".tmp").unlink(missing_ok=True)
 
     def _storage_tls(self) -> azurite.Https:
         """Azurite's HTTPS certificate, from the tenant's CA (made here if the tenant has not yet:
@@ -392,6 +419,17 @@ class Stack:
                 ", ".join(str(path) for path in logs if path) + "  (--verbose: on this console)"
                 if any(logs)
                 else "on this console (--verbose)"
+            ),
+            "  Data             "
+            + (
+                f"Azurite's in {options.azurite_dir}, the tenant's in {options.state_dir / 'tenant'}; "
+                + (
+                    "both started empty (--fresh)"
+                    if options.fresh
+                    else "kept across restarts (--fresh: start empty)"
+                )
+                if options.persist
+                else "Azurite in memory; the tenant started empty"
             ),
             f"  Functions        {', '.join(e['functions']) or '(none yet)'}",
             "Press Ctrl+C to stop everything.",

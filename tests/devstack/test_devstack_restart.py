@@ -1,9 +1,11 @@
-"""Stopping `python -m devstack up` and starting it again on the same port at once."""
+"""Stopping `python -m devstack up` and starting it again: on the same port at once, with what the
+previous run kept (Storage in Azurite and the tenant's state agree), or empty with --fresh."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,6 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from azure.core.exceptions import ResourceNotFoundError
+from azure.data.tables import TableServiceClient
+from azure.identity import ClientSecretCredential
+from azure.keyvault.secrets import SecretClient
 
 from devstack.stack import REPO_ROOT, free_port
 from tests.devstack.harness import SAMPLE_APP, http, wait_for
@@ -89,3 +95,51 @@ def test_a_restart_right_after_ctrl_c_comes_up_on_the_same_port(tmp_path: Path, 
     assert http("GET", f"{url}/api/items/{uuid.uuid4()}")[0] == 200
     assert second.stop() == 0
     assert "in use" not in first.output.read_text()
+
+
+def test_storage_and_the_tenant_keep_their_data_across_a_restart_and_fresh_empties_both(
+    tmp_path: Path, tenant_ca_dir: Path, ups: list[Up]
+) -> None:
+    # The tenant uses the session's CA (which this process trusts), as the stack fixtures do.
+    tenant_dir = tmp_path / "state" / "tenant"
+    tenant_dir.mkdir(parents=True)
+    for item in tenant_ca_dir.iterdir():
+        shutil.copy2(item, tenant_dir / item.name)
+
+    def table(endpoints: dict[str, Any]) -> TableServiceClient:
+        return TableServiceClient.from_connection_string(endpoints["storageConnectionString"])
+
+    def vault(endpoints: dict[str, Any]) -> SecretClient:
+        credential = ClientSecretCredential(
+            endpoints["tenantId"],
+            endpoints["clientId"],
+            endpoints["clientSecret"],
+            authority=endpoints["authority"],
+            disable_instance_discovery=True,
+        )
+        return SecretClient(endpoints["vaultUrl"], credential, verify_challenge_resource=False)
+
+    first = Up(tmp_path, "--port", "0")
+    ups.append(first)
+    before = first.ready()
+    table(before).create_table("kept").upsert_entity({"PartitionKey": "p", "RowKey": "r", "note": "kept"})
+    vault(before).set_secret("kept-secret", "value-1")
+    assert first.stop(signal.SIGTERM) == 0
+
+    again = Up(tmp_path, "--port", "0")
+    ups.append(again)
+    after = again.ready()
+    assert after["tenantId"] == before["tenantId"]
+    assert table(after).get_table_client("kept").get_entity("p", "r")["note"] == "kept"
+    assert vault(after).get_secret("kept-secret").value == "value-1"
+    assert again.stop() == 0
+
+    fresh = Up(tmp_path, "--port", "0", "--fresh")
+    ups.append(fresh)
+    empty = fresh.ready()
+    assert empty["tenantId"] != before["tenantId"]
+    assert [t.name for t in table(empty).list_tables()] == []
+    with pytest.raises(ResourceNotFoundError):
+        vault(empty).get_secret("kept-secret")
+    assert (tenant_dir / "ca.pem").read_bytes() == (tenant_ca_dir / "ca.pem").read_bytes()  # CA kept
+    assert fresh.stop() == 0
