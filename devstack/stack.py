@@ -388,6 +388,30 @@ class Stack:
             self.azurite.stop()
             self.azurite = None
 
+    def _logs_line(self) -> str:
+        options = self.options
+        logs = [
+            path
+            for path in (options.host_log_path if options.run_host else None, options.tenant_log_path)
+            if path
+        ]
+        if not logs:
+            return "on this console (--verbose)"
+        if all(path.parent == options.logs_dir for path in logs):
+            where = f"{options.logs_dir}/ ({', '.join(path.name for path in logs)})"
+        else:
+            where = ", ".join(str(path) for path in logs)
+        return where + "  (--verbose: on this console)"
+
+    def _data_line(self) -> str:
+        options = self.options
+        if not options.persist:
+            return "Azurite in memory; the tenant started empty"
+        where = f"{options.azurite_dir} and {options.state_dir / 'tenant'}"
+        if options.fresh:
+            return f"started empty (--fresh), kept in {where} from now on"
+        return f"kept in {where} across restarts (--fresh: start empty)"
+
     def summary(self) -> str:
         e = self.endpoints
         lines = [
@@ -409,28 +433,11 @@ class Stack:
                     else f"the bootstrap identity's client secret (app {e['clientId']})"
                 ),
             ]
-        options = self.options
-        logs = [options.host_log_path if options.run_host else None, options.tenant_log_path]
         lines += [
             f"  Settings         {e['settingsFile']}",
             f"  Endpoints        {self.endpoints_file}",
-            "  Logs             "
-            + (
-                ", ".join(str(path) for path in logs if path) + "  (--verbose: on this console)"
-                if any(logs)
-                else "on this console (--verbose)"
-            ),
-            "  Data             "
-            + (
-                f"Azurite's in {options.azurite_dir}, the tenant's in {options.state_dir / 'tenant'}; "
-                + (
-                    "both started empty (--fresh)"
-                    if options.fresh
-                    else "kept across restarts (--fresh: start empty)"
-                )
-                if options.persist
-                else "Azurite in memory; the tenant started empty"
-            ),
+            f"  Logs             {self._logs_line()}",
+            f"  Data             {self._data_line()}",
             f"  Functions        {', '.join(e['functions']) or '(none yet)'}",
             "Press Ctrl+C to stop everything.",
         ]

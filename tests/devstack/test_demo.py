@@ -102,8 +102,9 @@ def test_make_runs_command_serves_the_demo_then_stops_everything_on_sigterm(tmp_
             assert "is active on generation 2" in output, output[-3000:]
             assert "Signs in with    the function app's managed identity" in output
             # The console reads as a tour: the host's and the tenant's logs are in files it names.
-            host_log, tenant_log = state / "logs" / "host.log", state / "logs" / "tenant.log"
-            assert f"Logs             {host_log}, {tenant_log}" in output
+            host_log = state / "logs" / "host.log"
+            assert f"Logs             {state / 'logs'}/ (host.log, tenant.log)" in output
+            assert (state / "logs" / "tenant.log").exists()
             assert "Executed 'Functions.create_registration' (Succeeded" in host_log.read_text()
             assert "Executed '" not in output and "HTTP Request" not in output
             headers = headers_of_tables(output)
