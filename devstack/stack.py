@@ -220,6 +220,10 @@ class Stack:
         self.endpoints_file.unlink(missing_ok=True)  # left by a stack that was killed
         if options.fresh or not options.persist:
             self._forget_state()
+        elif self._tenant_state.exists() and not (options.state_dir / "azurite").exists():
+            # Left by a stack from before Azurite kept its data: its apps' registrations are gone.
+            log.info("The tenant's saved state has no Storage data beside it: starting both empty")
+            self._forget_state()
         host_port = free_port() if options.port == 0 else options.port
         if options.run_host and options.port != 0 and not azurite.ports_free([host_port]):
             raise RuntimeError(f"port {host_port} is in use (another host or `func start`?): try --port")
@@ -275,17 +279,35 @@ class Stack:
         temporary.replace(self.endpoints_file)  # appears whole: readers never see half a file
         return self.endpoints
 
+    @property
+    def _tenant_state(self) -> Path:
+        from devstack.tenant.persistence import STATE_FILE
+
+        return self.options.state_dir / "tenant" / STATE_FILE
+
     def _forget_state(self) -> None:
         """Drop what earlier runs kept: Azurite's data, the tenant's state (not its CA and keys), the
         host's timer status (which Azure keeps in Storage too)."""
         state_dir = self.options.state_dir
         for folder in (state_dir / "azurite", state_dir / "host"):
             shutil.rmtree(folder, ignore_errors=True)
-        from devstack.tenant.persistence import STATE_FILE
+        for path in (self._tenant_state, self._tenant_state.with_suffix(".tmp"), self._tenant_port_file):
+            path.unlink(missing_ok=True)
 
-        saved = state_dir / "tenant" / STATE_FILE
-        saved.unlink(missing_ok=True)
-        saved.with_suffix(".tmp").unlink(missing_ok=True)
+    @property
+    def _tenant_port_file(self) -> Path:
+        return self.options.state_dir / "tenant" / "port"
+
+    def _preferred_tenant_port(self) -> int:
+        """The port the tenant served on last time, when the stack persists and it is free, so the
+        Key Vault URIs kept in Storage (a registration's secretUri) keep pointing at the vault; else 0."""
+        if not self.options.persist or self.options.port == 0:
+            return 0
+        try:
+            port = int(self._tenant_port_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return 0
+        return port if 0 < port < 65536 and azurite.ports_free([port]) else 0
 
     def _storage_tls(self) -> azurite.Https:
         """Azurite's HTTPS certificate, from the tenant's CA (made here if the tenant has not yet:
@@ -340,7 +362,22 @@ class Stack:
         return f"http://127.0.0.1:{host_port}/runtime/webhooks/eventgrid?functionName={names[0]}"
 
     def _start_tenant(self, webhook: str | None) -> dict[str, Any]:
-        argv = [sys.executable, "-m", "devstack.tenant", "--port", "0"]
+        preferred = self._preferred_tenant_port()
+        line = self._spawn_tenant(webhook, preferred)
+        if not line and preferred and self.tenant is not None:
+            processes.stop(self.tenant)  # lost the port since it was checked: any free one will do
+            line = self._spawn_tenant(webhook, 0)
+        if not line:
+            log_path = self.options.tenant_log_path
+            raise RuntimeError("the local tenant did not start" + (f"; see {log_path}" if log_path else ""))
+        info: dict[str, Any] = json.loads(line)
+        if self.options.persist:
+            self._tenant_port_file.write_text(f"{info['port']}\n", encoding="utf-8")
+        return info
+
+    def _spawn_tenant(self, webhook: str | None, port: int) -> str | None:
+        """Start the tenant process; its identity line, or None if it did not start."""
+        argv = [sys.executable, "-m", "devstack.tenant", "--port", str(port)]
         argv += ["--state-dir", str(self.options.state_dir / "tenant"), *self.options.tenant_args]
         if webhook:
             argv += ["--event-subscriber", webhook]
@@ -348,11 +385,7 @@ class Stack:
         with log_path.open("a", encoding="utf-8") if log_path else contextlib.nullcontext() as tenant_log:
             self.tenant = processes.spawn(argv, cwd=REPO_ROOT, stderr=tenant_log)
         assert self.tenant.stdout is not None
-        line = first_line(self.tenant.stdout, TENANT_TIMEOUT_S)
-        if not line:
-            raise RuntimeError("the local tenant did not start" + (f"; see {log_path}" if log_path else ""))
-        info: dict[str, Any] = json.loads(line)
-        return info
+        return first_line(self.tenant.stdout, TENANT_TIMEOUT_S)
 
     def failed_part(self) -> str | None:
         """The name of a part that exited on its own, if any."""

@@ -81,7 +81,8 @@ def test_a_restart_right_after_ctrl_c_comes_up_on_the_same_port(tmp_path: Path, 
     port = free_port()
     first = Up(tmp_path, "--port", str(port))
     ups.append(first)
-    url = first.ready()["hostUrl"]
+    before = first.ready()
+    url = before["hostUrl"]
     assert url == f"http://127.0.0.1:{port}"
     for _ in range(3):  # each closed by the host after its response (the client asks Connection: close)
         assert http("GET", f"{url}/api/items/{uuid.uuid4()}")[0] == 200
@@ -91,7 +92,10 @@ def test_a_restart_right_after_ctrl_c_comes_up_on_the_same_port(tmp_path: Path, 
     assert time_wait_connections(port) > 0
     second = Up(tmp_path, "--port", str(port))
     ups.append(second)
-    assert second.ready()["hostUrl"] == url
+    after = second.ready()
+    assert after["hostUrl"] == url
+    # The tenant is back on its port too: Key Vault URIs kept in Storage still point at the vault.
+    assert after["vaultUrl"] == before["vaultUrl"]
     assert http("GET", f"{url}/api/items/{uuid.uuid4()}")[0] == 200
     assert second.stop() == 0
     assert "in use" not in first.output.read_text()
@@ -143,3 +147,12 @@ def test_storage_and_the_tenant_keep_their_data_across_a_restart_and_fresh_empti
         vault(empty).get_secret("kept-secret")
     assert (tenant_dir / "ca.pem").read_bytes() == (tenant_ca_dir / "ca.pem").read_bytes()  # CA kept
     assert fresh.stop() == 0
+
+    # A tenant state with no Storage data beside it (kept by a stack from before Azurite kept its
+    # data, or Azurite's folder deleted) names apps whose registrations are gone: both start empty.
+    shutil.rmtree(tmp_path / "state" / "azurite")
+    assert (tenant_dir / "state.json").exists()
+    cleared = Up(tmp_path, "--port", "0")
+    ups.append(cleared)
+    assert cleared.ready()["tenantId"] != empty["tenantId"]
+    assert cleared.stop() == 0
