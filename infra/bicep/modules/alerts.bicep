@@ -1,0 +1,310 @@
+// What reaches a person when something puts a credential at risk: an action group (email, and an
+// optional webhook such as a Teams workflow or ServiceNow), one scheduled query alert rule per
+// failure Registrar signals, and a workbook over the same telemetry.
+//
+// Every query reads the Log Analytics workspace behind the workspace-based Application Insights
+// (tables AppTraces, AppMetrics, AppExceptions; a log event's fields in Properties), and names only
+// what functions/signals.py defines: tests/infra/test_telemetry_queries.py holds them to it.
+
+@description('Azure region of the alert rules and the workbook (the action group is global).')
+param location string
+
+@description('Tags applied to every resource.')
+param tags object
+
+@description('Name of the Log Analytics workspace behind Application Insights, which every query reads.')
+param logAnalyticsName string
+
+@description('Name of the action group.')
+param actionGroupName string
+
+@description('Comma-separated email addresses the action group notifies (no spaces needed); empty: no email receiver.')
+param alertEmailAddresses string = ''
+
+@description('HTTPS URL of a webhook the action group also calls with the common alert schema (a Teams workflow, a ServiceNow inbound endpoint); empty: none. Secure: such URLs carry their own signature.')
+@secure()
+param alertWebhookUrl string = ''
+
+@description('Rotation failures in a row of one credential that raise the rotation-failing alert (as REGISTRAR_ROTATION_FAILURES_BEFORE_ALERT).')
+@minValue(1)
+param rotationFailuresBeforeAlert int = 3
+
+@description('ISO 8601 window of two rotation schedule periods: no completed sweep in it raises the missed-sweep alert (the default schedule runs every 15 minutes, so PT30M).')
+param missedSweepWindow string = 'PT30M'
+
+@description('Function exceptions in 15 minutes above which the exceptions alert fires.')
+@minValue(0)
+param exceptionsBeforeAlert int = 0
+
+@description('URL of docs/operations.md where operators read it (your repository\'s copy); each alert description links its section.')
+param runbookUrl string = 'docs/operations.md'
+
+@description('Base URL of the Registrar API (https://<function app host>), for the workbook\'s links to registrations.')
+param registrarApiUrl string
+
+// Log Analytics Reader: read and query the workspace (Azure built-in role), all an alert rule's
+// identity needs to run its query.
+var logAnalyticsReaderRoleId = '73c42c96-874c-492b-b04d-ab87d138a893'
+
+var emailAddresses = empty(alertEmailAddresses) ? [] : split(alertEmailAddresses, ',')
+
+// One entry per rule. `measure` is the column the query returns per dimension; the rule fires
+// when it compares to `threshold` with `operator`.
+var alertRules = [
+  {
+    name: 'credential-at-risk'
+    displayName: 'Registrar: credential at risk'
+    severity: 1
+    description: 'A credential is near its end with no verified successor, is failing to rotate, has expired, or was not confirmed by its connector. Find it in the workbook\'s at-risk table and follow ${runbookUrl}#credential-at-risk'
+    // The snapshot's gauge, so the alert stays fired while any credential is at risk and resolves
+    // once none is. A gauge point carries its value in Sum.
+    query: '''
+AppMetrics
+| where Name == "registrar.credentials.at_risk"
+| summarize credentialsAtRisk = max(Sum) by reason = tostring(Properties.reason)
+'''
+    measure: 'credentialsAtRisk'
+    operator: 'GreaterThan'
+    threshold: 0
+    dimensions: [
+      'reason'
+    ]
+    windowSize: 'PT1H'
+    evaluationFrequency: 'PT15M'
+  }
+  {
+    name: 'rotation-failing'
+    displayName: 'Registrar: rotation failed ${rotationFailuresBeforeAlert} times in a row'
+    severity: 1
+    description: 'A credential\'s rotation has failed ${rotationFailuresBeforeAlert} or more times in a row; the connector keeps the old credential until it ends. Follow ${runbookUrl}#rotation-failing'
+    query: '''
+AppTraces
+| where tostring(Properties.signal) == "rotation.failed"
+| summarize longestFailureRun = max(toint(Properties.failures_in_a_row)) by profile = tostring(Properties.profile)
+'''
+    measure: 'longestFailureRun'
+    operator: 'GreaterThanOrEqual'
+    threshold: rotationFailuresBeforeAlert
+    dimensions: [
+      'profile'
+    ]
+    windowSize: 'PT6H'
+    evaluationFrequency: 'PT15M'
+  }
+  {
+    name: 'registration-failed'
+    displayName: 'Registrar: registration failed'
+    severity: 2
+    description: 'A registration ended as failed and what was made for it was removed; the requester got no app. Follow ${runbookUrl}#registration-failed'
+    query: '''
+AppTraces
+| where tostring(Properties.signal) == "registration.failed"
+| summarize failedRegistrations = dcount(tostring(Properties.registration_id)) by profile = tostring(Properties.profile)
+'''
+    measure: 'failedRegistrations'
+    operator: 'GreaterThan'
+    threshold: 0
+    dimensions: [
+      'profile'
+    ]
+    windowSize: 'PT30M'
+    evaluationFrequency: 'PT15M'
+  }
+  {
+    name: 'delivery-dead-lettered'
+    displayName: 'Registrar: webhook delivery dead-lettered'
+    severity: 2
+    description: 'A signed webhook event was retried to the end of its schedule and dead-lettered: a connector did not hear about a credential change. Follow ${runbookUrl}#delivery-dead-lettered'
+    query: '''
+AppTraces
+| where tostring(Properties.signal) == "delivery.dead_lettered"
+| summarize deadLetteredDeliveries = count() by eventType = tostring(Properties.event_type)
+'''
+    measure: 'deadLetteredDeliveries'
+    operator: 'GreaterThan'
+    threshold: 0
+    dimensions: [
+      'eventType'
+    ]
+    windowSize: 'PT30M'
+    evaluationFrequency: 'PT15M'
+  }
+  {
+    name: 'message-poisoned'
+    displayName: 'Registrar: message on a poison queue'
+    severity: 2
+    description: 'A queue message failed every attempt and sits on a -poison queue: its request, rotation or delivery is not being done. Follow ${runbookUrl}#message-poisoned'
+    // A new poison message (the event) or one still waiting (the snapshot's gauge).
+    query: '''
+union
+    (AppTraces
+    | where tostring(Properties.signal) == "message.poisoned"
+    | project queue = tostring(Properties.queue), messages = 1.0),
+    (AppMetrics
+    | where Name == "registrar.queue.poison_messages"
+    | project queue = tostring(Properties.queue), messages = Sum)
+| summarize poisonMessages = max(messages) by queue
+'''
+    measure: 'poisonMessages'
+    operator: 'GreaterThan'
+    threshold: 0
+    dimensions: [
+      'queue'
+    ]
+    windowSize: 'PT30M'
+    evaluationFrequency: 'PT15M'
+  }
+  {
+    name: 'function-exceptions'
+    displayName: 'Registrar: function exceptions'
+    severity: 2
+    description: 'Registrar\'s functions raised exceptions it did not handle. Follow ${runbookUrl}#function-exceptions'
+    query: '''
+AppExceptions
+| summarize exceptions = count() by ExceptionType
+'''
+    measure: 'exceptions'
+    operator: 'GreaterThan'
+    threshold: exceptionsBeforeAlert
+    dimensions: [
+      'ExceptionType'
+    ]
+    windowSize: 'PT15M'
+    evaluationFrequency: 'PT15M'
+  }
+  {
+    name: 'rotation-sweep-missed'
+    displayName: 'Registrar: no rotation sweep completed'
+    severity: 1
+    description: 'No rotation sweep completed in two schedule periods: nothing is being rotated or watched. Follow ${runbookUrl}#rotation-sweep-missed'
+    // summarize without `by` answers one row even when no sweep logged, so silence counts as 0.
+    query: '''
+AppTraces
+| where tostring(Properties.signal) == "rotation.sweep_completed"
+| summarize completedSweeps = count()
+'''
+    measure: 'completedSweeps'
+    operator: 'LessThan'
+    threshold: 1
+    dimensions: []
+    windowSize: missedSweepWindow
+    evaluationFrequency: 'PT15M'
+  }
+]
+
+resource logAnalytics 'Microsoft.OperationalInsights/workspaces@2023-09-01' existing = {
+  name: logAnalyticsName
+}
+
+resource actionGroup 'Microsoft.Insights/actionGroups@2023-01-01' = {
+  name: actionGroupName
+  location: 'global'
+  tags: tags
+  properties: {
+    groupShortName: 'registrar'
+    enabled: true
+    emailReceivers: [
+      for (address, i) in emailAddresses: {
+        name: 'email-${i}'
+        emailAddress: trim(address)
+        useCommonAlertSchema: true
+      }
+    ]
+    webhookReceivers: [
+      for url in (empty(alertWebhookUrl) ? [] : [alertWebhookUrl]): {
+        name: 'webhook'
+        serviceUri: url
+        useCommonAlertSchema: true
+      }
+    ]
+  }
+}
+
+resource rules 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = [
+  for rule in alertRules: {
+    name: 'registrar-${rule.name}'
+    location: location
+    tags: tags
+    kind: 'LogAlert'
+    // The rule queries the workspace as this identity (Log Analytics Reader below), not as
+    // whoever deployed it.
+    identity: {
+      type: 'SystemAssigned'
+    }
+    properties: {
+      displayName: rule.displayName
+      description: rule.description
+      severity: rule.severity
+      enabled: true
+      scopes: [
+        logAnalytics.id
+      ]
+      evaluationFrequency: rule.evaluationFrequency
+      windowSize: rule.windowSize
+      autoMitigate: true
+      // The identity gets its role only once the rule exists, so the service cannot run the
+      // query as it at creation; tests/infra/test_telemetry_queries.py checks every query instead.
+      skipQueryValidation: true
+      criteria: {
+        allOf: [
+          {
+            query: rule.query
+            timeAggregation: 'Maximum'
+            metricMeasureColumn: rule.measure
+            operator: rule.operator
+            threshold: rule.threshold
+            dimensions: [
+              for dimension in rule.dimensions: {
+                name: dimension
+                operator: 'Include'
+                values: [
+                  '*'
+                ]
+              }
+            ]
+            failingPeriods: {
+              numberOfEvaluationPeriods: 1
+              minFailingPeriodsToAlert: 1
+            }
+          }
+        ]
+      }
+      actions: {
+        actionGroups: [
+          actionGroup.id
+        ]
+      }
+    }
+  }
+]
+
+resource ruleReaders 'Microsoft.Authorization/roleAssignments@2022-04-01' = [
+  for (rule, i) in alertRules: {
+    name: guid(logAnalytics.id, rules[i].id, logAnalyticsReaderRoleId)
+    scope: logAnalytics
+    properties: {
+      roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', logAnalyticsReaderRoleId)
+      principalId: rules[i].identity.principalId
+      principalType: 'ServicePrincipal'
+    }
+  }
+]
+
+resource workbook 'Microsoft.Insights/workbooks@2023-06-01' = {
+  name: guid(resourceGroup().id, 'registrar-workbook')
+  location: location
+  tags: tags
+  kind: 'shared'
+  properties: {
+    displayName: 'Registrar: credentials, rotations and deliveries'
+    category: 'workbook'
+    sourceId: logAnalytics.id
+    // The API URL goes into the workbook's RegistrarApiUrl parameter, which the at-risk table's
+    // links to registrations use.
+    serializedData: replace(loadTextContent('../workbooks/registrar.workbook.json'), '__REGISTRAR_API_URL__', registrarApiUrl)
+  }
+}
+
+output actionGroupId string = actionGroup.id
+output alertRuleNames array = [for (rule, i) in alertRules: rules[i].name]
+output workbookId string = workbook.id
