@@ -55,7 +55,7 @@ var alertRules = [
     name: 'credential-at-risk'
     displayName: 'Registrar: credential at risk'
     severity: 1
-    description: 'A credential is near its end with no verified successor, is failing to rotate, has expired, or was not confirmed by its connector. Find it in the workbook\'s at-risk table and follow ${runbookUrl}#credential-at-risk'
+    description: 'A credential is at risk (the alert\'s reason: near_expiry, rotation_failing, expired, unconfirmed or unmanaged). Open the workbook\'s at-risk table, read the registration\'s lastError (GET /api/registrations/{id}), then rotate it (POST /api/registrations/{id}/rotate) or reach the connector\'s owner. Runbook: ${runbookUrl}#credential-at-risk'
     // The snapshot's gauge, so the alert stays fired while any credential is at risk and resolves
     // once none is. A gauge point carries its value in Sum.
     query: '''
@@ -76,7 +76,7 @@ AppMetrics
     name: 'rotation-failing'
     displayName: 'Registrar: rotation failed ${rotationFailuresBeforeAlert} times in a row'
     severity: 1
-    description: 'A credential\'s rotation has failed ${rotationFailuresBeforeAlert} or more times in a row; the connector keeps the old credential until it ends. Follow ${runbookUrl}#rotation-failing'
+    description: 'A credential\'s rotation failed ${rotationFailuresBeforeAlert} or more times in a row; the old credential works until its end. Read the registration\'s lastError (GET /api/registrations/{id}), fix the Graph or Key Vault permission it names, then rotate it (POST /api/registrations/{id}/rotate). Runbook: ${runbookUrl}#rotation-failing'
     query: '''
 AppTraces
 | where tostring(Properties.signal) == "rotation.failed"
@@ -95,7 +95,7 @@ AppTraces
     name: 'registration-failed'
     displayName: 'Registrar: registration failed'
     severity: 2
-    description: 'A registration ended as failed and what was made for it was removed; the requester got no app. Follow ${runbookUrl}#registration-failed'
+    description: 'A registration ended failed and what was made for it was removed; the requester got no app. Read its lastError (GET /api/registrations?status=failed), fix the cause, and resubmit with a new requestId. Runbook: ${runbookUrl}#registration-failed'
     query: '''
 AppTraces
 | where tostring(Properties.signal) == "registration.failed"
@@ -114,7 +114,7 @@ AppTraces
     name: 'delivery-dead-lettered'
     displayName: 'Registrar: webhook delivery dead-lettered'
     severity: 2
-    description: 'A signed webhook event was retried to the end of its schedule and dead-lettered: a connector did not hear about a credential change. Follow ${runbookUrl}#delivery-dead-lettered'
+    description: 'A signed webhook event was retried to the end of its schedule and dead-lettered: a connector missed a credential change. Tell the connector\'s owner to read the credential from Key Vault, then fix the receiver (GET /api/registrations/{id}/deliveries?status=dead_lettered shows its answers). Runbook: ${runbookUrl}#delivery-dead-lettered'
     query: '''
 AppTraces
 | where tostring(Properties.signal) == "delivery.dead_lettered"
@@ -133,7 +133,7 @@ AppTraces
     name: 'message-poisoned'
     displayName: 'Registrar: message on a poison queue'
     severity: 2
-    description: 'A queue message failed every attempt and sits on a -poison queue: its request, rotation or delivery is not being done. Follow ${runbookUrl}#message-poisoned'
+    description: 'A queue message failed every attempt and sits on a -poison queue: its request, rotation or delivery is not being done. Peek the poison queue, fix the cause, then replay or delete the message. Runbook: ${runbookUrl}#message-poisoned'
     // A new poison message (the event) or one still waiting (the snapshot's gauge).
     query: '''
 union
@@ -158,12 +158,12 @@ union
     name: 'function-exceptions'
     displayName: 'Registrar: function exceptions'
     severity: 2
-    description: 'Registrar\'s functions raised exceptions it did not handle. Follow ${runbookUrl}#function-exceptions'
+    description: 'Registrar\'s functions raised unhandled exceptions. Group them by ExceptionType and ProblemId in AppExceptions; fix a lost role assignment (403), report anything else as a bug. Runbook: ${runbookUrl}#function-exceptions'
     query: '''
 AppExceptions
-| summarize exceptions = count() by ExceptionType
+| summarize unhandledExceptions = count() by ExceptionType
 '''
-    measure: 'exceptions'
+    measure: 'unhandledExceptions'
     operator: 'GreaterThan'
     threshold: exceptionsBeforeAlert
     dimensions: [
@@ -176,7 +176,7 @@ AppExceptions
     name: 'rotation-sweep-missed'
     displayName: 'Registrar: no rotation sweep completed'
     severity: 1
-    description: 'No rotation sweep completed in two schedule periods: nothing is being rotated or watched. Follow ${runbookUrl}#rotation-sweep-missed'
+    description: 'No rotation sweep completed in two schedule periods: nothing is rotated or checked for risk, and the other alerts go quiet. Check that the function app runs and lists its timer, and read its errors. Runbook: ${runbookUrl}#rotation-sweep-missed'
     // summarize without `by` answers one row even when no sweep logged, so silence counts as 0.
     query: '''
 AppTraces
