@@ -10,6 +10,7 @@ import json
 
 from tests.infra.bicep_tree import (
     BICEP_DIR,
+    REPO_ROOT,
     accessor,
     body,
     description,
@@ -172,3 +173,15 @@ def test_main_exposes_the_alert_settings_and_azd_maps_them() -> None:
     outputs = main["outputs"]
     assert accessor(outputs["AZURE_ALERT_ACTION_GROUP_ID"]["value"]) == ["alerts", "outputs", "actionGroupId"]
     assert accessor(outputs["AZURE_WORKBOOK_ID"]["value"]) == ["alerts", "outputs", "workbookId"]
+
+
+def test_deploy_doc_and_readme_point_at_the_alerts() -> None:
+    deploy = (REPO_ROOT / "docs/deploy.md").read_text(encoding="utf-8")
+    for name in tree_of("main.bicep")["parameters"]:
+        if name.startswith("alert"):
+            assert f"`{name}`" in deploy, f"docs/deploy.md does not describe {name}"
+    assert "azd env set REGISTRAR_ALERT_EMAILS" in deploy
+    assert "REGISTRAR_ALERT_WEBHOOK_URL" in deploy
+    assert "Log Analytics Reader" in deploy
+    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    assert "[docs/operations.md](docs/operations.md)" in readme

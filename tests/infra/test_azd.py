@@ -166,9 +166,18 @@ def test_parameters_file_stays_json_after_azd_substitution(which: str) -> None:
         extra = json.loads(base64.b64decode(parameters["extraAppSettingsBase64"]["value"]))
         assert extra["TEAM_NOTE"] == 'say "hi" \\ bye'
         assert parameters["apiClientId"]["value"] == "5c2b8e1d-7a4f-4c3e-9b6a-1d0e2f3a4b5c"
+        assert (
+            parameters["alertWebhookUrl"]["value"]
+            == _typical_azd_environment()["REGISTRAR_ALERT_WEBHOOK_URL"]
+        )
+        assert parameters["alertEmailAddresses"]["value"].split(",") == [
+            "secops@contoso.example",
+            "identity-team@contoso.example",
+        ]
     else:
         assert parameters["tenantCredentialsBase64"]["value"] == ""
         assert parameters["apiClientId"]["value"] == ""
+        assert parameters["alertWebhookUrl"]["value"] == ""
 
 
 def test_the_emulation_catches_a_json_value_passed_as_plain_text() -> None:
