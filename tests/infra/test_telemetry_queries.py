@@ -192,6 +192,7 @@ def test_rule_specifics() -> None:
     assert missed["windowSize"] == "missedSweepWindow"
     assert " by " not in missed["query"][missed["query"].rindex("| summarize") :]
     assert metric_names(rules["credential-at-risk"]["query"]) == {"registrar.credentials.at_risk"}
+    assert compared_values(rules["credential-at-risk"]["query"])["signal"] == {Signal.CREDENTIAL_AT_RISK}
     assert "AppExceptions" in rules["function-exceptions"]["query"]
 
 

@@ -56,12 +56,18 @@ var alertRules = [
     displayName: 'Registrar: credential at risk'
     severity: 1
     description: 'A credential is at risk (the alert\'s reason: near_expiry, rotation_failing, expired, unconfirmed or unmanaged). Open the workbook\'s at-risk table, read the registration\'s lastError (GET /api/registrations/{id}), then rotate it (POST /api/registrations/{id}/rotate) or reach the connector\'s owner. Runbook: ${runbookUrl}#credential-at-risk'
-    // The snapshot's gauge, so the alert stays fired while any credential is at risk and resolves
-    // once none is. A gauge point carries its value in Sum.
+    // The snapshot's gauge keeps the alert fired while any credential is at risk and resolves it
+    // once none is (a gauge point carries its value in Sum); the daily credential.at_risk events
+    // raise it even if no snapshot ran.
     query: '''
-AppMetrics
-| where Name == "registrar.credentials.at_risk"
-| summarize credentialsAtRisk = max(Sum) by reason = tostring(Properties.reason)
+union
+    (AppMetrics
+    | where Name == "registrar.credentials.at_risk"
+    | project reason = tostring(Properties.reason), atRisk = Sum),
+    (AppTraces
+    | where tostring(Properties.signal) == "credential.at_risk"
+    | summarize atRisk = todouble(dcount(tostring(Properties.key_id))) by reason = tostring(Properties.reason))
+| summarize credentialsAtRisk = max(atRisk) by reason
 '''
     measure: 'credentialsAtRisk'
     operator: 'GreaterThan'
@@ -196,7 +202,7 @@ resource logAnalytics 'Microsoft.OperationalInsights/workspaces@2023-09-01' exis
   name: logAnalyticsName
 }
 
-resource actionGroup 'Microsoft.Insights/actionGroups@2023-01-01' = {
+resource actionGroup 'Microsoft.Insights/actionGroups@2022-04-01' = {
   name: actionGroupName
   location: 'global'
   tags: tags
