@@ -36,7 +36,15 @@ CLASSIC_NAMES = {
 # Columns a query may name outside Properties, per table (Azure Monitor Logs table reference for
 # AppTraces, AppMetrics and AppExceptions; only those these queries need).
 COLUMNS = {
-    "AppTraces": {"TimeGenerated", "Properties", "Message", "SeverityLevel", "AppRoleName", "OperationId"},
+    "AppTraces": {
+        "TimeGenerated",
+        "Properties",
+        "Message",
+        "SeverityLevel",
+        "AppRoleName",
+        "OperationId",
+        "OperationName",
+    },
     "AppMetrics": {"TimeGenerated", "Properties", "Name", "Sum", "Min", "Max", "ItemCount", "AppRoleName"},
     "AppExceptions": {
         "TimeGenerated",

@@ -65,11 +65,27 @@ def all_queries() -> dict[str, str]:
 
 
 QUERIES = all_queries()
+RUNBOOK_QUERIES = {
+    f"docs/operations.md query {number}": block
+    for number, block in enumerate(
+        re.findall(r"```kusto\n(.*?)```", OPERATIONS_DOC.read_text(encoding="utf-8"), re.S), 1
+    )
+}
 
 
 @pytest.mark.parametrize("name", sorted(QUERIES))
 def test_query_names_only_what_the_code_emits(name: str) -> None:
     assert problems(QUERIES[name]) == []
+
+
+@pytest.mark.parametrize("name", sorted(RUNBOOK_QUERIES))
+def test_runbook_queries_name_only_what_the_code_emits(name: str) -> None:
+    """What the runbooks tell a person to run holds to the schema as well."""
+    assert problems(RUNBOOK_QUERIES[name]) == []
+
+
+def test_every_runbook_has_a_query_to_start_from() -> None:
+    assert len(RUNBOOK_QUERIES) >= len(EXPECTED_RULES) - 1
 
 
 def test_the_queries_cover_the_signals_the_alerts_need() -> None:
