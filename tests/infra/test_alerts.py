@@ -136,7 +136,11 @@ def test_workbook_is_shared_loaded_from_its_json_and_linked_to_the_api() -> None
     properties = config["properties"]
     assert properties["category"] == "workbook"
     assert accessor(properties["sourceId"]) == ["logAnalytics", "id"]
-    replace = properties["serializedData"]["function"]
+    outer = properties["serializedData"]["function"]
+    assert outer["type"] == "replace"
+    assert outer["parameters"]["old_string"] == "__LOG_ANALYTICS_WORKSPACE_ID__"
+    assert accessor(outer["parameters"]["new_string"]) == ["logAnalytics", "id"]
+    replace = outer["parameters"]["original_string"]["function"]
     assert replace["type"] == "replace"
     load = replace["parameters"]["original_string"]["function"]
     assert load["type"] == "load_text_content"
@@ -144,6 +148,7 @@ def test_workbook_is_shared_loaded_from_its_json_and_linked_to_the_api() -> None
     assert path == (BICEP_DIR / "workbooks" / "registrar.workbook.json").resolve()
     document = json.loads(path.read_text(encoding="utf-8"))
     assert document["version"] == "Notebook/1.0"
+    assert document["fallbackResourceIds"] == ["__LOG_ANALYTICS_WORKSPACE_ID__"]
     assert replace["parameters"]["old_string"] == "__REGISTRAR_API_URL__"
     assert replace["parameters"]["new_string"] == "registrarApiUrl"
     call = body(tree_of("main.bicep")["modules"]["alerts"])["params"]

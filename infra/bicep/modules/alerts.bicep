@@ -306,8 +306,9 @@ resource workbook 'Microsoft.Insights/workbooks@2023-06-01' = {
     category: 'workbook'
     sourceId: logAnalytics.id
     // The API URL goes into the workbook's RegistrarApiUrl parameter, which the at-risk table's
-    // links to registrations use.
-    serializedData: replace(loadTextContent('../workbooks/registrar.workbook.json'), '__REGISTRAR_API_URL__', registrarApiUrl)
+    // links to registrations use; the workspace is the resource its queries run on wherever the
+    // workbook is opened from.
+    serializedData: replace(replace(loadTextContent('../workbooks/registrar.workbook.json'), '__REGISTRAR_API_URL__', registrarApiUrl), '__LOG_ANALYTICS_WORKSPACE_ID__', logAnalytics.id)
   }
 }
 
