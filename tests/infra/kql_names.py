@@ -11,12 +11,17 @@ workspace-based Application Insights, so it may name:
   (compared to Name), an outcome, an at-risk reason, a queue.
 
 `problems(query)` lists every breach, so a test can both pass on the real queries and be shown to
-fail on a broken one.
+fail on a broken one. `analyze(queries)` parses and binds each query with Kusto.Language, the
+parser Log Analytics itself uses (tests/infra/kql_analyze.js): syntax, tables, columns, functions.
 """
 
 from __future__ import annotations
 
+import json
 import re
+import shutil
+import subprocess
+from pathlib import Path
 
 from functions.resources import QUEUES
 from functions.signals import LOG_FIELDS, METRICS, OUTCOMES, AtRiskReason, Signal
@@ -33,29 +38,31 @@ CLASSIC_NAMES = {
     "dependencies",
     "timestamp",
 }
-# Columns a query may name outside Properties, per table (Azure Monitor Logs table reference for
-# AppTraces, AppMetrics and AppExceptions; only those these queries need).
-COLUMNS = {
-    "AppTraces": {
-        "TimeGenerated",
-        "Properties",
-        "Message",
-        "SeverityLevel",
-        "AppRoleName",
-        "OperationId",
-        "OperationName",
-    },
-    "AppMetrics": {"TimeGenerated", "Properties", "Name", "Sum", "Min", "Max", "ItemCount", "AppRoleName"},
+# The columns of each table a query may name outside Properties, with their types (Azure Monitor
+# Logs table reference for AppTraces, AppMetrics and AppExceptions; those these queries need and a
+# few a runbook may).
+_COMMON = {
+    "TimeGenerated": "datetime",
+    "Properties": "dynamic",
+    "AppRoleName": "string",
+    "AppRoleInstance": "string",
+    "OperationId": "string",
+    "OperationName": "string",
+    "ItemCount": "int",
+}
+COLUMN_TYPES: dict[str, dict[str, str]] = {
+    "AppTraces": {**_COMMON, "Message": "string", "SeverityLevel": "int"},
+    "AppMetrics": {**_COMMON, "Name": "string", "Sum": "real", "Min": "real", "Max": "real"},
     "AppExceptions": {
-        "TimeGenerated",
-        "Properties",
-        "ExceptionType",
-        "OuterMessage",
-        "ProblemId",
-        "OperationName",
-        "AppRoleName",
+        **_COMMON,
+        "ExceptionType": "string",
+        "OuterMessage": "string",
+        "ProblemId": "string",
+        "Message": "string",
+        "SeverityLevel": "int",
     },
 }
+COLUMNS = {table: set(columns) for table, columns in COLUMN_TYPES.items()}
 
 METRIC_ATTRIBUTES = {metric.name: set(metric.attributes) for metric in METRICS}
 SIGNALS = {signal.value for signal in Signal}
@@ -140,3 +147,38 @@ def problems(query: str) -> list[str]:
     for identifier in sorted(set(CAPITALISED_IDENTIFIER.findall(code)) - WORKSPACE_TABLES - columns):
         found.append(f"column {identifier!r} is not one of {sorted(read)}'s")
     return found
+
+
+ANALYZER = Path(__file__).with_name("kql_analyze.js")
+# Workbook parameters that stand outside string literals, as the workbook fills them in.
+WORKBOOK_SUBSTITUTIONS = {"{TimeRange:grain}": "1h"}
+
+
+def analyze(queries: dict[str, str]) -> dict[str, list[str]]:
+    """Kusto.Language's diagnostics for each query, bound to the workspace tables of COLUMN_TYPES."""
+    node = shutil.which("node")
+    assert node, "node is not on PATH (the devstack needs it too: `make setup`)"
+    texts = {name: _fill_workbook_parameters(text) for name, text in queries.items()}
+    tables = {
+        table: "(" + ", ".join(f"{column}:{kind}" for column, kind in columns.items()) + ")"
+        for table, columns in COLUMN_TYPES.items()
+    }
+    completed = subprocess.run(
+        [node, str(ANALYZER)],
+        input=json.dumps({"tables": tables, "queries": texts}),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr[-2000:] + (
+        "\n(is @kusto/language-service-next installed? `npm ci`, or `make setup`)"
+    )
+    diagnostics: dict[str, list[str]] = json.loads(completed.stdout)
+    return diagnostics
+
+
+def _fill_workbook_parameters(text: str) -> str:
+    for parameter, value in WORKBOOK_SUBSTITUTIONS.items():
+        text = text.replace(parameter, value)
+    return text

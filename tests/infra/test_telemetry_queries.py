@@ -14,7 +14,7 @@ import pytest
 
 from functions.signals import METRICS, Signal
 from tests.infra.bicep_tree import BICEP_DIR, REPO_ROOT, resolve, tree_of
-from tests.infra.kql_names import compared_values, literals, metric_names, problems, property_keys
+from tests.infra.kql_names import analyze, compared_values, literals, metric_names, problems, property_keys
 
 WORKBOOK_FILE = BICEP_DIR / "workbooks" / "registrar.workbook.json"
 OPERATIONS_DOC = REPO_ROOT / "docs" / "operations.md"
@@ -76,6 +76,36 @@ RUNBOOK_QUERIES = {
 @pytest.mark.parametrize("name", sorted(QUERIES))
 def test_query_names_only_what_the_code_emits(name: str) -> None:
     assert problems(QUERIES[name]) == []
+
+
+@pytest.fixture(scope="module")
+def diagnostics() -> dict[str, list[str]]:
+    return analyze({**QUERIES, **RUNBOOK_QUERIES})
+
+
+@pytest.mark.parametrize("name", sorted({**QUERIES, **RUNBOOK_QUERIES}))
+def test_query_parses_and_binds_against_the_workspace_tables(
+    name: str, diagnostics: dict[str, list[str]]
+) -> None:
+    """Kusto.Language, as Log Analytics parses it: the rules skip the service's own validation."""
+    assert diagnostics[name] == []
+
+
+def test_the_analyzer_reports_syntax_and_binding_errors() -> None:
+    found = analyze(
+        {
+            "syntax": "AppTraces | summarize c = count( by x",
+            "column": "AppMetrics | where Value > 0",
+            "table": "traces | take 1",
+            "keyword": "AppTraces | summarize last = max(TimeGenerated)",
+            "fine": 'AppTraces | where tostring(Properties.signal) == "rotation.failed" | summarize n = count()',
+        }
+    )
+    assert any("KS005" in problem for problem in found["syntax"]), found["syntax"]
+    assert any("'Value'" in problem for problem in found["column"]), found["column"]
+    assert any("'traces'" in problem for problem in found["table"]), found["table"]
+    assert found["keyword"], "`last` is a KQL keyword"
+    assert found["fine"] == []
 
 
 @pytest.mark.parametrize("name", sorted(RUNBOOK_QUERIES))

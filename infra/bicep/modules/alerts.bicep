@@ -249,7 +249,8 @@ resource rules 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = [
       windowSize: rule.windowSize
       autoMitigate: true
       // The identity gets its role only once the rule exists, so the service cannot run the
-      // query as it at creation; tests/infra/test_telemetry_queries.py checks every query instead.
+      // query as it at creation; tests/infra/test_telemetry_queries.py parses and binds every query
+      // with Kusto.Language (Log Analytics' own parser) and holds its names to signals.py instead.
       skipQueryValidation: true
       criteria: {
         allOf: [
