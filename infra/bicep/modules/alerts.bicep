@@ -314,5 +314,5 @@ resource workbook 'Microsoft.Insights/workbooks@2023-06-01' = {
 }
 
 output actionGroupId string = actionGroup.id
-output alertRuleNames array = [for (rule, i) in alertRules: rules[i].name]
+output alertRuleNames array = [for rule in alertRules: 'registrar-${rule.name}']
 output workbookId string = workbook.id
