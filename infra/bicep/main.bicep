@@ -123,6 +123,23 @@ param keyVaultSoftDeleteRetentionInDays int = 90
 @maxValue(730)
 param logRetentionInDays int = 30
 
+@description('Comma-separated email addresses the alert action group notifies (REGISTRAR_ALERT_EMAILS); empty: no email.')
+param alertEmailAddresses string = ''
+
+@description('HTTPS webhook the alert action group also calls with the common alert schema, such as a Teams workflow or a ServiceNow inbound endpoint (REGISTRAR_ALERT_WEBHOOK_URL); empty: none.')
+@secure()
+param alertWebhookUrl string = ''
+
+@description('Rotation failures in a row of one credential that raise the rotation-failing alert.')
+@minValue(1)
+param alertRotationFailures int = 3
+
+@description('ISO 8601 duration of two rotationSchedule periods: no completed rotation sweep in it raises an alert (PT30M for the default 15-minute schedule).')
+param alertMissedSweepWindow string = 'PT30M'
+
+@description('URL of docs/operations.md (the runbooks) that the alert descriptions link to, e.g. your repository\'s copy.')
+param alertRunbookUrl string = 'docs/operations.md'
+
 var tags = {
   'azd-env-name': environmentName
 }
@@ -222,6 +239,25 @@ module functionApp 'modules/functionapp.bicep' = {
   }
 }
 
+// Alerts (action group + scheduled query rules) and the workbook, over the telemetry of
+// functions/signals.py in the workspace behind Application Insights (docs/operations.md).
+module alerts 'modules/alerts.bicep' = {
+  name: 'alerts'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    logAnalyticsName: monitoring.outputs.logAnalyticsName
+    actionGroupName: 'ag-registrar-${resourceToken}'
+    alertEmailAddresses: alertEmailAddresses
+    alertWebhookUrl: alertWebhookUrl
+    rotationFailuresBeforeAlert: alertRotationFailures
+    missedSweepWindow: alertMissedSweepWindow
+    runbookUrl: alertRunbookUrl
+    registrarApiUrl: 'https://${functionApp.outputs.defaultHostName}'
+  }
+}
+
 module functionRoles 'modules/role-assignments.bicep' = {
   name: 'function-identity-roles'
   scope: rg
@@ -293,6 +329,8 @@ output AZURE_STORAGE_QUEUE_ENDPOINT string = storage.outputs.queueEndpoint
 output AZURE_REGISTRATION_QUEUE_NAME string = storage.outputs.registrationQueueName
 output AZURE_APPLICATION_INSIGHTS_NAME string = monitoring.outputs.applicationInsightsName
 output AZURE_LOG_ANALYTICS_NAME string = monitoring.outputs.logAnalyticsName
+output AZURE_ALERT_ACTION_GROUP_ID string = alerts.outputs.actionGroupId
+output AZURE_WORKBOOK_ID string = alerts.outputs.workbookId
 output AZURE_EVENTGRID_SYSTEM_TOPIC_NAME string = eventGridTopic.outputs.systemTopicName
 output AZURE_EVENTGRID_DEADLETTER_CONTAINER string = storage.outputs.deadLetterContainerName
 output AZURE_EVENTGRID_FUNCTION_NAME string = eventGridFunctionName
