@@ -38,6 +38,7 @@ from functions.core.record.errors import (
     TransientError,
     ValidationFailed,
 )
+from functions.core.record.inflight import InFlightWork
 from functions.core.record.models import (
     CredentialType,
     Problem,
@@ -45,7 +46,6 @@ from functions.core.record.models import (
     ResourceCatalog,
     SecretValue,
 )
-from functions.core.record.inflight import InFlightWork
 from functions.core.record.registration import Registration, RegistrationPage
 from functions.core.record.schedule import RotationJob, index_partition
 
