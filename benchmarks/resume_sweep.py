@@ -110,6 +110,7 @@ async def run(args: argparse.Namespace, connection_string: str) -> list[tuple[in
     await create_many(store, crashed, now)
     rows: list[tuple[int, int, int, int, float]] = []
     settled = 0
+    await resume_lapsed(index, store, Counting(index, store), Clock())  # type: ignore[arg-type]  # warm-up: connections
     try:
         for total in sorted(args.settled):
             await create_many(store, [f"reg-settled-{n:06d}" for n in range(settled, total)], now)

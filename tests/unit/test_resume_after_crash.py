@@ -329,3 +329,24 @@ async def test_a_held_lease_is_renewed_in_the_background_and_no_longer_after_the
     saves = world.store.count("replace")
     await asyncio.sleep(0.35)
     assert world.store.count("replace") == saves
+
+
+# ---------------------------------------------------------------- the timer
+
+
+async def test_the_timer_sends_crashed_work_to_its_queue_again(svc: Any) -> None:
+    from azure.functions.timer import TimerRequest
+
+    from functions.triggers.queue_messages import envelope
+    from functions.triggers.resume_work import resume_work_sweep
+
+    accepted = await svc.world.accept()
+    registration_id = accepted.registration.id
+    await svc.in_flight.put(provisioning_work(registration_id, REGISTRATION_REQUESTS_QUEUE, svc.clock.now()))
+    await resume_work_sweep(TimerRequest())
+    assert svc.queue.messages(REGISTRATION_REQUESTS_QUEUE) == []  # a lease's time for its worker
+
+    svc.clock.advance(AFTER_THE_LEASE)
+    await resume_work_sweep(TimerRequest())
+
+    assert svc.queue.messages(REGISTRATION_REQUESTS_QUEUE) == [envelope(registration_id)]
