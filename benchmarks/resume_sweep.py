@@ -45,11 +45,11 @@ class Counting:
     async def mark_resumed(self, work: Any, at: datetime) -> bool:
         return bool(await self.index.mark_resumed(work, at))
 
-    async def remove(self, key: str) -> None:
-        await self.index.remove(key)
+    async def remove(self, key: str, etag: str | None = None) -> None:
+        await self.index.remove(key, etag)
 
-    async def put(self, work: Any) -> None:
-        await self.index.put(work)
+    async def put(self, work: Any) -> str:
+        return str(await self.index.put(work))
 
     # RegistrationStore (the sweep only reads)
     async def get(self, registration_id: str) -> Any:

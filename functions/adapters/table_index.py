@@ -161,7 +161,7 @@ class TableInFlightIndex:
     def _partition(key: str) -> str:
         return IN_FLIGHT_PARTITION_PREFIX + hashlib.sha256(key.encode()).hexdigest()[:1]
 
-    async def put(self, work: InFlightWork) -> None:
+    async def put(self, work: InFlightWork) -> str:
         from azure.data.tables import UpdateMode
 
         entity = {
@@ -173,14 +173,20 @@ class TableInFlightIndex:
             "TouchedAt": work.touched_at.astimezone(UTC),
         }
         # MERGE: a redelivered message's worker keeps the count of resumes the sweep made.
-        await table_call(
+        metadata = await table_call(
             "in-flight put", work.key, lambda: self._table.upsert_entity(entity, mode=UpdateMode.MERGE)
         )
+        return str(metadata["etag"])
 
-    async def remove(self, key: str) -> None:
-        with contextlib.suppress(NotFound):  # already removed
+    async def remove(self, key: str, etag: str | None = None) -> None:
+        from azure.core import MatchConditions
+
+        condition = {"etag": etag, "match_condition": MatchConditions.IfNotModified} if etag else {}
+        with contextlib.suppress(NotFound, ConcurrencyConflict):  # already removed, or written again
             await table_call(
-                "in-flight remove", key, lambda: self._table.delete_entity(self._partition(key), key)
+                "in-flight remove",
+                key,
+                lambda: self._table.delete_entity(self._partition(key), key, **condition),
             )
 
     async def all(self) -> list[InFlightWork]:

@@ -392,12 +392,13 @@ class InFlightIndex(Protocol):
     """Work a worker started and has not ended (core/record/inflight.py): it holds nothing else,
     so reading all of it costs O(in flight)."""
 
-    async def put(self, work: InFlightWork) -> None:
-        """Upsert the entry and its touched_at; an existing entry keeps its resume count."""
+    async def put(self, work: InFlightWork) -> str:
+        """Upsert the entry and its touched_at (an existing entry keeps its resume count); its ETag."""
         ...
 
-    async def remove(self, key: str) -> None:
-        """Idempotent."""
+    async def remove(self, key: str, etag: str | None = None) -> None:
+        """Idempotent. With `etag`, only the entry as that put left it: one written again since
+        (by a duplicate that took the work over, or a sweep that resumed it) stays."""
         ...
 
     async def all(self) -> list[InFlightWork]:

@@ -635,15 +635,18 @@ class FakeInFlightIndex(Recorder):
         self.entries: dict[str, tuple[InFlightWork, str]] = {}
         self.entities_read = 0
 
-    async def put(self, work: InFlightWork) -> None:
+    async def put(self, work: InFlightWork) -> str:
         self.note("put")
         old = self.entries.get(work.key)
         resumes = old[0].resumes if old else 0
-        self.entries[work.key] = (replace(work, resumes=resumes, etag=None), uuid.uuid4().hex)
+        etag = uuid.uuid4().hex
+        self.entries[work.key] = (replace(work, resumes=resumes, etag=None), etag)
+        return etag
 
-    async def remove(self, key: str) -> None:
+    async def remove(self, key: str, etag: str | None = None) -> None:
         self.note("remove")
-        self.entries.pop(key, None)
+        if etag is None or (key in self.entries and self.entries[key][1] == etag):
+            self.entries.pop(key, None)
 
     async def all(self) -> list[InFlightWork]:
         self.note("all")

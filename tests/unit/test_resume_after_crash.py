@@ -169,6 +169,18 @@ async def test_a_transient_failure_hands_the_work_to_the_queue_and_removes_the_e
     assert index.entries == {} and index.count("remove") == 1
 
 
+async def test_an_entry_written_again_by_a_duplicate_outlives_the_first_workers_end() -> None:
+    index = FakeInFlightIndex()
+    work = provisioning_work("reg-x", REGISTRATION_REQUESTS_QUEUE, World().clock.now())
+
+    async with tracked(index, work):
+        # Between the first worker's release and its removal, a duplicate claims the lease and
+        # writes the same entry again: its run must stay covered.
+        await index.put(work)
+
+    assert list(index.entries) == [work.key]
+
+
 # ---------------------------------------------------------------- rotation
 
 

@@ -60,26 +60,29 @@ async def tracked(index: InFlightIndex | None, work: InFlightWork) -> AsyncItera
     """Hold an in-flight entry for the length of the block (see the module docstring).
 
     - The block ends, or raises an Exception (a failure recorded, or a TransientError whose message
-      the queue delivers again after its short visibility timeout): the entry goes.
+      the queue delivers again after its short visibility timeout): the entry goes, if nobody wrote
+      it again meanwhile (ETag).
     - LeaseHeld: another worker is on the same work; its entry is the same one, and its end removes it.
     - Anything else (CancelledError, a process that dies): the entry stays, for the sweep.
     """
     if index is None:
         yield
         return
-    await index.put(work)  # write-ahead: before the lease, before Graph
+    etag = await index.put(work)  # write-ahead: before the lease, before Graph
     try:
         yield
     except LeaseHeld:
         raise
     except Exception:
-        await _remove_quietly(index, work.key)
+        await _remove_quietly(index, work.key, etag)
         raise
-    await _remove_quietly(index, work.key)
+    await _remove_quietly(index, work.key, etag)
 
 
-async def _remove_quietly(index: InFlightIndex, key: str) -> None:
+async def _remove_quietly(index: InFlightIndex, key: str, etag: str) -> None:
+    # Only our own write: a duplicate that claimed the released lease between our release and this
+    # removal has written the entry again, and its run must stay covered.
     try:
-        await index.remove(key)
+        await index.remove(key, etag)
     except RegistrarError as err:  # left behind: the sweep re-sends it once, and that run removes it
         log.warning("in-flight entry %s not removed: %s", key, err)
