@@ -19,7 +19,7 @@ import pytest
 
 from devstack.stack import Stack
 from functions.resources import IN_FLIGHT_TABLE
-from tests.e2e.rotation_support import Host, private_host, start_private_stack, tag, wait_until
+from tests.e2e.rotation_support import Host, leaks, private_host, start_private_stack, tag, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -100,5 +100,7 @@ def test_a_registration_and_a_rotation_killed_mid_way_complete_within_90_s_of_th
         wait_until("the rotation to complete after the crash", rotated, remaining(killed_at), every_s=0.5)
         assert len(host.passwords(app_id)) == 2  # the old one (retiring) and exactly one new one
         wait_until("the in-flight index to empty", lambda: not in_flight_entities(host), 30)
+        # No secret value in what the crashed and the restarted host wrote (logs, entities, messages).
+        assert not leaks(host.all_secret_values(), host.leak_places())
     finally:
         host.close()

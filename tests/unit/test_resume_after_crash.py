@@ -362,3 +362,51 @@ async def test_the_timer_sends_crashed_work_to_its_queue_again(svc: Any) -> None
     await resume_work_sweep(TimerRequest())
 
     assert svc.queue.messages(REGISTRATION_REQUESTS_QUEUE) == [envelope(registration_id)]
+
+
+async def test_the_resumed_run_and_the_original_message_never_work_at_once() -> None:
+    world = World()
+    index = FakeInFlightIndex()
+    accepted = await world.accept()
+    registration_id = accepted.registration.id
+    stalling = StallingProbe(world.probe)  # type: ignore[arg-type]
+    await killed_while_verifying(provisioner(world, index, stalling).run(registration_id), stalling)
+    world.clock.advance(AFTER_THE_LEASE)
+    adds = world.directory.count("add_password")
+    slow = StallingProbe(world.probe, stalls=0)
+    working: list[str] = []
+    overlapped: list[bool] = []
+
+    async def one_at_a_time(tenant_id: str, client_id: str, secret: Any) -> None:
+        overlapped.append(bool(working))
+        working.append(client_id)
+        await asyncio.sleep(0.05)  # Entra takes its time: the other delivery arrives meanwhile
+        working.pop()
+        await FakeTokenProbe.try_secret(slow, tenant_id, client_id, secret)
+
+    slow.try_secret = one_at_a_time  # type: ignore[method-assign]
+
+    resumed, original = await asyncio.gather(
+        provisioner(world, index, slow).run(registration_id),
+        provisioner(world, index, slow).run(registration_id),
+        return_exceptions=True,
+    )
+
+    outcomes = [
+        type(o).__name__ if isinstance(o, BaseException) else o.status.value for o in (resumed, original)
+    ]
+    assert "active" in outcomes and set(outcomes) <= {"active", "LeaseHeld"}
+    assert overlapped and not any(overlapped)  # never two verifications (or runs) at once
+    assert world.directory.count("add_password") == adds  # the dead worker's secret, adopted once
+    assert (await world.store.get(registration_id)).status is RegistrationStatus.ACTIVE
+    # The duplicate's write-ahead outlived the run (its ETag is the entry's now): one more sweep
+    # re-sends it, and that run finds the work done and removes it.
+    world.clock.advance(AFTER_THE_LEASE)
+    queue = FakeQueue()
+    swept = await resume_lapsed(index, world.store, queue, world.clock)
+    for _, message in queue.sent:
+        envelope = read_message(message)
+        assert isinstance(envelope, Envelope)
+        await provisioner(world, index).run(envelope.registration_id)
+    assert len(swept.resumed) <= 1 and index.entries == {}
+    assert world.directory.count("add_password") == adds
