@@ -84,6 +84,7 @@ def test_a_registration_and_a_rotation_killed_mid_way_complete_within_90_s_of_th
         killed_at = crash_and_restart(stack)
 
         active = host.wait_status(registration_id, "active", timeout_s=remaining(killed_at))
+        print(f"provisioning active {time.monotonic() - killed_at:.0f} s after the kill")
         assert len(host.passwords(app_id)) == 1  # the resumed run adopted the dead one's secret
         assert active["credential"]["generation"] == 1
 
@@ -98,6 +99,7 @@ def test_a_registration_and_a_rotation_killed_mid_way_complete_within_90_s_of_th
             return view if view["status"] == "active" and view["credential"]["generation"] == 2 else None
 
         wait_until("the rotation to complete after the crash", rotated, remaining(killed_at), every_s=0.5)
+        print(f"rotation done {time.monotonic() - killed_at:.0f} s after the kill")
         assert len(host.passwords(app_id)) == 2  # the old one (retiring) and exactly one new one
         wait_until("the in-flight index to empty", lambda: not in_flight_entities(host), 30)
         # No secret value in what the crashed and the restarted host wrote (logs, entities, messages).

@@ -410,3 +410,23 @@ async def test_the_resumed_run_and_the_original_message_never_work_at_once() -> 
         await provisioner(world, index).run(envelope.registration_id)
     assert len(swept.resumed) <= 1 and index.entries == {}
     assert world.directory.count("add_password") == adds
+
+
+async def test_a_resume_is_a_structured_signal(caplog: pytest.LogCaptureFixture) -> None:
+    world = World()
+    index, queue = FakeInFlightIndex(), FakeQueue()
+    accepted = await world.accept()
+    await index.put(
+        provisioning_work(accepted.registration.id, REGISTRATION_REQUESTS_QUEUE, world.clock.now())
+    )
+    world.clock.advance(AFTER_THE_LEASE)
+
+    with caplog.at_level("WARNING", logger="functions.core.recovery.resume"):
+        await resume_lapsed(index, world.store, queue, world.clock)
+
+    (record,) = [r for r in caplog.records if getattr(r, "signal", None) == "work.resumed"]
+    assert (record.outcome, record.registration_id, record.queue) == (  # type: ignore[attr-defined]
+        "resumed",
+        accepted.registration.id,
+        REGISTRATION_REQUESTS_QUEUE,
+    )

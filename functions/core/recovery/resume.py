@@ -34,6 +34,7 @@ from functions.core.ports import Clock, InFlightIndex, MessageQueue, Registratio
 from functions.core.record.errors import NotFound, RegistrarError
 from functions.core.record.inflight import InFlightWork
 from functions.core.record.keeper import WORK_LEASE
+from functions.signals import Signal
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +105,7 @@ async def _resume_one(
                     "stuck-registration sweep",
                     work.key,
                     work.resumes,
+                    extra=_signal(work, "dropped"),
                 )
                 await index.remove(work.key)
                 return "dropped", work.key
@@ -113,5 +115,14 @@ async def _resume_one(
         except RegistrarError as err:  # Table storage or the queue busy: the next sweep tries again
             log.warning("in-flight work %s not resumed this time: %s", work.key, err)
             return "failed", work.key
-    log.warning("resumed %s: its worker stopped (lease lapsed)", work.key)
+    log.warning("resumed %s: its worker stopped (lease lapsed)", work.key, extra=_signal(work, "resumed"))
     return "resumed", work.key
+
+
+def _signal(work: InFlightWork, outcome: str) -> dict[str, str]:
+    return {
+        "signal": Signal.WORK_RESUMED.value,
+        "outcome": outcome,
+        "registration_id": work.registration_id,
+        "queue": work.queue,
+    }
