@@ -9,6 +9,7 @@ from functions.triggers import (
     http_registrations,
     notifications,
     queue_registrations,
+    resume_work,
     rotation,
     stuck_registrations,
 )
@@ -24,3 +25,4 @@ app.register_functions(queue_registrations.bp)
 app.register_functions(rotation.bp)
 app.register_functions(notifications.bp)
 app.register_functions(stuck_registrations.bp)
+app.register_functions(resume_work.bp)

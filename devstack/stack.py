@@ -195,6 +195,8 @@ class Stack:
         self.host: HostProcess | None = None
         self.endpoints: dict[str, Any] = {}
         self._indexer: subprocess.Popen[str] | None = None
+        self._host_port = 0
+        self._host_process_env: dict[str, str] = {}
 
     @property
     def endpoints_file(self) -> Path:
@@ -256,14 +258,9 @@ class Stack:
         host_url = f"http://127.0.0.1:{host_port}"
         functions: list[str] = []
         if options.run_host:
-            self.host = start_host(
-                options.app_dir,
-                port=host_port,
-                settings_file=options.settings_path,
-                state_dir=options.state_dir / "host",
-                log_path=options.host_log_path,
-                env=self._host_env(tenant_info, managed_identity=options.managed_identity),
-            )
+            self._host_port = host_port
+            self._host_process_env = self._host_env(tenant_info, managed_identity=options.managed_identity)
+            self.host = self._launch_host()
             host_url, functions = self.host.url, self.host.functions
         self.endpoints = {
             **(tenant_info or {}),
@@ -308,6 +305,32 @@ class Stack:
         except (OSError, ValueError):
             return 0
         return port if 0 < port < 65536 and azurite.ports_free([port]) else 0
+
+    def _launch_host(self) -> HostProcess:
+        options = self.options
+        return start_host(
+            options.app_dir,
+            port=self._host_port,
+            settings_file=options.settings_path,
+            state_dir=options.state_dir / "host",
+            log_path=options.host_log_path,
+            env=self._host_process_env,
+        )
+
+    def crash_host(self) -> None:
+        """SIGKILL the Functions host (and its workers) while Azurite and the tenant stay up: what a
+        crashed instance or a deployment does to work in flight (tests of the resume after a crash)."""
+        if self.host is None:
+            raise RuntimeError("the stack runs no host")
+        self.host.kill()
+        self.host = None
+
+    def restart_host(self) -> HostProcess:
+        """Start the host again on the same port and settings (after crash_host)."""
+        if self.host is not None:
+            raise RuntimeError("the host still runs: crash_host() or stop() it first")
+        self.host = self._launch_host()
+        return self.host
 
     def _storage_tls(self) -> azurite.Https:
         """Azurite's HTTPS certificate, from the tenant's CA (made here if the tenant has not yet:

@@ -22,6 +22,7 @@ CREDENTIAL_EXPIRY_TABLE = "CredentialExpiry"
 WEBHOOK_SUBSCRIPTIONS_TABLE = "WebhookSubscriptions"
 WEBHOOK_DELIVERIES_TABLE = "WebhookDeliveries"
 LEASES_TABLE = "Leases"
+IN_FLIGHT_TABLE = "InFlight"  # work a worker started and has not ended (core/record/inflight.py)
 
 TABLES: tuple[str, ...] = (
     REGISTRATIONS_TABLE,
@@ -29,4 +30,5 @@ TABLES: tuple[str, ...] = (
     WEBHOOK_SUBSCRIPTIONS_TABLE,
     WEBHOOK_DELIVERIES_TABLE,
     LEASES_TABLE,
+    IN_FLIGHT_TABLE,
 )

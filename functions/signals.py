@@ -31,6 +31,9 @@ class Signal(StrEnum):
     REGISTRATION_FAILED = "registration.failed"
     DELIVERY_DEAD_LETTERED = "delivery.dead_lettered"
     MESSAGE_POISONED = "message.poisoned"
+    # Work whose worker died, sent to its queue again by the resume sweep (outcome "resumed"), or
+    # given up on after too many resumes (outcome "dropped"): core/recovery/resume.py.
+    WORK_RESUMED = "work.resumed"
     INVENTORY_SCAN_COMPLETED = "inventory.scan_completed"
     HEALTH_SNAPSHOT = "health.snapshot"
 

@@ -46,6 +46,7 @@ var tableNames = [
   'WebhookSubscriptions'
   'WebhookDeliveries'
   'Leases'
+  'InFlight'
 ]
 
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
