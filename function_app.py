@@ -6,6 +6,7 @@ import azure.functions as func
 
 from functions.telemetry import configure_telemetry
 from functions.triggers import (
+    health,
     http_registrations,
     notifications,
     queue_registrations,
@@ -24,3 +25,4 @@ app.register_functions(queue_registrations.bp)
 app.register_functions(rotation.bp)
 app.register_functions(notifications.bp)
 app.register_functions(stuck_registrations.bp)
+app.register_functions(health.bp)

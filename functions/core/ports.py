@@ -432,3 +432,25 @@ class Clock(Protocol):
     def now(self) -> datetime:
         """Timezone-aware UTC."""
         ...
+
+
+class QueueLengths(Protocol):
+    """How many messages wait in a queue (Storage's approximate count; one request, no message read)."""
+
+    async def approximate_length(self, queue_name: str) -> int: ...
+
+
+class DeadLetters(Protocol):
+    """Webhook deliveries that ended dead-lettered, across all registrations."""
+
+    async def count_dead_letters(self) -> int: ...
+
+
+class HealthMarks(Protocol):
+    """When periodic work last completed (the rotation sweep, an inventory scan): one entity each."""
+
+    async def mark(self, name: str, at: datetime) -> None:
+        """Upsert; idempotent."""
+        ...
+
+    async def marks(self) -> dict[str, datetime]: ...

@@ -572,6 +572,11 @@ class FakeQueue(Recorder):
         self.receipts[index] = f"receipt-{index}-{self.count('reschedule')}"  # Storage issues a new one
         return True
 
+    async def approximate_length(self, queue_name: str) -> int:
+        """QueueLengths: what a consumer would still receive (poison queues: what tests put there)."""
+        self.note("length")
+        return len(self.pending(queue_name))
+
     def pending(self, queue_name: str) -> list[str]:
         """Messages a consumer would still receive: neither deleted by their sender nor taken back."""
         return [m for i, (q, m) in enumerate(self.sent) if q == queue_name and i not in self.deleted]
@@ -689,3 +694,29 @@ class Flaky:
             return result
 
         return call
+
+
+class FakeDeadLetters(Recorder):
+    """DeadLetters: a count the test sets; reading it costs that many entity reads, as Tables does."""
+
+    def __init__(self, count: int = 0) -> None:
+        super().__init__()
+        self.count_now = count
+
+    async def count_dead_letters(self) -> int:
+        self.note("dead_letters")
+        return self.count_now
+
+
+class FakeHealthMarks(Recorder):
+    def __init__(self) -> None:
+        super().__init__()
+        self.at: dict[str, datetime] = {}
+
+    async def mark(self, name: str, at: datetime) -> None:
+        self.note("mark")
+        self.at[name] = at
+
+    async def marks(self) -> dict[str, datetime]:
+        self.note("marks")
+        return dict(self.at)

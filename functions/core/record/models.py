@@ -138,6 +138,8 @@ WEBHOOK_EVENTS: tuple[str, ...] = (
     "credential.retired",
     "credential.expiring",
     "credential.expired",
+    "rotation.failed",  # a rotation refused for good (escalation), with its reason
+    "credential.at_risk",  # once per credential per day while at risk (escalation)
 )
 
 
