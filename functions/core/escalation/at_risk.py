@@ -35,12 +35,16 @@ class EscalationSettings:
     def from_values(cls, values: Mapping[str, str]) -> EscalationSettings:
         """Read REGISTRAR_AT_RISK_WINDOW (ISO 8601, default P14D) and
         REGISTRAR_ROTATION_FAILURES_BEFORE_ALERT (default 3); a bad value raises ValueError."""
-        window = parse_duration(values.get(AT_RISK_WINDOW_SETTING) or "P14D")
+        try:
+            window = parse_duration(values.get(AT_RISK_WINDOW_SETTING) or "P14D")
+        except ValueError as exc:
+            raise ValueError(f"{AT_RISK_WINDOW_SETTING}: {exc}") from None
         if window <= timedelta(0):
-            raise ValueError(f"{AT_RISK_WINDOW_SETTING} must be a positive duration")
-        failures = int(values.get(FAILURES_BEFORE_ALERT_SETTING) or "3")
-        if failures < 1:
-            raise ValueError(f"{FAILURES_BEFORE_ALERT_SETTING} must be at least 1")
+            raise ValueError(f"{AT_RISK_WINDOW_SETTING}: must be longer than zero")
+        raw = values.get(FAILURES_BEFORE_ALERT_SETTING) or "3"
+        if not raw.strip().isdigit() or int(raw) < 1:
+            raise ValueError(f"{FAILURES_BEFORE_ALERT_SETTING}: expected a whole number, at least 1")
+        failures = int(raw)
         return cls(at_risk_window=window, failures_before_alert=failures)
 
 
