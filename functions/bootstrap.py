@@ -141,8 +141,8 @@ class Services:
 
     # Users before what they use: the store and logs write through the table service, every
     # Azure client authenticates through the identity.
-    _CLOSE_ORDER = ("deliveries", "index", "health_marks", "store", "queue", "table_service", "directory",
-                    "vault", "webhook_sender", "identity")  # fmt: skip
+    _CLOSE_ORDER = ("deliveries", "index", "health_marks", "watchlist", "store", "queue", "table_service",
+                    "directory", "vault", "webhook_sender", "identity")  # fmt: skip
 
     async def close(self) -> None:
         """Close the adapters built so far (each holds HTTP sessions); benchmarks and tools call
@@ -337,6 +337,12 @@ class Services:
 
         return IndexHealthMarks(self.table_service)
 
+    @cached_property
+    def watchlist(self) -> Any:
+        from functions.adapters.table_index import IndexWatchlist
+
+        return IndexWatchlist(self.table_service)
+
     def escalation(self) -> Escalation:
         from functions.core.escalation.escalation import Escalation
         from functions.core.escalation.snapshot import SnapshotSources
@@ -350,6 +356,7 @@ class Services:
                 lengths=cast("QueueLengths", self.queue),
                 dead_letters=cast("DeadLetters", self.deliveries),
                 marks=self.health_marks,
+                watchlist=self.watchlist,
                 clock=self.clock,
             ),
             queue=self.queue,

@@ -454,3 +454,18 @@ class HealthMarks(Protocol):
         ...
 
     async def marks(self) -> dict[str, datetime]: ...
+
+
+class Watchlist(Protocol):
+    """Registrations escalation found at risk outside the expiry index's view (a rotation forced
+    early that keeps failing): read by every snapshot, so it stays O(at risk)."""
+
+    async def add(self, registration_id: str) -> None:
+        """Idempotent."""
+        ...
+
+    async def discard(self, registration_id: str) -> None:
+        """Idempotent."""
+        ...
+
+    async def members(self) -> list[str]: ...

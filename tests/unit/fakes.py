@@ -720,3 +720,21 @@ class FakeHealthMarks(Recorder):
     async def marks(self) -> dict[str, datetime]:
         self.note("marks")
         return dict(self.at)
+
+
+class FakeWatchlist(Recorder):
+    def __init__(self) -> None:
+        super().__init__()
+        self.ids: set[str] = set()
+
+    async def add(self, registration_id: str) -> None:
+        self.note("add")
+        self.ids.add(registration_id)
+
+    async def discard(self, registration_id: str) -> None:
+        self.note("discard")
+        self.ids.discard(registration_id)
+
+    async def members(self) -> list[str]:
+        self.note("members")
+        return sorted(self.ids)

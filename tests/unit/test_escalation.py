@@ -23,10 +23,10 @@ from functions.core.record.errors import PermanentError
 from functions.core.record.models import RegistrationStatus, WebhookSpec
 from functions.core.record.registration import Registration
 from functions.core.record.schedule import JobAction
-from functions.core.rotation.rotator import rotation_job
+from functions.core.rotation.rotator import rotate_now_job, rotation_job
 from functions.resources import ROTATION_JOBS_QUEUE
 from functions.signals import LOG_FIELDS, AtRiskReason, Signal
-from tests.unit.fakes import FakeDeadLetters, FakeHealthMarks
+from tests.unit.fakes import FakeDeadLetters, FakeHealthMarks, FakeWatchlist
 from tests.unit.provisioning_world import fast_sleep
 from tests.unit.test_rotation import SETTINGS, RotationWorld, due_job
 
@@ -41,12 +41,14 @@ class Telemetry:
         self.instruments = Instruments(MeterProvider(metric_readers=[self.reader]).get_meter("test"))
         self.marks = FakeHealthMarks()
         self.dead = FakeDeadLetters(dead_letters)
+        self.watchlist = FakeWatchlist()
         self.sources = SnapshotSources(
             store=world.store,
             index=world.index,
             lengths=world.queue,
             dead_letters=self.dead,
             marks=self.marks,
+            watchlist=self.watchlist,
             clock=world.clock,
         )
         self.escalation = Escalation(
@@ -273,6 +275,39 @@ async def test_a_failure_whose_announcement_was_lost_in_a_crash_is_announced_by_
     await telemetry.escalation.rotation_failed(job)  # and a redelivered report repeats nothing
     failed = events_of(world, "rotation.failed")
     assert [e["data"]["failuresInARow"] for e in failed] == [1, 2]
+
+
+async def test_a_forced_rotation_that_keeps_failing_is_in_the_snapshot_until_a_rotation_succeeds() -> None:
+    world = RotationWorld()
+    record = await world.active()
+    telemetry = Telemetry(world)
+    real_add_password = world.directory.add_password
+
+    async def forbidden(*args: object, **kwargs: object) -> None:
+        raise PermanentError("Insufficient privileges", code="Authorization_RequestDenied")
+
+    world.directory.add_password = forbidden  # type: ignore[method-assign]
+    for _ in range(3):  # an admin's POST .../rotate each time: the job then waits at its scheduled date
+        job = rotate_now_job(await world.store.get(record.id), world.clock.now(), "admin")
+        assert job is not None
+        await world.index.put(job)
+        with pytest.raises(PermanentError):
+            await world.rotator().run(job)
+        await telemetry.escalation.rotation_failed(job)
+        world.clock.advance(timedelta(minutes=5))
+    assert not await world.index.due(world.clock.now() + ESCALATION.at_risk_window)  # beyond the window
+
+    snapshot = await telemetry.escalation.health()
+    assert [(a.registration_id, a.reason) for a in snapshot.at_risk] == [
+        (record.id, AtRiskReason.ROTATION_FAILING)
+    ]
+
+    world.directory.add_password = real_add_password  # type: ignore[method-assign]
+    job = rotate_now_job(await world.store.get(record.id), world.clock.now(), "admin")
+    assert job is not None
+    await world.rotator().run(job)
+    assert (await telemetry.escalation.health()).at_risk == ()
+    assert telemetry.watchlist.ids == set()  # pruned once no longer at risk
 
 
 # ---------------------------------------------------------------- other signals, metrics, fields

@@ -29,7 +29,7 @@ from functions.triggers import http_registrations as api
 from functions.triggers.queue_messages import UnreadableMessage
 from functions.triggers.queue_registrations import registration_worker
 from tests.openapi_check import load_openapi, response_errors
-from tests.unit.fakes import FakeDeadLetters, FakeHealthMarks, FakeQueue
+from tests.unit.fakes import FakeDeadLetters, FakeHealthMarks, FakeQueue, FakeWatchlist
 from tests.unit.provisioning_world import TENANT, World
 
 BASE = "https://registrar.example.com/api"
@@ -71,6 +71,7 @@ class FakeServices:
         self.signing_secrets = CachedSecrets(world.vault)
         self.deliveries = FakeDeadLetters()
         self.health_marks = FakeHealthMarks()
+        self.watchlist = FakeWatchlist()
         self.escalation_settings = EscalationSettings()
 
     def job_owner(self) -> str:

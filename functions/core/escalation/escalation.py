@@ -159,6 +159,8 @@ class Escalation:
         events = [rotation_failed_event(record, f, n) for n, f in enumerate(failures, start=1)]
         item = assess(record, self._clock.now(), self._settings)
         if item is not None:
+            # Its job may wait beyond the window (a forced rotation): snapshots must see it anyway.
+            await self._sources.watchlist.add(record.id)
             events.append(at_risk_event(record, item, self._clock.now()))
         await self._announce(record, events, at_risk=item)
 

@@ -27,6 +27,7 @@ from functions.core.ports import (
     HealthMarks,
     QueueLengths,
     RegistrationStore,
+    Watchlist,
 )
 from functions.core.record.errors import NotFound
 from functions.core.record.registration import Registration
@@ -101,6 +102,7 @@ class SnapshotSources:
     lengths: QueueLengths
     dead_letters: DeadLetters
     marks: HealthMarks
+    watchlist: Watchlist
     clock: Clock
 
 
@@ -108,9 +110,11 @@ async def candidates(
     sources: SnapshotSources, settings: EscalationSettings, now: datetime
 ) -> tuple[list[Registration], int, int]:
     """The registrations that may hold an at-risk credential, the backlog, and the entities read."""
-    jobs = await sources.index.due(now + settings.at_risk_window)
+    jobs, watched = await asyncio.gather(
+        sources.index.due(now + settings.at_risk_window), sources.watchlist.members()
+    )
     backlog = sum(1 for job in jobs if job.due_at <= now)
-    ids = sorted({job.registration_id for job in jobs if job.action is JobAction.ROTATE})
+    ids = sorted({job.registration_id for job in jobs if job.action is JobAction.ROTATE} | set(watched))
     slots = asyncio.Semaphore(READS_AT_ONCE)
 
     async def read(registration_id: str) -> Registration | None:
@@ -120,8 +124,16 @@ async def candidates(
             except NotFound:  # decommissioned meanwhile; its job removes itself when it runs
                 return None
 
-    records = [r for r in await asyncio.gather(*(read(i) for i in ids)) if r is not None]
-    return records, backlog, len(jobs) + len(ids)
+    read_back = await asyncio.gather(*(read(i) for i in ids))
+    records = [r for r in read_back if r is not None]
+    # Off the watchlist once no longer at risk (rotated, or gone): idempotent, O(watched).
+    stale = [
+        i
+        for i, r in zip(ids, read_back, strict=True)
+        if i in watched and (r is None or assess(r, now, settings) is None)
+    ]
+    await asyncio.gather(*(sources.watchlist.discard(i) for i in stale))
+    return records, backlog, len(jobs) + len(watched) + len(ids)
 
 
 async def take_snapshot(sources: SnapshotSources, settings: EscalationSettings) -> HealthSnapshot:
