@@ -12,6 +12,7 @@ from functions.triggers import (
     queue_registrations,
     rotation,
     stuck_registrations,
+    subscriptions,
 )
 
 # Azure Monitor when APPLICATIONINSIGHTS_CONNECTION_STRING is set (imported lazily), else the
@@ -26,3 +27,4 @@ app.register_functions(rotation.bp)
 app.register_functions(notifications.bp)
 app.register_functions(stuck_registrations.bp)
 app.register_functions(health.bp)
+app.register_functions(subscriptions.bp)

@@ -8,6 +8,7 @@ profile catalogue never loads msgraph-sdk. Triggers call `services()`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import threading
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING, Any, cast
 from functions.resources import REGISTRATION_REQUESTS_QUEUE, REGISTRATIONS_TABLE
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
     from contextlib import AbstractAsyncContextManager
 
     from functions.core.catalogue.lifetimes import CredentialLifetimes
@@ -31,6 +33,7 @@ if TYPE_CHECKING:
     from functions.core.notification.events import Delivery
     from functions.core.notification.prompt import PromptDeliveries
     from functions.core.notification.signing_secrets import CachedSecrets
+    from functions.core.notification.tenant_wide import TenantSubscribers
     from functions.core.ports import (
         DeadLetters,
         DeliveryLog,
@@ -39,6 +42,7 @@ if TYPE_CHECKING:
         MessageQueue,
         QueueLengths,
         RegistrationStore,
+        TenantSubscriptionStore,
         TokenProbe,
         Vault,
         WebhookTransport,
@@ -141,7 +145,8 @@ class Services:
 
     # Users before what they use: the store and logs write through the table service, every
     # Azure client authenticates through the identity.
-    _CLOSE_ORDER = ("deliveries", "index", "health_marks", "watchlist", "store", "queue", "table_service",
+    _CLOSE_ORDER = ("deliveries", "index", "health_marks", "watchlist",
+                    "tenant_subscription_store", "store", "queue", "table_service",
                     "directory", "vault", "webhook_sender", "identity")  # fmt: skip
 
     async def close(self) -> None:
@@ -303,14 +308,35 @@ class Services:
     ) -> AbstractAsyncContextManager[PromptDeliveries]:
         """A trigger that may announce events wraps its work in this: the deliveries announced are
         attempted at once, the queue trigger taking over what this invocation does not settle."""
-        from functions.core.notification.prompt import PROMPT_DEADLINE, PromptDeliveries
+        return self._announcing(deadline)
 
-        return PromptDeliveries(
-            worker=self.delivery_worker(),
-            queue=self.queue,
-            deadline=deadline or PROMPT_DEADLINE,
-            slots=self.prompt_slots,
-        ).opened()
+    @contextlib.asynccontextmanager
+    async def _announcing(self, deadline: timedelta | None) -> AsyncIterator[PromptDeliveries]:
+        """Prompt deliveries, with the tenant-wide subscribers every announcement reaches."""
+        from functions.core.notification.prompt import PROMPT_DEADLINE, PromptDeliveries
+        from functions.core.notification.tenant_wide import tenant_wide
+
+        with tenant_wide(self.tenant_subscribers):
+            async with PromptDeliveries(
+                worker=self.delivery_worker(),
+                queue=self.queue,
+                deadline=deadline or PROMPT_DEADLINE,
+                slots=self.prompt_slots,
+            ).opened() as prompt:
+                yield prompt
+
+    @cached_property
+    def tenant_subscription_store(self) -> TenantSubscriptionStore:
+        from functions.adapters.tenant_subscriptions import TableTenantSubscriptions
+
+        return TableTenantSubscriptions(self.table_service)
+
+    @cached_property
+    def tenant_subscribers(self) -> TenantSubscribers:
+        """Tenant-wide subscriptions, read at most every 30 s by this process."""
+        from functions.core.notification.tenant_wide import TenantSubscribers
+
+        return TenantSubscribers(self.tenant_subscription_store)
 
     def lifecycle(self) -> Lifecycle:
         from functions.core.provisioning.lifecycle import Lifecycle

@@ -469,3 +469,32 @@ class Watchlist(Protocol):
         ...
 
     async def members(self) -> list[str]: ...
+
+
+@dataclass(frozen=True)
+class TenantSubscriptionRecord:
+    """A tenant-wide webhook subscription as stored (its signing secret is in Key Vault only)."""
+
+    id: str
+    url: str  # the full URL (deliveries need it); the API shows display_url()
+    events: tuple[str, ...]
+    created_at: datetime
+    created_by: str | None = None
+
+
+class TenantSubscriptionStore(Protocol):
+    """Tenant-wide webhook subscriptions (Table storage, WebhookSubscriptions)."""
+
+    async def put(self, subscription: TenantSubscriptionRecord) -> None:
+        """Upsert by id."""
+        ...
+
+    async def get(self, subscription_id: str) -> TenantSubscriptionRecord:
+        """Raises NotFound."""
+        ...
+
+    async def list(self) -> list[TenantSubscriptionRecord]: ...
+
+    async def remove(self, subscription_id: str) -> None:
+        """Idempotent."""
+        ...

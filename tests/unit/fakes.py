@@ -28,6 +28,7 @@ from functions.core.ports import (
     IssuedSecret,
     KeyCredentialSpec,
     QueuedMessage,
+    TenantSubscriptionRecord,
     VaultCertificate,
     VaultSecretRef,
 )
@@ -738,3 +739,27 @@ class FakeWatchlist(Recorder):
     async def members(self) -> list[str]:
         self.note("members")
         return sorted(self.ids)
+
+
+class FakeTenantSubscriptionStore(Recorder):
+    def __init__(self) -> None:
+        super().__init__()
+        self.items: dict[str, TenantSubscriptionRecord] = {}
+
+    async def put(self, subscription: TenantSubscriptionRecord) -> None:
+        self.note("put")
+        self.items[subscription.id] = subscription
+
+    async def get(self, subscription_id: str) -> TenantSubscriptionRecord:
+        self.note("get")
+        if subscription_id not in self.items:
+            raise NotFound("subscription", subscription_id)
+        return self.items[subscription_id]
+
+    async def list(self) -> list[TenantSubscriptionRecord]:
+        self.note("list")
+        return list(self.items.values())
+
+    async def remove(self, subscription_id: str) -> None:
+        self.note("remove")
+        self.items.pop(subscription_id, None)
