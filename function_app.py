@@ -6,6 +6,7 @@ import azure.functions as func
 
 from functions.telemetry import configure_telemetry
 from functions.triggers import (
+    confirmations,
     health,
     http_registrations,
     notifications,
@@ -28,3 +29,4 @@ app.register_functions(notifications.bp)
 app.register_functions(stuck_registrations.bp)
 app.register_functions(health.bp)
 app.register_functions(subscriptions.bp)
+app.register_functions(confirmations.bp)

@@ -49,6 +49,7 @@ async def rotation_sweep(timer: func.TimerRequest) -> None:
 @bp.queue_trigger(arg_name="msg", queue_name=ROTATION_JOBS_QUEUE, connection="AzureWebJobsStorage")
 async def rotation_worker(msg: func.QueueMessage) -> None:
     from functions.core.record.schedule import RotationJob
+    from functions.core.rotation.rotator import Outcome
 
     svc = await services().ready()
     async with poison_watch(msg, ROTATION_JOBS_QUEUE, svc):
@@ -63,7 +64,10 @@ async def rotation_worker(msg: func.QueueMessage) -> None:
                 )
                 await svc.escalation().rotation_failed(job)
                 return
-            svc.escalation().rotation_ran(job, outcome.value)
+            if outcome is Outcome.KEPT:  # a retirement kept back (unconfirmed, or the last valid one)
+                await svc.escalation().retirement_kept(job)
+            else:
+                svc.escalation().rotation_ran(job, outcome.value)
         log.info("rotation job %s: %s", job.job_id, outcome.value)
 
 

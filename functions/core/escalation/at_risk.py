@@ -4,9 +4,9 @@ A credential is at risk when (issue 14, DESIGN.md "Escalation"):
 - it has expired (its end date has passed) and is still the registration's current credential;
 - it is within the at-risk window of its end with no verified successor (the current credential;
   a retiring one has a verified successor by construction);
-- its rotation has failed `failures_before_alert` times in a row.
-A retiring credential whose overlap has ended but that is kept (after-confirm retirement, not yet
-confirmed) is reported `unconfirmed` by the caller that knows about confirmations.
+- its rotation has failed `failures_before_alert` times in a row;
+- (the previous one) its overlap has ended but it is kept, because the registration retires
+  after-confirm and the connector has not confirmed the new credential: `unconfirmed`.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from functions.core.record.durations import parse_duration
 from functions.core.record.models import CredentialType, RegistrationStatus
 from functions.core.record.registration import Registration
-from functions.core.rotation.jobs import failed_in_a_row
+from functions.core.rotation.jobs import failed_in_a_row, unconfirmed
 from functions.signals import AtRiskReason
 
 AT_RISK_WINDOW_SETTING = "REGISTRAR_AT_RISK_WINDOW"
@@ -88,7 +88,7 @@ def assess(record: Registration, now: datetime, settings: EscalationSettings) ->
     elif credential.expires_on is not None and credential.expires_on - now <= settings.at_risk_window:
         reason = AtRiskReason.NEAR_EXPIRY
     if reason is None:
-        return None
+        return _unconfirmed(record, now, failures)
     return AtRisk(
         registration_id=record.id,
         tenant_id=record.tenant_id,
@@ -98,5 +98,28 @@ def assess(record: Registration, now: datetime, settings: EscalationSettings) ->
         generation=credential.generation,
         expires_on=credential.expires_on,
         reason=reason,
+        failures_in_a_row=failures,
+    )
+
+
+def _unconfirmed(record: Registration, now: datetime, failures: int) -> AtRisk | None:
+    """The old credential an after-confirm registration keeps past its overlap, unconfirmed."""
+    kept = [
+        old
+        for old in record.retiring_credentials
+        if old.retire_after is not None and old.retire_after <= now and unconfirmed(record, old, now)
+    ]
+    if not kept:
+        return None
+    old = min(kept, key=lambda c: c.generation)
+    return AtRisk(
+        registration_id=record.id,
+        tenant_id=record.tenant_id,
+        app_id=record.app_id,
+        profile_id=record.profile_id,
+        key_id=old.key_id,
+        generation=old.generation,
+        expires_on=old.expires_on,
+        reason=AtRiskReason.UNCONFIRMED,
         failures_in_a_row=failures,
     )

@@ -129,6 +129,21 @@ class Escalation:
                 outcome="rotated",
             )
 
+    async def retirement_kept(self, job: RotationJob) -> None:
+        """A retirement kept back: if it waits for the connector's confirmation, the old credential
+        is at risk (`unconfirmed`): on the watchlist (its job waits at the old credential's end,
+        perhaps beyond the window) and announced."""
+        self._instruments.count(ROTATIONS, "deferred")
+        try:
+            record = await self._store.get(job.registration_id)
+        except NotFound:
+            return
+        item = assess(record, self._clock.now(), self._settings)
+        if item is None:
+            return
+        await self._sources.watchlist.add(record.id)
+        await self._announce(record, [at_risk_event(record, item, self._clock.now())], at_risk=item)
+
     async def rotation_failed(self, job: RotationJob) -> None:
         """After a rotation job was refused for good (the rotator recorded it on the registration)."""
         self._instruments.count(ROTATIONS, "failed")
