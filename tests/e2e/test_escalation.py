@@ -9,6 +9,8 @@ tests ask for rotations through the API, as an admin would:
 - a delivery nobody accepts is dead-lettered, and an unreadable rotation job is poisoned: both are
   signals (log events, counters, the snapshot);
 - a tenant-wide subscription (POST /api/subscriptions) receives all of them, signed;
+- "retirement": "after-confirm": the old credential outlives the 5 s overlap and is at risk
+  (unconfirmed) until the connector confirms the new one, then it retires;
 - no secret value in anything captured.
 """
 
@@ -42,6 +44,7 @@ SETTINGS = {
     "REGISTRAR_ROTATION_SCHEDULE": "*/2 * * * * *",
     "REGISTRAR_WEBHOOK_RETRY_SCHEDULE": "PT1S",
     "REGISTRAR_ROTATION_FAILURES_BEFORE_ALERT": "3",
+    "REGISTRAR_ROTATION_OVERLAP": "PT5S",
     "AzureFunctionsJobHost__extensions__queues__maxDequeueCount": "2",
     "AzureFunctionsJobHost__extensions__queues__visibilityTimeout": "00:00:01",
 }
@@ -328,6 +331,71 @@ def test_tenant_wide_subscriptions_are_admin_only_checked_like_webhooks_and_remo
     assert api.delete(f"/api/subscriptions/{extra.json()['id']}", headers=ADMIN).status_code == 204
     gone = api.get(f"/api/subscriptions/{extra.json()['id']}", headers=ADMIN)
     assert gone.status_code == 404 and gone.headers["content-type"] == "application/problem+json"
+
+
+def test_after_confirm_keeps_the_old_credential_until_the_connector_confirms_the_new_one(
+    stacked: Stacked, receiver: Receiver
+) -> None:
+    host = stacked.host
+    path = f"/confirm-{tag()}"
+    body = {
+        "requestId": f"E2E-CONFIRM-{tag()}",
+        "profile": "m365-usage-connector",
+        "displayName": "e2e confirmed retirement",
+        "credential": {"type": "secret", "lifetime": "P60D"},
+        "retirement": "after-confirm",
+        "webhooks": [{"url": receiver.url(path), "events": ["credential.at_risk", "credential.retired"]}],
+    }
+    response = host.api.post("/api/registrations", json=body)
+    assert response.status_code == 202, response.text
+    registration_id = response.json()["id"]
+    host.seen.update(w["secret"] for w in response.json()["webhooks"])
+    first = host.wait_status(registration_id, "active", timeout_s=60)
+    assert first["retirement"] == "after-confirm"
+    old_key = first["credential"]["keyId"]
+    assert host.rotate(registration_id).status_code == 202
+
+    def second_generation() -> dict[str, Any] | None:
+        view = host.registration(registration_id)
+        return view if view["credential"]["generation"] == 2 else None
+
+    rotated = wait_until("the rotation", second_generation, timeout_s=60)
+    new_key = rotated["credential"]["keyId"]
+
+    at_risk = wait_until(
+        "credential.at_risk (unconfirmed) after the overlap",
+        lambda: [e for e in receiver.events(path) if e["type"] == "credential.at_risk"],
+        timeout_s=40,
+    )
+    assert at_risk[0]["data"]["reason"] == "unconfirmed" and at_risk[0]["data"]["keyId"] == old_key
+    assert old_key in {p["keyId"] for p in host.passwords(first["appId"])}  # outlived the 5 s overlap
+    items = stacked.health()["atRisk"]["items"]
+    assert {(i["registrationId"], i["reason"]) for i in items} >= {(registration_id, "unconfirmed")}
+
+    confirm = f"/api/registrations/{registration_id}/credentials/{{}}/confirm"
+    stale = host.api.post(confirm.format(old_key))
+    assert stale.status_code == 409 and stale.headers["content-type"] == "application/problem+json"
+    assert host.api.post(confirm.format("00000000-0000-0000-0000-000000000000")).status_code == 404
+    done = host.api.post(confirm.format(new_key))
+    assert done.status_code == 200, done.text
+    assert done.json()["retiringNow"] == [old_key]
+    again = host.api.post(confirm.format(new_key))
+    assert again.status_code == 200 and again.json()["confirmedOn"] == done.json()["confirmedOn"]
+
+    wait_until(
+        "the old credential's retirement",
+        lambda: old_key not in {p["keyId"] for p in host.passwords(first["appId"])},
+        timeout_s=40,
+    )
+    retired = wait_until(
+        "credential.retired",
+        lambda: [e for e in receiver.events(path) if e["type"] == "credential.retired"],
+        20,
+    )
+    assert retired[0]["data"]["keyId"] == old_key
+    view = host.registration(registration_id)
+    assert view["credential"]["confirmedOn"] == done.json()["confirmedOn"]
+    assert registration_id not in {i["registrationId"] for i in stacked.health()["atRisk"]["items"]}
 
 
 def test_no_secret_value_in_the_telemetry_the_log_storage_or_the_health_snapshot(stacked: Stacked) -> None:
