@@ -57,6 +57,7 @@ __all__ = [
 
 CONNECTION_STRING_SETTING = "APPLICATIONINSIGHTS_CONNECTION_STRING"
 AUTHENTICATION_STRING_SETTING = "APPLICATIONINSIGHTS_AUTHENTICATION_STRING"
+TELEMETRY_FILE_SETTING = "REGISTRAR_TELEMETRY_FILE"  # functions/telemetry_file.py
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,8 @@ def configure_telemetry(settings_env: Mapping[str, str], *, stream: TextIO | Non
 
 
 def _configure_file(settings_env: Mapping[str, str], root: logging.Logger) -> None:
+    if not (settings_env.get(TELEMETRY_FILE_SETTING) or "").strip():
+        return  # the OpenTelemetry SDK is not even imported (cold start)
     from functions.telemetry_file import file_pipeline
 
     pipeline = file_pipeline(settings_env)
