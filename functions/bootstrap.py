@@ -8,7 +8,6 @@ profile catalogue never loads msgraph-sdk. Triggers call `services()`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import socket
 import threading
@@ -20,7 +19,6 @@ from typing import TYPE_CHECKING, Any, cast
 from functions.resources import REGISTRATION_REQUESTS_QUEUE, REGISTRATIONS_TABLE
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
     from contextlib import AbstractAsyncContextManager
 
     from functions.core.catalogue.lifetimes import CredentialLifetimes
@@ -160,7 +158,13 @@ class Services:
         self._ready = False
 
     async def ready(self) -> Services:
-        """Create the tables once per process (idempotent; Bicep creates them in Azure too)."""
+        """Create the tables once per process (idempotent; Bicep creates them in Azure too).
+
+        Every trigger awaits this first, in its own task: from here on, whatever it announces also
+        reaches the tenant-wide subscribers (core/notification/tenant_wide.py)."""
+        from functions.core.notification.tenant_wide import use_tenant_wide
+
+        use_tenant_wide(self.tenant_subscribers)
         if not self._ready:
             async with self._ready_lock:
                 if not self._ready:
@@ -308,22 +312,14 @@ class Services:
     ) -> AbstractAsyncContextManager[PromptDeliveries]:
         """A trigger that may announce events wraps its work in this: the deliveries announced are
         attempted at once, the queue trigger taking over what this invocation does not settle."""
-        return self._announcing(deadline)
-
-    @contextlib.asynccontextmanager
-    async def _announcing(self, deadline: timedelta | None) -> AsyncIterator[PromptDeliveries]:
-        """Prompt deliveries, with the tenant-wide subscribers every announcement reaches."""
         from functions.core.notification.prompt import PROMPT_DEADLINE, PromptDeliveries
-        from functions.core.notification.tenant_wide import tenant_wide
 
-        with tenant_wide(self.tenant_subscribers):
-            async with PromptDeliveries(
-                worker=self.delivery_worker(),
-                queue=self.queue,
-                deadline=deadline or PROMPT_DEADLINE,
-                slots=self.prompt_slots,
-            ).opened() as prompt:
-                yield prompt
+        return PromptDeliveries(
+            worker=self.delivery_worker(),
+            queue=self.queue,
+            deadline=deadline or PROMPT_DEADLINE,
+            slots=self.prompt_slots,
+        ).opened()
 
     @cached_property
     def tenant_subscription_store(self) -> TenantSubscriptionStore:

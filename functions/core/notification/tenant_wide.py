@@ -1,9 +1,9 @@
 """Tenant-wide webhook subscribers: they receive every registration's events (a ticketing system
 opening incidents), beside each registration's own webhooks.
 
-The announcer asks `current_tenant_wide()` for them on each announcement; the triggers that
-announce run inside `tenant_wide(source)` (bootstrap wires it with the prompt deliveries), so no
-workflow needs a new parameter. The list is read from storage at most once per `ttl` per process:
+The announcer asks `current_tenant_wide()` for them on each announcement; every trigger's task
+sets them first (bootstrap's `Services.ready()` calls `use_tenant_wide`), so no workflow needs a
+new parameter; tests scope them with `tenant_wide(...)`. The list is read from storage at most once per `ttl` per process:
 a new subscription hears of events within that time, a removed one's queued deliveries end as
 `gone` once its signing secret is deleted.
 """
@@ -62,6 +62,11 @@ def tenant_wide(subscribers: TenantSubscribers) -> Iterator[None]:
         yield
     finally:
         _current.reset(token)
+
+
+def use_tenant_wide(subscribers: TenantSubscribers) -> None:
+    """For the rest of the calling task (a trigger's invocation): no reset, the task ends."""
+    _current.set(subscribers)
 
 
 def current_tenant_wide() -> TenantSubscribers | None:
