@@ -31,6 +31,7 @@ class TableTenantSubscriptions:
             "Events": json.dumps(list(subscription.events)),
             "CreatedAt": subscription.created_at.astimezone(UTC),
             "CreatedBy": subscription.created_by or "",
+            "Active": subscription.active,
         }
         await table_call("put subscription", subscription.id, lambda: self._table.upsert_entity(entity))
 
@@ -68,4 +69,5 @@ def _record(entity: Any) -> TenantSubscriptionRecord:
         events=tuple(json.loads(entity["Events"])),
         created_at=entity["CreatedAt"],
         created_by=entity.get("CreatedBy") or None,
+        active=bool(entity.get("Active", True)),
     )

@@ -480,6 +480,9 @@ class TenantSubscriptionRecord:
     events: tuple[str, ...]
     created_at: datetime
     created_by: str | None = None
+    # Written first as False (write-ahead), True once its signing secret is in Key Vault; only an
+    # active one is delivered to or shown.
+    active: bool = True
 
 
 class TenantSubscriptionStore(Protocol):

@@ -14,7 +14,7 @@ from functions.core.notification.tenant_wide import TenantSubscribers, tenant_wi
 from functions.core.provisioning.outcomes import settle_provisioned
 from functions.core.record.errors import Conflict, NotFound, PermanentError, ValidationFailed
 from functions.core.record.models import WebhookSpec
-from tests.unit.fakes import FakeTenantSubscriptionStore
+from tests.unit.fakes import Crash, FakeTenantSubscriptionStore
 from tests.unit.provisioning_world import fast_sleep
 from tests.unit.test_delivery_and_reactions import FakeTransport
 from tests.unit.test_rotation import SETTINGS, RotationWorld
@@ -121,3 +121,43 @@ async def test_every_registration_s_events_reach_the_tenant_wide_subscribers_eve
         settings=SETTINGS,
     )
     assert len(world.queue.deliveries()) == 1
+
+
+class DyingVault:
+    """The vault of a POST killed right after the signing secret was written."""
+
+    def __init__(self, inner: object) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._inner, name)
+
+    async def set_secret(self, *args: object, **kwargs: object) -> None:
+        await self._inner.set_secret(*args, **kwargs)  # type: ignore[attr-defined]
+        raise Crash("killed after set_secret")
+
+
+async def test_a_post_killed_half_way_leaves_nothing_visible_and_the_next_post_cleans_it_up() -> None:
+    world = RotationWorld()
+    store = FakeTenantSubscriptionStore()
+    dying = TenantSubscriptions(
+        store=store, vault=DyingVault(world.vault), transport=FakeTransport([]), clock=world.clock
+    )  # type: ignore[arg-type]
+    with pytest.raises(Crash):
+        await dying.add(WebhookSpec("https://itsm.example/in", ("credential.at_risk",)), None)
+    (abandoned,) = store.items.values()
+    name = webhook_secret_name(abandoned.id)
+    assert not abandoned.active and world.vault.latest_value(name) is not None
+    assert await api(world, store).list() == []  # never shown
+    assert (
+        await TenantSubscribers(store, ttl=timedelta(0)).for_registration("reg-x") == []
+    )  # never delivered to
+    with pytest.raises(NotFound):
+        await api(world, store).get(abandoned.id)
+
+    world.clock.advance(timedelta(minutes=6))
+    added, _ = await api(world, store).add(
+        WebhookSpec("https://itsm.example/in", ("credential.at_risk",)), None
+    )
+    assert list(store.items) == [added.id] and store.items[added.id].active  # the same URL: no conflict
+    assert world.vault.latest_value(name) is None  # the abandoned secret is gone

@@ -36,7 +36,8 @@ class TenantSubscribers:
     async def records(self) -> list[TenantSubscriptionRecord]:
         async with self._lock:
             if self._cached is None or time.monotonic() - self._cached[0] > self._ttl:
-                self._cached = (time.monotonic(), await self._store.list())
+                active = [s for s in await self._store.list() if s.active]
+                self._cached = (time.monotonic(), active)
             return list(self._cached[1])
 
     def forget(self) -> None:
