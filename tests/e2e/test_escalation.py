@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from standardwebhooks.webhooks import Webhook
 
@@ -37,6 +38,7 @@ from tests.e2e.rotation_support import (
     tag,
     wait_until,
 )
+from tests.openapi_check import load_openapi, response_errors
 
 pytestmark = pytest.mark.slow
 
@@ -93,7 +95,7 @@ class Stacked:
     def health(self) -> dict[str, Any]:
         response = self.host.api.get("/api/health")
         assert response.status_code == 200, response.text
-        assert response.headers["content-type"].startswith("application/json")
+        conforms("/health", "GET", response)
         body: dict[str, Any] = response.json()
         return body
 
@@ -129,6 +131,7 @@ def tenant_hook(stacked: Stacked, receiver: Receiver) -> TenantHook:
         headers=ADMIN,
     )
     assert response.status_code == 201, response.text
+    conforms("/subscriptions", "POST", response)
     body = response.json()
     assert body["url"].endswith("?token=***") and body["secret"].startswith("whsec_")
     stacked.host.seen.add(body["secret"])
@@ -142,6 +145,20 @@ def refusing_add_password(host: Host) -> Iterator[None]:
         yield
     finally:
         host.admin("DELETE", f"faults/{rule['id']}")
+
+
+def conforms(template: str, method: str, response: httpx.Response) -> None:
+    """The real answer is what functions/openapi.json documents for it (status, media type, schema)."""
+    body = response.json() if response.content else None
+    found = response_errors(
+        load_openapi(),
+        template,
+        method,
+        response.status_code,
+        body,
+        content_type=response.headers.get("content-type", "application/json"),
+    )
+    assert found == [], found
 
 
 def verified(receiver: Receiver, path: str, secret: str) -> list[dict[str, Any]]:
@@ -190,7 +207,9 @@ def test_a_rotation_that_keeps_failing_raises_rotation_failed_each_time_then_at_
             and at_risk["data"]["registrationId"] == registration_id
         )
         current = host.registration(registration_id)
-        assert current["status"] == "active" and current["credential"]["keyId"] == view["credential"]["keyId"]
+        # Still the first credential (a repeat of a forced job may be trying, and failing, right now).
+        assert current["status"] in ("active", "rotating")
+        assert current["credential"]["keyId"] == view["credential"]["keyId"]
 
         # The tenant-wide subscriber heard the same, signed with its own secret.
         def tenant_events() -> list[dict[str, Any]] | None:
@@ -204,9 +223,9 @@ def test_a_rotation_that_keeps_failing_raises_rotation_failed_each_time_then_at_
             )
 
         heard = wait_until("the tenant-wide subscriber's events", tenant_events, timeout_s=30)
-        assert sorted(e["type"] for e in heard) == sorted(
-            ["credential.at_risk", "registration.active", *["rotation.failed"] * len(failed)]
-        )
+        kinds = [e["type"] for e in heard]
+        assert kinds.count("credential.at_risk") == 1 and kinds.count("registration.active") == 1
+        assert kinds.count("rotation.failed") >= len(failed)
 
         # The health snapshot, the telemetry file's log events and its metrics all show it.
         item = wait_until(
@@ -217,7 +236,7 @@ def test_a_rotation_that_keeps_failing_raises_rotation_failed_each_time_then_at_
             ),
             timeout_s=10,
         )
-        assert item["reason"] == "rotation_failing" and item["failuresInARow"] == 3
+        assert item["reason"] == "rotation_failing" and item["failuresInARow"] >= 3
         health = stacked.health()
         assert health["lastSweepAt"] is not None and health["lastInventoryAt"] is None
 
@@ -308,15 +327,20 @@ def test_tenant_wide_subscriptions_are_admin_only_checked_like_webhooks_and_remo
     stacked: Stacked, receiver: Receiver, tenant_hook: TenantHook
 ) -> None:
     api = stacked.host.api
-    assert api.get("/api/subscriptions").status_code == 403  # no Registrar.Admin
+    forbidden = api.get("/api/subscriptions")  # no Registrar.Admin
+    assert forbidden.status_code == 403
+    conforms("/subscriptions", "GET", forbidden)
     refused = api.post(
         "/api/subscriptions", json={"url": "http://10.0.0.1/x", "events": ["nope"]}, headers=ADMIN
     )
-    assert refused.status_code == 400 and refused.headers["content-type"] == "application/problem+json"
+    assert refused.status_code == 400
+    conforms("/subscriptions", "POST", refused)
     assert {p["field"] for p in refused.json()["problems"]} >= {"events[0]"}
     private = api.post("/api/subscriptions", json={"url": "https://203.0.113.9/hook"}, headers=ADMIN)
     assert private.status_code == 400 and [p["field"] for p in private.json()["problems"]] == ["url"]
-    listed = api.get("/api/subscriptions", headers=ADMIN).json()["items"]
+    listing = api.get("/api/subscriptions", headers=ADMIN)
+    conforms("/subscriptions", "GET", listing)
+    listed = listing.json()["items"]
     assert tenant_hook.id in {s["id"] for s in listed}
     assert all("secret" not in s and "s3cr3t-query" not in s["url"] for s in listed)
     extra = api.post(
@@ -328,9 +352,16 @@ def test_tenant_wide_subscriptions_are_admin_only_checked_like_webhooks_and_remo
     stacked.host.seen.add(extra.json()["secret"])
     one = api.get(f"/api/subscriptions/{extra.json()['id']}", headers=ADMIN)
     assert one.status_code == 200 and one.json()["events"] == ["rotation.failed"]
+    conforms("/subscriptions/{id}", "GET", one)
+    duplicate = api.post(
+        "/api/subscriptions", json={"url": one.json()["url"]}, headers=ADMIN
+    )  # no query: as given
+    assert duplicate.status_code == 409 and extra.json()["id"] in duplicate.json()["detail"]
+    conforms("/subscriptions", "POST", duplicate)
     assert api.delete(f"/api/subscriptions/{extra.json()['id']}", headers=ADMIN).status_code == 204
     gone = api.get(f"/api/subscriptions/{extra.json()['id']}", headers=ADMIN)
-    assert gone.status_code == 404 and gone.headers["content-type"] == "application/problem+json"
+    assert gone.status_code == 404
+    conforms("/subscriptions/{id}", "GET", gone)
 
 
 def test_after_confirm_keeps_the_old_credential_until_the_connector_confirms_the_new_one(
@@ -374,10 +405,13 @@ def test_after_confirm_keeps_the_old_credential_until_the_connector_confirms_the
 
     confirm = f"/api/registrations/{registration_id}/credentials/{{}}/confirm"
     stale = host.api.post(confirm.format(old_key))
-    assert stale.status_code == 409 and stale.headers["content-type"] == "application/problem+json"
-    assert host.api.post(confirm.format("00000000-0000-0000-0000-000000000000")).status_code == 404
+    assert stale.status_code == 409
+    unknown = host.api.post(confirm.format("00000000-0000-0000-0000-000000000000"))
+    assert unknown.status_code == 404
     done = host.api.post(confirm.format(new_key))
     assert done.status_code == 200, done.text
+    for answer in (stale, unknown, done):
+        conforms("/registrations/{id}/credentials/{keyId}/confirm", "POST", answer)
     assert done.json()["retiringNow"] == [old_key]
     again = host.api.post(confirm.format(new_key))
     assert again.status_code == 200 and again.json()["confirmedOn"] == done.json()["confirmedOn"]
@@ -393,7 +427,9 @@ def test_after_confirm_keeps_the_old_credential_until_the_connector_confirms_the
         20,
     )
     assert retired[0]["data"]["keyId"] == old_key
-    view = host.registration(registration_id)
+    shown = host.api.get(f"/api/registrations/{registration_id}")
+    conforms("/registrations/{id}", "GET", shown)
+    view = shown.json()
     assert view["credential"]["confirmedOn"] == done.json()["confirmedOn"]
     assert registration_id not in {i["registrationId"] for i in stacked.health()["atRisk"]["items"]}
 
