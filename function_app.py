@@ -6,12 +6,15 @@ import azure.functions as func
 
 from functions.telemetry import configure_telemetry
 from functions.triggers import (
+    confirmations,
+    health,
     http_registrations,
     notifications,
     queue_registrations,
     resume_work,
     rotation,
     stuck_registrations,
+    subscriptions,
 )
 
 # Azure Monitor when APPLICATIONINSIGHTS_CONNECTION_STRING is set (imported lazily), else the
@@ -26,3 +29,6 @@ app.register_functions(rotation.bp)
 app.register_functions(notifications.bp)
 app.register_functions(stuck_registrations.bp)
 app.register_functions(resume_work.bp)
+app.register_functions(health.bp)
+app.register_functions(subscriptions.bp)
+app.register_functions(confirmations.bp)

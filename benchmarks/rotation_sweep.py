@@ -20,6 +20,13 @@ Runs against its own Azurite and local tenant (devstack, free ports, temporary s
    and the failures (target: none). The default scale (0.1: 2 writes/s) keeps the budget below
    what one Python process rotates here (3-7/s on 2 cores beside the tenant and Azurite), so the
    budget binds; the whole run takes about 15 minutes.
+3. Health snapshot and metrics (`measure_snapshot`, after the sweep): the snapshot GET /api/health
+   answers and the gauges report, counted by what the Table service returns (index entities,
+   registrations, dead letters, marks; counted here by wrapping the adapters, not by the snapshot's
+   own figure), against the jobs due within the at-risk window (target: at most 1.1x that, plus
+   the at-risk and dead letters; never the whole index). Then one collection of every gauge and
+   counter (what an exporter does each interval), and the entities it read (target: 0: the gauges
+   report the snapshot held in memory).
 """
 
 from __future__ import annotations
@@ -354,6 +361,8 @@ async def run(args: argparse.Namespace, endpoints: dict[str, Any]) -> int:
         f" ({examined / len(due):.2f}x)"
     )
     print()
+    await measure_snapshot(svc, len(due), args.total)
+    print()
 
     scale = args.scale
     ceiling_rate = WRITES_PER_WINDOW * scale / WRITES_WINDOW_S
@@ -393,6 +402,108 @@ async def run(args: argparse.Namespace, endpoints: dict[str, Any]) -> int:
             await close()
     ok = read_ratio <= 1.1 and not failures and rotated == len(due)
     return 0 if ok else 1
+
+
+# ---------------------------------------------------------------- escalation: snapshot and metrics
+
+
+class _Counted:
+    """A port with its reads counted (entities returned), everything else passed through."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self.entities = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+class _CountedStore(_Counted):
+    async def get(self, registration_id: str) -> Any:
+        self.entities += 1  # a NotFound costs the request too
+        return await self._inner.get(registration_id)
+
+
+class _CountedIndex(_Counted):
+    async def due(self, now: datetime, *, limit: int | None = None) -> list[Any]:
+        jobs = await self._inner.due(now, limit=limit)
+        self.entities += len(jobs)
+        return list(jobs)
+
+
+class _CountedDeadLetters(_Counted):
+    async def count_dead_letters(self) -> int:
+        count = int(await self._inner.count_dead_letters())
+        self.entities += count
+        return count
+
+
+class _CountedList(_Counted):
+    async def marks(self) -> dict[str, datetime]:
+        found = dict(await self._inner.marks())
+        self.entities += len(found)
+        return found
+
+    async def members(self) -> list[str]:
+        found = list(await self._inner.members())
+        self.entities += len(found)
+        return found
+
+
+async def measure_snapshot(svc: Any, due_now: int, total: int) -> None:
+    """Print the entity reads of one health snapshot and of one metrics collection."""
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    from functions.core.escalation.instruments import Instruments
+    from functions.core.escalation.snapshot import SnapshotSources, take_snapshot
+
+    settings = svc.escalation_settings
+    store, index = _CountedStore(svc.store), _CountedIndex(svc.index)
+    dead, marks, watch = (
+        _CountedDeadLetters(svc.deliveries),
+        _CountedList(svc.health_marks),
+        _CountedList(svc.watchlist),
+    )
+    sources = SnapshotSources(
+        store=store,
+        index=index,
+        lengths=svc.queue,
+        dead_letters=dead,
+        marks=marks,
+        watchlist=watch,
+        clock=svc.clock,
+    )
+    window_jobs = len(await svc.index.due(datetime.now(UTC) + settings.at_risk_window))
+    started = time.monotonic()
+    snapshot = await take_snapshot(sources, settings)
+    snapshot_s = time.monotonic() - started
+    reads = store.entities + index.entities + dead.entities + marks.entities + watch.entities
+    print(
+        f"snapshot: {reads:,} entity reads = index {index.entities:,} (jobs due within"
+        f" {settings.at_risk_window.days} days: {window_jobs:,}) + registrations {store.entities:,}"
+        f" + dead letters {dead.entities:,} + marks/watchlist {marks.entities + watch.entities:,}"
+        f" in {snapshot_s * 1000:.0f} ms; {reads / max(window_jobs, 1):.2f}x the jobs due within the window"
+        f" (target <= 2.2x: each is an index entity and at most one registration), {reads / total:.1%} of"
+        f" the {total:,} indexed; {len(snapshot.at_risk):,} at risk, backlog {snapshot.rotation_backlog:,}"
+        f" ({due_now:,} due now)"
+    )
+    reader = InMemoryMetricReader()
+    instruments = Instruments(MeterProvider(metric_readers=[reader]).get_meter("benchmark"))
+    instruments.hold(snapshot)
+    before = store.entities + index.entities + dead.entities + marks.entities + watch.entities
+    started = time.monotonic()
+    data = reader.get_metrics_data()
+    collect_s = time.monotonic() - started
+    after = store.entities + index.entities + dead.entities + marks.entities + watch.entities
+    resources = data.resource_metrics if data is not None else []
+    series = sum(
+        len(list(m.data.data_points)) for r in resources for sc in r.scope_metrics for m in sc.metrics
+    )
+    print(
+        f"metrics: one collection of {series} series read {after - before} entities (target 0: the gauges"
+        f" report the snapshot held in memory) in {collect_s * 1000:.1f} ms"
+    )
 
 
 def main() -> int:

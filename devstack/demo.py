@@ -9,6 +9,10 @@
    consented application permissions).
 4. Rotate it (as a Registrar.Admin) and show the webhook the connector received, its Standard
    Webhooks signature verified with the reference `standardwebhooks` package.
+5. A credential at risk: a second registration whose secret ends within the at-risk window
+   (REGISTRAR_AT_RISK_WINDOW, 14 days); the rotation sweep (run by hand, as the host's admin API
+   allows) announces credential.at_risk, signed, and GET /api/health and the local telemetry file
+   (.devstack/telemetry.jsonl, Application Insights' stand-in) show it.
 
 Secret values are never printed: the demo shows key ids, URIs and hints only.
 """
@@ -212,38 +216,7 @@ def _tour(endpoints: dict[str, Any], api: str, receiver: Receiver) -> int:
     ]
     print(_table(steps[-12:], ["step", "outcome", "at (UTC)", "detail"]))
 
-    print("\n3. The app registration and what it may do:")
-    credential = registration["credential"]
-    print(
-        _table(
-            [
-                ["appId (client id)", registration["appId"]],
-                ["app object id", registration.get("objectId") or ""],
-                ["service principal", registration.get("servicePrincipalId") or ""],
-                ["tenant", registration["tenantId"]],
-                [
-                    "credential",
-                    f"{credential['type']} keyId {credential['keyId']}, expires {credential['expiresOn']}",
-                ],
-                ["Key Vault reference", credential["secretUri"]],
-            ],
-            ["app registration", "value"],
-        )
-    )
-    print()
-    granted = registration.get("permissions") or []
-    print(
-        _table(
-            [[p["resource"], p["type"], p["name"]] for p in granted],
-            ["resource", "type", "permission (admin consent granted)"],
-        )
-    )
-    for step in registration.get("manualSteps") or []:
-        print(f"    manual step left for a person: {step}")
-    roles = _prove_credential(endpoints, registration)
-    print(
-        f"\n   The secret in Key Vault works: a token for Microsoft Graph carries roles {', '.join(roles)}\n"
-    )
+    _show_app(endpoints, registration)
 
     print(f"4. POST {api}/registrations/{registration_id}/rotate  (as a Registrar.Admin)")
     status, job = _call(
@@ -288,9 +261,131 @@ def _tour(endpoints: dict[str, Any], api: str, receiver: Receiver) -> int:
         event = Webhook(signing_secret).verify(event_raw, event_headers)
         rows.append([event["type"], event_headers["webhook-id"], event["timestamp"]])
     print(_table(rows, ["type", "webhook-id", "timestamp"]))
+    if _at_risk(endpoints, api, receiver) != 0:
+        return 1
     print(f"\nDone. Registration {registration_id} is active on generation {new['generation']}.")
     print("Try: curl -s " + f"{api}/registrations/{registration_id} | python -m json.tool\n")
     return 0
+
+
+def _show_app(endpoints: dict[str, Any], registration: dict[str, Any]) -> None:
+    """Step 3: the app, its credential in Key Vault, what it may do, and a token proving it."""
+    print("\n3. The app registration and what it may do:")
+    credential = registration["credential"]
+    print(
+        _table(
+            [
+                ["appId (client id)", registration["appId"]],
+                ["app object id", registration.get("objectId") or ""],
+                ["service principal", registration.get("servicePrincipalId") or ""],
+                ["tenant", registration["tenantId"]],
+                [
+                    "credential",
+                    f"{credential['type']} keyId {credential['keyId']}, expires {credential['expiresOn']}",
+                ],
+                ["Key Vault reference", credential["secretUri"]],
+            ],
+            ["app registration", "value"],
+        )
+    )
+    print()
+    granted = registration.get("permissions") or []
+    print(
+        _table(
+            [[p["resource"], p["type"], p["name"]] for p in granted],
+            ["resource", "type", "permission (admin consent granted)"],
+        )
+    )
+    for step in registration.get("manualSteps") or []:
+        print(f"    manual step left for a person: {step}")
+    roles = _prove_credential(endpoints, registration)
+    print(
+        f"\n   The secret in Key Vault works: a token for Microsoft Graph carries roles {', '.join(roles)}\n"
+    )
+
+
+def _at_risk(endpoints: dict[str, Any], api: str, receiver: Receiver) -> int:
+    from standardwebhooks.webhooks import Webhook
+
+    request_id = f"DEMO-RISK-{int(time.time())}"
+    print(f"\n5. A credential near its end: {request_id} asks for a 10-day secret (at risk within 14 days)")
+    body = {
+        "requestId": request_id,
+        "profile": PROFILE,
+        "displayName": f"CodeTwo Backup (demo {request_id})",
+        "credential": {"type": "secret", "lifetime": "P10D"},
+        "webhooks": [{"url": receiver.url, "events": ["credential.at_risk"]}],
+    }
+    status, accepted = _call("POST", f"{api}/registrations", body)
+    if status != 202:
+        print(f"   refused: HTTP {status}: {json.dumps(accepted, indent=2)}")
+        return 1
+    registration_id, signing_secret = accepted["id"], accepted["webhooks"][0]["secret"]
+
+    def active() -> dict[str, Any] | None:
+        _, view = _call("GET", f"{api}/registrations/{registration_id}")
+        return view if view and view.get("status") == "active" else None
+
+    _wait("waiting for status active", WAIT_ACTIVE_S, active)
+    host = endpoints["hostUrl"].rstrip("/")
+    print(f"   POST {host}/admin/functions/rotation_sweep  (the timer's function, run now)")
+    _call("POST", f"{host}/admin/functions/rotation_sweep", {"input": ""})
+
+    def at_risk_hook() -> dict[str, Any] | None:
+        for headers, raw in receiver.events():
+            event = json.loads(raw)
+            if (
+                event.get("type") == "credential.at_risk"
+                and event["data"].get("registrationId") == registration_id
+            ):
+                verified: dict[str, Any] = Webhook(signing_secret).verify(raw, headers)
+                return verified
+        return None
+
+    event = _wait("waiting for credential.at_risk", 60, at_risk_hook)["data"]
+    print(
+        _table(
+            [[event["reason"], event["keyId"], event["expiresOn"], str(event["daysToExpiry"])]],
+            ["credential.at_risk (signature verified): reason", "keyId", "expires", "days left"],
+        )
+    )
+    _, health = _call("GET", f"{api}/health")
+    rows = [
+        [i["registrationId"], i["reason"], str(i["daysToExpiry"])]
+        for i in (health or {}).get("atRisk", {}).get("items", [])
+    ]
+    print(
+        f"\n   GET {api}/health: {len(rows)} credential(s) at risk, last sweep {(health or {}).get('lastSweepAt')}"
+    )
+    print(_table(rows, ["registration", "reason", "days left"]))
+    telemetry = _telemetry_file(endpoints)
+    if telemetry is not None and telemetry.exists():
+        lines = [json.loads(line) for line in telemetry.read_text(encoding="utf-8").splitlines() if line]
+        mine = [
+            e
+            for e in lines
+            if e.get("signal") == "credential.at_risk" and e.get("registration_id") == registration_id
+        ]
+        print(f"\n   {telemetry}: {len(mine)} credential.at_risk log event(s) for it, e.g.")
+        for entry in mine[:1]:
+            print(
+                "   "
+                + json.dumps(
+                    {k: entry[k] for k in ("signal", "reason", "key_id", "days_to_expiry") if k in entry}
+                )
+            )
+    return 0
+
+
+def _telemetry_file(endpoints: dict[str, Any]) -> Any:
+    from pathlib import Path
+
+    try:
+        settings = json.loads(Path(endpoints["settingsFile"]).read_text(encoding="utf-8"))
+    except (KeyError, OSError, ValueError):
+        return None
+    path = settings.get("Values", {}).get("REGISTRAR_TELEMETRY_FILE")
+    return Path(path) if path else None
 
 
 if __name__ == "__main__":  # pragma: no cover

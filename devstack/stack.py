@@ -249,6 +249,9 @@ class Stack:
             options.settings_path,
             options.app_dir / "local.settings.sample.json",
             {
+                # Application Insights' local stand-in (functions/telemetry_file.py); a caller may move it.
+                "REGISTRAR_TELEMETRY_FILE": str(options.state_dir / "telemetry.jsonl"),
+                "REGISTRAR_TELEMETRY_INTERVAL": "PT2S",
                 **options.settings,
                 **stack_settings(storage, tenant_info, managed_identity=options.managed_identity),
                 **(identity_storage_settings(self.azurite) if options.managed_identity else {}),

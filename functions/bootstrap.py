@@ -14,7 +14,7 @@ import threading
 import uuid
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from functions.resources import REGISTRATION_REQUESTS_QUEUE, REGISTRATIONS_TABLE
 
@@ -24,16 +24,24 @@ if TYPE_CHECKING:
     from functions.core.catalogue.lifetimes import CredentialLifetimes
     from functions.core.catalogue.policy import Policy
     from functions.core.catalogue.profiles import ProfileCatalogue
+    from functions.core.escalation.at_risk import EscalationSettings
+    from functions.core.escalation.escalation import Escalation
+    from functions.core.escalation.instruments import Instruments
     from functions.core.notification.delivery import DeliveryWorker
+    from functions.core.notification.events import Delivery
     from functions.core.notification.prompt import PromptDeliveries
     from functions.core.notification.signing_secrets import CachedSecrets
+    from functions.core.notification.tenant_wide import TenantSubscribers
     from functions.core.ports import (
+        DeadLetters,
         DeliveryLog,
         Directory,
         ExpiryIndex,
         InFlightIndex,
         MessageQueue,
+        QueueLengths,
         RegistrationStore,
+        TenantSubscriptionStore,
         TokenProbe,
         Vault,
         WebhookTransport,
@@ -136,8 +144,9 @@ class Services:
 
     # Users before what they use: the store and logs write through the table service, every
     # Azure client authenticates through the identity.
-    _CLOSE_ORDER = ("deliveries", "index", "in_flight", "store", "queue", "table_service", "directory", "vault",
-                    "webhook_sender", "identity")  # fmt: skip
+    _CLOSE_ORDER = ("deliveries", "index", "in_flight", "health_marks", "watchlist",
+                    "tenant_subscription_store", "store", "queue", "table_service",
+                    "directory", "vault", "webhook_sender", "identity")  # fmt: skip
 
     async def close(self) -> None:
         """Close the adapters built so far (each holds HTTP sessions); benchmarks and tools call
@@ -150,7 +159,13 @@ class Services:
         self._ready = False
 
     async def ready(self) -> Services:
-        """Create the tables once per process (idempotent; Bicep creates them in Azure too)."""
+        """Create the tables once per process (idempotent; Bicep creates them in Azure too).
+
+        Every trigger awaits this first, in its own task: from here on, whatever it announces also
+        reaches the tenant-wide subscribers (core/notification/tenant_wide.py)."""
+        from functions.core.notification.tenant_wide import use_tenant_wide
+
+        use_tenant_wide(self.tenant_subscribers)
         if not self._ready:
             async with self._ready_lock:
                 if not self._ready:
@@ -289,7 +304,11 @@ class Services:
             deliveries=self.deliveries,
             clock=self.clock,
             schedule=self.webhook_retry_schedule,
+            observer=self._delivery_observed,
         )
+
+    def _delivery_observed(self, delivery: Delivery, status: str) -> None:
+        self.escalation().delivery_settled(delivery, status)
 
     @cached_property
     def prompt_slots(self) -> asyncio.Semaphore:
@@ -312,6 +331,19 @@ class Services:
             slots=self.prompt_slots,
         ).opened()
 
+    @cached_property
+    def tenant_subscription_store(self) -> TenantSubscriptionStore:
+        from functions.adapters.tenant_subscriptions import TableTenantSubscriptions
+
+        return TableTenantSubscriptions(self.table_service)
+
+    @cached_property
+    def tenant_subscribers(self) -> TenantSubscribers:
+        """Tenant-wide subscriptions, read at most every 30 s by this process."""
+        from functions.core.notification.tenant_wide import TenantSubscribers
+
+        return TenantSubscribers(self.tenant_subscription_store)
+
     def lifecycle(self) -> Lifecycle:
         from functions.core.provisioning.lifecycle import Lifecycle
 
@@ -323,9 +355,64 @@ class Services:
             owner=self.job_owner(),
         )
 
+    # ------------------------------------------------------------ escalation
+
+    @cached_property
+    def escalation_settings(self) -> EscalationSettings:
+        from functions.core.escalation.at_risk import EscalationSettings
+
+        return EscalationSettings.from_values(self.settings.values)
+
+    @cached_property
+    def health_marks(self) -> Any:
+        from functions.adapters.table_index import IndexHealthMarks
+
+        return IndexHealthMarks(self.table_service)
+
+    @cached_property
+    def watchlist(self) -> Any:
+        from functions.adapters.table_index import IndexWatchlist
+
+        return IndexWatchlist(self.table_service)
+
+    def escalation(self) -> Escalation:
+        from functions.core.escalation.escalation import Escalation
+        from functions.core.escalation.snapshot import SnapshotSources
+
+        return Escalation(
+            sources=SnapshotSources(
+                store=self.store,
+                index=self.index,
+                # The same adapters, by their other ports: StorageQueues counts a queue's messages,
+                # TableDeliveryLog its dead letters.
+                lengths=cast("QueueLengths", self.queue),
+                dead_letters=cast("DeadLetters", self.deliveries),
+                marks=self.health_marks,
+                watchlist=self.watchlist,
+                clock=self.clock,
+            ),
+            queue=self.queue,
+            instruments=instruments(),
+            settings=self.escalation_settings,
+            owner=self.job_owner(),
+        )
+
 
 _lock = threading.Lock()
 _services: Services | None = None
+_instruments: Instruments | None = None
+
+
+def instruments() -> Instruments:
+    """The process's OpenTelemetry instruments: one set, however often the services are rebuilt."""
+    global _instruments  # noqa: PLW0603  (an instrument registered twice would report twice)
+    if _instruments is None:
+        from functions.core.escalation.instruments import Instruments
+
+        with _lock:
+            if _instruments is None:
+                _instruments = Instruments()
+    return _instruments
 
 
 def services() -> Services:

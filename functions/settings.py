@@ -22,6 +22,7 @@ from functions.core.catalogue.policy import (
     is_local_environment,
     setting_flag,
 )
+from functions.core.escalation.at_risk import EscalationSettings
 from functions.core.record.durations import parse_duration
 from functions.core.record.models import SecretValue
 from functions.telemetry import redactor
@@ -151,6 +152,10 @@ class Settings:
             values=values,
         )
         flag("REGISTRAR_CUSTOM_REQUIRES_APPROVAL", False)  # the Policy's (bootstrap); checked here at startup
+        try:  # escalation's (bootstrap): REGISTRAR_AT_RISK_WINDOW, REGISTRAR_ROTATION_FAILURES_BEFORE_ALERT
+            EscalationSettings.from_values(values)
+        except ValueError as exc:
+            problems.append(str(exc))
         problems.extend(settings._problems())
         if problems:
             raise SettingsError("; ".join(problems))

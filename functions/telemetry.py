@@ -4,12 +4,16 @@
   records and traces go to Application Insights through azure-monitor-opentelemetry, authenticated
   with the function's managed identity when APPLICATIONINSIGHTS_AUTHENTICATION_STRING says
   `Authorization=AAD` (the resource has local auth disabled); otherwise they go to the console.
+- With REGISTRAR_TELEMETRY_FILE set (devstack up sets it), signal log events and metric points are
+  also written to that file as JSON lines (functions/telemetry_file.py): the local stand-in for
+  Application Insights, which tests and the demo read.
 - `log_context` and `redactor` live in functions.logs (pure, so the core may use them) and are
   re-exported here; every handler configure_telemetry sets up carries both guards.
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
 import sys
 import threading
@@ -53,6 +57,7 @@ __all__ = [
 
 CONNECTION_STRING_SETTING = "APPLICATIONINSIGHTS_CONNECTION_STRING"
 AUTHENTICATION_STRING_SETTING = "APPLICATIONINSIGHTS_AUTHENTICATION_STRING"
+TELEMETRY_FILE_SETTING = "REGISTRAR_TELEMETRY_FILE"  # functions/telemetry_file.py
 
 
 @dataclass(frozen=True)
@@ -88,8 +93,25 @@ def configure_telemetry(settings_env: Mapping[str, str], *, stream: TextIO | Non
                 handler.setFormatter(ContextFormatter())
                 root.addHandler(handler)
             _state = TelemetryState(mode="console")
+            _configure_file(settings_env, root)
         guard_handlers(root)
         return _state
+
+
+def _configure_file(settings_env: Mapping[str, str], root: logging.Logger) -> None:
+    if not (settings_env.get(TELEMETRY_FILE_SETTING) or "").strip():
+        return  # the OpenTelemetry SDK is not even imported (cold start)
+    from functions.telemetry_file import file_pipeline
+
+    pipeline = file_pipeline(settings_env)
+    if pipeline is None:
+        return
+    handler, meter_provider = pipeline
+    root.addHandler(handler)
+    from opentelemetry import metrics
+
+    metrics.set_meter_provider(meter_provider)  # the instruments (core/escalation) report through it
+    atexit.register(meter_provider.shutdown)  # a last export of what the process counted
 
 
 def guard_handlers(logger: logging.Logger) -> None:
@@ -134,7 +156,9 @@ def reset_for_tests() -> None:
     global _state  # noqa: PLW0603
     with _state_lock:
         root = logging.getLogger()
+        from functions.telemetry_file import SignalLogHandler
+
         for handler in list(root.handlers):
-            if isinstance(handler.formatter, ContextFormatter):
+            if isinstance(handler.formatter, ContextFormatter) or isinstance(handler, SignalLogHandler):
                 root.removeHandler(handler)
         _state = None

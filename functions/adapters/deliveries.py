@@ -91,6 +91,18 @@ class TableDeliveryLog:
 
         return list(await table_call("list deliveries", registration_id, read))
 
+    async def count_dead_letters(self) -> int:
+        """DeadLetters port: one query across registrations that returns only the dead letters
+        (and only their keys), so the client reads O(dead letters) entities."""
+
+        async def read() -> int:
+            query = self._table.query_entities(
+                f"Status eq {odata_literal('dead_lettered')}", select=["PartitionKey", "RowKey"]
+            )
+            return sum([1 async for _ in query])
+
+        return int(await table_call("count dead letters", "*", read))
+
 
 _CONDITIONAL_ATTEMPTS = 5
 

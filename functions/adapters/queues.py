@@ -175,6 +175,14 @@ class StorageQueues:
                 raise
         raise failure
 
+    async def approximate_length(self, queue_name: str) -> int:
+        """QueueLengths port: Storage's approximate message count (one request; 0 for a missing queue)."""
+        try:
+            properties = await self._call(queue_name, lambda: self.client(queue_name).get_queue_properties())
+        except NotFound:
+            return 0
+        return int(properties.approximate_message_count or 0)
+
     async def close(self) -> None:
         clients, self._clients = list(self._clients.values()), {}
         for client in clients:

@@ -42,6 +42,10 @@ from functions.resources import CREDENTIAL_EXPIRY_TABLE, IN_FLIGHT_TABLE, LEASES
 
 # Where a job's entity is (see above); sorts after every "due-" bucket, so no sweep reads it.
 POINTER_PARTITION_PREFIX = "job-"
+# Health marks (when the sweep last ran) share the index's table, in a partition that sorts after
+# every due bucket and pointer ("due-...", "job-..."), so no index query ever reads them.
+MARK_PARTITION = "mark"
+WATCH_PARTITION = "watch"  # escalation's watchlist, likewise out of every index query
 
 
 class CredentialExpiryIndex:
@@ -329,3 +333,57 @@ class TableLeases:
                     match_condition=MatchConditions.IfNotModified,
                 ),
             )
+
+
+class IndexHealthMarks:
+    """HealthMarks port: one entity per mark, in the expiry index's table (partition "mark")."""
+
+    def __init__(self, service: Any, table_name: str = CREDENTIAL_EXPIRY_TABLE) -> None:
+        self._table = service.get_table_client(table_name)
+
+    async def close(self) -> None:
+        await self._table.close()
+
+    async def mark(self, name: str, at: datetime) -> None:
+        entity = {"PartitionKey": MARK_PARTITION, "RowKey": name, "At": at.astimezone(UTC)}
+        await table_call("health mark", name, lambda: self._table.upsert_entity(entity))
+
+    async def marks(self) -> dict[str, datetime]:
+        async def read() -> dict[str, datetime]:
+            query = self._table.query_entities(
+                "PartitionKey eq @p", parameters={"p": MARK_PARTITION}, select=["RowKey", "At"]
+            )
+            return {e["RowKey"]: e["At"] async for e in query}
+
+        return dict(await table_call("health marks", MARK_PARTITION, read))
+
+
+class IndexWatchlist:
+    """Watchlist port: one entity per registration, in the expiry index's table (partition "watch")."""
+
+    def __init__(self, service: Any, table_name: str = CREDENTIAL_EXPIRY_TABLE) -> None:
+        self._table = service.get_table_client(table_name)
+
+    async def close(self) -> None:
+        await self._table.close()
+
+    async def add(self, registration_id: str) -> None:
+        entity = {"PartitionKey": WATCH_PARTITION, "RowKey": registration_id}
+        await table_call("watch", registration_id, lambda: self._table.upsert_entity(entity))
+
+    async def discard(self, registration_id: str) -> None:
+        with contextlib.suppress(NotFound):
+            await table_call(
+                "unwatch",
+                registration_id,
+                lambda: self._table.delete_entity(WATCH_PARTITION, registration_id),
+            )
+
+    async def members(self) -> list[str]:
+        async def read() -> list[str]:
+            query = self._table.query_entities(
+                "PartitionKey eq @p", parameters={"p": WATCH_PARTITION}, select=["RowKey"]
+            )
+            return [e["RowKey"] async for e in query]
+
+        return list(await table_call("watchlist", WATCH_PARTITION, read))

@@ -458,3 +458,72 @@ class Clock(Protocol):
     def now(self) -> datetime:
         """Timezone-aware UTC."""
         ...
+
+
+class QueueLengths(Protocol):
+    """How many messages wait in a queue (Storage's approximate count; one request, no message read)."""
+
+    async def approximate_length(self, queue_name: str) -> int: ...
+
+
+class DeadLetters(Protocol):
+    """Webhook deliveries that ended dead-lettered, across all registrations."""
+
+    async def count_dead_letters(self) -> int: ...
+
+
+class HealthMarks(Protocol):
+    """When periodic work last completed (the rotation sweep, an inventory scan): one entity each."""
+
+    async def mark(self, name: str, at: datetime) -> None:
+        """Upsert; idempotent."""
+        ...
+
+    async def marks(self) -> dict[str, datetime]: ...
+
+
+class Watchlist(Protocol):
+    """Registrations escalation found at risk outside the expiry index's view (a rotation forced
+    early that keeps failing): read by every snapshot, so it stays O(at risk)."""
+
+    async def add(self, registration_id: str) -> None:
+        """Idempotent."""
+        ...
+
+    async def discard(self, registration_id: str) -> None:
+        """Idempotent."""
+        ...
+
+    async def members(self) -> list[str]: ...
+
+
+@dataclass(frozen=True)
+class TenantSubscriptionRecord:
+    """A tenant-wide webhook subscription as stored (its signing secret is in Key Vault only)."""
+
+    id: str
+    url: str  # the full URL (deliveries need it); the API shows display_url()
+    events: tuple[str, ...]
+    created_at: datetime
+    created_by: str | None = None
+    # Written first as False (write-ahead), True once its signing secret is in Key Vault; only an
+    # active one is delivered to or shown.
+    active: bool = True
+
+
+class TenantSubscriptionStore(Protocol):
+    """Tenant-wide webhook subscriptions (Table storage, WebhookSubscriptions)."""
+
+    async def put(self, subscription: TenantSubscriptionRecord) -> None:
+        """Upsert by id."""
+        ...
+
+    async def get(self, subscription_id: str) -> TenantSubscriptionRecord:
+        """Raises NotFound."""
+        ...
+
+    async def list(self) -> list[TenantSubscriptionRecord]: ...
+
+    async def remove(self, subscription_id: str) -> None:
+        """Idempotent."""
+        ...

@@ -121,6 +121,7 @@ def credential_view(c: CredentialState | None) -> dict[str, Any] | None:
         "issuer": c.issuer,
         "subject": c.subject,
         "verifiedOn": _iso(c.verified_at),
+        "confirmedOn": _iso(c.confirmed_at),
     }
 
 
@@ -171,6 +172,7 @@ def registration_view(r: Registration, url: str | None = None) -> dict[str, Any]
         "permissions": perms(r.granted_permissions),
         "requestedPermissions": perms(r.plan.permissions),
         "credential": credential_view(r.credential),
+        "retirement": r.retirement,
         "owners": owners_view(r),
         "manualSteps": list(r.manual_steps),
         "notes": r.plan.notes,

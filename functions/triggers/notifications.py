@@ -15,6 +15,7 @@ from functions.core.record.models import Problem
 from functions.resources import WEBHOOK_DELIVERIES_QUEUE
 from functions.telemetry import log_context
 from functions.triggers.http_common import error_response, json_response
+from functions.triggers.queue_retries import poison_watch
 
 if TYPE_CHECKING:
     from functions.core.notification.subscriptions import Subscriptions
@@ -53,11 +54,12 @@ async def keyvault_events(event: func.EventGridEvent) -> None:
 async def webhook_delivery(msg: func.QueueMessage) -> None:
     from functions.core.notification.events import Delivery
 
-    delivery = Delivery.from_message(msg.get_body().decode("utf-8"))  # unreadable: poison queue
     svc = await services().ready()
-    with log_context(registration_id=delivery.registration_id, operation="webhook.deliver"):
-        status = await svc.delivery_worker().deliver(delivery)
-        log.info("webhook delivery %s attempt %d: %s", delivery.delivery_id, delivery.attempt, status)
+    async with poison_watch(msg, WEBHOOK_DELIVERIES_QUEUE, svc):
+        delivery = Delivery.from_message(msg.get_body().decode("utf-8"))  # unreadable: poison queue
+        with log_context(registration_id=delivery.registration_id, operation="webhook.deliver"):
+            status = await svc.delivery_worker().deliver(delivery)
+            log.info("webhook delivery %s attempt %d: %s", delivery.delivery_id, delivery.attempt, status)
 
 
 def _subscriptions() -> Subscriptions:

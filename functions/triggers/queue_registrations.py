@@ -16,6 +16,10 @@ bp = func.Blueprint()
 
 @bp.queue_trigger(arg_name="msg", queue_name=REGISTRATION_REQUESTS_QUEUE, connection="AzureWebJobsStorage")
 async def registration_worker(msg: func.QueueMessage) -> None:
+    from functions.bootstrap import services
     from functions.triggers import registration_worker as worker
+    from functions.triggers.queue_retries import poison_watch
 
-    await worker.registration_worker(msg)
+    svc = await services().ready()
+    async with poison_watch(msg, REGISTRATION_REQUESTS_QUEUE, svc):  # message.poisoned on its last raise
+        await worker.registration_worker(msg)

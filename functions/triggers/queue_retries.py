@@ -11,9 +11,16 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import azure.functions as func
+
+    from functions.bootstrap import Services
 
 log = logging.getLogger(__name__)
 
@@ -55,3 +62,16 @@ def _from_host_json(path: Path) -> int:
 def is_last_delivery(dequeue_count: int | None, values: Mapping[str, str]) -> bool:
     """Whether the host moves the message to the poison queue if this delivery raises (unknown: no)."""
     return dequeue_count is not None and dequeue_count >= max_dequeue_count(values)
+
+
+@asynccontextmanager
+async def poison_watch(msg: func.QueueMessage, queue_name: str, svc: Services) -> AsyncIterator[None]:
+    """Around a queue handler: when its last delivery raises, the host moves the message to
+    `<queue>-poison`, so that is a signal (message.poisoned); the exception goes on to the host."""
+    try:
+        yield
+    except Exception as err:
+        if is_last_delivery(msg.dequeue_count, svc.settings.values):
+            # The exception's type only: its text may quote the message, which may quote anything.
+            svc.escalation().message_poisoned(queue_name, type(err).__name__)
+        raise

@@ -53,6 +53,7 @@ async def registration_worker(msg: func.QueueMessage) -> None:
                 clock=svc.clock,
             )
             log.warning("queued request refused as %s: %s", record.id, err)
+            svc.escalation().provisioning_ended(record)
             return
         request = validated.request
         try:
@@ -99,3 +100,4 @@ async def _provision(msg: func.QueueMessage, svc: Services, registration_id: str
         record = await provisioner.give_up(registration_id, reason)
     log.info("registration %s is %s (delivery %s)", record.id, record.status.value, msg.dequeue_count)
     await svc.settle(record)
+    svc.escalation().provisioning_ended(record)

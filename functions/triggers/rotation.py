@@ -21,6 +21,7 @@ from functions.core.record.models import Problem, RegistrationStatus
 from functions.resources import ROTATION_JOBS_QUEUE
 from functions.telemetry import log_context
 from functions.triggers.http_common import error_response, json_response
+from functions.triggers.queue_retries import poison_watch
 
 log = logging.getLogger(__name__)
 bp = func.Blueprint()
@@ -40,22 +41,34 @@ async def rotation_sweep(timer: func.TimerRequest) -> None:
             result.enqueued,
             " (past due)" if timer.past_due else "",
         )
+        # After the sweep: mark it, snapshot, and announce credentials at risk (escalation).
+        async with svc.prompt_deliveries():
+            await svc.escalation().watch()
 
 
 @bp.queue_trigger(arg_name="msg", queue_name=ROTATION_JOBS_QUEUE, connection="AzureWebJobsStorage")
 async def rotation_worker(msg: func.QueueMessage) -> None:
     from functions.core.record.schedule import RotationJob
+    from functions.core.rotation.rotator import Outcome
 
-    # An unreadable message raises: the host retries it, then moves it to rotation-jobs-poison.
-    job = RotationJob.from_message(json.loads(msg.get_body().decode("utf-8")))
     svc = await services().ready()
-    try:
-        async with svc.prompt_deliveries():  # credential.rotated/retired reach subscribers at once
-            outcome = await svc.rotator().run(job)
-    except PermanentError as err:
-        log.error("rotation job %s refused for good (recorded on the registration): %s", job.job_id, err)
-        return
-    log.info("rotation job %s: %s", job.job_id, outcome.value)
+    async with poison_watch(msg, ROTATION_JOBS_QUEUE, svc):
+        # An unreadable message raises: the host retries it, then moves it to rotation-jobs-poison.
+        job = RotationJob.from_message(json.loads(msg.get_body().decode("utf-8")))
+        async with svc.prompt_deliveries():  # credential.rotated/retired, rotation.failed: at once
+            try:
+                outcome = await svc.rotator().run(job)
+            except PermanentError as err:
+                log.error(
+                    "rotation job %s refused for good (recorded on the registration): %s", job.job_id, err
+                )
+                await svc.escalation().rotation_failed(job)
+                return
+            if outcome is Outcome.KEPT:  # a retirement kept back (unconfirmed, or the last valid one)
+                await svc.escalation().retirement_kept(job)
+            else:
+                svc.escalation().rotation_ran(job, outcome.value)
+        log.info("rotation job %s: %s", job.job_id, outcome.value)
 
 
 @bp.route(route="registrations/{id}/rotate", methods=["POST"])

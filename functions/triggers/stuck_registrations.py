@@ -33,6 +33,7 @@ async def stuck_registrations_sweep(timer: func.TimerRequest) -> None:
             svc.store, svc.provisioner(), svc.clock, deadline=svc.settings.provisioning_deadline
         )
         for record in result.ended:
+            svc.escalation().provisioning_ended(record)  # registration.failed, a signal
             try:
                 await svc.settle(record)
             except RegistrarError as err:

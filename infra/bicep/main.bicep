@@ -71,6 +71,12 @@ param rotationLifetimeFraction string = '0.66'
 @description('ISO 8601 duration old and new credentials both stay valid after a rotation (REGISTRAR_ROTATION_OVERLAP).')
 param rotationOverlap string = 'P1D'
 
+@description('ISO 8601 duration before its end when a credential with no verified successor is at risk (REGISTRAR_AT_RISK_WINDOW).')
+param atRiskWindow string = 'P14D'
+
+@description('Rotation failures in a row after which a credential is at risk (REGISTRAR_ROTATION_FAILURES_BEFORE_ALERT).')
+param rotationFailuresBeforeAlert string = '3'
+
 @description('ISO 8601 lifetime of a new credential unless the profile says otherwise (REGISTRAR_DEFAULT_CREDENTIAL_LIFETIME).')
 param defaultCredentialLifetime string = 'P180D'
 
@@ -219,6 +225,8 @@ var registrarSettings = {
   REGISTRAR_VERIFY_TIMEOUT: verifyTimeout
   REGISTRAR_PROVISIONING_DEADLINE: provisioningDeadline
   REGISTRAR_WEBHOOK_RETRY_SCHEDULE: webhookRetrySchedule
+  REGISTRAR_AT_RISK_WINDOW: atRiskWindow
+  REGISTRAR_ROTATION_FAILURES_BEFORE_ALERT: rotationFailuresBeforeAlert
   REGISTRAR_TENANT_CREDENTIALS: effectiveTenantCredentials
 }
 

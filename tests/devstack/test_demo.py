@@ -44,6 +44,7 @@ def test_demo_provisions_rotates_and_shows_the_signed_webhooks(stack: dict[str, 
     assert "The secret in Key Vault works" in output
     assert "credential.rotated" in output and "registration.active" in output
     assert "is active on generation 2" in output
+    assert "credential.at_risk (signature verified)" in output and "near_expiry" in output
     assert stack["clientSecret"] not in output
     assert "whsec_" not in output  # the webhook signing secret is shown to the caller, not printed
     headers = headers_of_tables(run.stdout)

@@ -21,6 +21,9 @@ LOCAL_ONLY_SETTINGS = {
     "REGISTRAR_CLIENT_SECRET",
     # A connection string (Azurite's); in Azure, AzureWebJobsStorage__accountName/__credential.
     "AzureWebJobsStorage",
+    # Application Insights' local stand-in (functions/telemetry_file.py); Azure Monitor replaces it.
+    "REGISTRAR_TELEMETRY_FILE",
+    "REGISTRAR_TELEMETRY_INTERVAL",
     # Flex Consumption sets the worker runtime from functionAppConfig.runtime and rejects this setting.
     "FUNCTIONS_WORKER_RUNTIME",
 }

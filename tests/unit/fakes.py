@@ -28,6 +28,7 @@ from functions.core.ports import (
     IssuedSecret,
     KeyCredentialSpec,
     QueuedMessage,
+    TenantSubscriptionRecord,
     VaultCertificate,
     VaultSecretRef,
 )
@@ -573,6 +574,11 @@ class FakeQueue(Recorder):
         self.receipts[index] = f"receipt-{index}-{self.count('reschedule')}"  # Storage issues a new one
         return True
 
+    async def approximate_length(self, queue_name: str) -> int:
+        """QueueLengths: what a consumer would still receive (poison queues: what tests put there)."""
+        self.note("length")
+        return len(self.pending(queue_name))
+
     def pending(self, queue_name: str) -> list[str]:
         """Messages a consumer would still receive: neither deleted by their sender nor taken back."""
         return [m for i, (q, m) in enumerate(self.sent) if q == queue_name and i not in self.deleted]
@@ -728,3 +734,71 @@ class Flaky:
             return result
 
         return call
+
+
+class FakeDeadLetters(Recorder):
+    """DeadLetters: a count the test sets; reading it costs that many entity reads, as Tables does."""
+
+    def __init__(self, count: int = 0) -> None:
+        super().__init__()
+        self.count_now = count
+
+    async def count_dead_letters(self) -> int:
+        self.note("dead_letters")
+        return self.count_now
+
+
+class FakeHealthMarks(Recorder):
+    def __init__(self) -> None:
+        super().__init__()
+        self.at: dict[str, datetime] = {}
+
+    async def mark(self, name: str, at: datetime) -> None:
+        self.note("mark")
+        self.at[name] = at
+
+    async def marks(self) -> dict[str, datetime]:
+        self.note("marks")
+        return dict(self.at)
+
+
+class FakeWatchlist(Recorder):
+    def __init__(self) -> None:
+        super().__init__()
+        self.ids: set[str] = set()
+
+    async def add(self, registration_id: str) -> None:
+        self.note("add")
+        self.ids.add(registration_id)
+
+    async def discard(self, registration_id: str) -> None:
+        self.note("discard")
+        self.ids.discard(registration_id)
+
+    async def members(self) -> list[str]:
+        self.note("members")
+        return sorted(self.ids)
+
+
+class FakeTenantSubscriptionStore(Recorder):
+    def __init__(self) -> None:
+        super().__init__()
+        self.items: dict[str, TenantSubscriptionRecord] = {}
+
+    async def put(self, subscription: TenantSubscriptionRecord) -> None:
+        self.note("put")
+        self.items[subscription.id] = subscription
+
+    async def get(self, subscription_id: str) -> TenantSubscriptionRecord:
+        self.note("get")
+        if subscription_id not in self.items:
+            raise NotFound("subscription", subscription_id)
+        return self.items[subscription_id]
+
+    async def list(self) -> list[TenantSubscriptionRecord]:
+        self.note("list")
+        return list(self.items.values())
+
+    async def remove(self, subscription_id: str) -> None:
+        self.note("remove")
+        self.items.pop(subscription_id, None)

@@ -18,6 +18,7 @@ from azure.functions.queue import QueueMessage
 
 from functions import bootstrap
 from functions.core.catalogue.policy import Policy
+from functions.core.escalation.at_risk import EscalationSettings
 from functions.core.notification.signing_secrets import CachedSecrets
 from functions.core.record.models import RegistrationStatus
 from functions.core.rotation.rotator import RotationSettings
@@ -28,7 +29,7 @@ from functions.triggers import http_registrations as api
 from functions.triggers.queue_messages import UnreadableMessage
 from functions.triggers.queue_registrations import registration_worker
 from tests.openapi_check import load_openapi, response_errors
-from tests.unit.fakes import FakeInFlightIndex, FakeQueue
+from tests.unit.fakes import FakeDeadLetters, FakeHealthMarks, FakeInFlightIndex, FakeQueue, FakeWatchlist
 from tests.unit.provisioning_world import TENANT, World
 
 BASE = "https://registrar.example.com/api"
@@ -69,6 +70,10 @@ class FakeServices:
         self.in_flight = FakeInFlightIndex()
         self.rotation_settings = RotationSettings()
         self.signing_secrets = CachedSecrets(world.vault)
+        self.deliveries = FakeDeadLetters()
+        self.health_marks = FakeHealthMarks()
+        self.watchlist = FakeWatchlist()
+        self.escalation_settings = EscalationSettings()
 
     def job_owner(self) -> str:
         return f"{self.owner}-{uuid.uuid4().hex[:8]}"
@@ -83,6 +88,7 @@ class FakeServices:
         return self.world.lifecycle()
 
     settle = bootstrap.Services.settle  # the real wiring, over these fakes
+    escalation = bootstrap.Services.escalation
 
     def prompt_deliveries(self) -> contextlib.nullcontext[None]:
         return contextlib.nullcontext()  # announcements go to the queue (tests/unit/test_prompt_delivery.py)

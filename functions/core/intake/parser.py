@@ -31,7 +31,7 @@ MAX_CUSTOM_PERMISSIONS = 50
 MAX_REDIRECT_URIS = 20
 TOP_LEVEL_FIELDS = (
     "requestId", "profile", "displayName", "tenantId", "options", "credential", "owners",
-    "requestedBy", "webhooks", "permissions", "notes",
+    "requestedBy", "webhooks", "permissions", "notes", "retirement",
 )  # fmt: skip
 CREDENTIAL_FIELDS = ("type", "lifetime", "issuer", "subject", "audiences")
 WEBHOOK_FIELDS = ("url", "events")

@@ -34,6 +34,8 @@ from functions.core.intake.parser import (
 from functions.core.ports import RedirectUris
 from functions.core.record.errors import ValidationFailed
 from functions.core.record.models import (
+    RETIRE_AFTER_OVERLAP,
+    RETIREMENT_MODES,
     PermissionRef,
     Problem,
     RegistrationRequest,
@@ -181,6 +183,13 @@ def _parse(
     webhooks = p.webhooks(body.get("webhooks"))
     permissions = p.permissions(body.get("permissions"), profile)
     notes = p.string(body.get("notes"), "notes", max_len=1024)
+    retirement = p.string(body.get("retirement"), "retirement", max_len=32) or RETIRE_AFTER_OVERLAP
+    if retirement not in RETIREMENT_MODES:
+        p.add(
+            "retirement",
+            f"{retirement!r} is not a retirement mode",
+            f"allowed: {', '.join(RETIREMENT_MODES)}",
+        )
     if p.problems or request_id is None or profile is None or tenant_id is None or credential is None:
         return p, None, profile
     if display_name is None:
@@ -198,6 +207,7 @@ def _parse(
         requested_by=requested_by,
         webhooks=webhooks,
         notes=notes,
+        retirement=retirement,
     )
     return p, request, profile
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from functions.core.notification.events import Delivery, WebhookEvent, WebhookSubscription, fan_out
 from functions.core.notification.prompt import PromptDeliveries, current_prompt
+from functions.core.notification.tenant_wide import current_tenant_wide
 from functions.core.ports import Clock, MessageQueue
 from functions.core.record.keeper import RecordKeeper
 from functions.core.record.registration import Registration
@@ -67,11 +68,14 @@ class Announcer:
             prompt.prefetch([s.id for s in subscriptions_of(record) if s.wants(event_type)])
 
     async def announce(self, keeper: RecordKeeper, event: WebhookEvent) -> int:
-        """Enqueue the deliveries of `event` unless it was announced before; returns how many."""
+        """Enqueue the deliveries of `event` unless it was announced before; returns how many.
+        Its subscribers: the registration's webhooks, and the tenant-wide subscriptions."""
         record = keeper.current
         if announced(record, event.id):
             return 0
-        deliveries = fan_out(event, subscriptions_of(record))
+        tenant_wide = current_tenant_wide()
+        extra = await tenant_wide.for_registration(record.id) if tenant_wide is not None else []
+        deliveries = fan_out(event, [*subscriptions_of(record), *extra])
         # Sent at once: one event to many subscribers should not wait on one queue write after another.
         # Every send is awaited before a failure is raised, so none is left running unobserved; the
         # caller's retry re-sends them all with the same webhook-ids, and the delivery log keeps a

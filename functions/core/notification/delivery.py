@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 
 from functions.core.notification.events import (
@@ -38,6 +38,10 @@ from functions.resources import WEBHOOK_DELIVERIES_QUEUE
 
 log = logging.getLogger(__name__)
 
+# Told each attempt's outcome (delivered, retrying, dead_lettered, gone): bootstrap wires escalation's
+# counter and dead-letter signal here, so notification needs nothing above it.
+DeliveryObserver = Callable[[Delivery, str], None]
+
 
 class DeliveryWorker:
     def __init__(
@@ -49,7 +53,9 @@ class DeliveryWorker:
         deliveries: DeliveryLog,
         clock: Clock,
         schedule: Sequence[timedelta] = DEFAULT_RETRY_SCHEDULE,
+        observer: DeliveryObserver | None = None,
     ) -> None:
+        self._observer = observer
         self._vault = vault
         self._transport = transport
         self._queue = queue
@@ -63,6 +69,16 @@ class DeliveryWorker:
         `held`: this delivery's own message, still hidden and not received by anyone (a prompt
         attempt's, core/notification/prompt.py). A failed attempt then rewrites that message as the
         retry instead of sending another, so a crash cannot leave two retry chains."""
+        status, attempted = await self._attempt(delivery, held)
+        if attempted and self._observer is not None:
+            try:
+                self._observer(delivery, status)
+            except Exception:  # telemetry must never fail a delivery
+                log.exception("delivery observer failed")
+        return status
+
+    async def _attempt(self, delivery: Delivery, held: QueuedMessage | None) -> tuple[str, bool]:
+        """The attempt's status, and whether this call settled or retried it (not a settled repeat)."""
         if delivery.attempt > 1 or delivery.prompt:
             # A retry is rare, so it may afford a read: a duplicate chain of this delivery (the
             # announcement re-sent after a crash) may have settled it meanwhile. So may have the
@@ -72,23 +88,24 @@ class DeliveryWorker:
                 log.info(
                     "webhook delivery %s already %s: no further attempt", delivery.delivery_id, settled.status
                 )
-                return settled.status
+                return settled.status, False
         try:
             _, secret = await self._vault.get_secret(webhook_secret_name(delivery.subscription_id))
         except NotFound:
             await self._note(delivery, "gone", None, "the subscription was removed")
-            return "gone"
+            return "gone", True
         now = self._clock.now()
         body = delivery.body.encode()
         headers = signed_headers(secret, delivery.delivery_id, int(now.timestamp()), body)
         outcome: DeliveryOutcome = await self._transport.send(delivery.url, headers, body)
         if outcome.delivered:
             await self._note(delivery, "delivered", outcome.status, None)
-            return "delivered"
+            return "delivered", True
         if outcome.gone:
             await self._note(delivery, "gone", outcome.status, "the receiver answered 410 Gone")
-            return "gone"
-        return await self._failed(delivery, outcome, held)
+            return "gone", True
+        status = await self._failed(delivery, outcome, held)
+        return status, status in ("retrying", "dead_lettered")
 
     async def prefetch(self, subscription_ids: Sequence[str]) -> None:
         """Read these subscriptions' signing secrets ahead of their deliveries (a cache in front of

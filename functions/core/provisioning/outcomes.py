@@ -11,6 +11,7 @@ import asyncio
 from datetime import timedelta
 
 from functions.core.notification.announcer import Announcer, announced, event_for
+from functions.core.notification.tenant_wide import current_tenant_wide
 from functions.core.ports import Clock, ExpiryIndex, MessageQueue, RegistrationStore
 from functions.core.record.keeper import RecordKeeper, Sleep
 from functions.core.record.models import RegistrationStatus
@@ -61,7 +62,9 @@ async def settle_provisioned(
         )
     else:
         return
-    if announced(record, event.id) or not record.webhooks:
+    tenant_wide = current_tenant_wide()
+    has_subscribers = bool(record.webhooks) or (tenant_wide is not None and bool(await tenant_wide.records()))
+    if announced(record, event.id) or not has_subscribers:
         return
     keeper = await RecordKeeper.claim(
         store,

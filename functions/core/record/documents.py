@@ -197,7 +197,7 @@ def _plan_from(d: Mapping[str, Any]) -> ProvisioningPlan:
     )
 
 
-_CRED_DATES = ("start", "expires_on", "verified_at", "retire_after")
+_CRED_DATES = ("start", "expires_on", "verified_at", "retire_after", "confirmed_at")
 _CRED_TEXT = (
     "display_name",
     "key_id",

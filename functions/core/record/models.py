@@ -138,6 +138,8 @@ WEBHOOK_EVENTS: tuple[str, ...] = (
     "credential.retired",
     "credential.expiring",
     "credential.expired",
+    "rotation.failed",  # a rotation refused for good (escalation), with its reason
+    "credential.at_risk",  # once per credential per day while at risk (escalation)
 )
 
 
@@ -145,6 +147,14 @@ WEBHOOK_EVENTS: tuple[str, ...] = (
 class WebhookSpec:
     url: str
     events: tuple[str, ...] = WEBHOOK_EVENTS
+
+
+# When an old credential is removed after a rotation (the request's "retirement"): once the overlap
+# ends (the default), or once the connector confirmed it uses the new one (and at the latest at the
+# old credential's own end).
+RETIRE_AFTER_OVERLAP = "after-overlap"
+RETIRE_AFTER_CONFIRM = "after-confirm"
+RETIREMENT_MODES: tuple[str, ...] = (RETIRE_AFTER_OVERLAP, RETIRE_AFTER_CONFIRM)
 
 
 @dataclass(frozen=True)
@@ -162,6 +172,7 @@ class RegistrationRequest:
     requested_by: str | None = None
     webhooks: tuple[WebhookSpec, ...] = ()
     notes: str | None = None
+    retirement: str = RETIRE_AFTER_OVERLAP
 
     @property
     def registration_id(self) -> str:
@@ -186,6 +197,8 @@ class RegistrationRequest:
             "owners": sorted(self.owners),
             "webhooks": sorted([w.url, sorted(w.events)] for w in self.webhooks),
         }
+        if self.retirement != RETIRE_AFTER_OVERLAP:  # the default leaves earlier fingerprints unchanged
+            body["retirement"] = self.retirement
         canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
         return hashlib.sha256(canonical.encode()).hexdigest()
 

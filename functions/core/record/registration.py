@@ -18,6 +18,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from functions.core.record.models import (
+    RETIRE_AFTER_OVERLAP,
+    RETIREMENT_MODES,
     CredentialSpec,
     CredentialType,
     Problem,
@@ -75,6 +77,7 @@ class CredentialState:
     subject: str | None = None
     verified_at: datetime | None = None
     retire_after: datetime | None = None  # retiring credentials only
+    confirmed_at: datetime | None = None  # the connector said it uses this one (POST .../confirm)
 
 
 @dataclass(frozen=True)
@@ -164,6 +167,12 @@ class Registration:
     def with_event(self, step: str, outcome: str, at: datetime, detail: str | None = None) -> Registration:
         history = (*self.history, StepEvent(step, outcome, at, detail))[-MAX_HISTORY:]
         return replace(self, history=history, updated_at=at)
+
+    @property
+    def retirement(self) -> str:
+        """after-overlap (default) or after-confirm: from the request as accepted (intake validated it)."""
+        value = self.request.get("retirement")
+        return value if value in RETIREMENT_MODES else RETIRE_AFTER_OVERLAP
 
     def step_done(self, step: str) -> bool:
         return any(e.step == step and e.outcome in ("done", "skipped") for e in self.history)

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from functions.core.credentials.verification import VerifyPolicy
 from functions.core.record.errors import RecordInconsistent
 from functions.core.record.keeper import WORK_LEASE
-from functions.core.record.models import CredentialType
+from functions.core.record.models import RETIRE_AFTER_CONFIRM, CredentialType
 from functions.core.record.registration import CredentialState, Registration
 from functions.core.record.schedule import JobAction, RotationJob, job_id, rotation_due_at
 
@@ -88,6 +88,18 @@ def rotate_now_job(record: Registration, at: datetime, requested_by: str) -> Rot
     if credential is None or credential.type is CredentialType.FEDERATED:
         return None
     return _rotate(record, credential.generation, at, requested_by)
+
+
+def unconfirmed(record: Registration, old: CredentialState, now: datetime) -> bool:
+    """An after-confirm registration whose current credential the connector has not confirmed,
+    and `old` still valid: the old one must stay (never retired before the connector switched)."""
+    current = record.credential
+    return (
+        record.retirement == RETIRE_AFTER_CONFIRM
+        and current is not None
+        and current.confirmed_at is None
+        and (old.expires_on is None or old.expires_on > now)
+    )
 
 
 def failed_in_a_row(record: Registration, step: str) -> int:

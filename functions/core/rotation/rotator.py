@@ -59,6 +59,7 @@ from functions.core.rotation.jobs import (
     retry_later,
     rotate_now_job,
     rotation_job,
+    unconfirmed,
 )
 from functions.core.rotation.published import pending_state, published_generation
 from functions.core.rotation.staging import NextGeneration
@@ -346,6 +347,20 @@ class Rotator:
             log.error("keeping credential %s: it is the last valid credential of the app", old.key_id)
             await keeper.update(lambda r: r.with_event("retire", "kept", now, f"keyId {old.key_id}"))
             await self._retry_later(keeper, job, "retire")
+            return Outcome.KEPT
+        if unconfirmed(record, old, now):
+            # after-confirm: the connector has not said it uses the new credential. The old one
+            # stays until it does (POST .../confirm puts this job back to now) or until its own end.
+            log.warning("keeping credential %s until the connector confirms its successor", old.key_id)
+            if not any(
+                e.step == "retire" and e.detail == f"unconfirmed keyId {old.key_id}" for e in record.history
+            ):
+                await keeper.update(
+                    lambda r: r.with_event("retire", "kept", now, f"unconfirmed keyId {old.key_id}")
+                )
+            await self._index.put(
+                replace(job, due_at=old.expires_on or retry_later(job, now, 1, self._settings).due_at)
+            )
             return Outcome.KEPT
         await self._next.retire(keeper, old)
         await keeper.update(
