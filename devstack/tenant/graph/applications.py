@@ -171,7 +171,7 @@ def apply_update(call: Call, app: Application, props: dict[str, Any], keys: list
     if unique is not None and current is not None and unique.lower() != str(current).lower():
         raise bad_request("Property 'uniqueName' is immutable once set.")
     if unique is not None and current is None:
-        if call.directory.application_by_unique_name(unique) is not None:
+        if call.directory.unique_name_taken(unique):
             raise conflict("Another object with the same value for property uniqueName already exists.")
         call.directory.apps_by_unique_name[unique.lower()] = app
     new_keys: list[KeyCredential] | None = parse_key_credentials(keys, app) if keys is not None else None
@@ -203,7 +203,7 @@ def _mirror_on_service_principal(call: Call, app: Application) -> None:
 
 def create_app(call: Call, props: dict[str, Any], keys: list[Any] | None) -> Application:
     unique = props.get("uniqueName")
-    if unique and call.directory.application_by_unique_name(unique) is not None:
+    if unique and call.directory.unique_name_taken(unique):
         raise conflict("Another object with the same value for property uniqueName already exists.")
     app = call.directory.create_application({}, owner_ids=[call.principal.service_principal_id])
     apply_update(call, app, props, keys)
