@@ -7,6 +7,7 @@ import azure.functions as func
 from functions.telemetry import configure_telemetry
 from functions.triggers import (
     http_registrations,
+    inventory,
     notifications,
     queue_registrations,
     rotation,
@@ -24,3 +25,4 @@ app.register_functions(queue_registrations.bp)
 app.register_functions(rotation.bp)
 app.register_functions(notifications.bp)
 app.register_functions(stuck_registrations.bp)
+app.register_functions(inventory.bp)

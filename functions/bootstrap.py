@@ -24,6 +24,8 @@ if TYPE_CHECKING:
     from functions.core.catalogue.lifetimes import CredentialLifetimes
     from functions.core.catalogue.policy import Policy
     from functions.core.catalogue.profiles import ProfileCatalogue
+    from functions.core.inventory.ports import InventoryStore
+    from functions.core.inventory.scanner import InventoryScanner
     from functions.core.notification.delivery import DeliveryWorker
     from functions.core.notification.prompt import PromptDeliveries
     from functions.core.notification.signing_secrets import CachedSecrets
@@ -89,6 +91,36 @@ class Services:
         return GraphDirectory(self.identity, self.settings.graph_base_url)
 
     @cached_property
+    def inventory_store(self) -> InventoryStore:
+        from functions.adapters.table_inventory import TableInventoryStore
+
+        return TableInventoryStore(self.table_service)
+
+    def inventory_scanner(self) -> InventoryScanner:
+        from functions.adapters.graph import GraphDirectory
+        from functions.adapters.graph_inventory import GraphInventory
+        from functions.core.inventory.scanner import InventoryScanner
+
+        assert isinstance(self.directory, GraphDirectory)
+        return InventoryScanner(
+            GraphInventory(self.directory),
+            self.inventory_store,
+            self.directory,
+            self.store,
+            self.catalogue,
+            self.clock,
+        )
+
+    @property
+    def tenants(self) -> list[str]:
+        """Every tenant Registrar has an identity in: home first."""
+        return list(
+            dict.fromkeys(
+                [self.settings.home_tenant_id.lower(), *(t.lower() for t in self.identity.config.tenants)]
+            )
+        )
+
+    @cached_property
     def vault(self) -> Vault:
         from functions.adapters.keyvault import KeyVaultStore
 
@@ -135,7 +167,7 @@ class Services:
 
     # Users before what they use: the store and logs write through the table service, every
     # Azure client authenticates through the identity.
-    _CLOSE_ORDER = ("deliveries", "index", "store", "queue", "table_service", "directory", "vault",
+    _CLOSE_ORDER = ("deliveries", "index", "store", "inventory_store", "queue", "table_service", "directory", "vault",
                     "webhook_sender", "identity")  # fmt: skip
 
     async def close(self) -> None:

@@ -48,6 +48,7 @@ class Settings:
     client_id: str | None
     client_secret: SecretValue | None
     rotation_schedule: str
+    inventory_schedule: str
     rotation_lead_time: timedelta
     rotation_lifetime_fraction: float
     rotation_overlap: timedelta
@@ -134,6 +135,7 @@ class Settings:
             client_id=text("REGISTRAR_CLIENT_ID") or None,
             client_secret=SecretValue(secret) if secret else None,
             rotation_schedule=text("REGISTRAR_ROTATION_SCHEDULE", "0 */15 * * * *"),
+            inventory_schedule=text("REGISTRAR_INVENTORY_SCHEDULE", "0 30 2 * * *"),
             rotation_lead_time=duration("REGISTRAR_ROTATION_LEAD_TIME", "P30D"),
             rotation_lifetime_fraction=fraction,
             rotation_overlap=duration("REGISTRAR_ROTATION_OVERLAP", "P1D"),

@@ -59,6 +59,9 @@ param graphBaseUrl string = 'https://graph.microsoft.com/v1.0'
 @description('Six-field NCRONTAB schedule (UTC) of the rotation timer (REGISTRAR_ROTATION_SCHEDULE).')
 param rotationSchedule string = '0 */15 * * * *'
 
+@description('Six-field NCRONTAB schedule (UTC) of the inventory scan (REGISTRAR_INVENTORY_SCHEDULE): daily by default.')
+param inventorySchedule string = '0 30 2 * * *'
+
 @description('ISO 8601 duration before expiry when a credential is rotated (REGISTRAR_ROTATION_LEAD_TIME).')
 param rotationLeadTime string = 'P30D'
 
@@ -187,6 +190,7 @@ var registrarSettings = {
   REGISTRAR_GRAPH_BASE_URL: graphBaseUrl
   REGISTRAR_KEY_VAULT_URL: keyVault.outputs.keyVaultUri
   REGISTRAR_ROTATION_SCHEDULE: rotationSchedule
+  REGISTRAR_INVENTORY_SCHEDULE: inventorySchedule
   REGISTRAR_ROTATION_LEAD_TIME: rotationLeadTime
   REGISTRAR_ROTATION_LIFETIME_FRACTION: rotationLifetimeFraction
   REGISTRAR_ROTATION_OVERLAP: rotationOverlap

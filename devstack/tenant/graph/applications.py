@@ -10,12 +10,14 @@ from devstack.tenant.graph.errors import GraphError, bad_request, conflict, not_
 from devstack.tenant.graph.http import Call, Reply, Router, list_reply, require_guid
 from devstack.tenant.graph.model import Application, KeyCredential, ServicePrincipal
 from devstack.tenant.graph.odata import (
+    MAX_EXPANDED,
     decode_skiptoken,
     parse_filter,
     parse_select,
     parse_top,
     reject_unknown_options,
     wants_count,
+    wants_owners,
 )
 from devstack.tenant.graph.shapes import application_defaults
 
@@ -219,7 +221,7 @@ def post_applications(call: Call, match: re.Match[str]) -> Reply:
 
 def list_applications(call: Call, match: re.Match[str]) -> Reply:
     authz.require_read(call.principal)
-    reject_unknown_options(call.query)
+    reject_unknown_options(call.query, expand_owners=True)
     select = app_select(call)
     top = parse_top(call.query.get("$top"))
     count = wants_count(call.query, call.headers)
@@ -265,7 +267,11 @@ def page(
             matched.append(candidate)
             if wanted is not None and len(matched) >= wanted:
                 break
-    items = [o.to_json(select) for o in matched[offset : offset + top]]
+    expand = wants_owners(call.query)
+    items = [
+        _with_owners(call, o.to_json(select), o.owners) if expand else o.to_json(select)
+        for o in matched[offset : offset + top]
+    ]
     more = offset + top < len(matched)
     return list_reply(
         call,
@@ -274,6 +280,17 @@ def page(
         next_offset=offset + top if more else None,
         count=len(matched) if count else None,
     )
+
+
+def _with_owners(call: Call, entity_json: str, owner_ids: list[str]) -> str:
+    """$expand=owners: the owners (id and type; at most MAX_EXPANDED, as Graph expands) appended."""
+    owners = [
+        '{"@odata.type":"#microsoft.graph.servicePrincipal","id":"' + owner_id + '"}'
+        for owner_id in owner_ids[:MAX_EXPANDED]
+        if owner_id in call.directory.service_principals
+    ]
+    head = entity_json[:-1] + ("," if entity_json != "{}" else "")
+    return head + '"owners":[' + ",".join(owners) + "]}"
 
 
 def count_applications(call: Call, match: re.Match[str]) -> Reply:
