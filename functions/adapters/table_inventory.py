@@ -4,7 +4,7 @@
   (Document, JSON, credentials included), AppId, and Scan (the full scan that last wrote it).
   PartitionKey "state", RowKey = tenant id: the tenant's deltaLinks (InventoryState), by ETag.
 - resources.INVENTORY_CREDENTIALS_TABLE: PartitionKey = tenant id, RowKey = "<end>|<object id>|<keyId>"
-  (end as ISO 8601 UTC, "9999" when none): the partition is already in end-date order, expired
+  (end as ISO 8601 UTC with microseconds, "9999" when none): the partition is already in end-date order, expired
   first, so GET /api/inventory reads a range and pages with Table storage's own continuation.
   Each row repeats its app's facts (App) so a listing never reads the apps table.
 A summary holds what Graph returns about a credential (keyId, hint, dates, thumbprint): never a value.
@@ -34,7 +34,9 @@ def _partition(tenant_id: str) -> str:
 
 
 def _moment(value: datetime | None) -> str:
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if value is not None else NO_END
+    """Sortable as text: fixed width, microseconds included (two credentials made in the same
+    second still list in end order)."""
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ") if value is not None else NO_END
 
 
 def credential_row_key(app: AppSummary, credential: CredentialSummary) -> str:
