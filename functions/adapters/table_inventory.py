@@ -13,6 +13,7 @@ Writes are upserts (idempotent): a scan interrupted anywhere is simply run again
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 from collections.abc import Iterable, Sequence
@@ -26,6 +27,9 @@ from functions.core.record.errors import ConcurrencyConflict, NotFound
 from functions.resources import INVENTORY_APPS_TABLE, INVENTORY_CREDENTIALS_TABLE
 
 STATE_PARTITION = "state"
+LISTED_APP_FACTS = (
+    "tenantId", "objectId", "appId", "kind", "displayName", "ownerCount", "managed", "registrationId", "profileMatch",
+)  # fmt: skip
 NO_END = "9999"
 
 
@@ -121,7 +125,9 @@ class TableInventoryStore:
 
     @staticmethod
     def _credential_entities(app: AppSummary, scan_id: str) -> list[dict[str, Any]]:
-        facts = {**app.to_json(), "credentials": []}
+        # What a listed credential shows of its app (CredentialRow), not the whole summary.
+        everything = app.to_json()
+        facts = {k: everything[k] for k in LISTED_APP_FACTS}
         shared = json.dumps(facts, separators=(",", ":"))
         return [
             {
@@ -149,11 +155,11 @@ class TableInventoryStore:
         for app in apps:
             by_tenant.setdefault(_partition(app.tenant_id), []).append(app)
         for partition, group in by_tenant.items():
-            await self._batch(
-                self._apps, partition, [("upsert", self._app_entity(a, scan_id)) for a in group]
-            )
             rows = [("upsert", e) for a in group for e in self._credential_entities(a, scan_id)]
-            await self._batch(self._credentials, partition, _unique(rows))
+            await asyncio.gather(  # the two tables' transactions in flight together
+                self._batch(self._apps, partition, [("upsert", self._app_entity(a, scan_id)) for a in group]),
+                self._batch(self._credentials, partition, _unique(rows)),
+            )
 
     async def _existing(self, tenant_id: str, object_id: str) -> AppSummary | None:
         try:

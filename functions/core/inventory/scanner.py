@@ -80,11 +80,21 @@ class InventoryScanner:
         counts = {}
         for collection in COLLECTIONS:
             written = 0
-            async for page in self._source.list_pages(tenant_id, collection):
-                self._requests += 1
-                summaries = [await self._enrich(app, sets) for app in page if _kept(app)]
-                await self._store.put(summaries, scan_id)
-                written += len(summaries)
+            # A page is written while the next one is read: at most two pages in memory.
+            writing: asyncio.Task[None] | None = None
+            try:
+                async for page in self._source.list_pages(tenant_id, collection):
+                    self._requests += 1
+                    summaries = [await self._enrich(app, sets) for app in page if _kept(app)]
+                    if writing is not None:
+                        await writing
+                    writing = asyncio.ensure_future(self._store.put(summaries, scan_id))
+                    written += len(summaries)
+                if writing is not None:
+                    await writing
+            finally:
+                if writing is not None and not writing.done():
+                    writing.cancel()
             counts[collection] = written
         removed = await self._store.sweep(tenant_id, scan_id)
         await self._save(tenant_id, state, links)
