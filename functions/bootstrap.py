@@ -101,11 +101,13 @@ class Services:
         from functions.adapters.graph_inventory import GraphInventory
         from functions.core.inventory.scanner import InventoryScanner
 
-        assert isinstance(self.directory, GraphDirectory)
+        graph = self.directory
+        if not isinstance(graph, GraphDirectory):  # tests may replace the directory with a fake
+            raise TypeError("the inventory reads Graph through GraphDirectory")
         return InventoryScanner(
-            GraphInventory(self.directory),
+            GraphInventory(graph),
             self.inventory_store,
-            self.directory,
+            graph,
             self.store,
             self.catalogue,
             self.clock,

@@ -111,7 +111,8 @@ class InventoryScanner:
         counts = {}
         for collection in COLLECTIONS:
             link = start[collection]
-            assert link is not None
+            if link is None:  # scan() comes here only with both links
+                raise DeltaExpired(f"no deltaLink for {collection} of {tenant_id}")
             changed = 0
             async for page in self._source.delta_pages(tenant_id, link):
                 self._requests += 1
