@@ -6,6 +6,7 @@ import json
 import uuid
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -190,3 +191,61 @@ def test_a_summary_never_holds_a_secret_value() -> None:
     assert secret not in text and "c2VjcmV0LWtleQ==" not in text
     assert made.owner_count == 1 and made.credentials[1].thumbprint == "010203"
     assert made.credentials[0].end == datetime(2299, 12, 31, tzinfo=UTC)
+
+
+class Crash(Exception):  # noqa: N818  (the process died)
+    pass
+
+
+class DyingStore(FakeInventoryStore):
+    """Dies at its `kill_at`-th write (put, replace, remove, sweep or save_state), once."""
+
+    def __init__(self, kill_at: int) -> None:
+        super().__init__()
+        self.kill_at, self.writes = kill_at, 0
+
+    def _write(self) -> None:
+        self.writes += 1
+        if self.writes == self.kill_at:
+            raise Crash
+
+    async def put(self, apps: Any, scan_id: str) -> None:
+        self._write()
+        await super().put(apps, scan_id)
+
+    async def replace(self, app: AppSummary, scan_id: str) -> None:
+        self._write()
+        await super().replace(app, scan_id)
+
+    async def remove(self, tenant_id: str, object_ids: Any) -> None:
+        self._write()
+        await super().remove(tenant_id, object_ids)
+
+    async def sweep(self, tenant_id: str, scan_id: str) -> int:
+        self._write()
+        return await super().sweep(tenant_id, scan_id)
+
+    async def save_state(self, state: Any) -> Any:
+        self._write()
+        return await super().save_state(state)
+
+
+@pytest.mark.parametrize("kill_at", range(1, 8))
+async def test_a_scan_killed_after_any_write_converges_when_run_again(kill_at: int) -> None:
+    directory, source, store = FakeDirectory(TENANT), FakeSource(), DyingStore(kill_at)
+    scanner = InventoryScanner(source, store, directory, FakeRecords(), load_catalogue(), FakeClock(NOW))
+    gone = app("deleted since the last inventory", ends=[NOW])
+    await FakeInventoryStore.put(store, [gone], "an older scan")  # what an earlier inventory held
+    for i in range(7):
+        source.put("applications", app(f"a{i}", ends=[NOW + timedelta(days=i)]))
+
+    try:
+        await scanner.scan(TENANT)
+    except Crash:
+        await scanner.scan(TENANT)  # the queue delivers the scan again
+    assert store.writes >= kill_at, "the crash happened"
+    kept = store.summaries(TENANT)
+    assert {k: v.display_name for k, v in kept.items()} == {
+        a.object_id: a.display_name for a in source.objects["applications"].values()
+    }
+    assert store.states[TENANT].applications_link == "applications:7"
