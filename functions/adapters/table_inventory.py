@@ -23,7 +23,7 @@ from typing import Any
 from functions.adapters.tables import TRANSACTION_LIMIT, query_page, table_call
 from functions.core.inventory.models import AppSummary, CredentialRow, CredentialSummary, InventoryQuery
 from functions.core.inventory.ports import InventoryState
-from functions.core.record.errors import ConcurrencyConflict, NotFound
+from functions.core.record.errors import ConcurrencyConflict, NotFound, PermanentError
 from functions.resources import INVENTORY_APPS_TABLE, INVENTORY_CREDENTIALS_TABLE
 
 STATE_PARTITION = "state"
@@ -94,8 +94,12 @@ class TableInventoryStore:
                     state.tenant_id,
                     functools.partial(self._apps.create_entity, entity),
                 )
-            except ConcurrencyConflict:
-                raise
+            except PermanentError as error:
+                if error.code != "HTTP409":
+                    raise
+                # Another scan of the tenant saved first: this one's links are as good, but the
+                # other's stand; the caller's next scan continues from them.
+                raise ConcurrencyConflict(f"inventory state of {state.tenant_id} created meanwhile") from None
         else:
             meta = await table_call(
                 "replace inventory state",

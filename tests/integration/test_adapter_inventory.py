@@ -112,6 +112,8 @@ def test_store_lists_by_end_date_filters_pages_and_cleans_up(azurite: str) -> No
             await store.save_state(stale)
         again = await store.state(tenant)
         assert again is not None and again.applications_link == "apps-2"
+        with pytest.raises(ConcurrencyConflict):  # a second first scan of the tenant saving after the first
+            await store.save_state(InventoryState(tenant, "late", "late", NOW))
 
     with_store(azurite, body)
 

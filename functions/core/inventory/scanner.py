@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Sequence
 from dataclasses import replace
 
 from functions.core.catalogue.permissions import resolve_permissions_detailed
@@ -189,15 +188,3 @@ class InventoryScanner:
 def _kept(app: AppSummary) -> bool:
     """Every application; a service principal only when it holds credentials of its own."""
     return app.holder == "application" or bool(app.credentials)
-
-
-async def scan_tenants(scanner: InventoryScanner, tenant_ids: Sequence[str]) -> list[ScanOutcome]:
-    """One tenant after another: each is paced by its own Graph budget; one failing does not stop
-    the others (its error is logged and the next run retries it)."""
-    outcomes = []
-    for tenant_id in tenant_ids:
-        try:
-            outcomes.append(await scanner.scan(tenant_id))
-        except Exception:
-            log.exception("inventory scan of %s failed", tenant_id)
-    return outcomes
