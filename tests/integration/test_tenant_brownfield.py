@@ -118,3 +118,17 @@ async def test_brownfield_from_the_command_line(make_tenant_process: Any) -> Non
     hand_made = [sp for sp in sps.value or [] if sp.app_id in {a.app_id for a in apps}]
     assert len(hand_made) == 10
     assert process["adminClientSecret"] not in process.log_path.read_text()
+
+
+def test_brownfield_admin_api_refuses_bad_input(tenant: TenantProcess) -> None:
+    import urllib.error
+
+    for body, status in (
+        ({}, 400),
+        ({"count": -1}, 400),
+        ({"count": "3"}, 400),
+        ({"count": 1, "tenantId": "nope"}, 404),
+    ):
+        with pytest.raises(urllib.error.HTTPError) as caught:
+            tenant.admin("POST", "brownfield", body)
+        assert caught.value.code == status, body

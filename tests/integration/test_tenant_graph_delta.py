@@ -164,8 +164,13 @@ async def test_deleted_items_restore_purge_and_unique_name(tenant_admin: TenantP
     assert odata_error(caught)[0] == 404
     await admin.applications.post(Application(display_name="again", unique_name=name))
 
-    # After the retention (30 days in Entra; 0 s here) deleted items are gone for good.
+    # After the retention (30 days in Entra; 0 s here) deleted items are gone for good, and the
+    # names they held are free.
+    other = unique("retained-name")
+    held = await admin.applications.post(Application(display_name="held", unique_name=other))
+    await admin.applications.by_application_id(held.id).delete()
     tenant_admin.configure(extra={"deletedItemsRetentionS": 0})
+    await admin.applications.post(Application(display_name="after 30 days", unique_name=other))
     listed = await admin.directory.deleted_items.graph_service_principal.get()
     assert listed.value == []
 

@@ -6,6 +6,7 @@ import re
 from typing import Any
 
 from devstack.tenant.graph import authz
+from devstack.tenant.graph.deleted_items import purge_expired
 from devstack.tenant.graph.errors import GraphError, bad_request, conflict, not_found, unknown_property
 from devstack.tenant.graph.http import Call, Reply, Router, list_reply, require_guid
 from devstack.tenant.graph.model import Application, KeyCredential, ServicePrincipal
@@ -173,6 +174,7 @@ def apply_update(call: Call, app: Application, props: dict[str, Any], keys: list
     if unique is not None and current is not None and unique.lower() != str(current).lower():
         raise bad_request("Property 'uniqueName' is immutable once set.")
     if unique is not None and current is None:
+        purge_expired(call)
         if call.directory.unique_name_taken(unique):
             raise conflict("Another object with the same value for property uniqueName already exists.")
         call.directory.apps_by_unique_name[unique.lower()] = app
@@ -205,6 +207,8 @@ def _mirror_on_service_principal(call: Call, app: Application) -> None:
 
 def create_app(call: Call, props: dict[str, Any], keys: list[Any] | None) -> Application:
     unique = props.get("uniqueName")
+    if unique:
+        purge_expired(call)
     if unique and call.directory.unique_name_taken(unique):
         raise conflict("Another object with the same value for property uniqueName already exists.")
     app = call.directory.create_application({}, owner_ids=[call.principal.service_principal_id])

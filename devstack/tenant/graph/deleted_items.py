@@ -26,8 +26,13 @@ def _retention(call: Call) -> float:
     return float(call.sim.extra.get("deletedItemsRetentionS", DELETED_RETENTION_S))
 
 
-def _find(call: Call, match: re.Match[str]) -> GraphObject:
+def purge_expired(call: Call) -> None:
+    """What has been in deleted items longer than the retention is gone for good (its uniqueName free)."""
     call.directory.purge_expired(_retention(call))
+
+
+def _find(call: Call, match: re.Match[str]) -> GraphObject:
+    purge_expired(call)
     obj = call.directory.deleted.get(require_guid(match["id"]))
     if obj is None:
         raise not_found(match["id"])
@@ -46,7 +51,7 @@ def _require_write(call: Call, obj: GraphObject) -> None:
 
 def list_deleted(call: Call, match: re.Match[str]) -> Reply:
     authz.require_read(call.principal)
-    call.directory.purge_expired(_retention(call))
+    purge_expired(call)
     kind = TYPES[match["type"]]
     top = parse_top(call.query.get("$top"))
     offset = decode_skiptoken(call.query.get("$skiptoken"))
