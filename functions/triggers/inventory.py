@@ -21,6 +21,7 @@ from functions.core.record.durations import parse_duration
 from functions.core.record.errors import NotFound, RegistrarError, ValidationFailed
 from functions.core.record.models import Problem
 from functions.resources import INVENTORY_SCANS_QUEUE
+from functions.signals import Signal
 from functions.telemetry import log_context
 from functions.triggers.http_common import error_response, json_response
 
@@ -60,6 +61,12 @@ async def inventory_worker(msg: func.QueueMessage) -> None:
             outcome.applications,
             outcome.service_principals,
             outcome.requests,
+            # The structured event of functions/signals.py (outcome: "full" or "delta").
+            extra={
+                "signal": Signal.INVENTORY_SCAN_COMPLETED.value,
+                "tenant_id": tenant_id,
+                "outcome": outcome.mode,
+            },
         )
 
 
