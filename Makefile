@@ -35,8 +35,9 @@ setup: $(PY_STAMP) $(NODE_STAMP) $(CHECKOV_STAMP)
 test: setup
 	$(PY) -m pytest
 
+# `make run V=1`: the host's and the tenant's logs on the console instead of in .devstack/logs/.
 run: setup
-	$(PY) -m devstack up --demo --managed-identity
+	$(PY) -m devstack up --demo --managed-identity$(if $(filter-out 0,$(V)), --verbose)
 
 demo: setup
 	$(PY) -m devstack demo

@@ -10,6 +10,7 @@ from functions.triggers import (
     inventory,
     notifications,
     queue_registrations,
+    resume_work,
     rotation,
     stuck_registrations,
 )
@@ -26,3 +27,4 @@ app.register_functions(rotation.bp)
 app.register_functions(notifications.bp)
 app.register_functions(stuck_registrations.bp)
 app.register_functions(inventory.bp)
+app.register_functions(resume_work.bp)

@@ -1,8 +1,10 @@
-"""`python -m devstack up [--port 7071] [--state-dir .devstack] [--app-dir .] [--settings FILE]`
-and `python -m devstack demo [--state-dir .devstack]`.
+"""`python -m devstack up [--port 7071] [--state-dir .devstack] [--app-dir .] [--settings FILE]
+[--verbose] [--fresh]` and `python -m devstack demo [--state-dir .devstack]`.
 
 `up` starts Azurite, the local tenant and the Functions host, writes STATE_DIR/endpoints.json once
-all are ready, and stops every process it started on SIGINT/SIGTERM. `demo` runs against it.
+all are ready, and stops every process it started on SIGINT/SIGTERM. The host and the tenant log to
+STATE_DIR/logs/ (--verbose: to this console); Azurite's data and the tenant's state are kept in
+STATE_DIR across restarts (--fresh: both start empty). `demo` runs against it.
 """
 
 from __future__ import annotations
@@ -28,7 +30,18 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--state-dir", type=Path, default=REPO_ROOT / ".devstack")
     up.add_argument("--app-dir", type=Path, default=REPO_ROOT, help="folder holding function_app.py")
     up.add_argument("--settings", type=Path, help="local.settings.json (default: in --app-dir)")
-    up.add_argument("--host-log", type=Path, help="write the host's log here instead of stderr")
+    up.add_argument("--host-log", type=Path, help="the host's log file (default: STATE_DIR/logs/host.log)")
+    up.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="stream the host's and the tenant's logs to this console instead of STATE_DIR/logs/",
+    )
+    up.add_argument(
+        "--fresh",
+        action="store_true",
+        help="start with empty Storage (Azurite) and an empty tenant, dropping what earlier runs kept",
+    )
     up.add_argument(
         "--no-host",
         action="store_true",
@@ -57,8 +70,11 @@ def _up(args: argparse.Namespace) -> int:
         state_dir=args.state_dir.resolve(),
         settings_file=args.settings.resolve() if args.settings else None,
         host_log=args.host_log,
+        console_logs=args.verbose,
         run_host=not args.no_host,
         managed_identity=args.managed_identity,
+        persist=True,  # Azurite's data and the tenant's state, both kept in STATE_DIR across restarts
+        fresh=args.fresh,
     )
     stack = Stack(options)
 
@@ -79,7 +95,9 @@ def _up(args: argparse.Namespace) -> int:
             time.sleep(0.5)
             failed = stack.failed_part()
             if failed:
-                logging.getLogger("devstack").error("%s exited on its own; stopping the stack", failed)
+                logging.getLogger("devstack").error(
+                    "%s exited on its own; stopping the stack%s", failed, stack.log_hint(failed)
+                )
                 return 1
     except KeyboardInterrupt:
         pass

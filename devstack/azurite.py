@@ -1,7 +1,8 @@
 """Start Azurite (npm, pinned in package.json) on loopback and hand back its connection string.
 
-Used by `python -m devstack up` (fixed ports 10000-10002 when free) and by the tests' `azurite`
-fixture (port 0: Azurite binds free ports and prints them, which is race-free).
+Used by `python -m devstack up` (fixed ports 10000-10002 when free; data kept in a folder across
+restarts) and by the tests' `azurite` fixture (port 0: Azurite binds free ports and prints them,
+which is race-free; data in memory).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ AZURITE_BIN = REPO_ROOT / "node_modules" / ".bin" / "azurite"
 ACCOUNT_NAME = "devstoreaccount1"
 ACCOUNT_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 DEFAULT_PORTS = {"blob": 10000, "queue": 10001, "table": 10002}
-FLAGS = ("--silent", "--inMemoryPersistence", "--skipApiVersionCheck", "--disableTelemetry")
+FLAGS = ("--silent", "--skipApiVersionCheck", "--disableTelemetry")
 
 _LISTENING = re.compile(
     r"Azurite (Blob|Queue|Table) service is successfully listening at https?://[^:]+:(\d+)"
@@ -52,9 +53,15 @@ class Https:
 
 
 def ports_free(ports: list[int], host: str = "127.0.0.1") -> bool:
-    """True when nothing listens on any of the ports (checked by binding them briefly)."""
+    """True when nothing listens on any of the ports (checked by binding them briefly).
+
+    The probe binds with SO_REUSEADDR, as the servers themselves do (aiohttp, node, the tenant): on
+    Linux that bind fails only where a socket listens, not where connections of a stopped server
+    linger in TIME_WAIT (for a minute after a restart), which a server binding with reuse ignores.
+    """
     for port in ports:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 sock.bind((host, port))
             except OSError:
@@ -103,8 +110,10 @@ def start(
     binary: Path = AZURITE_BIN,
     timeout: float = 30.0,
     https: Https | None = None,
+    location: Path | None = None,
 ) -> Azurite:
-    """Start Azurite in memory; ports None means free ports chosen by the OS (port 0).
+    """Start Azurite; ports None means free ports chosen by the OS (port 0). Its data lives in memory,
+    or with `location` in that folder (Azurite's --location), where the next start finds it again.
 
     Returns once all three services listen. Raises RuntimeError (with Azurite's output) otherwise.
     """
@@ -112,6 +121,11 @@ def start(
         raise RuntimeError(f"{binary} not found: run `npm ci` (or `make setup`) first")
     wanted = ports or {"blob": 0, "queue": 0, "table": 0}
     argv = [str(binary), *FLAGS]
+    if location is None:
+        argv.append("--inMemoryPersistence")
+    else:
+        location.mkdir(parents=True, exist_ok=True)
+        argv += ["--location", str(location)]
     for service in ("blob", "queue", "table"):
         argv += [f"--{service}Host", host, f"--{service}Port", str(wanted[service])]
     if https is not None:
@@ -142,12 +156,17 @@ def start(
 
 
 def start_preferring_defaults(
-    host: str = "127.0.0.1", timeout: float = 30.0, https: Https | None = None
+    host: str = "127.0.0.1",
+    timeout: float = 30.0,
+    https: Https | None = None,
+    location: Path | None = None,
 ) -> Azurite:
     """Azurite on 10000-10002 (UseDevelopmentStorage=true works) unless busy, else on free ports."""
     if ports_free(list(DEFAULT_PORTS.values()), host):
         try:
-            return start(ports=dict(DEFAULT_PORTS), host=host, timeout=timeout, https=https)
+            return start(
+                ports=dict(DEFAULT_PORTS), host=host, timeout=timeout, https=https, location=location
+            )
         except RuntimeError:
             pass  # lost a race for a default port: fall back to free ports
-    return start(ports=None, host=host, timeout=timeout, https=https)
+    return start(ports=None, host=host, timeout=timeout, https=https, location=location)

@@ -97,24 +97,29 @@ def _call(method: str, url: str, body: Any = None, headers: dict[str, str] | Non
 
 
 def _wait(what: str, seconds: float, check: Callable[[], Any]) -> Any:
+    """Poll check() until it returns something; a spinner on a terminal, one line in a file."""
     spinner = "|/-\\"
+    terminal = sys.stdout.isatty()
     deadline = time.monotonic() + seconds
     tick = 0
     while time.monotonic() < deadline:
         result = check()
         if result:
-            print(f"\r  {what}: done{' ' * 20}", flush=True)
+            print(f"\r  {what}: done{' ' * 20}" if terminal else f"  {what}: done", flush=True)
             return result
-        print(
-            f"\r  {what} {spinner[tick % 4]} ({int(deadline - time.monotonic())} s left)", end="", flush=True
-        )
+        if terminal:
+            left = int(deadline - time.monotonic())
+            print(f"\r  {what} {spinner[tick % 4]} ({left} s left)", end="", flush=True)
         tick += 1
         time.sleep(0.5)
-    print()
+    if terminal:
+        print()
     raise TimeoutError(f"{what}: not done after {seconds:.0f} s")
 
 
 def _table(rows: list[list[str]], header: list[str]) -> str:
+    if not all(name.strip() for name in header):
+        raise ValueError(f"every column of a demo table needs a header: {header}")
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     line = "  ".join("-" * w for w in widths)
     out = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)), line]
@@ -222,9 +227,10 @@ def _tour(endpoints: dict[str, Any], api: str, receiver: Receiver) -> int:
                 ],
                 ["Key Vault reference", credential["secretUri"]],
             ],
-            ["", ""],
+            ["app registration", "value"],
         )
     )
+    print()
     granted = registration.get("permissions") or []
     print(
         _table(
@@ -273,7 +279,7 @@ def _tour(endpoints: dict[str, Any], api: str, receiver: Receiver) -> int:
                 ["old keyId (kept for the overlap)", payload["data"].get("previousKeyId") or ""],
                 ["old credential retired at", payload["data"].get("previousRetiresAt") or ""],
             ],
-            ["", ""],
+            ["rotated credential", "value"],
         )
     )
     print("\n   Webhooks the connector received (signatures verified with standardwebhooks):")

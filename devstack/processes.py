@@ -71,6 +71,20 @@ def stop(proc: subprocess.Popen[Any], *, timeout: float = 10.0) -> None:
         _signal_group(pgid, signal.SIGKILL)
 
 
+def kill(proc: subprocess.Popen[Any], *, timeout: float = 10.0) -> None:
+    """SIGKILL the child's whole process group at once, as a crashed machine or an OOM kill ends it:
+    no shutdown code runs, nothing is flushed, in-flight work is simply gone."""
+    try:
+        pgid = os.getpgid(proc.pid)
+    except ProcessLookupError:
+        pgid = proc.pid
+    _signal_group(pgid, signal.SIGKILL)
+    proc.wait(timeout=timeout)
+    deadline = time.monotonic() + timeout
+    while group_alive(pgid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 def _signal_group(pgid: int, sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)

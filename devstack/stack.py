@@ -11,6 +11,7 @@ import importlib.util
 import json
 import logging
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -56,7 +57,16 @@ class StackOptions:
     port: int = 7071  # 0: every part on free ports (tests), else Azurite prefers 10000-10002
     state_dir: Path = REPO_ROOT / ".devstack"
     settings_file: Path | None = None  # default: APP_DIR/local.settings.json
-    host_log: Path | None = None  # default: the host logs to this process's stderr
+    host_log: Path | None = None  # default: STATE_DIR/logs/host.log (the tenant's: logs/tenant.log)
+    # True: the host and the tenant log to this process's stderr instead (`devstack up --verbose`).
+    console_logs: bool = False
+    # True (`devstack up`): Azurite keeps its data in STATE_DIR/azurite as the tenant keeps its own
+    # in STATE_DIR/tenant, both across restarts. False (the test fixtures): Azurite in memory, and the
+    # tenant's saved state is dropped at start, so both start empty and still agree.
+    persist: bool = False
+    # True (`devstack up --fresh`): drop what earlier runs kept (Azurite's data, the tenant's state,
+    # the host's timer status) before starting. The tenant's CA stays, so what trusts it still does.
+    fresh: bool = False
     tenant_args: list[str] = field(default_factory=list)
     settings: dict[str, str] = field(default_factory=dict)  # extra app settings (tests: fast schedules...)
     run_host: bool = True  # False: only Azurite and the tenant, for `func start` on `port`
@@ -68,6 +78,24 @@ class StackOptions:
     @property
     def settings_path(self) -> Path:
         return self.settings_file or self.app_dir / "local.settings.json"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.state_dir / "logs"
+
+    @property
+    def host_log_path(self) -> Path | None:
+        """Where the host logs (None: this process's stderr)."""
+        return None if self.console_logs else self.host_log or self.logs_dir / "host.log"
+
+    @property
+    def tenant_log_path(self) -> Path | None:
+        return None if self.console_logs else self.logs_dir / "tenant.log"
+
+    @property
+    def azurite_dir(self) -> Path | None:
+        """Where Azurite keeps its data (None: in memory)."""
+        return self.state_dir / "azurite" if self.persist else None
 
 
 def tenant_available() -> bool:
@@ -167,6 +195,8 @@ class Stack:
         self.host: HostProcess | None = None
         self.endpoints: dict[str, Any] = {}
         self._indexer: subprocess.Popen[str] | None = None
+        self._host_port = 0
+        self._host_process_env: dict[str, str] = {}
 
     @property
     def endpoints_file(self) -> Path:
@@ -183,22 +213,28 @@ class Stack:
     def _start(self) -> dict[str, Any]:
         options = self.options
         options.state_dir.mkdir(parents=True, exist_ok=True)
-        (options.state_dir / "logs").mkdir(exist_ok=True)
+        options.logs_dir.mkdir(exist_ok=True)
         running = running_stack(self.endpoints_file)
         if running:
             raise RuntimeError(
                 f"a stack already runs from {options.state_dir} (host {running}); stop it first"
             )
         self.endpoints_file.unlink(missing_ok=True)  # left by a stack that was killed
+        if options.fresh or not options.persist:
+            self._forget_state()
+        elif self._tenant_state.exists() and not (options.state_dir / "azurite").exists():
+            # Left by a stack from before Azurite kept its data: its apps' registrations are gone.
+            log.info("The tenant's saved state has no Storage data beside it: starting both empty")
+            self._forget_state()
         host_port = free_port() if options.port == 0 else options.port
         if options.run_host and options.port != 0 and not azurite.ports_free([host_port]):
             raise RuntimeError(f"port {host_port} is in use (another host or `func start`?): try --port")
         indexing = self._index_app()  # runs while Azurite starts
         https = self._storage_tls() if options.managed_identity else None
         self.azurite = (
-            azurite.start(https=https)
+            azurite.start(https=https, location=options.azurite_dir)
             if options.port == 0
-            else azurite.start_preferring_defaults(https=https)
+            else azurite.start_preferring_defaults(https=https, location=options.azurite_dir)
         )
         storage = self.azurite.connection_string
         webhook = self._event_grid_webhook(indexing, host_port)
@@ -222,14 +258,9 @@ class Stack:
         host_url = f"http://127.0.0.1:{host_port}"
         functions: list[str] = []
         if options.run_host:
-            self.host = start_host(
-                options.app_dir,
-                port=host_port,
-                settings_file=options.settings_path,
-                state_dir=options.state_dir / "host",
-                log_path=options.host_log,
-                env=self._host_env(tenant_info, managed_identity=options.managed_identity),
-            )
+            self._host_port = host_port
+            self._host_process_env = self._host_env(tenant_info, managed_identity=options.managed_identity)
+            self.host = self._launch_host()
             host_url, functions = self.host.url, self.host.functions
         self.endpoints = {
             **(tenant_info or {}),
@@ -244,6 +275,62 @@ class Stack:
         temporary.chmod(0o600)
         temporary.replace(self.endpoints_file)  # appears whole: readers never see half a file
         return self.endpoints
+
+    @property
+    def _tenant_state(self) -> Path:
+        from devstack.tenant.persistence import STATE_FILE
+
+        return self.options.state_dir / "tenant" / STATE_FILE
+
+    def _forget_state(self) -> None:
+        """Drop what earlier runs kept: Azurite's data, the tenant's state (not its CA and keys), the
+        host's timer status (which Azure keeps in Storage too)."""
+        state_dir = self.options.state_dir
+        for folder in (state_dir / "azurite", state_dir / "host"):
+            shutil.rmtree(folder, ignore_errors=True)
+        for path in (self._tenant_state, self._tenant_state.with_suffix(".tmp"), self._tenant_port_file):
+            path.unlink(missing_ok=True)
+
+    @property
+    def _tenant_port_file(self) -> Path:
+        return self.options.state_dir / "tenant" / "port"
+
+    def _preferred_tenant_port(self) -> int:
+        """The port the tenant served on last time, when the stack persists and it is free, so the
+        Key Vault URIs kept in Storage (a registration's secretUri) keep pointing at the vault; else 0."""
+        if not self.options.persist or self.options.port == 0:
+            return 0
+        try:
+            port = int(self._tenant_port_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return 0
+        return port if 0 < port < 65536 and azurite.ports_free([port]) else 0
+
+    def _launch_host(self) -> HostProcess:
+        options = self.options
+        return start_host(
+            options.app_dir,
+            port=self._host_port,
+            settings_file=options.settings_path,
+            state_dir=options.state_dir / "host",
+            log_path=options.host_log_path,
+            env=self._host_process_env,
+        )
+
+    def crash_host(self) -> None:
+        """SIGKILL the Functions host (and its workers) while Azurite and the tenant stay up: what a
+        crashed instance or a deployment does to work in flight (tests of the resume after a crash)."""
+        if self.host is None:
+            raise RuntimeError("the stack runs no host")
+        self.host.kill()
+        self.host = None
+
+    def restart_host(self) -> HostProcess:
+        """Start the host again on the same port and settings (after crash_host)."""
+        if self.host is not None:
+            raise RuntimeError("the host still runs: crash_host() or stop() it first")
+        self.host = self._launch_host()
+        return self.host
 
     def _storage_tls(self) -> azurite.Https:
         """Azurite's HTTPS certificate, from the tenant's CA (made here if the tenant has not yet:
@@ -298,19 +385,30 @@ class Stack:
         return f"http://127.0.0.1:{host_port}/runtime/webhooks/eventgrid?functionName={names[0]}"
 
     def _start_tenant(self, webhook: str | None) -> dict[str, Any]:
-        argv = [sys.executable, "-m", "devstack.tenant", "--port", "0"]
+        preferred = self._preferred_tenant_port()
+        line = self._spawn_tenant(webhook, preferred)
+        if not line and preferred and self.tenant is not None:
+            processes.stop(self.tenant)  # lost the port since it was checked: any free one will do
+            line = self._spawn_tenant(webhook, 0)
+        if not line:
+            log_path = self.options.tenant_log_path
+            raise RuntimeError("the local tenant did not start" + (f"; see {log_path}" if log_path else ""))
+        info: dict[str, Any] = json.loads(line)
+        if self.options.persist:
+            self._tenant_port_file.write_text(f"{info['port']}\n", encoding="utf-8")
+        return info
+
+    def _spawn_tenant(self, webhook: str | None, port: int) -> str | None:
+        """Start the tenant process; its identity line, or None if it did not start."""
+        argv = [sys.executable, "-m", "devstack.tenant", "--port", str(port)]
         argv += ["--state-dir", str(self.options.state_dir / "tenant"), *self.options.tenant_args]
         if webhook:
             argv += ["--event-subscriber", webhook]
-        log_path = self.options.state_dir / "logs" / "tenant.log"
-        with log_path.open("a", encoding="utf-8") as tenant_log:
+        log_path = self.options.tenant_log_path
+        with log_path.open("a", encoding="utf-8") if log_path else contextlib.nullcontext() as tenant_log:
             self.tenant = processes.spawn(argv, cwd=REPO_ROOT, stderr=tenant_log)
         assert self.tenant.stdout is not None
-        line = first_line(self.tenant.stdout, TENANT_TIMEOUT_S)
-        if not line:
-            raise RuntimeError(f"the local tenant did not start; see {log_path}")
-        info: dict[str, Any] = json.loads(line)
-        return info
+        return first_line(self.tenant.stdout, TENANT_TIMEOUT_S)
 
     def failed_part(self) -> str | None:
         """The name of a part that exited on its own, if any."""
@@ -322,6 +420,11 @@ class Stack:
         return next(
             (name for name, proc in parts.items() if proc is not None and proc.poll() is not None), None
         )
+
+    def log_hint(self, part: str) -> str:
+        """'; see FILE' naming the log of a part ("host", "tenant"), or '' when it logs to the console."""
+        path = {"host": self.options.host_log_path, "tenant": self.options.tenant_log_path}.get(part)
+        return f"; see {path}" if path else ""
 
     def stop(self) -> None:
         """Stop the host, the tenant and Azurite (each as a process group); forget endpoints.json."""
@@ -340,6 +443,30 @@ class Stack:
         if self.azurite is not None:
             self.azurite.stop()
             self.azurite = None
+
+    def _logs_line(self) -> str:
+        options = self.options
+        logs = [
+            path
+            for path in (options.host_log_path if options.run_host else None, options.tenant_log_path)
+            if path
+        ]
+        if not logs:
+            return "on this console (--verbose)"
+        if all(path.parent == options.logs_dir for path in logs):
+            where = f"{options.logs_dir}/ ({', '.join(path.name for path in logs)})"
+        else:
+            where = ", ".join(str(path) for path in logs)
+        return where + "  (--verbose: on this console)"
+
+    def _data_line(self) -> str:
+        options = self.options
+        if not options.persist:
+            return "Azurite in memory; the tenant started empty"
+        where = f"{options.azurite_dir} and {options.state_dir / 'tenant'}"
+        if options.fresh:
+            return f"started empty (--fresh), kept in {where} from now on"
+        return f"kept in {where} across restarts (--fresh: start empty)"
 
     def summary(self) -> str:
         e = self.endpoints
@@ -365,6 +492,8 @@ class Stack:
         lines += [
             f"  Settings         {e['settingsFile']}",
             f"  Endpoints        {self.endpoints_file}",
+            f"  Logs             {self._logs_line()}",
+            f"  Data             {self._data_line()}",
             f"  Functions        {', '.join(e['functions']) or '(none yet)'}",
             "Press Ctrl+C to stop everything.",
         ]

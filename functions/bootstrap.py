@@ -33,6 +33,7 @@ if TYPE_CHECKING:
         DeliveryLog,
         Directory,
         ExpiryIndex,
+        InFlightIndex,
         MessageQueue,
         RegistrationStore,
         TokenProbe,
@@ -169,8 +170,8 @@ class Services:
 
     # Users before what they use: the store and logs write through the table service, every
     # Azure client authenticates through the identity.
-    _CLOSE_ORDER = ("deliveries", "index", "store", "inventory_store", "queue", "table_service", "directory", "vault",
-                    "webhook_sender", "identity")  # fmt: skip
+    _CLOSE_ORDER = ("deliveries", "index", "in_flight", "store", "inventory_store", "queue", "table_service",
+                    "directory", "vault", "webhook_sender", "identity")  # fmt: skip
 
     async def close(self) -> None:
         """Close the adapters built so far (each holds HTTP sessions); benchmarks and tools call
@@ -205,6 +206,7 @@ class Services:
             settings=WorkflowSettings(verify_timeout=min(self.settings.verify_timeout, timedelta(minutes=5))),
             owner=self.job_owner(),  # one per run: duplicate deliveries in one process must not share a lease
             lifetimes=self.lifetimes,
+            in_flight=self.in_flight,
         )
 
     @cached_property
@@ -222,6 +224,13 @@ class Services:
         from functions.adapters.table_index import CredentialExpiryIndex
 
         return CredentialExpiryIndex(self.table_service)
+
+    @cached_property
+    def in_flight(self) -> InFlightIndex:
+        """Work started and not ended (provisioning runs, rotation jobs), for the resume sweep."""
+        from functions.adapters.table_index import TableInFlightIndex
+
+        return TableInFlightIndex(self.table_service)
 
     @cached_property
     def deliveries(self) -> DeliveryLog:
@@ -268,6 +277,7 @@ class Services:
             settings=self.rotation_settings,
             owner=self.job_owner(),
             lifetimes=self.lifetimes,
+            in_flight=self.in_flight,
         )
 
     async def settle(self, record: Registration) -> None:

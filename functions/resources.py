@@ -26,6 +26,7 @@ WEBHOOK_DELIVERIES_TABLE = "WebhookDeliveries"
 LEASES_TABLE = "Leases"
 INVENTORY_APPS_TABLE = "InventoryApps"
 INVENTORY_CREDENTIALS_TABLE = "InventoryCredentials"
+IN_FLIGHT_TABLE = "InFlight"  # work a worker started and has not ended (core/record/inflight.py)
 
 TABLES: tuple[str, ...] = (
     REGISTRATIONS_TABLE,
@@ -35,4 +36,5 @@ TABLES: tuple[str, ...] = (
     LEASES_TABLE,
     INVENTORY_APPS_TABLE,
     INVENTORY_CREDENTIALS_TABLE,
+    IN_FLIGHT_TABLE,
 )

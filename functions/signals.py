@@ -31,6 +31,9 @@ class Signal(StrEnum):
     REGISTRATION_FAILED = "registration.failed"
     DELIVERY_DEAD_LETTERED = "delivery.dead_lettered"
     MESSAGE_POISONED = "message.poisoned"
+    # Work whose worker died, sent to its queue again by the resume sweep (outcome "resumed"), or
+    # given up on after too many resumes (outcome "dropped"): core/recovery/resume.py.
+    WORK_RESUMED = "work.resumed"
     INVENTORY_SCAN_COMPLETED = "inventory.scan_completed"
     HEALTH_SNAPSHOT = "health.snapshot"
 
@@ -38,8 +41,8 @@ class Signal(StrEnum):
 class AtRiskReason(StrEnum):
     """Why a credential is at risk (`reason` on credential.at_risk)."""
 
-    NEAR_EXPIRY = "near_expiry"  # within REGISTRAR_AT_RISK_WINDOW of its end, no verified successor
-    ROTATION_FAILING = "rotation_failing"  # REGISTRAR_ROTATION_FAILURES_BEFORE_ALERT failures in a row
+    NEAR_EXPIRY = "near_expiry"  # within the at-risk window of its end, no verified successor
+    ROTATION_FAILING = "rotation_failing"  # its rotation failed the alert threshold of times in a row
     EXPIRED = "expired"
     UNCONFIRMED = "unconfirmed"  # after-confirm retirement: the overlap ended with no confirmation
     UNMANAGED = "unmanaged"  # an inventoried credential Registrar does not manage, near its end

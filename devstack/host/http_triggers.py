@@ -92,7 +92,9 @@ class HttpTriggers:
         return [f"{r.function.name}: [{methods(r)}] {self.prefix}/{r.template.template}" for r in self.routes]
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        path = request.path
+        # The raw path: the template splits it into segments before decoding each, and keeps an encoded
+        # slash (%2F) inside its segment, as Kestrel does in Azure (request.path has decoded it).
+        path = request.rel_url.raw_path
         if self.prefix:
             if not (path.lower() == self.prefix or path.lower().startswith(self.prefix + "/")):
                 return web.Response(status=404)

@@ -29,6 +29,10 @@ class HostProcess:
     def stop(self) -> None:
         processes.stop(self.process)
 
+    def kill(self) -> None:
+        """SIGKILL the host and its workers (a crash: no invocation finishes, no message is released)."""
+        processes.kill(self.process)
+
     def __enter__(self) -> HostProcess:
         return self
 

@@ -19,6 +19,12 @@ _CONSTRAINT = re.compile(r"^(\w+)(?:\((.*)\))?$")
 Check = Callable[[str], bool]
 
 
+def _decode(segment: str) -> str:
+    """A path segment's value as ASP.NET Core's routing gives it: percent-decoded, except an encoded
+    slash, which stays %2F (Kestrel never decodes it: a value cannot add a path segment)."""
+    return "%2F".join(unquote(part) for part in re.split("%2[fF]", segment))
+
+
 class RouteTemplateError(ValueError):
     pass
 
@@ -155,7 +161,7 @@ class RouteTemplate:
 
     def match(self, path: str) -> dict[str, str] | None:
         """Route values for a path (without the route prefix), or None when it does not match."""
-        parts = [unquote(p) for p in path.strip("/").split("/")] if path.strip("/") else []
+        parts = [_decode(p) for p in path.strip("/").split("/")] if path.strip("/") else []
         values: dict[str, str] = {}
         for index, segment in enumerate(self.segments):
             if segment.parameters and segment.parameters[0].catch_all:

@@ -106,7 +106,8 @@ class FunctionsHost:
         app.router.add_post("/admin/functions/{name}", self._admin_invoke)
         app.router.add_post("/runtime/webhooks/eventgrid", webhook.post)
         app.router.add_route("OPTIONS", "/runtime/webhooks/eventgrid", webhook.options)
-        app.router.add_route("*", "/{tail:.*}", self.http.handle)
+        # [\s\S]: a path with an encoded newline still reaches the routes (aiohttp would answer text/plain).
+        app.router.add_route("*", "/{tail:[\\s\\S]*}", self.http.handle)
         # shutdown_timeout: in-flight HTTP requests get a few seconds to finish when the host stops.
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=5.0)
         await self._runner.setup()

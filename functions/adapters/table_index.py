@@ -14,6 +14,11 @@ says where. The pointer is written (widened) before a due entity and narrowed af
 are deleted, so a crash between two calls leaves it naming a superset: the next put or remove
 deletes the strays. Entities written before pointers existed are found by their bucket.
 
+In-flight index (resources.IN_FLIGHT_TABLE, core/record/inflight.py): one entity per piece of
+work a worker started and has not ended, PartitionKey "inflight-" + one hex digit of the key's
+hash (16 partitions, so a burst of starts spreads), RowKey the key. The table holds nothing else,
+so `all()` (the resume sweep) reads exactly the work in flight.
+
 Leases (resources.LEASES_TABLE): one entity per name; acquire/renew/release by ETag, so exactly
 one owner holds a live lease; an expired lease is taken over by ETag too.
 """
@@ -31,8 +36,9 @@ from typing import Any
 
 from functions.adapters.tables import TRANSACTION_LIMIT, table_call
 from functions.core.record.errors import ConcurrencyConflict, NotFound
+from functions.core.record.inflight import InFlightWork
 from functions.core.record.schedule import INDEX_PARTITION_PREFIX, RotationJob, index_partition
-from functions.resources import CREDENTIAL_EXPIRY_TABLE, LEASES_TABLE
+from functions.resources import CREDENTIAL_EXPIRY_TABLE, IN_FLIGHT_TABLE, LEASES_TABLE
 
 # Where a job's entity is (see above); sorts after every "due-" bucket, so no sweep reads it.
 POINTER_PARTITION_PREFIX = "job-"
@@ -137,6 +143,93 @@ class CredentialExpiryIndex:
             return jobs
 
         return list(await table_call("sweep", "expiry index", read))
+
+
+IN_FLIGHT_PARTITION_PREFIX = "inflight-"
+
+
+class TableInFlightIndex:
+    """Work in flight, for the resume sweep: put at start, remove at the end, all() = O(in flight)."""
+
+    def __init__(self, service: Any, table_name: str = IN_FLIGHT_TABLE) -> None:
+        self._table = service.get_table_client(table_name)
+
+    async def close(self) -> None:
+        await self._table.close()
+
+    @staticmethod
+    def _partition(key: str) -> str:
+        return IN_FLIGHT_PARTITION_PREFIX + hashlib.sha256(key.encode()).hexdigest()[:1]
+
+    async def put(self, work: InFlightWork) -> str:
+        from azure.data.tables import UpdateMode
+
+        entity = {
+            "PartitionKey": self._partition(work.key),
+            "RowKey": work.key,
+            "RegistrationId": work.registration_id,
+            "Queue": work.queue,
+            "Message": work.message,
+            "TouchedAt": work.touched_at.astimezone(UTC),
+        }
+        # MERGE: a redelivered message's worker keeps the count of resumes the sweep made.
+        metadata = await table_call(
+            "in-flight put", work.key, lambda: self._table.upsert_entity(entity, mode=UpdateMode.MERGE)
+        )
+        return str(metadata["etag"])
+
+    async def remove(self, key: str, etag: str | None = None) -> None:
+        from azure.core import MatchConditions
+
+        condition = {"etag": etag, "match_condition": MatchConditions.IfNotModified} if etag else {}
+        with contextlib.suppress(NotFound, ConcurrencyConflict):  # already removed, or written again
+            await table_call(
+                "in-flight remove",
+                key,
+                lambda: self._table.delete_entity(self._partition(key), key, **condition),
+            )
+
+    async def all(self) -> list[InFlightWork]:
+        async def read() -> list[InFlightWork]:
+            return [
+                InFlightWork(
+                    key=entity["RowKey"],
+                    registration_id=entity["RegistrationId"],
+                    queue=entity["Queue"],
+                    message=entity["Message"],
+                    touched_at=entity["TouchedAt"],
+                    resumes=int(entity.get("Resumes") or 0),
+                    etag=entity.metadata["etag"],
+                )
+                async for entity in self._table.list_entities(results_per_page=1000)
+            ]
+
+        return list(await table_call("in-flight sweep", "in-flight index", read))
+
+    async def mark_resumed(self, work: InFlightWork, at: datetime) -> bool:
+        from azure.core import MatchConditions
+        from azure.data.tables import UpdateMode
+
+        entity = {
+            "PartitionKey": self._partition(work.key),
+            "RowKey": work.key,
+            "TouchedAt": at.astimezone(UTC),
+            "Resumes": work.resumes + 1,
+        }
+        try:
+            await table_call(
+                "in-flight resume",
+                work.key,
+                lambda: self._table.update_entity(
+                    entity,
+                    mode=UpdateMode.MERGE,
+                    etag=work.etag,
+                    match_condition=MatchConditions.IfNotModified,
+                ),
+            )
+        except (ConcurrencyConflict, NotFound):
+            return False
+        return True
 
 
 @dataclass(frozen=True)

@@ -11,11 +11,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from functions.core.record.models import CredentialType, RegistrationStatus, ResourceCatalog, SecretValue
 from functions.core.record.registration import Registration, RegistrationPage
 from functions.core.record.schedule import RotationJob
+
+if TYPE_CHECKING:  # inflight.py imports the keeper, which imports these ports
+    from functions.core.record.inflight import InFlightWork
 
 # ---------------------------------------------------------------- Microsoft Graph (one port)
 
@@ -383,6 +386,29 @@ class ExpiryIndex(Protocol):
         ...
 
     async def due(self, now: datetime, *, limit: int | None = None) -> list[RotationJob]: ...
+
+
+class InFlightIndex(Protocol):
+    """Work a worker started and has not ended (core/record/inflight.py): it holds nothing else,
+    so reading all of it costs O(in flight)."""
+
+    async def put(self, work: InFlightWork) -> str:
+        """Upsert the entry and its touched_at (an existing entry keeps its resume count); its ETag."""
+        ...
+
+    async def remove(self, key: str, etag: str | None = None) -> None:
+        """Idempotent. With `etag`, only the entry as that put left it: one written again since
+        (by a duplicate that took the work over, or a sweep that resumed it) stays."""
+        ...
+
+    async def all(self) -> list[InFlightWork]:
+        """Every entry, each with its ETag."""
+        ...
+
+    async def mark_resumed(self, work: InFlightWork, at: datetime) -> bool:
+        """touched_at = at and one more resume, only if the entry is unchanged since `work` was
+        read (its ETag): False when another sweep or a worker changed or removed it first."""
+        ...
 
 
 @dataclass(frozen=True)

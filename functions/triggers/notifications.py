@@ -76,8 +76,10 @@ async def add_webhook(req: func.HttpRequest) -> func.HttpResponse:
 
     registration_id = req.route_params.get("id", "")
     try:
-        await services().ready()
+        svc = await services().ready()
         spec = parse_webhook_body(parse_json_body(req.get_body()))
+        # An unknown registration is 404 before the URL's host is resolved (a 400 when it does not).
+        await svc.store.get(registration_id)
         ref, secret = await _subscriptions().add(registration_id, spec)
     except RegistrarError as err:
         return error_response(err)

@@ -61,6 +61,8 @@ param rotationSchedule string = '0 */15 * * * *'
 
 @description('Six-field NCRONTAB schedule (UTC) of the inventory scan (REGISTRAR_INVENTORY_SCHEDULE): daily by default.')
 param inventorySchedule string = '0 30 2 * * *'
+@description('Six-field NCRONTAB schedule (UTC) of the resume sweep, which re-sends work whose worker died (REGISTRAR_RESUME_SCHEDULE).')
+param resumeSchedule string = '*/15 * * * * *'
 
 @description('ISO 8601 duration before expiry when a credential is rotated (REGISTRAR_ROTATION_LEAD_TIME).')
 param rotationLeadTime string = 'P30D'
@@ -125,6 +127,23 @@ param keyVaultSoftDeleteRetentionInDays int = 90
 @minValue(30)
 @maxValue(730)
 param logRetentionInDays int = 30
+
+@description('Comma-separated email addresses the alert action group notifies (REGISTRAR_ALERT_EMAILS); empty: no email.')
+param alertEmailAddresses string = ''
+
+@description('HTTPS webhook the alert action group also calls with the common alert schema, such as a Teams workflow or a ServiceNow inbound endpoint (REGISTRAR_ALERT_WEBHOOK_URL); empty: none.')
+@secure()
+param alertWebhookUrl string = ''
+
+@description('Rotation failures in a row of one credential that raise the rotation-failing alert.')
+@minValue(1)
+param alertRotationFailures int = 3
+
+@description('ISO 8601 duration of two rotationSchedule periods: no completed rotation sweep in it raises an alert (PT30M for the default 15-minute schedule).')
+param alertMissedSweepWindow string = 'PT30M'
+
+@description('URL of docs/operations.md (the runbooks) that the alert descriptions link to, e.g. your repository\'s copy.')
+param alertRunbookUrl string = 'docs/operations.md'
 
 var tags = {
   'azd-env-name': environmentName
@@ -191,6 +210,7 @@ var registrarSettings = {
   REGISTRAR_KEY_VAULT_URL: keyVault.outputs.keyVaultUri
   REGISTRAR_ROTATION_SCHEDULE: rotationSchedule
   REGISTRAR_INVENTORY_SCHEDULE: inventorySchedule
+  REGISTRAR_RESUME_SCHEDULE: resumeSchedule
   REGISTRAR_ROTATION_LEAD_TIME: rotationLeadTime
   REGISTRAR_ROTATION_LIFETIME_FRACTION: rotationLifetimeFraction
   REGISTRAR_ROTATION_OVERLAP: rotationOverlap
@@ -223,6 +243,25 @@ module functionApp 'modules/functionapp.bicep' = {
     registrarSettings: registrarSettings
     extraAppSettings: effectiveExtraAppSettings
     apiClientId: apiClientId
+  }
+}
+
+// Alerts (action group + scheduled query rules) and the workbook, over the telemetry of
+// functions/signals.py in the workspace behind Application Insights (docs/operations.md).
+module alerts 'modules/alerts.bicep' = {
+  name: 'alerts'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    logAnalyticsName: monitoring.outputs.logAnalyticsName
+    actionGroupName: 'ag-registrar-${resourceToken}'
+    alertEmailAddresses: alertEmailAddresses
+    alertWebhookUrl: alertWebhookUrl
+    rotationFailuresBeforeAlert: alertRotationFailures
+    missedSweepWindow: alertMissedSweepWindow
+    runbookUrl: alertRunbookUrl
+    registrarApiUrl: 'https://${functionApp.outputs.defaultHostName}'
   }
 }
 
@@ -297,6 +336,8 @@ output AZURE_STORAGE_QUEUE_ENDPOINT string = storage.outputs.queueEndpoint
 output AZURE_REGISTRATION_QUEUE_NAME string = storage.outputs.registrationQueueName
 output AZURE_APPLICATION_INSIGHTS_NAME string = monitoring.outputs.applicationInsightsName
 output AZURE_LOG_ANALYTICS_NAME string = monitoring.outputs.logAnalyticsName
+output AZURE_ALERT_ACTION_GROUP_ID string = alerts.outputs.actionGroupId
+output AZURE_WORKBOOK_ID string = alerts.outputs.workbookId
 output AZURE_EVENTGRID_SYSTEM_TOPIC_NAME string = eventGridTopic.outputs.systemTopicName
 output AZURE_EVENTGRID_DEADLETTER_CONTAINER string = storage.outputs.deadLetterContainerName
 output AZURE_EVENTGRID_FUNCTION_NAME string = eventGridFunctionName

@@ -2,14 +2,28 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+def headers_of_tables(output: str) -> list[list[str]]:
+    """The header row of every table in the demo's output (the row above a row of dashes), split
+    into its columns at the dashes' positions."""
+    lines = output.splitlines()
+    found = []
+    for above, line in itertools.pairwise(lines):
+        if line.strip() and set(line.strip()) <= {"-", " "} and "--" in line:
+            columns = [(m.start(), m.end()) for m in re.finditer(r"-+", line)]
+            found.append([above[start:end].strip() for start, end in columns])
+    return found
 
 
 def test_demo_provisions_rotates_and_shows_the_signed_webhooks(stack: dict[str, Any], tmp_path: Path) -> None:
@@ -32,6 +46,9 @@ def test_demo_provisions_rotates_and_shows_the_signed_webhooks(stack: dict[str, 
     assert "is active on generation 2" in output
     assert stack["clientSecret"] not in output
     assert "whsec_" not in output  # the webhook signing secret is shown to the caller, not printed
+    headers = headers_of_tables(run.stdout)
+    assert len(headers) == 5  # history, app registration, permissions, rotated credential, webhooks
+    assert all(all(columns) for columns in headers), headers
 
 
 def _processes_mentioning(text: str) -> list[int]:
@@ -68,8 +85,6 @@ def test_make_runs_command_serves_the_demo_then_stops_everything_on_sigterm(tmp_
                 str(state),
                 "--settings",
                 str(tmp_path / "local.settings.json"),
-                "--host-log",
-                str(tmp_path / "host.log"),
                 "--demo",
                 "--managed-identity",
             ],
@@ -83,13 +98,22 @@ def test_make_runs_command_serves_the_demo_then_stops_everything_on_sigterm(tmp_
             while "keeps running" not in log.read_text() and time.monotonic() < deadline:
                 assert up.poll() is None, log.read_text()[-3000:]
                 time.sleep(0.5)
-            assert "is active on generation 2" in log.read_text(), log.read_text()[-3000:]
-            assert "Signs in with    the function app's managed identity" in log.read_text()
+            output = log.read_text()
+            assert "is active on generation 2" in output, output[-3000:]
+            assert "Signs in with    the function app's managed identity" in output
+            # The console reads as a tour: the host's and the tenant's logs are in files it names.
+            host_log = state / "logs" / "host.log"
+            assert f"Logs             {state / 'logs'}/ (host.log, tenant.log)" in output
+            assert (state / "logs" / "tenant.log").exists()
+            assert "Executed 'Functions.create_registration' (Succeeded" in host_log.read_text()
+            assert "Executed '" not in output and "HTTP Request" not in output
+            headers = headers_of_tables(output)
+            assert len(headers) == 5 and all(all(columns) for columns in headers), headers
 
             up.send_signal(signal.SIGTERM)
             assert up.wait(timeout=90) == 0
             # The app's HTTP clients end with the process, as in Azure, without an error per session.
-            assert "Unclosed client session" not in log.read_text() + (tmp_path / "host.log").read_text()
+            assert "Unclosed client session" not in log.read_text() + host_log.read_text()
         finally:
             if up.poll() is None:
                 up.kill()

@@ -36,14 +36,7 @@ def test_devstack_up_serves_the_app_and_sigterm_stops_every_child(tmp_path: Path
     state_dir = tmp_path / "state"
     settings = tmp_path / "local.settings.json"
     argv = [sys.executable, "-m", "devstack", "up", "--port", "0", "--state-dir", str(state_dir)]
-    argv += [
-        "--app-dir",
-        str(SAMPLE_APP),
-        "--settings",
-        str(settings),
-        "--host-log",
-        str(tmp_path / "host.log"),
-    ]
+    argv += ["--app-dir", str(SAMPLE_APP), "--settings", str(settings), "--verbose"]
     with (tmp_path / "up.log").open("w") as log:
         up = subprocess.Popen(
             argv, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
@@ -70,6 +63,10 @@ def test_devstack_up_serves_the_app_and_sigterm_stops_every_child(tmp_path: Path
         assert second.returncode == 1
         assert "already runs" in second.stderr
         assert read_endpoints(state_dir / "endpoints.json") == endpoints
+
+        # --verbose: the host logs to the console (the file behind up's stderr), not to logs/host.log.
+        assert "Executed 'Functions.get_item' (Succeeded" in (tmp_path / "up.log").read_text()
+        assert not (state_dir / "logs" / "host.log").exists()
 
         up.send_signal(signal.SIGTERM)
         assert up.wait(timeout=60) == 0

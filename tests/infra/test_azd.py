@@ -112,6 +112,12 @@ def _typical_azd_environment() -> dict[str, str]:
         "REGISTRAR_API_CLIENT_ID": "5c2b8e1d-7a4f-4c3e-9b6a-1d0e2f3a4b5c",
         # Values with quotes and backslashes: only safe because they are encoded.
         "REGISTRAR_EXTRA_APP_SETTINGS_B64": _b64(json.dumps({"TEAM_NOTE": 'say "hi" \\ bye', "A_FLAG": "1"})),
+        "REGISTRAR_ALERT_EMAILS": "secops@contoso.example,identity-team@contoso.example",
+        # A Teams workflow URL as Power Automate gives it: query string with & and %2F, no quote.
+        "REGISTRAR_ALERT_WEBHOOK_URL": (
+            "https://prod-12.swedencentral.logic.azure.com:443/workflows/4f1c2b7a9d/triggers/manual/paths/"
+            "invoke?api-version=2016-06-01&sp=%2Ftriggers%2Fmanual%2Frun&sv=1.0&sig=q1W2e3R4t5Y6u7I8o9P0"
+        ),
     }
 
 
@@ -160,9 +166,18 @@ def test_parameters_file_stays_json_after_azd_substitution(which: str) -> None:
         extra = json.loads(base64.b64decode(parameters["extraAppSettingsBase64"]["value"]))
         assert extra["TEAM_NOTE"] == 'say "hi" \\ bye'
         assert parameters["apiClientId"]["value"] == "5c2b8e1d-7a4f-4c3e-9b6a-1d0e2f3a4b5c"
+        assert (
+            parameters["alertWebhookUrl"]["value"]
+            == _typical_azd_environment()["REGISTRAR_ALERT_WEBHOOK_URL"]
+        )
+        assert parameters["alertEmailAddresses"]["value"].split(",") == [
+            "secops@contoso.example",
+            "identity-team@contoso.example",
+        ]
     else:
         assert parameters["tenantCredentialsBase64"]["value"] == ""
         assert parameters["apiClientId"]["value"] == ""
+        assert parameters["alertWebhookUrl"]["value"] == ""
 
 
 def test_the_emulation_catches_a_json_value_passed_as_plain_text() -> None:

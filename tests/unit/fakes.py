@@ -38,6 +38,7 @@ from functions.core.record.errors import (
     TransientError,
     ValidationFailed,
 )
+from functions.core.record.inflight import InFlightWork
 from functions.core.record.models import (
     CredentialType,
     Problem,
@@ -622,6 +623,44 @@ class FakeExpiryIndex(Recorder):
         )
         self.reads += len(found)
         return found[:limit] if limit else found
+
+
+class FakeInFlightIndex(Recorder):
+    """The in-flight index as the Tables adapter keeps it: one entry per key with an ETag; put
+    merges (keeps the resume count); mark_resumed only against the ETag read. `entities_read`
+    counts what all() returned, as the entities a sweep reads from Table storage."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entries: dict[str, tuple[InFlightWork, str]] = {}
+        self.entities_read = 0
+
+    async def put(self, work: InFlightWork) -> str:
+        self.note("put")
+        old = self.entries.get(work.key)
+        resumes = old[0].resumes if old else 0
+        etag = uuid.uuid4().hex
+        self.entries[work.key] = (replace(work, resumes=resumes, etag=None), etag)
+        return etag
+
+    async def remove(self, key: str, etag: str | None = None) -> None:
+        self.note("remove")
+        if etag is None or (key in self.entries and self.entries[key][1] == etag):
+            self.entries.pop(key, None)
+
+    async def all(self) -> list[InFlightWork]:
+        self.note("all")
+        self.entities_read += len(self.entries)
+        return [replace(work, etag=etag) for work, etag in self.entries.values()]
+
+    async def mark_resumed(self, work: InFlightWork, at: datetime) -> bool:
+        self.note("mark_resumed")
+        current = self.entries.get(work.key)
+        if current is None or current[1] != work.etag:
+            return False
+        resumed = replace(current[0], touched_at=at, resumes=current[0].resumes + 1)
+        self.entries[work.key] = (resumed, uuid.uuid4().hex)
+        return True
 
 
 class Crash(Exception):  # noqa: N818  (the process died: not an error the workflow handles)

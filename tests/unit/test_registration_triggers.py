@@ -28,7 +28,7 @@ from functions.triggers import http_registrations as api
 from functions.triggers.queue_messages import UnreadableMessage
 from functions.triggers.queue_registrations import registration_worker
 from tests.openapi_check import load_openapi, response_errors
-from tests.unit.fakes import FakeQueue
+from tests.unit.fakes import FakeInFlightIndex, FakeQueue
 from tests.unit.provisioning_world import TENANT, World
 
 BASE = "https://registrar.example.com/api"
@@ -66,6 +66,7 @@ class FakeServices:
         self.probe = world.probe
         self.queue = FakeQueue()
         self.index = FakeExpiryIndex()
+        self.in_flight = FakeInFlightIndex()
         self.rotation_settings = RotationSettings()
         self.signing_secrets = CachedSecrets(world.vault)
 

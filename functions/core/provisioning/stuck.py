@@ -17,7 +17,9 @@ has no secondary index, so the service scans the registrations table for each, b
 the few non-terminal records; at the registrar's scale (thousands of registrations, one sweep per
 timer run) that is a few requests. An index entry per in-flight registration would need a write
 at intake, approval and every terminal transition, and could drift, for a net that should rarely
-catch anything. A registration whose lease is held (a worker is on it) is left for the next sweep.
+catch anything. (The in-flight index of core/record/inflight.py covers only work a worker has
+started, not registrations waiting in a queue or for a person, so it cannot replace this scan.)
+A registration whose lease is held (a worker is on it) is left for the next sweep.
 """
 
 from __future__ import annotations

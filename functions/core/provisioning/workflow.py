@@ -41,6 +41,7 @@ from functions.core.ports import (
     Clock,
     DelegatedGrant,
     Directory,
+    InFlightIndex,
     RegistrationStore,
     TokenProbe,
     Vault,
@@ -55,11 +56,13 @@ from functions.core.record.errors import (
     ValidationFailed,
     saved,
 )
-from functions.core.record.keeper import RecordKeeper, Sleep
+from functions.core.record.inflight import provisioning_work, tracked
+from functions.core.record.keeper import WORK_LEASE, RecordKeeper, Sleep
 from functions.core.record.models import CredentialType, PermissionKind, RegistrationStatus, SecretValue
 from functions.core.record.registration import TERMINAL_STATUSES, Approval, Registration
 from functions.core.record.steps import concurrently, in_step, step_of
 from functions.logs import log_context
+from functions.resources import REGISTRATION_REQUESTS_QUEUE
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +72,7 @@ GIVE_UP_STATUSES = frozenset({RegistrationStatus.ACCEPTED, RegistrationStatus.PR
 
 @dataclass(frozen=True)
 class WorkflowSettings:
-    lease_for: timedelta = timedelta(minutes=5)
+    lease_for: timedelta = WORK_LEASE  # renewed in the background while a run holds it
     lease_wait: timedelta = timedelta(seconds=30)
     verify_timeout: timedelta = timedelta(minutes=3)  # per run; the queue retry gives more
     verify_first_delay: timedelta = timedelta(seconds=1)
@@ -91,8 +94,10 @@ class Provisioner:
         owner: str | None = None,
         sleep: Sleep = asyncio.sleep,
         lifetimes: CredentialLifetimes | None = None,  # end dates: configured, profile, tenant maxima
+        in_flight: InFlightIndex | None = None,  # where a run is written ahead, for the resume sweep
     ) -> None:
         self._store = store
+        self._in_flight = in_flight
         self._directory = directory
         self._vault = vault
         self._probe = probe
@@ -114,11 +119,16 @@ class Provisioner:
         )
 
     async def run(self, registration_id: str) -> Registration:
-        """Drive a registration as far as it can go now. Idempotent: safe to call again any time."""
-        keeper = await self.claim(registration_id)
-        record = keeper.current
-        with log_context(registration_id=record.id, tenant_id=record.tenant_id, operation="provision"):
-            return await self._holding(keeper, lambda: self._drive_or_fail(keeper))
+        """Drive a registration as far as it can go now. Idempotent: safe to call again any time.
+
+        In flight (core/record/inflight.py) from before the lease is claimed to the run's end, so
+        a run whose process dies is sent again by the resume sweep once its lease lapses."""
+        work = provisioning_work(registration_id, REGISTRATION_REQUESTS_QUEUE, self._clock.now())
+        async with tracked(self._in_flight, work):
+            keeper = await self.claim(registration_id)
+            record = keeper.current
+            with log_context(registration_id=record.id, tenant_id=record.tenant_id, operation="provision"):
+                return await self._holding(keeper, lambda: self._drive_or_fail(keeper))
 
     async def give_up(
         self, registration_id: str, reason: str, *, wait: timedelta | None = None
@@ -143,10 +153,12 @@ class Provisioner:
             return await self._holding(keeper, end)
 
     async def _holding(self, keeper: RecordKeeper, work: Callable[[], Awaitable[None]]) -> Registration:
-        """Run `work` under the lease and give the lease up on every path (a dead process: it expires)."""
+        """Run `work` under the lease, renewed in the background, and give the lease up on every path
+        (a dead process: it lapses within WORK_LEASE)."""
         try:
             try:
-                await work()
+                async with keeper.renewing():
+                    await work()
             except TransientError as err:
                 log.warning("paused at step %s, will retry: %s", step_of(err), err)
                 await failures.note_pause(keeper, err, self._clock)

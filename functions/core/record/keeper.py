@@ -13,23 +13,37 @@ worker that claimed it after ours expired), the step stops with LeaseHeld: the o
 state wins and our queue message comes back later. Otherwise (an approval or an operator's
 edit that kept our lease) the change is applied again to the fresh record, so every change
 must be idempotent. A long wait (verification) calls `renew` so the lease does not run out.
+
+Work leases are short (WORK_LEASE, 30 s) so that a crashed worker's registration is free again
+within seconds: the resume sweep (core/recovery/resume.py) then hands its work to another worker.
+A worker keeps its lease alive with `renewing()`, a background renewal every third of the lease
+while the work runs, whatever it waits on (a Graph call held back by Retry-After, Entra's
+propagation delay, a slow consent $batch): a live worker never loses its lease to a pause, and a
+dead one holds it at most 30 s. Two renewals can fail in a row before the lease lapses.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-from collections.abc import Awaitable, Callable
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from datetime import timedelta
 
 from functions.core.ports import Clock, RegistrationStore
-from functions.core.record.errors import ConcurrencyConflict, TransientError
+from functions.core.record.errors import ConcurrencyConflict, NotFound, RegistrarError, TransientError
 from functions.core.record.registration import Registration
+
+log = logging.getLogger(__name__)
 
 Sleep = Callable[[float], Awaitable[None]]
 Change = Callable[[Registration], Registration]
 
+# The lease of a provisioning run or a rotation job (see the module docstring), renewed every third.
+WORK_LEASE = timedelta(seconds=30)
+RENEWALS_PER_LEASE = 3
 LEASE_POLL_SECONDS = 0.25
 # A save that keeps losing the ETag race to something other than a lease holder (an approval,
 # an operator's edit) is retried this many times before the step gives up as transient.
@@ -113,6 +127,37 @@ class RecordKeeper:
     async def renew(self) -> Registration:
         """Extend the lease (during a long wait); LeaseHeld when it was lost meanwhile."""
         return await self.update(lambda r: r)
+
+    @contextlib.asynccontextmanager
+    async def renewing(self, every: timedelta | None = None) -> AsyncIterator[RecordKeeper]:
+        """Renew the lease in the background while the block runs (every third of the lease).
+
+        A renewal that finds the lease lost stops renewing: the block's next save raises LeaseHeld.
+        A renewal that fails for a passing reason (Table storage busy) is tried again next time.
+        The renewal is never cancelled half-way through a save: the block's end waits for it."""
+        interval = (every or self._lease_for / RENEWALS_PER_LEASE).total_seconds()
+        stop = asyncio.Event()
+
+        async def renew_until_stopped() -> None:
+            while True:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), interval)
+                if stop.is_set():
+                    return
+                try:
+                    await self.renew()
+                except (LeaseHeld, NotFound) as err:
+                    log.warning("lease renewal stopped: %s", err)
+                    return
+                except RegistrarError as err:
+                    log.warning("lease renewal failed, trying again in %.0f s: %s", interval, err)
+
+        renewal = asyncio.create_task(renew_until_stopped())
+        try:
+            yield self
+        finally:
+            stop.set()
+            await renewal
 
     async def release(self) -> Registration:
         """Give the lease up; a lease already lost to another worker is not ours to release."""

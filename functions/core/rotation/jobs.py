@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 
 from functions.core.credentials.verification import VerifyPolicy
 from functions.core.record.errors import RecordInconsistent
+from functions.core.record.keeper import WORK_LEASE
 from functions.core.record.models import CredentialType
 from functions.core.record.registration import CredentialState, Registration
 from functions.core.record.schedule import JobAction, RotationJob, job_id, rotation_due_at
@@ -22,7 +23,7 @@ class RotationSettings:
     lifetime_fraction: float = 0.66
     overlap: timedelta = timedelta(days=1)
     default_lifetime: timedelta = timedelta(days=180)
-    lease_for: timedelta = timedelta(minutes=5)  # renewed while verification waits
+    lease_for: timedelta = WORK_LEASE  # renewed in the background while a job holds it
     lease_wait: timedelta = timedelta(seconds=10)
     verify: VerifyPolicy = field(default_factory=VerifyPolicy)
     # A job refused for good (or a retirement kept back) comes back after this, doubling per

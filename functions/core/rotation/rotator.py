@@ -33,12 +33,14 @@ from functions.core.ports import (
     Clock,
     Directory,
     ExpiryIndex,
+    InFlightIndex,
     MessageQueue,
     RegistrationStore,
     TokenProbe,
     Vault,
 )
 from functions.core.record.errors import NotFound, PermanentError, RecordInconsistent, TransientError
+from functions.core.record.inflight import InFlightWork, tracked
 from functions.core.record.keeper import RecordKeeper, Sleep
 from functions.core.record.models import CredentialType, RegistrationStatus
 from functions.core.record.registration import (
@@ -90,8 +92,12 @@ class Outcome(StrEnum):
 # ---------------------------------------------------------------- scheduling
 
 
+def job_message(job: RotationJob) -> str:
+    return json.dumps(job.to_message(), separators=(",", ":"))
+
+
 async def enqueue(queue: MessageQueue, job: RotationJob) -> None:
-    await queue.send(ROTATION_JOBS_QUEUE, json.dumps(job.to_message(), separators=(",", ":")))
+    await queue.send(ROTATION_JOBS_QUEUE, job_message(job))
 
 
 @dataclass(frozen=True)
@@ -155,8 +161,10 @@ class Rotator:
         owner: str | None = None,
         sleep: Sleep = asyncio.sleep,
         lifetimes: CredentialLifetimes | None = None,  # end dates: configured, profile, tenant maxima
+        in_flight: InFlightIndex | None = None,  # where a job is written ahead, for the resume sweep
     ) -> None:
         self._store = store
+        self._in_flight = in_flight
         self._directory = directory
         self._vault = vault
         self._probe = probe
@@ -175,6 +183,19 @@ class Rotator:
         self._announcer = Announcer(queue=queue, clock=clock)
 
     async def run(self, job: RotationJob) -> Outcome:
+        """Run the job; in flight (core/record/inflight.py) from before the lease is claimed to its
+        end, so a job whose process dies is sent again by the resume sweep once its lease lapses."""
+        work = InFlightWork(
+            key=job.job_id,
+            registration_id=job.registration_id,
+            queue=ROTATION_JOBS_QUEUE,
+            message=job_message(job),
+            touched_at=self._clock.now(),
+        )
+        async with tracked(self._in_flight, work):
+            return await self._run(job)
+
+    async def _run(self, job: RotationJob) -> Outcome:
         try:
             keeper = await RecordKeeper.claim(
                 self._store,
@@ -193,14 +214,16 @@ class Rotator:
             registration_id=record.id, tenant_id=record.tenant_id, operation=f"rotation.{job.action}"
         ):
             try:
-                if job.action is JobAction.RETIRE:
-                    return await self._retire(keeper, job)
-                return await self._rotate(keeper, job)
-            except PermanentError as err:
-                if await self._abandon(keeper, job, err):
-                    return Outcome.ROTATED
-                log.error("rotation job %s failed: %s", job.job_id, err)
-                raise
+                async with keeper.renewing():
+                    try:
+                        if job.action is JobAction.RETIRE:
+                            return await self._retire(keeper, job)
+                        return await self._rotate(keeper, job)
+                    except PermanentError as err:
+                        if await self._abandon(keeper, job, err):
+                            return Outcome.ROTATED
+                        log.error("rotation job %s failed: %s", job.job_id, err)
+                        raise
             finally:
                 await keeper.release()
 

@@ -50,6 +50,7 @@ var tableNames = [
   'Leases'
   'InventoryApps'
   'InventoryCredentials'
+  'InFlight'
 ]
 
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {

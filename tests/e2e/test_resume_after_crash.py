@@ -1,0 +1,108 @@
+"""Resume after a crash, end to end through the local host (issue 13, part 4).
+
+A private stack whose tenant refuses a new secret for 20 s after it is made (Entra's propagation
+delay), so a registration and a rotation each wait in verification long enough to be killed there
+deterministically: the host (and its worker) is SIGKILLed once the new secret exists in Entra, then
+started again while Azurite and the tenant stay up. The killed invocation's queue message stays
+invisible for the queue's 10 minutes, so only the resume sweep (every 15 s, the default) can bring
+the work back: it must complete within 90 s of the kill, with exactly one new secret on the app.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from devstack.stack import Stack
+from functions.resources import IN_FLIGHT_TABLE
+from tests.e2e.rotation_support import Host, leaks, private_host, start_private_stack, tag, wait_until
+
+pytestmark = pytest.mark.slow
+
+RESUME_WITHIN_S = 90.0
+PROPAGATION_DELAY_S = 20
+SETTINGS = {"REGISTRAR_ROTATION_SCHEDULE": "0 0 0 1 1 *"}  # rotations only when asked for
+TENANT_ARGS = ["--propagation-delay", str(PROPAGATION_DELAY_S)]
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory, tenant_ca_dir: Path) -> Iterator[Stack]:
+    started = start_private_stack(
+        tmp_path_factory.mktemp("resume-stack"), tenant_ca_dir, SETTINGS, TENANT_ARGS
+    )
+    try:
+        yield started
+    finally:
+        started.stop()
+
+
+def history(view: dict[str, Any], step: str, outcome: str) -> bool:
+    return any(h["step"] == step and h["outcome"] == outcome for h in view["history"])
+
+
+def crash_and_restart(stack: Stack) -> float:
+    """SIGKILL the host mid-work and start it again; returns when it was killed (monotonic)."""
+    stack.crash_host()
+    killed_at = time.monotonic()
+    stack.restart_host()
+    return killed_at
+
+
+def remaining(killed_at: float) -> float:
+    return max(1.0, RESUME_WITHIN_S - (time.monotonic() - killed_at))
+
+
+def in_flight_entities(host: Host) -> list[dict[str, Any]]:
+    from azure.data.tables import TableClient
+
+    with TableClient.from_connection_string(
+        host.endpoints["storageConnectionString"], IN_FLIGHT_TABLE
+    ) as table:
+        return list(table.list_entities())
+
+
+def test_a_registration_and_a_rotation_killed_mid_way_complete_within_90_s_of_the_crash(stack: Stack) -> None:
+    host = private_host(stack)
+    try:
+        # ---- provisioning: killed while it waits for Entra to accept the new secret
+        registration_id, _ = host.register(tag(), lifetime="P180D")
+        waiting = wait_until(
+            "the secret to be issued (the run then waits in verification)",
+            lambda: (
+                (view := host.registration(registration_id))["status"] == "provisioning"
+                and history(view, "credential", "done")
+                and view
+            ),
+            60,
+        )
+        app_id = waiting["appId"]
+        assert in_flight_entities(host), "the run is written ahead in the in-flight index"
+        killed_at = crash_and_restart(stack)
+
+        active = host.wait_status(registration_id, "active", timeout_s=remaining(killed_at))
+        print(f"provisioning active {time.monotonic() - killed_at:.0f} s after the kill")
+        assert len(host.passwords(app_id)) == 1  # the resumed run adopted the dead one's secret
+        assert active["credential"]["generation"] == 1
+
+        # ---- rotation: killed once its new secret exists in Entra, while it waits to verify it
+        assert host.rotate(registration_id).status_code == 202
+        wait_until("the rotation's new secret to be added", lambda: len(host.passwords(app_id)) == 2, 60)
+        assert host.registration(registration_id)["status"] == "rotating"
+        killed_at = crash_and_restart(stack)
+
+        def rotated() -> dict[str, Any] | None:
+            view = host.registration(registration_id)
+            return view if view["status"] == "active" and view["credential"]["generation"] == 2 else None
+
+        wait_until("the rotation to complete after the crash", rotated, remaining(killed_at), every_s=0.5)
+        print(f"rotation done {time.monotonic() - killed_at:.0f} s after the kill")
+        assert len(host.passwords(app_id)) == 2  # the old one (retiring) and exactly one new one
+        wait_until("the in-flight index to empty", lambda: not in_flight_entities(host), 30)
+        # No secret value in what the crashed and the restarted host wrote (logs, entities, messages).
+        assert not leaks(host.all_secret_values(), host.leak_places())
+    finally:
+        host.close()
