@@ -29,8 +29,9 @@ log = logging.getLogger(__name__)
 bp = func.Blueprint()
 
 GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
-MAX_EXPIRING_WITHIN = timedelta(days=36500)
+MAX_EXPIRING_WITHIN = timedelta(days=3650)  # as GET /credentials dueWithin
 MAX_LIMIT = 1000
+LIMIT = re.compile(r"1000|[1-9][0-9]{0,2}")  # as the OpenAPI document's pattern
 
 
 async def _enqueue_scans(tenants: list[str]) -> None:
@@ -90,7 +91,7 @@ def _query(req: func.HttpRequest, tenants: list[str], now_plus: timedelta | None
     """Every problem of the query string at once (ValidationFailed)."""
     problems: list[Problem] = []
     tenant_id = req.params.get("tenantId", "")
-    if not GUID.match(tenant_id):
+    if not GUID.fullmatch(tenant_id):
         problems.append(Problem("tenantId", "required: a tenant id (GUID)", None))
     elif tenant_id.lower() not in tenants:
         problems.append(Problem("tenantId", "not a tenant Registrar serves", ", ".join(tenants)))
@@ -100,7 +101,7 @@ def _query(req: func.HttpRequest, tenants: list[str], now_plus: timedelta | None
         try:
             window = parse_duration(raw)
             if window > MAX_EXPIRING_WITHIN:
-                raise ValueError("at most P36500D")
+                raise ValueError("at most P3650D")
         except ValueError as exc:
             problems.append(Problem("expiringWithin", str(exc), "an ISO 8601 duration such as P30D"))
     managed = req.params.get("managed")
@@ -115,7 +116,7 @@ def _query(req: func.HttpRequest, tenants: list[str], now_plus: timedelta | None
     limit = 100
     raw_limit = req.params.get("limit")
     if raw_limit is not None:
-        if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_LIMIT:
+        if not LIMIT.fullmatch(raw_limit):
             problems.append(Problem("limit", f"an integer from 1 to {MAX_LIMIT}", None))
         else:
             limit = int(raw_limit)
@@ -158,7 +159,7 @@ async def inventory_application(req: func.HttpRequest) -> func.HttpResponse:
     problems = [
         Problem(name, "must be a GUID", None)
         for name, value in (("tenantId", tenant_id), ("appId", app_id))
-        if not GUID.match(value)
+        if not GUID.fullmatch(value)
     ]
     try:
         if problems:
