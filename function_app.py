@@ -9,6 +9,7 @@ from functions.triggers import (
     confirmations,
     health,
     http_registrations,
+    inventory,
     notifications,
     queue_registrations,
     resume_work,
@@ -28,6 +29,7 @@ app.register_functions(queue_registrations.bp)
 app.register_functions(rotation.bp)
 app.register_functions(notifications.bp)
 app.register_functions(stuck_registrations.bp)
+app.register_functions(inventory.bp)
 app.register_functions(resume_work.bp)
 app.register_functions(health.bp)
 app.register_functions(subscriptions.bp)

@@ -27,6 +27,8 @@ if TYPE_CHECKING:
     from functions.core.escalation.at_risk import EscalationSettings
     from functions.core.escalation.escalation import Escalation
     from functions.core.escalation.instruments import Instruments
+    from functions.core.inventory.ports import InventoryStore
+    from functions.core.inventory.scanner import InventoryScanner
     from functions.core.notification.delivery import DeliveryWorker
     from functions.core.notification.events import Delivery
     from functions.core.notification.prompt import PromptDeliveries
@@ -98,6 +100,38 @@ class Services:
         return GraphDirectory(self.identity, self.settings.graph_base_url)
 
     @cached_property
+    def inventory_store(self) -> InventoryStore:
+        from functions.adapters.table_inventory import TableInventoryStore
+
+        return TableInventoryStore(self.table_service)
+
+    def inventory_scanner(self) -> InventoryScanner:
+        from functions.adapters.graph import GraphDirectory
+        from functions.adapters.graph_inventory import GraphInventory
+        from functions.core.inventory.scanner import InventoryScanner
+
+        graph = self.directory
+        if not isinstance(graph, GraphDirectory):  # tests may replace the directory with a fake
+            raise TypeError("the inventory reads Graph through GraphDirectory")
+        return InventoryScanner(
+            GraphInventory(graph),
+            self.inventory_store,
+            graph,
+            self.store,
+            self.catalogue,
+            self.clock,
+        )
+
+    @property
+    def tenants(self) -> list[str]:
+        """Every tenant Registrar has an identity in: home first."""
+        return list(
+            dict.fromkeys(
+                [self.settings.home_tenant_id.lower(), *(t.lower() for t in self.identity.config.tenants)]
+            )
+        )
+
+    @cached_property
     def vault(self) -> Vault:
         from functions.adapters.keyvault import KeyVaultStore
 
@@ -145,7 +179,7 @@ class Services:
     # Users before what they use: the store and logs write through the table service, every
     # Azure client authenticates through the identity.
     _CLOSE_ORDER = ("deliveries", "index", "in_flight", "health_marks", "watchlist",
-                    "tenant_subscription_store", "store", "queue", "table_service",
+                    "tenant_subscription_store", "store", "inventory_store", "queue", "table_service",
                     "directory", "vault", "webhook_sender", "identity")  # fmt: skip
 
     async def close(self) -> None:

@@ -49,6 +49,7 @@ class Settings:
     client_id: str | None
     client_secret: SecretValue | None
     rotation_schedule: str
+    inventory_schedule: str
     # The resume sweep's NCRONTAB schedule (a binding expression, as the rotation schedule).
     resume_schedule: str
     rotation_lead_time: timedelta
@@ -137,6 +138,7 @@ class Settings:
             client_id=text("REGISTRAR_CLIENT_ID") or None,
             client_secret=SecretValue(secret) if secret else None,
             rotation_schedule=text("REGISTRAR_ROTATION_SCHEDULE", "0 */15 * * * *"),
+            inventory_schedule=text("REGISTRAR_INVENTORY_SCHEDULE", "0 30 2 * * *"),
             resume_schedule=text("REGISTRAR_RESUME_SCHEDULE", "*/15 * * * * *"),
             rotation_lead_time=duration("REGISTRAR_ROTATION_LEAD_TIME", "P30D"),
             rotation_lifetime_fraction=fraction,

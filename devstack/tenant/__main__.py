@@ -40,6 +40,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--fault", action="append", default=[], metavar="JSON", help="a fault rule (as POST /_sim/faults)"
     )
+    parser.add_argument(
+        "--brownfield", type=int, default=0, metavar="N", help="a new tenant gets N hand-made connector apps"
+    )
+    parser.add_argument(
+        "--brownfield-service-principals", type=int, default=None, metavar="M", help="of which M get one"
+    )
     parser.add_argument("--log-level", default="WARNING")
     return parser.parse_args(argv)
 
@@ -79,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
         state_dir=args.state_dir,
         sim=sim,
         faults=tuple(json.loads(rule) for rule in args.fault),
+        brownfield=args.brownfield,
+        brownfield_service_principals=args.brownfield_service_principals,
     )
 
     async def serve() -> None:

@@ -206,6 +206,30 @@ async def set_app_policy(request: web.Request) -> web.Response:
     return json_response(directory.app_management_policy)
 
 
+async def brownfield(request: web.Request) -> web.Response:
+    """Fill a tenant (the home tenant unless `tenantId`) with `count` hand-made connector apps
+    (devstack/tenant/brownfield.py); `servicePrincipals`: how many of them get one (all by default)."""
+    from devstack.tenant.brownfield import timed_fill
+
+    body = await _json_body(request)
+    if not isinstance(body, dict):
+        return _bad("expected a JSON object")
+    registry = request.app[REGISTRY]
+    tenant_id = str(body.get("tenantId") or registry.home_tenant_id)
+    entry = registry.entries.get(tenant_id)
+    if entry is None:
+        return json_response({"error": {"code": "NotFound", "message": "no such tenant"}}, 404)
+    count, sps, seed = body.get("count"), body.get("servicePrincipals"), body.get("seed", 15)
+    for name, value in (("count", count), ("servicePrincipals", sps), ("seed", seed)):
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+            return _bad(f"'{name}' must be an integer >= 0")
+    if count is None:
+        return _bad("'count' is required")
+    summary = timed_fill(entry.directory, entry.admin_client_id, count, service_principals=sps, seed=seed)
+    request.app[MARK_DIRTY]()
+    return json_response({"tenantId": tenant_id, **summary}, 201)
+
+
 async def stats(request: web.Request) -> web.Response:
     return json_response(request.app[STATS].to_json(request.app[FAULTS]))
 
@@ -227,4 +251,5 @@ def routes() -> list[web.RouteDef]:
         web.put("/_sim/tenants/{tenant_id}/appManagementPolicy", set_app_policy),
         web.patch("/_sim/tenants/{tenant_id}/appManagementPolicy", set_app_policy),
         web.get("/_sim/stats", stats),
+        web.post("/_sim/brownfield", brownfield),
     ]

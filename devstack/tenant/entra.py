@@ -133,7 +133,8 @@ class TokenIssuer:
             "app_displayname": client.display_name,
             "appid": client.app_id,
             "appidacr": "2" if by_certificate else "1",
-            "azp": client.app_id,
+            # v1 tokens name the client in appid/appidacr only; azp/azpacr are v2 claims (Entra's
+            # access token claims reference), so a v1 token carries no azp.
             "idp": issuer,
             "idtyp": "app",
             "oid": client.service_principal_id,

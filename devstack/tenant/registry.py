@@ -22,6 +22,10 @@ class TenantEntry:
     # identity: the managed identity endpoint knows the caller's tenant by it. App Service's value is a
     # GUID; uuid4 draws its 122 bits from os.urandom, so it is as hard to guess.
     identity_header: str = field(default_factory=lambda: str(uuid.uuid4()))
+    # The tenant administrator (graph/directory.py ADMIN_GRAPH_ROLES): what a person does in the
+    # portal. Kept, like the bootstrap secret, so the printed adminClientSecret survives restarts.
+    admin_client_id: str = ""
+    admin_client_secret: str = ""
 
 
 class TenantRegistry:
@@ -69,7 +73,10 @@ class TenantRegistry:
         if tenant_id in self.entries:
             raise ValueError(f"tenant {tenant_id} exists")
         directory, client_id, client_secret = graph.new_directory(tenant_id)
-        return tenant_id, self.add(tenant_id, TenantEntry(directory, client_id, client_secret))
+        admin_id, admin_secret = graph.new_admin_identity(directory)
+        entry = TenantEntry(directory, client_id, client_secret, admin_client_id=admin_id)
+        entry.admin_client_secret = admin_secret
+        return tenant_id, self.add(tenant_id, entry)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -79,6 +86,8 @@ class TenantRegistry:
                     "clientId": entry.client_id,
                     "clientSecret": entry.client_secret,
                     "identityHeader": entry.identity_header,
+                    "adminClientId": entry.admin_client_id,
+                    "adminClientSecret": entry.admin_client_secret,
                     "directory": entry.directory.to_dict(),
                 }
                 for tenant_id, entry in self.entries.items()
@@ -94,5 +103,10 @@ class TenantRegistry:
             entry = TenantEntry(directory, saved["clientId"], saved["clientSecret"])
             if saved.get("identityHeader"):  # older snapshots have none: a new one is drawn
                 entry.identity_header = saved["identityHeader"]
+            if saved.get("adminClientId"):
+                entry.admin_client_id = saved["adminClientId"]
+                entry.admin_client_secret = saved["adminClientSecret"]
+            else:  # saved before tenants had an administrator: one is made now
+                entry.admin_client_id, entry.admin_client_secret = graph.new_admin_identity(directory)
             registry.add(tenant_id, entry)
         return registry

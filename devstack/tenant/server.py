@@ -37,6 +37,8 @@ class ServerOptions:
     state_dir: Path | None = None
     sim: SimulationConfig = field(default_factory=SimulationConfig)
     faults: tuple[dict[str, Any], ...] = ()
+    brownfield: int = 0  # hand-made connector apps for a new home tenant (brownfield.py)
+    brownfield_service_principals: int | None = None
 
 
 class TenantServer:
@@ -62,7 +64,16 @@ class TenantServer:
             self.registry = TenantRegistry.from_dict(saved["registry"])
         else:
             self.registry = TenantRegistry(str(uuid.uuid4()))
-            self.registry.create(self.registry.home_tenant_id)
+            _, home_entry = self.registry.create(self.registry.home_tenant_id)
+            if options.brownfield:  # a tenant restored from its state dir has its apps already
+                from devstack.tenant.brownfield import fill
+
+                fill(
+                    home_entry.directory,
+                    home_entry.admin_client_id,
+                    options.brownfield,
+                    service_principals=options.brownfield_service_principals,
+                )
         self.signing_key = SigningKey(self.tls.signing_key, self.tls.signing_cert)
         self.authenticator = Authenticator(self.signing_key, self.registry)
         self.sim = replace(options.sim, extra=dict(options.sim.extra))
@@ -96,6 +107,9 @@ class TenantServer:
             "tenantId": tenant_id,
             "clientId": entry.client_id,
             "clientSecret": entry.client_secret,
+            # The tenant administrator: for tests and demos acting as a person would. Never Registrar's.
+            "adminClientId": entry.admin_client_id,
+            "adminClientSecret": entry.admin_client_secret,
             "graphUrl": f"{self.base_url}/v1.0",
             "vaultUrl": self.vault_url,
             "caFile": str(self.tls.ca_file),

@@ -83,6 +83,10 @@ class GraphDirectory(GraphConsent, GraphCredentials, GraphOwners, GraphPolicy):
 
     # ---------------------------------------------------------------- plumbing
 
+    @property
+    def base_url(self) -> str:
+        return self._base_url
+
     def client(self, tenant_id: str) -> Any:
         """The tenant's GraphServiceClient (made on first use)."""
         key = tenant_id.lower()

@@ -59,6 +59,8 @@ param graphBaseUrl string = 'https://graph.microsoft.com/v1.0'
 @description('Six-field NCRONTAB schedule (UTC) of the rotation timer (REGISTRAR_ROTATION_SCHEDULE).')
 param rotationSchedule string = '0 */15 * * * *'
 
+@description('Six-field NCRONTAB schedule (UTC) of the inventory scan (REGISTRAR_INVENTORY_SCHEDULE): daily by default.')
+param inventorySchedule string = '0 30 2 * * *'
 @description('Six-field NCRONTAB schedule (UTC) of the resume sweep, which re-sends work whose worker died (REGISTRAR_RESUME_SCHEDULE).')
 param resumeSchedule string = '*/15 * * * * *'
 
@@ -213,6 +215,7 @@ var registrarSettings = {
   REGISTRAR_GRAPH_BASE_URL: graphBaseUrl
   REGISTRAR_KEY_VAULT_URL: keyVault.outputs.keyVaultUri
   REGISTRAR_ROTATION_SCHEDULE: rotationSchedule
+  REGISTRAR_INVENTORY_SCHEDULE: inventorySchedule
   REGISTRAR_RESUME_SCHEDULE: resumeSchedule
   REGISTRAR_ROTATION_LEAD_TIME: rotationLeadTime
   REGISTRAR_ROTATION_LIFETIME_FRACTION: rotationLifetimeFraction

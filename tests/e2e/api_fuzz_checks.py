@@ -12,6 +12,8 @@ every problem it lists is one of these; any other problem still fails the check:
 - POST /registrations/{id}/webhooks, 400: a host name that does not resolve or resolves to an
   address that is not public (DNS), or an eleventh webhook (the registration's state).
 - GET /registrations, 400: a continuation token this list did not issue (opaque, like an id).
+- GET /inventory, 400: a tenant Registrar has no identity in (deployment state), or a continuation
+  token the list did not issue.
 """
 
 from __future__ import annotations
@@ -39,6 +41,10 @@ STATE_REFUSALS: dict[tuple[str, int], tuple[tuple[str, str], ...]] = {
         ("url", r"^at most 10 webhooks per registration$"),
     ),
     ("GET /registrations", 400): (("continuation", r"^not a continuation token of this list$"),),
+    ("GET /inventory", 400): (
+        ("tenantId", r"^not a tenant Registrar serves$"),
+        ("continuation", r"^not a continuation token of this list$"),
+    ),
 }
 
 

@@ -74,7 +74,8 @@ def test_bootstrap_secret_gets_a_graph_token_with_its_roles(tenant: TenantProces
 
     claims = verified_claims(tenant, token.token, "https://graph.microsoft.com")
     assert claims["tid"] == tenant.tenant_id
-    assert claims["appid"] == claims["azp"] == tenant.client_id
+    assert claims["appid"] == tenant.client_id and claims["ver"] == "1.0"
+    assert "azp" not in claims and "azpacr" not in claims  # v2-only claims, as in Entra's v1 tokens
     assert claims["idtyp"] == "app"
     assert {"Application.ReadWrite.OwnedBy", "AppRoleAssignment.ReadWrite.All"} <= set(claims["roles"])
     assert claims["exp"] - claims["iat"] == 3600

@@ -369,6 +369,7 @@ async def test_the_gauges_report_the_latest_snapshot_with_bounded_attributes() -
         "registration-requests-poison",
         "rotation-jobs-poison",
         "webhook-deliveries-poison",
+        "inventory-scans-poison",
     }
     for name, series in points.items():  # never an id as a dimension
         assert all(set(attrs) <= {"outcome", "reason", "queue"} for attrs, _ in series), name

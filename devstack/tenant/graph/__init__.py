@@ -8,7 +8,12 @@ For the rest of the tenant:
 
 from __future__ import annotations
 
-from devstack.tenant.graph.directory import Directory, grant_bootstrap_roles, new_directory
+from devstack.tenant.graph.directory import (
+    Directory,
+    grant_bootstrap_roles,
+    new_admin_identity,
+    new_directory,
+)
 from devstack.tenant.graph.routes import routes
 
-__all__ = ["Directory", "grant_bootstrap_roles", "new_directory", "routes"]
+__all__ = ["Directory", "grant_bootstrap_roles", "new_admin_identity", "new_directory", "routes"]

@@ -6,16 +6,19 @@ import re
 from typing import Any
 
 from devstack.tenant.graph import authz
+from devstack.tenant.graph.deleted_items import purge_expired
 from devstack.tenant.graph.errors import GraphError, bad_request, conflict, not_found, unknown_property
 from devstack.tenant.graph.http import Call, Reply, Router, list_reply, require_guid
 from devstack.tenant.graph.model import Application, KeyCredential, ServicePrincipal
 from devstack.tenant.graph.odata import (
+    MAX_EXPANDED,
     decode_skiptoken,
     parse_filter,
     parse_select,
     parse_top,
     reject_unknown_options,
     wants_count,
+    wants_owners,
 )
 from devstack.tenant.graph.shapes import application_defaults
 
@@ -171,7 +174,8 @@ def apply_update(call: Call, app: Application, props: dict[str, Any], keys: list
     if unique is not None and current is not None and unique.lower() != str(current).lower():
         raise bad_request("Property 'uniqueName' is immutable once set.")
     if unique is not None and current is None:
-        if call.directory.application_by_unique_name(unique) is not None:
+        purge_expired(call)
+        if call.directory.unique_name_taken(unique):
             raise conflict("Another object with the same value for property uniqueName already exists.")
         call.directory.apps_by_unique_name[unique.lower()] = app
     new_keys: list[KeyCredential] | None = parse_key_credentials(keys, app) if keys is not None else None
@@ -203,7 +207,9 @@ def _mirror_on_service_principal(call: Call, app: Application) -> None:
 
 def create_app(call: Call, props: dict[str, Any], keys: list[Any] | None) -> Application:
     unique = props.get("uniqueName")
-    if unique and call.directory.application_by_unique_name(unique) is not None:
+    if unique:
+        purge_expired(call)
+    if unique and call.directory.unique_name_taken(unique):
         raise conflict("Another object with the same value for property uniqueName already exists.")
     app = call.directory.create_application({}, owner_ids=[call.principal.service_principal_id])
     apply_update(call, app, props, keys)
@@ -219,7 +225,7 @@ def post_applications(call: Call, match: re.Match[str]) -> Reply:
 
 def list_applications(call: Call, match: re.Match[str]) -> Reply:
     authz.require_read(call.principal)
-    reject_unknown_options(call.query)
+    reject_unknown_options(call.query, expand_owners=True)
     select = app_select(call)
     top = parse_top(call.query.get("$top"))
     count = wants_count(call.query, call.headers)
@@ -265,7 +271,11 @@ def page(
             matched.append(candidate)
             if wanted is not None and len(matched) >= wanted:
                 break
-    items = [o.to_json(select) for o in matched[offset : offset + top]]
+    expand = wants_owners(call.query)
+    items = [
+        _with_owners(call, o.to_json(select), o.owners) if expand else o.to_json(select)
+        for o in matched[offset : offset + top]
+    ]
     more = offset + top < len(matched)
     return list_reply(
         call,
@@ -274,6 +284,17 @@ def page(
         next_offset=offset + top if more else None,
         count=len(matched) if count else None,
     )
+
+
+def _with_owners(call: Call, entity_json: str, owner_ids: list[str]) -> str:
+    """$expand=owners: the owners (id and type; at most MAX_EXPANDED, as Graph expands) appended."""
+    owners = [
+        '{"@odata.type":"#microsoft.graph.servicePrincipal","id":"' + owner_id + '"}'
+        for owner_id in owner_ids[:MAX_EXPANDED]
+        if owner_id in call.directory.service_principals
+    ]
+    head = entity_json[:-1] + ("," if entity_json != "{}" else "")
+    return head + '"owners":[' + ",".join(owners) + "]}"
 
 
 def count_applications(call: Call, match: re.Match[str]) -> Reply:

@@ -67,7 +67,8 @@ def _assign(
     ):
         raise bad_request(f"Permission being assigned was not found on application '{resource.app_id}'.")
     if call.directory.consent.find_assignment(principal.id, resource.id, app_role_id) is not None:
-        raise conflict("Permission being assigned already exists on the object", code="Request_BadRequest")
+        # Graph answers a duplicate assignment 400 (found by the Azure CLI against this tenant), not 409.
+        raise bad_request("Permission being assigned already exists on the object", code="Request_BadRequest")
     return call.directory.assign_app_role(principal, resource, app_role_id)
 
 

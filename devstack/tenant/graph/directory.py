@@ -2,6 +2,8 @@
 
 ``Directory`` is what Entra's token endpoint reads (context.DirectoryView) and what the Graph
 handlers change. All mutation happens synchronously inside one aiohttp handler, so no locks.
+Over 400 lines for a reason: every mutation keeps the indexes, deleted items and the delta change
+log in step, so they live in one class (persistence shapes are in snapshots.py).
 """
 
 from __future__ import annotations
@@ -24,12 +26,12 @@ from devstack.tenant.context import (
     ResourceRecord,
     SecretRecord,
 )
+from devstack.tenant.graph.changes import PURGED, SOFT_DELETED, ChangeLog, new_epoch
 from devstack.tenant.graph.consent_store import ConsentStore
 from devstack.tenant.graph.model import (
     Application,
     AppRoleAssignment,
-    FederatedIdentityCredential,
-    KeyCredential,
+    GraphObject,
     PasswordCredential,
     ServicePrincipal,
     guid_bytes_id,
@@ -39,6 +41,7 @@ from devstack.tenant.graph.model import (
 )
 from devstack.tenant.graph.seeds import SEEDS, catalogue, seed_props, service_principal_props
 from devstack.tenant.graph.shapes import DEFAULT_SIGN_IN_AUDIENCE, application_defaults
+from devstack.tenant.graph.snapshots import loaded_application, loaded_service_principal, saved
 
 BOOTSTRAP_DISPLAY_NAME = "Registrar (devstack)"
 BOOTSTRAP_GRAPH_ROLES = (
@@ -47,6 +50,17 @@ BOOTSTRAP_GRAPH_ROLES = (
     "Application.Read.All",  # Graph's required companion of AppRoleAssignment.ReadWrite.All
     "DelegatedPermissionGrant.ReadWrite.All",
     "Policy.Read.All",  # the tenant's app management policy caps credential lifetimes
+)
+# The tenant's administrator: a person's Global Administrator work in the portal, as an app (the
+# local tenant holds no users). Application.ReadWrite.All and AppRoleAssignment.ReadWrite.All as the
+# brief of issue 15 asks, plus Directory.Read.All, which Graph documents as the companion that adding
+# an owner (POST owners/$ref) needs beside Application.ReadWrite.All (graph/authz.py). Registrar
+# never uses this identity; brownfield apps, and what a test or demo does "as an admin", do.
+ADMIN_DISPLAY_NAME = "Tenant administrator (devstack)"
+ADMIN_GRAPH_ROLES = (
+    "Application.ReadWrite.All",
+    "AppRoleAssignment.ReadWrite.All",
+    "Directory.Read.All",
 )
 RESOURCE_AUDIENCES = {GRAPH_APP_ID: GRAPH_RESOURCE, KEY_VAULT_APP_ID: KEY_VAULT_RESOURCE}
 
@@ -67,6 +81,14 @@ class Directory:
         self.sps_by_app_id: dict[str, ServicePrincipal] = {}
         self.sps_by_name: dict[str, ServicePrincipal] = {}  # servicePrincipalNames, lower case
         self.consent = ConsentStore()
+        # Delta queries (graph/delta.py): the order of the last changes, per kind of object. Not
+        # saved: a restarted tenant starts a new epoch, and older delta tokens answer as expired.
+        self.epoch = new_epoch()
+        self.changes = {"application": ChangeLog(), "servicePrincipal": ChangeLog()}
+        # /directory/deletedItems (graph/deleted_items.py): soft-deleted applications and service
+        # principals by object id, restorable for DELETED_RETENTION_S. A deleted application keeps
+        # its uniqueName taken until it is purged (the name comes back with a restore).
+        self.deleted: dict[str, GraphObject] = {}
         # GET/PATCH /policies/defaultAppManagementPolicy (graph/app_policy.py), in Graph's shape.
         self.app_management_policy: dict[str, Any] = _default_app_management_policy()
         # Multi-tenant applications registered in the other tenants of this server (set by the
@@ -148,7 +170,12 @@ class Directory:
         self._index_application(app)
         return app
 
+    def _track(self, obj: GraphObject) -> None:
+        self.changes[obj.type_name].touch(obj.id)
+
     def _index_application(self, app: Application) -> None:
+        app.on_change = self._track
+        self._track(app)
         self.applications[app.id] = app
         self.apps_by_app_id[app.app_id.lower()] = app
         unique = app.props.get("uniqueName")
@@ -158,15 +185,60 @@ class Directory:
     def application_by_unique_name(self, unique_name: str) -> Application | None:
         return self.apps_by_unique_name.get(unique_name.lower())
 
+    def unique_name_taken(self, unique_name: str) -> bool:
+        """By a live application, or by one in deleted items (it would get the name back if restored)."""
+        if self.application_by_unique_name(unique_name) is not None:
+            return True
+        wanted = unique_name.lower()
+        return any(
+            str(obj.props.get("uniqueName") or "").lower() == wanted
+            for obj in self.deleted.values()
+            if isinstance(obj, Application)
+        )
+
     def delete_application(self, app: Application) -> None:
+        """To deleted items, as Entra does; its service principal goes there too."""
+        self._unindex_application(app)
+        self._soft_delete(app)
+        sp = self.sps_by_app_id.get(app.app_id.lower())
+        if sp is not None:
+            self.delete_service_principal(sp)
+
+    def _unindex_application(self, app: Application) -> None:
         self.applications.pop(app.id, None)
         self.apps_by_app_id.pop(app.app_id.lower(), None)
         unique = app.props.get("uniqueName")
         if unique:
             self.apps_by_unique_name.pop(str(unique).lower(), None)
-        sp = self.sps_by_app_id.get(app.app_id.lower())
-        if sp is not None:
-            self.delete_service_principal(sp)
+
+    def _soft_delete(self, obj: GraphObject) -> None:
+        obj.on_change = None
+        obj.props["deletedDateTime"] = iso(now_utc())
+        obj.changed()
+        obj.deleted_at = time.time()
+        self.deleted[obj.id] = obj
+        self.changes[obj.type_name].remove(obj.id, SOFT_DELETED)
+
+    def restore(self, obj: GraphObject) -> None:
+        """Back from deleted items (a service principal is not restored with its application)."""
+        self.deleted.pop(obj.id, None)
+        obj.props["deletedDateTime"] = None
+        if isinstance(obj, Application):
+            self._index_application(obj)
+        elif isinstance(obj, ServicePrincipal):
+            self._index_service_principal(obj)
+        obj.changed()
+
+    def purge(self, obj: GraphObject) -> None:
+        """Deleted for good: out of deleted items, its uniqueName free again."""
+        if self.deleted.pop(obj.id, None) is not None:
+            self.changes[obj.type_name].remove(obj.id, PURGED)
+
+    def purge_expired(self, retention_s: float, now: float | None = None) -> None:
+        """Entra keeps deleted items 30 days, then deletes them for good."""
+        moment = now if now is not None else time.time()
+        for obj in [o for o in self.deleted.values() if moment - o.deleted_at >= retention_s]:
+            self.purge(obj)
 
     def add_password(
         self, app: Application, display_name: str | None, start: datetime, end: datetime
@@ -202,6 +274,8 @@ class Directory:
         return sp
 
     def _index_service_principal(self, sp: ServicePrincipal) -> None:
+        sp.on_change = self._track
+        self._track(sp)
         self.service_principals[sp.id] = sp
         self.sps_by_app_id[sp.app_id.lower()] = sp
         for name in sp.props.get("servicePrincipalNames") or []:
@@ -216,6 +290,7 @@ class Directory:
             self.sps_by_name.setdefault(name.lower(), sp)
 
     def delete_service_principal(self, sp: ServicePrincipal) -> None:
+        """To deleted items. Its consents go for good here (a restore does not bring them back)."""
         self.service_principals.pop(sp.id, None)
         if self.sps_by_app_id.get(sp.app_id.lower()) is sp:
             self.sps_by_app_id.pop(sp.app_id.lower())
@@ -223,6 +298,7 @@ class Directory:
             if self.sps_by_name.get(str(name).lower()) is sp:
                 self.sps_by_name.pop(str(name).lower())
         self.consent.forget_service_principal(sp.id)
+        self._soft_delete(sp)
 
     # ---- consent ----------------------------------------------------------------------------
     def assign_app_role(
@@ -242,29 +318,15 @@ class Directory:
 
     # ---- persistence ------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        apps = []
-        for app in self.applications.values():
-            props = {k: v for k, v in app.props.items() if k not in ("passwordCredentials", "keyCredentials")}
-            apps.append(
-                {
-                    "createdAt": app.created_at,
-                    "props": props,
-                    "owners": app.owners,
-                    "passwords": [p.to_dict() for p in app.password_credentials],
-                    "keys": [k.to_dict() for k in app.key_credentials],
-                    "federated": [f.to_dict() for f in app.federated_credentials],
-                }
-            )
-        sps = []
-        for sp in self.service_principals.values():
-            props = sp.props
-            if sp.seed:  # the catalogues are rebuilt from the project's files on load
-                props = {k: v for k, v in props.items() if k not in ("appRoles", "oauth2PermissionScopes")}
-            sps.append({"createdAt": sp.created_at, "seed": sp.seed, "owners": sp.owners, "props": props})
+        deleted = [
+            {"kind": obj.type_name, "deletedAt": obj.deleted_at, "item": saved(obj)}
+            for obj in self.deleted.values()
+        ]
         return {
             "tenantId": self.tenant_id,
-            "applications": apps,
-            "servicePrincipals": sps,
+            "applications": [saved(app) for app in self.applications.values()],
+            "servicePrincipals": [saved(sp) for sp in self.service_principals.values()],
+            "deletedItems": deleted,
             "appManagementPolicy": self.app_management_policy,
             **self.consent.to_dict(),
         }
@@ -276,22 +338,17 @@ class Directory:
             data.get("appManagementPolicy") or _default_app_management_policy()
         )
         for item in data["applications"]:
-            app = Application(item["props"]["id"], float(item["createdAt"]), dict(item["props"]))
-            app.owners = list(item["owners"])
-            app.password_credentials = [PasswordCredential.from_dict(p) for p in item["passwords"]]
-            app.key_credentials = [KeyCredential.from_dict(k) for k in item["keys"]]
-            app.federated_credentials = [FederatedIdentityCredential.from_dict(f) for f in item["federated"]]
-            app.credentials_changed()
-            directory._index_application(app)
+            directory._index_application(loaded_application(item))
         for item in data["servicePrincipals"]:
-            props = dict(item["props"])
-            if item["seed"]:
-                roles, scopes, _, _ = catalogue(item["seed"])
-                props.setdefault("appRoles", roles)
-                props.setdefault("oauth2PermissionScopes", scopes)
-            sp = ServicePrincipal(props["id"], float(item["createdAt"]), props, seed=item["seed"])
-            sp.owners = list(item["owners"])
-            directory._index_service_principal(sp)
+            directory._index_service_principal(loaded_service_principal(item))
+        for kept in data.get("deletedItems") or []:  # snapshots older than deleted items have none
+            obj: GraphObject = (
+                loaded_application(kept["item"])
+                if kept["kind"] == "application"
+                else loaded_service_principal(kept["item"])
+            )
+            obj.deleted_at = float(kept["deletedAt"])
+            directory.deleted[obj.id] = obj
         directory.consent.load(data)
         seeded = {sp.seed for sp in directory.service_principals.values() if sp.seed}
         for name in SEEDS:
@@ -376,9 +433,29 @@ def new_directory(tenant_id: str) -> tuple[Directory, str, str]:
     return directory, app.app_id, secret_text
 
 
+def new_admin_identity(directory: Directory) -> tuple[str, str]:
+    """The tenant administrator's app, service principal, secret and roles (ADMIN_GRAPH_ROLES).
+    Returns (client id, client secret)."""
+    app = directory.create_application(
+        {"displayName": ADMIN_DISPLAY_NAME, "signInAudience": "AzureADMyOrg", "tags": ["devstack"]}
+    )
+    app.created_at = 0.0
+    sp = directory.create_service_principal(app)
+    sp.created_at = 0.0
+    start = now_utc() - timedelta(minutes=5)
+    credential, secret_text = directory.add_password(app, "admin", start, start + timedelta(days=730))
+    credential.created_at = 0.0
+    _grant_graph_roles(directory, app.app_id, ADMIN_GRAPH_ROLES)
+    return app.app_id, secret_text
+
+
 def grant_bootstrap_roles(directory: Directory, client_id: str) -> None:
     """Give the bootstrap identity each of BOOTSTRAP_GRAPH_ROLES it lacks (a tenant restored from
     a state dir saved before a role joined the list gains it, as production's identity would)."""
+    _grant_graph_roles(directory, client_id, BOOTSTRAP_GRAPH_ROLES)
+
+
+def _grant_graph_roles(directory: Directory, client_id: str, roles: tuple[str, ...]) -> None:
     sp = directory.sps_by_app_id.get(client_id)
     if sp is None:
         return
@@ -387,6 +464,6 @@ def grant_bootstrap_roles(directory: Directory, client_id: str) -> None:
     held = {
         a.app_role_id for a in directory.consent.assignments_of_principal(sp.id) if a.resource_id == graph.id
     }
-    for value in BOOTSTRAP_GRAPH_ROLES:
+    for value in roles:
         if by_value[value] not in held:
             directory.assign_app_role(sp, graph, by_value[value])

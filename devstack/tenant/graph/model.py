@@ -13,6 +13,7 @@ import hmac
 import json
 import secrets
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
@@ -238,10 +239,16 @@ class GraphObject:
         self.props = props
         self._fragments: dict[str, str] = {}
         self._full: str | None = None  # the whole object's JSON, for GETs without $select
+        # Set by the directory that holds the object: its change log (delta queries) hears of
+        # every change. Every mutation of props ends in changed(), so none is missed.
+        self.on_change: Callable[[GraphObject], None] | None = None
+        self.deleted_at = 0.0  # epoch seconds it went to deleted items (while it is there)
 
     def changed(self) -> None:
         self._fragments.clear()
         self._full = None
+        if self.on_change is not None:
+            self.on_change(self)
 
     def fragment(self, name: str) -> str:
         text = self._fragments.get(name)

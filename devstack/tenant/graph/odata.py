@@ -260,13 +260,28 @@ def wants_count(query: Mapping[str, str], headers: Mapping[str, str]) -> bool:
     return True
 
 
+# $expand on application and service principal lists: owners only (what Registrar's inventory reads),
+# with an optional nested $select; Graph returns at most 20 expanded directory objects per object.
+EXPAND_OWNERS = {"owners", "owners($select=id)"}
+MAX_EXPANDED = 20
+
+
+def wants_owners(query: Mapping[str, str]) -> bool:
+    value = query.get("$expand")
+    if value is None:
+        return False
+    if value.replace(" ", "") not in EXPAND_OWNERS:
+        raise unsupported_query(f"Query option '$expand={value}' is not supported by this devstack tenant.")
+    return True
+
+
 KNOWN_QUERY_OPTIONS = {"$filter", "$select", "$top", "$count", "$skiptoken", "$orderby", "$expand", "$search"}
 
 
-def reject_unknown_options(query: Mapping[str, str]) -> None:
+def reject_unknown_options(query: Mapping[str, str], *, expand_owners: bool = False) -> None:
     for name in query:
         if name.startswith("$") and name not in KNOWN_QUERY_OPTIONS:
             raise bad_request(f"Query option '{name}' is not allowed.", code="BadRequest")
-    for name in ("$expand", "$search", "$orderby"):
+    for name in ("$search", "$orderby") if expand_owners else ("$expand", "$search", "$orderby"):
         if name in query:
             raise unsupported_query(f"Query option '{name}' is not supported by this devstack tenant.")

@@ -9,7 +9,15 @@ from functools import cache
 from aiohttp import web
 
 from devstack.tenant.context import AUTHENTICATE, BASE_URL, GRAPH_RESOURCE, REGISTRY, SIM, Unauthorized
-from devstack.tenant.graph import app_policy, applications, consent, credentials, service_principals
+from devstack.tenant.graph import (
+    app_policy,
+    applications,
+    consent,
+    credentials,
+    deleted_items,
+    delta,
+    service_principals,
+)
 from devstack.tenant.graph.batch import ItemThrottle, handle_batch
 from devstack.tenant.graph.errors import GraphError
 from devstack.tenant.graph.http import Call, Reply, Router, error_reply, run
@@ -21,11 +29,13 @@ log = logging.getLogger("devstack.tenant.graph")
 def router() -> Router:
     built = Router()
     # Order matters where patterns overlap: the more specific routes first.
+    delta.register(built)  # before /applications/{id}, which "delta" would otherwise match
     applications.register(built)
     credentials.register(built)
     service_principals.register(built)
     consent.register(built)
     app_policy.register(built)
+    deleted_items.register(built)
     return built
 
 

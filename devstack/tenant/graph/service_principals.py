@@ -136,7 +136,7 @@ def post_service_principal(call: Call, match: re.Match[str]) -> Reply:
 
 def list_service_principals(call: Call, match: re.Match[str]) -> Reply:
     authz.require_read(call.principal)
-    reject_unknown_options(call.query)
+    reject_unknown_options(call.query, expand_owners=True)
     select = parse_select(call.query.get("$select"), SP_PROPERTIES, "servicePrincipal")
     top = parse_top(call.query.get("$top"))
     count = wants_count(call.query, call.headers)

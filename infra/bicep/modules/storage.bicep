@@ -39,6 +39,8 @@ var poisonQueueNames = [
   'registration-requests-poison'
   'rotation-jobs-poison'
   'webhook-deliveries-poison'
+  'inventory-scans'
+  'inventory-scans-poison'
 ]
 var tableNames = [
   'Registrations'
@@ -46,6 +48,8 @@ var tableNames = [
   'WebhookSubscriptions'
   'WebhookDeliveries'
   'Leases'
+  'InventoryApps'
+  'InventoryCredentials'
   'InFlight'
 ]
 
