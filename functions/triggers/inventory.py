@@ -55,6 +55,7 @@ async def inventory_worker(msg: func.QueueMessage) -> None:
     svc = await services().ready()
     with log_context(operation="inventory.scan"):
         outcome = await svc.inventory_scanner().scan(tenant_id)  # TransientError: the host redelivers
+        await svc.escalation().inventory_scanned()
         log.info(
             "inventory of %s: %s scan, %d application(s), %d service principal(s), %d Graph request(s)",
             tenant_id,

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from opentelemetry.sdk.metrics import MeterProvider
@@ -408,3 +408,16 @@ async def test_no_secret_value_reaches_a_log_event_an_event_or_the_snapshot(
     assert "rotation.failed" in captured and "credential.at_risk" in captured
     for secret in secrets:
         assert secret not in captured
+
+
+async def test_an_inventory_scan_is_the_health_snapshots_last_inventory() -> None:
+    world = RotationWorld()
+    telemetry = Telemetry(world)
+    assert (await telemetry.escalation.health()).to_json()["lastInventoryAt"] is None
+
+    await telemetry.escalation.inventory_scanned()
+
+    body = (await telemetry.escalation.health()).to_json()
+    assert body["lastInventoryAt"] is not None
+    assert datetime.fromisoformat(body["lastInventoryAt"].replace("Z", "+00:00")) == world.clock.now()
+    assert body["lastSweepAt"] is None  # a scan is not a rotation sweep

@@ -25,6 +25,7 @@ from functions.core.escalation.at_risk import AtRisk, EscalationSettings, assess
 from functions.core.escalation.instruments import Instruments
 from functions.core.escalation.log_events import signal_event
 from functions.core.escalation.snapshot import (
+    INVENTORY_MARK,
     SWEEP_MARK,
     HealthSnapshot,
     SnapshotSources,
@@ -231,6 +232,10 @@ class Escalation:
         snapshot = await take_snapshot(self._sources, self._settings)
         self._instruments.hold(snapshot)
         return snapshot
+
+    async def inventory_scanned(self) -> None:
+        """After an inventory scan of a tenant: the snapshot's lastInventoryAt (GET /api/health)."""
+        await self._sources.marks.mark(INVENTORY_MARK, self._clock.now())
 
     async def watch(self) -> HealthSnapshot:
         """After a rotation sweep: mark it, take the snapshot, announce what is at risk."""
