@@ -321,6 +321,7 @@ class Services:
             vault=self.vault,
             clock=self.clock,
             owner=self.job_owner(),
+            in_flight=self.in_flight,
         )
 
 
