@@ -21,7 +21,7 @@ from functions.core.record.models import RegistrationStatus
 from functions.core.record.registration import Registration, vault_object_name
 from functions.core.recovery.resume import resume_lapsed
 from functions.core.rotation.rotator import RotationSettings
-from functions.resources import REGISTRATION_REQUESTS_QUEUE, WEBHOOK_DELIVERIES_QUEUE
+from functions.resources import REGISTRATION_REQUESTS_QUEUE, ROTATION_JOBS_QUEUE, WEBHOOK_DELIVERIES_QUEUE
 from functions.triggers.queue_messages import Envelope, read_message
 from tests.unit.fakes import Crash, Crashing, FakeExpiryIndex, FakeInFlightIndex, FakeQueue, Faults
 from tests.unit.provisioning_world import WebhookSpec, World
@@ -340,3 +340,61 @@ async def test_a_give_up_killed_after_any_call_ends_failed_clean_and_announced_o
         else:  # killed before `failing` was written: still provisioning, for its retries or the stuck sweep
             assert record.status is RegistrationStatus.PROVISIONING, kill_after
     assert resumed_to_the_end >= total - 3
+
+
+# ---------------------------------------------------------------- Key Vault reactions
+
+
+async def test_a_reaction_killed_after_any_call_is_redelivered_by_event_grid_within_a_work_lease() -> None:
+    """No in-flight entry: Event Grid delivers the event again (10 s, 30 s, 1 min...), and the
+    dead reaction's lease is a work lease, so the redelivery 31 s later finds it free."""
+    import json
+
+    from functions.core.rotation.keyvault_events import KeyVaultEvent, KeyVaultEventKind, ObjectType
+    from functions.core.rotation.keyvault_reactions import KeyVaultReactions, Reaction
+    from tests.unit.test_rotation import RotationWorld
+
+    def near_expiry(record: Registration) -> KeyVaultEvent:
+        version = record.credential.secret_version  # type: ignore[union-attr]
+        return KeyVaultEvent(
+            "e", KeyVaultEventKind.NEAR_EXPIRY, ObjectType.SECRET, "v", record.id, version, None, None, None
+        )
+
+    def reactions(world: RotationWorld, faults: Faults | None = None) -> KeyVaultReactions:
+        def wrap(target: Any) -> Any:
+            return Crashing(target, faults) if faults else target
+
+        return KeyVaultReactions(
+            store=wrap(world.store),
+            queue=wrap(world.queue),
+            index=wrap(world.index),
+            clock=world.clock,
+            owner="events",
+        )
+
+    world = RotationWorld()
+    record = await world.active()
+    world.clock.advance(timedelta(days=60))  # due: near expiry enqueues a rotation
+    faults = Faults()
+    assert await reactions(world, faults).handle(near_expiry(record)) is Reaction.ROTATION_ENQUEUED
+    total = count_calls(faults)
+    for kill_after in range(1, total + 1):
+        world = RotationWorld()
+        record = await world.active()
+        world.clock.advance(timedelta(days=60))
+        kill = Kill(crash_after=kill_after)
+        with pytest.raises((Killed, Crash)):  # Crash: a `finally` finding the process gone
+            await reactions(world, kill).handle(near_expiry(record))
+        world.clock.advance(AFTER_THE_LEASE)  # Event Grid's second retry comes 40 s after the first try
+
+        again = await reactions(world).handle(near_expiry(record))
+
+        assert again in (Reaction.ROTATION_ENQUEUED, Reaction.NOTIFIED), kill_after
+        expiring = {
+            d.delivery_id
+            for d in world.queue.deliveries()
+            if json.loads(d.body)["type"] == "credential.expiring"
+        }
+        assert len(expiring) == 1, kill_after  # one webhook-id: announced once, whatever the kill left
+        rotations = {json.loads(m)["jobId"] for q, m in world.queue.sent if q == ROTATION_JOBS_QUEUE}
+        assert len(rotations) == 1, kill_after  # one rotate-now job (sent again: the same job id)
