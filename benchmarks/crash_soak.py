@@ -11,8 +11,10 @@ registrations are made active (the ones to rotate). Then, at once: `--registrati
 (POST /api/registrations) and `--rotations` rotations (POST .../rotate); and while they run, the
 host is SIGKILLed `--kills` times, each time started again at once (Stack.crash_host/restart_host;
 Azurite and the tenant stay up): `--first-kill-s` after the submissions, then `--interval-s` apart
-(each kill hits the runs the restarted host just took from the queues), and the last kill
-`--last-kill-s` after the resume sweep sent the dead work again, so it kills resumed runs mid-way. A killed invocation's message
+(each kill hits the runs the restarted host just took from the queues), and the last kill once the
+resume sweep sent the dead work again: `--late-rotations` of the rotations are requested then, and
+the host dies `--last-kill-s` later, while they wait in verification (their lease just renewed:
+the worst case for the resume) and resumed runs are at work. A killed invocation's message
 stays invisible for the queue's 10 minutes: only the resume sweep (every 15 s) brings the work back.
 
 Converged means, read back from the API, Graph and Key Vault:
@@ -145,10 +147,15 @@ def run(args: argparse.Namespace, state_dir: Path) -> int:
         log(f"submitting {args.registrations} registrations and {args.rotations} rotations at once...")
         started = time.monotonic()
         new_ids = [host.register(tag(), lifetime="P180D")[0] for _ in range(args.registrations)]
-        for registration_id in rotated_ids:
-            response = host.rotate(registration_id)
-            if response.status_code != 202:
-                raise RuntimeError(f"rotate {registration_id}: {response.status_code} {response.text}")
+
+        def rotate(ids: list[str]) -> None:
+            for registration_id in ids:
+                response = host.rotate(registration_id)
+                if response.status_code != 202:
+                    raise RuntimeError(f"rotate {registration_id}: {response.status_code} {response.text}")
+
+        late = rotated_ids[: args.late_rotations]
+        rotate(rotated_ids[len(late) :])
         soak = Soak(host, new_ids, rotated_ids, old_keys)
         host_log = Path(stack.options.host_log or "")
         for n in range(args.kills):
@@ -159,6 +166,7 @@ def run(args: argparse.Namespace, state_dir: Path) -> int:
             else:  # the last kill: once the sweep has resumed the dead work, while it runs again
                 resumed_seen = host_log.read_text(errors="replace").count(SWEEP_LINE)
                 wait_for_resume(host_log, resumed_seen, CONVERGE_WITHIN_S)
+                rotate(late)  # these are waiting in verification when the host dies
                 time.sleep(args.last_kill_s)
             in_flight = in_flight_count(connection)
             stack.crash_host()
@@ -195,8 +203,9 @@ def run(args: argparse.Namespace, state_dir: Path) -> int:
     total = converged_at - last_kill
     print()
     print(
-        f"{args.registrations} registrations and {args.rotations} rotations submitted at once; Entra "
-        f"accepts a new secret {args.propagation_delay} s after it is made"
+        f"{args.registrations} registrations and {args.rotations - len(late)} rotations submitted at once, "
+        f"{len(late)} more rotations {args.last_kill_s:.0f} s before the last kill; Entra accepts a new "
+        f"secret {args.propagation_delay} s after it is made"
     )
     print(
         f"host SIGKILLed {len(kills)} times, at "
@@ -230,8 +239,11 @@ def main() -> int:
     parser.add_argument(
         "--last-kill-s",
         type=float,
-        default=1.0,
+        default=4.0,
         help="the last kill: this long after the sweep resumed the work",
+    )
+    parser.add_argument(
+        "--late-rotations", type=int, default=4, help="of the rotations, requested just before the last kill"
     )
     parser.add_argument("--propagation-delay", type=int, default=10)
     parser.add_argument(
