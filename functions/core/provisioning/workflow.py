@@ -18,7 +18,9 @@ Failures: TransientError propagates (the queue message is retried and the re-run
 the last saved step); PermanentError, ValidationFailed and NotFound end the registration as
 `failed` with the reason: written ahead as `failing` first, then what was made is removed (app
 with its service principal and credentials, Key Vault object), then `failed` (core/provisioning/failures.py).
-A run that finds `failing` only finishes the cleanup. When retries run out, or a registration is
+A run that finds `failing` only finishes the cleanup, and one that finds `decommissioning` (a
+decommission whose process died, re-sent by the resume sweep) only finishes the decommission
+(lifecycle.finish_decommission). When retries run out, or a registration is
 stuck past its deadline, `give_up` ends it the same way (registration_worker.py, core/provisioning/stuck.py).
 The lease is given up on every path. A secret value lives only in memory, from addPassword to
 set_secret and the verify right after: never in the record, a log line or an exception.
