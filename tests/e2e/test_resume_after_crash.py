@@ -1,14 +1,13 @@
 """Resume after a crash, end to end through the local host (issue 13, part 4).
 
-(The second test kills the host in the middle of a decommission, slowed by the tenant's latency,
-and nobody calls DELETE again: the registration worker finishes it within 90 s.)
-
 A private stack whose tenant refuses a new secret for 20 s after it is made (Entra's propagation
 delay), so a registration and a rotation each wait in verification long enough to be killed there
 deterministically: the host (and its worker) is SIGKILLed once the new secret exists in Entra, then
 started again while Azurite and the tenant stay up. The killed invocation's queue message stays
 invisible for the queue's 10 minutes, so only the resume sweep (every 15 s, the default) can bring
 the work back: it must complete within 90 s of the kill, with exactly one new secret on the app.
+The second test kills the host in the middle of a decommission (slowed by the tenant's latency),
+and nobody calls DELETE again: the registration worker finishes it within 90 s of the kill.
 """
 
 from __future__ import annotations
