@@ -387,6 +387,7 @@ class Services:
             vault=self.vault,
             clock=self.clock,
             owner=self.job_owner(),
+            in_flight=self.in_flight,
         )
 
     # ------------------------------------------------------------ escalation

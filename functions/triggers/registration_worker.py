@@ -82,7 +82,9 @@ async def registration_worker(msg: func.QueueMessage) -> None:
 async def _provision(msg: func.QueueMessage, svc: Services, registration_id: str) -> None:
     provisioner = svc.provisioner()
     try:
-        record = await provisioner.run(registration_id)
+        # Settled (first rotation scheduled, registration.active/failed announced) inside the run's
+        # in-flight entry: a crash between the run and its settling is resumed too.
+        record = await provisioner.run(registration_id, then=svc.settle)
     except NotFound:
         log.warning("queued registration %s does not exist; message dropped", registration_id)
         return
@@ -97,7 +99,6 @@ async def _provision(msg: func.QueueMessage, svc: Services, registration_id: str
         # Raising now would leave it `provisioning` behind a poisoned message: end it, cleaned up.
         # (If even that cannot happen now, this raises; the stuck-registration sweep ends it.)
         reason = f"gave up after {msg.dequeue_count} attempts: {err}"
-        record = await provisioner.give_up(registration_id, reason)
+        record = await provisioner.give_up(registration_id, reason, then=svc.settle)
     log.info("registration %s is %s (delivery %s)", record.id, record.status.value, msg.dequeue_count)
-    await svc.settle(record)
     svc.escalation().provisioning_ended(record)

@@ -6,10 +6,13 @@ deterministically: the host (and its worker) is SIGKILLed once the new secret ex
 started again while Azurite and the tenant stay up. The killed invocation's queue message stays
 invisible for the queue's 10 minutes, so only the resume sweep (every 15 s, the default) can bring
 the work back: it must complete within 90 s of the kill, with exactly one new secret on the app.
+The second test kills the host in the middle of a decommission (slowed by the tenant's latency),
+and nobody calls DELETE again: the registration worker finishes it within 90 s of the kill.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -106,3 +109,61 @@ def test_a_registration_and_a_rotation_killed_mid_way_complete_within_90_s_of_th
         assert not leaks(host.all_secret_values(), host.leak_places())
     finally:
         host.close()
+
+
+def test_a_decommission_killed_mid_way_is_finished_by_the_worker_within_90_s(stack: Stack) -> None:
+    """Nobody calls DELETE again: the in-flight entry written ahead brings the registration worker."""
+    import threading
+
+    import httpx
+
+    from tests.e2e.rotation_support import ADMIN
+
+    host = private_host(stack)
+    try:
+        registration_id, _ = host.register(tag(), lifetime="P180D")
+        active = host.wait_status(registration_id, "active", timeout_s=120)
+        app_id = active["appId"]
+        host.admin("PUT", "config", {"latencyMs": 1500})  # each Graph and Key Vault call takes 1.5 s
+
+        def delete() -> None:  # the caller's request dies with the host
+            with contextlib.suppress(httpx.HTTPError):
+                host.api.delete(f"/api/registrations/{registration_id}", headers=ADMIN)
+
+        caller = threading.Thread(target=delete, daemon=True)
+        caller.start()
+        wait_until(
+            "the decommission to start",
+            lambda: host.registration(registration_id)["status"] == "decommissioning",
+            60,
+            every_s=0.1,
+        )
+        killed_at = crash_and_restart(stack)
+        host.admin("PUT", "config", {"latencyMs": 0})
+        caller.join(30)
+
+        host.wait_status(registration_id, "decommissioned", timeout_s=remaining(killed_at))
+        print(f"decommissioned {time.monotonic() - killed_at:.0f} s after the kill")
+        assert app_gone(host, app_id)
+        from azure.core.exceptions import ResourceNotFoundError
+
+        with pytest.raises(ResourceNotFoundError):
+            host.secrets.get_secret(registration_id)
+        wait_until("the in-flight index to empty", lambda: not in_flight_entities(host), 30)
+    finally:
+        host.close()
+
+
+def app_gone(host: Host, app_id: str) -> bool:
+    import ssl
+
+    import httpx
+
+    token = host.credential().get_token("https://graph.microsoft.com/.default").token
+    tls = ssl.create_default_context(cafile=host.endpoints["caFile"])
+    with httpx.Client(verify=tls, timeout=30) as client:
+        response = client.get(
+            f"{host.endpoints['graphUrl']}/applications(appId='{app_id}')",
+            headers={"Authorization": f"Bearer {token}"},
+        )
+    return response.status_code == 404

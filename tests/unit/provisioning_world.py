@@ -116,6 +116,7 @@ class World:
         settings: WorkflowSettings | None = None,
         owner: str | None = None,
         sleep: Any = None,
+        in_flight: Any = None,
     ) -> Provisioner:
         return Provisioner(
             store=store or self.store,
@@ -126,10 +127,11 @@ class World:
             settings=settings or WorkflowSettings(lease_wait=timedelta(seconds=5)),
             owner=owner,
             sleep=sleep or self.record_sleep,
+            in_flight=in_flight,
         )
 
     def crashing_provisioner(
-        self, faults: Faults, *, owner: str | None = None, probe: bool = True
+        self, faults: Faults, *, owner: str | None = None, probe: bool = True, in_flight: Any = None
     ) -> Provisioner:
         """A worker whose every call to the directory, the vault, the store (and the probe) counts
         toward `faults`, which raises Crash at the call it is set to (the process died there)."""
@@ -139,16 +141,21 @@ class World:
             store=Crashing(self.store, faults),
             probe=Crashing(self.probe, faults) if probe else None,
             owner=owner,
+            in_flight=in_flight,
         )
 
-    def lifecycle(self, owner: str = "api") -> Lifecycle:
+    def lifecycle(
+        self, owner: str = "api", *, in_flight: Any = None, faults: Faults | None = None
+    ) -> Lifecycle:
+        """With `faults`, every call to the directory, the vault and the store counts toward them."""
         return Lifecycle(
-            store=self.store,
-            directory=self.directory,
-            vault=self.vault,
+            store=Crashing(self.store, faults) if faults else self.store,  # type: ignore[arg-type]
+            directory=Crashing(self.directory, faults) if faults else self.directory,  # type: ignore[arg-type]
+            vault=Crashing(self.vault, faults) if faults else self.vault,  # type: ignore[arg-type]
             clock=self.clock,
             owner=owner,
             sleep=fast_sleep,
+            in_flight=in_flight,
         )
 
 

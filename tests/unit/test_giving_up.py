@@ -16,13 +16,14 @@ from azure.functions.timer import TimerRequest
 
 from functions.core.provisioning.stuck import fail_stuck, in_status_since
 from functions.core.record.errors import PermanentError, TransientError
-from functions.core.record.keeper import LeaseHeld
+from functions.core.record.keeper import WORK_LEASE, LeaseHeld
 from functions.core.record.models import RegistrationStatus, SecretValue
 from functions.core.record.registration import vault_object_name
 from functions.resources import REGISTRATION_REQUESTS_QUEUE, WEBHOOK_DELIVERIES_QUEUE
 from functions.settings import Settings
 from functions.triggers import http_registrations as api
 from functions.triggers.queue_retries import MAX_DEQUEUE_SETTING, max_dequeue_count
+from functions.triggers.resume_work import resume_work_sweep
 from functions.triggers.stuck_registrations import stuck_registrations_sweep
 from tests.openapi_check import load_openapi, response_errors
 from tests.unit.provisioning_world import TENANT, World
@@ -271,15 +272,19 @@ async def test_the_timer_fails_a_stuck_registration_cleans_it_up_and_announces_i
 async def test_when_the_timer_cannot_announce_the_worker_is_asked_to(svc: FakeServices) -> None:
     rid = await submit(svc)  # accepted; its message is lost
     svc.world.clock.advance(timedelta(hours=2))
+    sent_before = len(svc.queue.sent)
     svc.queue.fail_sends(1)  # the announcement's send fails
     await stuck_registrations_sweep(TimerRequest())
     assert (await svc.store.get(rid)).status is RegistrationStatus.FAILED
-    assert failed_events(svc) == [] and svc.queue.sent[-1] == (
-        REGISTRATION_REQUESTS_QUEUE,
-        json.dumps({"registrationId": rid}),
-    )
+    assert failed_events(svc) == [] and list(svc.in_flight.entries) == [f"{rid}-provision"]
+    # The give-up's in-flight entry stayed: the resume sweep hands the registration to the worker.
+    svc.world.clock.advance(WORK_LEASE + timedelta(seconds=1))
+    await resume_work_sweep(TimerRequest())
+    assert svc.queue.sent[sent_before:] == [
+        (REGISTRATION_REQUESTS_QUEUE, json.dumps({"registrationId": rid}))
+    ]
     await deliver(svc.queue.sent[-1][1])
-    assert len(failed_events(svc)) == 1
+    assert len(failed_events(svc)) == 1 and svc.in_flight.entries == {}
 
 
 async def test_a_failing_registration_is_listed_and_its_view_matches_the_openapi_document(

@@ -82,10 +82,10 @@ class FakeServices:
         return self
 
     def provisioner(self) -> Any:
-        return self.world.provisioner(owner="worker")
+        return self.world.provisioner(owner="worker", in_flight=self.in_flight)
 
     def lifecycle(self) -> Any:
-        return self.world.lifecycle()
+        return self.world.lifecycle(in_flight=self.in_flight)
 
     settle = bootstrap.Services.settle  # the real wiring, over these fakes
     escalation = bootstrap.Services.escalation

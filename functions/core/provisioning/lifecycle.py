@@ -8,6 +8,17 @@ saved; the worker is idempotent). Approving anything else is a Conflict.
 decommission: remove every credential, delete the app (its service principal goes with it),
 delete the Key Vault secret/certificate and the webhook secrets, keep the record as
 `decommissioned`. Idempotent: a crash half-way is finished by calling it again.
+
+After a crash (docs/rotation.md, "After a crash"): both hold the registration's lease for
+WORK_LEASE (30 s), renewed in the background, and write the registration worker's in-flight entry
+ahead (core/record/inflight.py), so the resume sweep sends the registration's envelope again once
+the lease lapsed:
+- approve: the entry is written before the approval is saved and handed to the worker (its run
+  writes the same entry and removes it). A process that dies between saving the approval and the
+  trigger's enqueue no longer strands the registration `accepted` until the stuck sweep fails it.
+- decommission: once `decommissioning` is saved the entry is kept on any failure, and the
+  registration worker finishes a `decommissioning` registration (`finish_decommission`, called by
+  Provisioner), so a decommission half-done ends without anyone calling it again.
 """
 
 from __future__ import annotations
@@ -18,12 +29,14 @@ from dataclasses import replace
 from datetime import timedelta
 
 from functions.core.credentials.issuer import CredentialIssuer
-from functions.core.ports import Clock, Directory, RegistrationStore, Vault
+from functions.core.ports import Clock, Directory, InFlightIndex, RegistrationStore, Vault
 from functions.core.record.errors import Conflict
-from functions.core.record.keeper import RecordKeeper, Sleep
+from functions.core.record.inflight import provisioning_work, tracked
+from functions.core.record.keeper import WORK_LEASE, RecordKeeper, Sleep
 from functions.core.record.models import RegistrationStatus
 from functions.core.record.registration import Approval, Registration
 from functions.logs import log_context
+from functions.resources import REGISTRATION_REQUESTS_QUEUE
 
 log = logging.getLogger(__name__)
 
@@ -37,11 +50,13 @@ class Lifecycle:
         vault: Vault,
         clock: Clock,
         owner: str,
-        lease_for: timedelta = timedelta(minutes=5),
+        lease_for: timedelta = WORK_LEASE,  # renewed in the background while it is held
         lease_wait: timedelta = timedelta(seconds=10),
         sleep: Sleep = asyncio.sleep,
+        in_flight: InFlightIndex | None = None,  # where the work is written ahead, for the resume sweep
     ) -> None:
         self._store = store
+        self._in_flight = in_flight
         self._vault = vault
         self._clock = clock
         self._owner = owner
@@ -63,61 +78,83 @@ class Lifecycle:
 
     async def approve(self, registration_id: str, approver: str) -> tuple[Registration, bool]:
         """Returns (record, True when the worker must be enqueued: this call approved it, or an
-        earlier approval's enqueue may have been lost because the worker has not started on it)."""
-        keeper = await self._claim(registration_id)
-        record = keeper.current
-        if record.approval is not None and record.approval.granted:
-            return await keeper.release(), record.status is RegistrationStatus.ACCEPTED
-        if record.status is not RegistrationStatus.PENDING_APPROVAL:
-            await keeper.release()
-            raise Conflict(f"registration {record.id} is {record.status.value}, not pending_approval")
-        now = self._clock.now()
-        with log_context(registration_id=record.id, tenant_id=record.tenant_id, operation="approve"):
-            await keeper.update(
-                lambda r: replace(
-                    r,
-                    status=RegistrationStatus.ACCEPTED,
-                    approval=Approval(
-                        reasons=r.approval.reasons if r.approval else r.plan.approval_reasons,
-                        approved_by=approver,
-                        approved_at=now,
-                    ),
-                ).with_event("approval", "done", now, f"approved by {approver}")
-            )
-            log.info("registration approved by %s", approver)
-        return await keeper.release(), True
+        earlier approval's enqueue may have been lost because the worker has not started on it).
+
+        With True, the registration worker's in-flight entry stays behind (written before the
+        approval was saved): if the caller dies before its enqueue, the resume sweep sends it."""
+        work = provisioning_work(registration_id, REGISTRATION_REQUESTS_QUEUE, self._clock.now())
+        async with tracked(self._in_flight, work) as entry:
+            keeper = await self._claim(registration_id)
+            record = keeper.current
+            if record.approval is not None and record.approval.granted:
+                enqueue = record.status is RegistrationStatus.ACCEPTED
+                entry.handed_over = enqueue
+                return await keeper.release(), enqueue
+            if record.status is not RegistrationStatus.PENDING_APPROVAL:
+                await keeper.release()
+                raise Conflict(f"registration {record.id} is {record.status.value}, not pending_approval")
+            now = self._clock.now()
+            with log_context(registration_id=record.id, tenant_id=record.tenant_id, operation="approve"):
+                async with keeper.renewing():
+                    await keeper.update(
+                        lambda r: replace(
+                            r,
+                            status=RegistrationStatus.ACCEPTED,
+                            approval=Approval(
+                                reasons=r.approval.reasons if r.approval else r.plan.approval_reasons,
+                                approved_by=approver,
+                                approved_at=now,
+                            ),
+                        ).with_event("approval", "done", now, f"approved by {approver}")
+                    )
+                # Approved: its provisioning must start even if the release or the enqueue fails.
+                entry.keep_on_failure = entry.handed_over = True
+                log.info("registration approved by %s", approver)
+            return await keeper.release(), True
 
     async def decommission(self, registration_id: str, requested_by: str) -> Registration:
-        keeper = await self._claim(registration_id)
-        record = keeper.current
-        if record.status is RegistrationStatus.DECOMMISSIONED:
+        work = provisioning_work(registration_id, REGISTRATION_REQUESTS_QUEUE, self._clock.now())
+        async with tracked(self._in_flight, work) as entry:
+            keeper = await self._claim(registration_id)
+            record = keeper.current
+            if record.status is RegistrationStatus.DECOMMISSIONED:
+                return await keeper.release()
+            with log_context(registration_id=record.id, tenant_id=record.tenant_id, operation="decommission"):
+                async with keeper.renewing():
+                    now = self._clock.now()
+                    await keeper.update(
+                        lambda r: replace(r, status=RegistrationStatus.DECOMMISSIONING).with_event(
+                            "decommission", "started", now, f"requested by {requested_by}"
+                        )
+                    )
+                    # From here a failure leaves the entry: the registration worker finishes it.
+                    entry.keep_on_failure = True
+                    await finish_decommission(keeper, self._issuer, self._vault, self._clock)
             return await keeper.release()
-        with log_context(registration_id=record.id, tenant_id=record.tenant_id, operation="decommission"):
-            now = self._clock.now()
-            await keeper.update(
-                lambda r: replace(r, status=RegistrationStatus.DECOMMISSIONING).with_event(
-                    "decommission", "started", now, f"requested by {requested_by}"
-                )
-            )
-            await self._issuer.remove_everything(keeper.current)
-            for sub in keeper.current.webhooks:
-                if sub.secret_name:
-                    await self._vault.delete_secret(sub.secret_name)
-            done = self._clock.now()
-            await keeper.update(
-                lambda r: replace(
-                    r,
-                    status=RegistrationStatus.DECOMMISSIONED,
-                    credential=None,
-                    pending_credential=None,
-                    retiring_credentials=(),
-                    service_principal_id=None,
-                    granted_permissions=(),
-                    owners_added=(),  # the app is deleted: nobody owns it, and no manual step is left
-                    owners_refused=None,
-                ).with_event(
-                    "decommission", "done", done, "credentials removed, app deleted, vault objects deleted"
-                )
-            )
-            log.info("registration decommissioned (app %s)", record.app_id)
-        return await keeper.release()
+
+
+async def finish_decommission(
+    keeper: RecordKeeper, issuer: CredentialIssuer, vault: Vault, clock: Clock
+) -> None:
+    """Remove what a `decommissioning` registration has, then save it `decommissioned`. Idempotent:
+    what is already gone is success, so a run that finishes a crashed one repeats nothing visible."""
+    record = keeper.current
+    await issuer.remove_everything(record)
+    for sub in record.webhooks:
+        if sub.secret_name:
+            await vault.delete_secret(sub.secret_name)
+    done = clock.now()
+    await keeper.update(
+        lambda r: replace(
+            r,
+            status=RegistrationStatus.DECOMMISSIONED,
+            credential=None,
+            pending_credential=None,
+            retiring_credentials=(),
+            service_principal_id=None,
+            granted_permissions=(),
+            owners_added=(),  # the app is deleted: nobody owns it, and no manual step is left
+            owners_refused=None,
+        ).with_event("decommission", "done", done, "credentials removed, app deleted, vault objects deleted")
+    )
+    log.info("registration decommissioned (app %s)", record.app_id)

@@ -3,6 +3,10 @@
 Called after every run of the workflow (both idempotent): an active registration gets its
 credential's rotation job in the expiry index and a registration.active announcement; a failed
 one gets registration.failed with the reason (ids and messages only, never a secret).
+
+Runs inside the registration worker's in-flight entry (Provisioner.run/give_up `then`): a process
+that dies here, or a settling that fails, leaves the entry, and the resume sweep sends the
+registration's envelope again; that run finds the registration active or failed and settles it.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from datetime import timedelta
 from functions.core.notification.announcer import Announcer, announced, event_for
 from functions.core.notification.tenant_wide import current_tenant_wide
 from functions.core.ports import Clock, ExpiryIndex, MessageQueue, RegistrationStore
-from functions.core.record.keeper import RecordKeeper, Sleep
+from functions.core.record.keeper import WORK_LEASE, RecordKeeper, Sleep
 from functions.core.record.models import RegistrationStatus
 from functions.core.record.registration import Registration
 from functions.core.rotation.rotator import RotationSettings, jobs_for
@@ -71,7 +75,7 @@ async def settle_provisioned(
         clock,
         record.id,
         owner=owner,
-        lease_for=timedelta(minutes=1),
+        lease_for=WORK_LEASE,  # one announcement: seconds; a dead process holds it 30 s at most
         wait=timedelta(seconds=10),
         sleep=sleep,
     )

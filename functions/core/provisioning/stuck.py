@@ -25,6 +25,7 @@ A registration whose lease is held (a worker is on it) is left for the next swee
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -47,7 +48,12 @@ LEASE_WAIT = timedelta(seconds=1)  # a registration being worked on is skipped, 
 
 class GivesUp(Protocol):
     async def give_up(
-        self, registration_id: str, reason: str, *, wait: timedelta | None = None
+        self,
+        registration_id: str,
+        reason: str,
+        *,
+        wait: timedelta | None = None,
+        then: Callable[[Registration], Awaitable[None]] | None = None,
     ) -> Registration: ...
 
 
@@ -89,7 +95,10 @@ async def fail_stuck(
     *,
     deadline: timedelta = DEFAULT_DEADLINE,
     limit: int = MAX_PER_SWEEP,
+    settle: Callable[[Registration], Awaitable[None]] | None = None,
 ) -> StuckSweep:
+    """End what is stuck; `settle` (announce registration.failed) runs inside each give-up's
+    in-flight entry, so a crash or a failure before it is announced is resumed by the resume sweep."""
     cutoff = clock.now() - deadline
     examined = 0
     stuck: list[tuple[Registration, datetime]] = []
@@ -111,7 +120,7 @@ async def fail_stuck(
     for record, since in stuck[:limit]:
         try:
             result = await provisioner.give_up(
-                record.id, stuck_reason(record, deadline, since), wait=LEASE_WAIT
+                record.id, stuck_reason(record, deadline, since), wait=LEASE_WAIT, then=settle
             )
         except RegistrarError as err:  # leased, or Graph/Key Vault busy: the next sweep tries again
             log.warning("stuck registration %s not ended this time: %s", record.id, err)

@@ -18,7 +18,9 @@ Failures: TransientError propagates (the queue message is retried and the re-run
 the last saved step); PermanentError, ValidationFailed and NotFound end the registration as
 `failed` with the reason: written ahead as `failing` first, then what was made is removed (app
 with its service principal and credentials, Key Vault object), then `failed` (core/provisioning/failures.py).
-A run that finds `failing` only finishes the cleanup. When retries run out, or a registration is
+A run that finds `failing` only finishes the cleanup, and one that finds `decommissioning` (a
+decommission whose process died, re-sent by the resume sweep) only finishes the decommission
+(lifecycle.finish_decommission). When retries run out, or a registration is
 stuck past its deadline, `give_up` ends it the same way (registration_worker.py, core/provisioning/stuck.py).
 The lease is given up on every path. A secret value lives only in memory, from addPassword to
 set_secret and the verify right after: never in the record, a log line or an exception.
@@ -47,6 +49,7 @@ from functions.core.ports import (
     Vault,
 )
 from functions.core.provisioning import failures
+from functions.core.provisioning.lifecycle import finish_decommission
 from functions.core.provisioning.owners import add_owners
 from functions.core.record.errors import (
     NotFound,
@@ -65,6 +68,10 @@ from functions.logs import log_context
 from functions.resources import REGISTRATION_REQUESTS_QUEUE
 
 log = logging.getLogger(__name__)
+
+# What follows a run or a give-up once the lease is released (outcomes.settle_provisioned: schedule
+# the first rotation, announce registration.active/failed), inside the run's in-flight entry.
+Then = Callable[[Registration], Awaitable[None]]
 
 # What give_up ends: the workflow's own states before `active` (not a registration held for a person).
 GIVE_UP_STATUSES = frozenset({RegistrationStatus.ACCEPTED, RegistrationStatus.PROVISIONING})
@@ -118,39 +125,55 @@ class Provisioner:
             sleep=self._sleep,
         )
 
-    async def run(self, registration_id: str) -> Registration:
+    async def run(self, registration_id: str, *, then: Then | None = None) -> Registration:
         """Drive a registration as far as it can go now. Idempotent: safe to call again any time.
 
-        In flight (core/record/inflight.py) from before the lease is claimed to the run's end, so
-        a run whose process dies is sent again by the resume sweep once its lease lapses."""
+        In flight (core/record/inflight.py) from before the lease is claimed to the end of `then`
+        (the settling that follows the run), so a run whose process dies, even between the run and
+        its settling, is sent again by the resume sweep once its lease lapses."""
         work = provisioning_work(registration_id, REGISTRATION_REQUESTS_QUEUE, self._clock.now())
-        async with tracked(self._in_flight, work):
+        async with tracked(self._in_flight, work) as entry:
             keeper = await self.claim(registration_id)
             record = keeper.current
             with log_context(registration_id=record.id, tenant_id=record.tenant_id, operation="provision"):
-                return await self._holding(keeper, lambda: self._drive_or_fail(keeper))
+                ended = await self._holding(keeper, lambda: self._drive_or_fail(keeper))
+                if then is not None:
+                    # The outcome is saved: should settling it fail, the sweep re-sends the run.
+                    entry.keep_on_failure = True
+                    await then(ended)
+                return ended
 
     async def give_up(
-        self, registration_id: str, reason: str, *, wait: timedelta | None = None
+        self, registration_id: str, reason: str, *, wait: timedelta | None = None, then: Then | None = None
     ) -> Registration:
         """End a registration the workflow could not finish (retries ran out, stuck past its
-        deadline) as `failed` with `reason`, removing what was made. Only `accepted` and
-        `provisioning` are given up on (a `failing` one has its cleanup finished); any other
-        status is left as it is. TransientError (LeaseHeld too) when that cannot happen now."""
-        keeper = await self.claim(registration_id, wait)
-        record = keeper.current
-        with log_context(registration_id=record.id, tenant_id=record.tenant_id, operation="give_up"):
+        deadline) as `failed` with `reason`, removing what was made, then `then` (its settling).
+        Only `accepted` and `provisioning` are given up on (a `failing` one has its cleanup
+        finished); any other status is left as it is. TransientError (LeaseHeld too) when that
+        cannot happen now. In flight as `run` is: once `failing` is written, a process that dies
+        (or a cleanup or settling that fails) leaves the entry, and the registration worker's run
+        of the re-sent envelope finishes the cleanup and settles it."""
+        work = provisioning_work(registration_id, REGISTRATION_REQUESTS_QUEUE, self._clock.now())
+        async with tracked(self._in_flight, work) as entry:
+            keeper = await self.claim(registration_id, wait)
+            record = keeper.current
+            with log_context(registration_id=record.id, tenant_id=record.tenant_id, operation="give_up"):
 
-            async def end() -> None:
-                if keeper.current.status in GIVE_UP_STATUSES:
-                    log.error("giving up on the registration: %s", reason)
-                    await failures.begin(
-                        keeper, failures.gave_up_info(keeper.current, reason, self._clock.now())
-                    )
-                if keeper.current.status is RegistrationStatus.FAILING:
-                    await failures.finish(keeper, self._issuer, self._clock)
+                async def end() -> None:
+                    if keeper.current.status in GIVE_UP_STATUSES:
+                        log.error("giving up on the registration: %s", reason)
+                        await failures.begin(
+                            keeper, failures.gave_up_info(keeper.current, reason, self._clock.now())
+                        )
+                    if keeper.current.status is RegistrationStatus.FAILING:
+                        entry.keep_on_failure = True  # the failure is written: its cleanup must follow
+                        await failures.finish(keeper, self._issuer, self._clock)
 
-            return await self._holding(keeper, end)
+                ended = await self._holding(keeper, end)
+                if then is not None:
+                    entry.keep_on_failure = True
+                    await then(ended)
+                return ended
 
     async def _holding(self, keeper: RecordKeeper, work: Callable[[], Awaitable[None]]) -> Registration:
         """Run `work` under the lease, renewed in the background, and give the lease up on every path
@@ -171,6 +194,9 @@ class Provisioner:
     async def _drive_or_fail(self, keeper: RecordKeeper) -> None:
         if keeper.current.status is RegistrationStatus.FAILING:  # the failure is recorded: clean up
             await failures.finish(keeper, self._issuer, self._clock)
+            return
+        if keeper.current.status is RegistrationStatus.DECOMMISSIONING:  # one that died half-way
+            await finish_decommission(keeper, self._issuer, self._vault, self._clock)
             return
         try:
             await self._drive(keeper)

@@ -55,28 +55,44 @@ def provisioning_work(registration_id: str, queue: str, now: datetime) -> InFlig
     )
 
 
+@dataclass
+class Tracking:
+    """What the block decided about its entry (see `tracked`)."""
+
+    keep_on_failure: bool = False  # a failure from now on leaves the entry for the sweep
+    handed_over: bool = False  # the entry outlives the block: another invocation's run removes it
+
+
 @contextlib.asynccontextmanager
-async def tracked(index: InFlightIndex | None, work: InFlightWork) -> AsyncIterator[None]:
+async def tracked(index: InFlightIndex | None, work: InFlightWork) -> AsyncIterator[Tracking]:
     """Hold an in-flight entry for the length of the block (see the module docstring).
 
     - The block ends, or raises an Exception (a failure recorded, or a TransientError whose message
       the queue delivers again after its short visibility timeout): the entry goes, if nobody wrote
-      it again meanwhile (ETag).
+      it again meanwhile (ETag). Unless the block said otherwise: `keep_on_failure` once what follows
+      must happen even if this invocation fails (a decommission half-done, a run whose outcome is
+      saved but not yet settled), `handed_over` when a message it sent carries the work on (an
+      approval: the worker's run writes the same entry and removes it).
     - LeaseHeld: another worker is on the same work; its entry is the same one, and its end removes it.
     - Anything else (CancelledError, a process that dies): the entry stays, for the sweep.
     """
+    tracking = Tracking()
     if index is None:
-        yield
+        yield tracking
         return
     etag = await index.put(work)  # write-ahead: before the lease, before Graph
     try:
-        yield
+        yield tracking
     except LeaseHeld:
         raise
     except Exception:
-        await _remove_quietly(index, work.key, etag)
+        if not tracking.keep_on_failure:
+            await _remove_quietly(index, work.key, etag)
+        else:
+            log.warning("in-flight entry %s kept: the resume sweep sends its message again", work.key)
         raise
-    await _remove_quietly(index, work.key, etag)
+    if not tracking.handed_over:
+        await _remove_quietly(index, work.key, etag)
 
 
 async def _remove_quietly(index: InFlightIndex, key: str, etag: str) -> None:

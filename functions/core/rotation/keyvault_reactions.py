@@ -9,6 +9,11 @@
   connector is about to fail). An old, retired version expiring is expected and ignored.
 
 Events about other objects (staging copies, webhook signing secrets, unknown names) are ignored.
+
+After a crash no in-flight entry is needed: a reaction is re-driven by Event Grid, which delivers
+the event again when its webhook fails or does not answer (retries for 24 hours, with backoff).
+Each reaction is idempotent (the event ids; the rotate-now job indexed before it is enqueued), and
+the lease it holds while it announces is a work lease (30 s), so the redelivery finds it free.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from functions.core.notification.announcer import Announcer, event_for
 from functions.core.notification.events import WebhookEvent
 from functions.core.ports import Clock, ExpiryIndex, MessageQueue, RegistrationStore
 from functions.core.record.errors import NotFound
-from functions.core.record.keeper import RecordKeeper, Sleep
+from functions.core.record.keeper import WORK_LEASE, RecordKeeper, Sleep
 from functions.core.record.models import RegistrationStatus
 from functions.core.record.registration import Registration
 from functions.core.rotation.keyvault_events import KeyVaultEvent, KeyVaultEventKind
@@ -91,7 +96,7 @@ class KeyVaultReactions:
         index: ExpiryIndex,
         clock: Clock,
         owner: str,
-        lease_for: timedelta = timedelta(minutes=1),
+        lease_for: timedelta = WORK_LEASE,  # an announcement takes seconds; see the module docstring
         lease_wait: timedelta = timedelta(seconds=5),
         sleep: Sleep = asyncio.sleep,
         settings: RotationSettings | None = None,
