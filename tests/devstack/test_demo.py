@@ -13,6 +13,8 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
 
+DEMO_TABLES = 7
+
 
 def headers_of_tables(output: str) -> list[list[str]]:
     """The header row of every table in the demo's output (the row above a row of dashes), split
@@ -48,7 +50,8 @@ def test_demo_provisions_rotates_and_shows_the_signed_webhooks(stack: dict[str, 
     assert stack["clientSecret"] not in output
     assert "whsec_" not in output  # the webhook signing secret is shown to the caller, not printed
     headers = headers_of_tables(run.stdout)
-    assert len(headers) == 5  # history, app registration, permissions, rotated credential, webhooks
+    # history, app registration, permissions, rotated credential, webhooks, the at-risk event, health
+    assert len(headers) == DEMO_TABLES
     assert all(all(columns) for columns in headers), headers
 
 
@@ -109,7 +112,7 @@ def test_make_runs_command_serves_the_demo_then_stops_everything_on_sigterm(tmp_
             assert "Executed 'Functions.create_registration' (Succeeded" in host_log.read_text()
             assert "Executed '" not in output and "HTTP Request" not in output
             headers = headers_of_tables(output)
-            assert len(headers) == 5 and all(all(columns) for columns in headers), headers
+            assert len(headers) == DEMO_TABLES and all(all(columns) for columns in headers), headers
 
             up.send_signal(signal.SIGTERM)
             assert up.wait(timeout=90) == 0

@@ -11,6 +11,8 @@ every problem it lists is one of these; any other problem still fails the check:
   compares whole items, not one member).
 - POST /registrations/{id}/webhooks, 400: a host name that does not resolve or resolves to an
   address that is not public (DNS), or an eleventh webhook (the registration's state).
+- POST /subscriptions, 400: a tenant-wide webhook's host name that does not resolve or resolves to
+  an address that is not public (DNS), as for a registration's webhooks.
 - GET /registrations, 400: a continuation token this list did not issue (opaque, like an id).
 - GET /inventory, 400: a tenant Registrar has no identity in (deployment state), or a continuation
   token the list did not issue.
@@ -39,6 +41,9 @@ STATE_REFUSALS: dict[tuple[str, int], tuple[tuple[str, str], ...]] = {
     ("POST /registrations/{id}/webhooks", 400): (
         ("url", r"^webhook host .* (does not resolve|resolves to an address that is not public)$"),
         ("url", r"^at most 10 webhooks per registration$"),
+    ),
+    ("POST /subscriptions", 400): (
+        ("url", r"^webhook host .* (does not resolve|resolves to an address that is not public)$"),
     ),
     ("GET /registrations", 400): (("continuation", r"^not a continuation token of this list$"),),
     ("GET /inventory", 400): (

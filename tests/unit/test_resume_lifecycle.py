@@ -15,7 +15,7 @@ import pytest
 
 from functions.core.provisioning.outcomes import settle_provisioned
 from functions.core.provisioning.workflow import Provisioner
-from functions.core.record.errors import TransientError
+from functions.core.record.errors import NotFound, TransientError
 from functions.core.record.keeper import WORK_LEASE
 from functions.core.record.models import RegistrationStatus
 from functions.core.record.registration import Registration, vault_object_name
@@ -398,3 +398,17 @@ async def test_a_reaction_killed_after_any_call_is_redelivered_by_event_grid_wit
         assert len(expiring) == 1, kill_after  # one webhook-id: announced once, whatever the kill left
         rotations = {json.loads(m)["jobId"] for q, m in world.queue.sent if q == ROTATION_JOBS_QUEUE}
         assert len(rotations) == 1, kill_after  # one rotate-now job (sent again: the same job id)
+
+
+@pytest.mark.parametrize("registration_id", ["\u0084", "reg-1", "reg-" + "0" * 23, "x" * 300])
+async def test_an_id_registrar_never_issues_is_not_found_before_anything_is_written(
+    registration_id: str,
+) -> None:
+    world = World()
+    in_flight = FakeInFlightIndex()
+    lifecycle = world.lifecycle(in_flight=in_flight)
+    with pytest.raises(NotFound):
+        await lifecycle.approve(registration_id, "alice")
+    with pytest.raises(NotFound):
+        await lifecycle.decommission(registration_id, "admin")
+    assert in_flight.entries == {}

@@ -30,11 +30,11 @@ from datetime import timedelta
 
 from functions.core.credentials.issuer import CredentialIssuer
 from functions.core.ports import Clock, Directory, InFlightIndex, RegistrationStore, Vault
-from functions.core.record.errors import Conflict
+from functions.core.record.errors import Conflict, NotFound
 from functions.core.record.inflight import provisioning_work, tracked
 from functions.core.record.keeper import WORK_LEASE, RecordKeeper, Sleep
 from functions.core.record.models import RegistrationStatus
-from functions.core.record.registration import Approval, Registration
+from functions.core.record.registration import Approval, Registration, is_registration_id
 from functions.logs import log_context
 from functions.resources import REGISTRATION_REQUESTS_QUEUE
 
@@ -82,6 +82,8 @@ class Lifecycle:
 
         With True, the registration worker's in-flight entry stays behind (written before the
         approval was saved): if the caller dies before its enqueue, the resume sweep sends it."""
+        if not is_registration_id(registration_id):  # before the in-flight entry is written
+            raise NotFound("registration", registration_id)
         work = provisioning_work(registration_id, REGISTRATION_REQUESTS_QUEUE, self._clock.now())
         async with tracked(self._in_flight, work) as entry:
             keeper = await self._claim(registration_id)
@@ -113,6 +115,8 @@ class Lifecycle:
             return await keeper.release(), True
 
     async def decommission(self, registration_id: str, requested_by: str) -> Registration:
+        if not is_registration_id(registration_id):  # before the in-flight entry is written
+            raise NotFound("registration", registration_id)
         work = provisioning_work(registration_id, REGISTRATION_REQUESTS_QUEUE, self._clock.now())
         async with tracked(self._in_flight, work) as entry:
             keeper = await self._claim(registration_id)

@@ -12,6 +12,7 @@ JSON-able dict in camelCase, which the Tables adapter stores as it likes.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -221,3 +222,13 @@ def unique_name_for(registration_id: str) -> str:
 def vault_object_name(registration_id: str) -> str:
     """Key Vault secret (or certificate) name of a registration's credential: letters, digits, '-'."""
     return registration_id
+
+
+# The ids Registrar issues: RegistrationRequest.registration_id, and intake's record of a request
+# it could not even read (reg-invalid-...). Anything else names no registration.
+REGISTRATION_ID = re.compile(r"reg-(?:[0-9a-f]{24}|invalid-[0-9a-f]{20})")
+
+
+def is_registration_id(value: str) -> bool:
+    """Whether `value` has the shape of an id Registrar issues (checked before any I/O)."""
+    return REGISTRATION_ID.fullmatch(value) is not None
