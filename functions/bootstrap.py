@@ -441,8 +441,10 @@ class Services:
         from functions.core.escalation.confirmation import Confirmations
         from functions.core.escalation.proof_of_use import ProofOfUse
 
+        if not self.escalation_settings.sign_in_proof:
+            return None
         graph = self.directory
-        if not self.escalation_settings.sign_in_proof or not isinstance(graph, GraphDirectory):
+        if not isinstance(graph, GraphDirectory):  # tests may replace the directory with a fake
             return None
         return ProofOfUse(
             activity=GraphSignInActivity(graph),
