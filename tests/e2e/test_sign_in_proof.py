@@ -22,6 +22,7 @@ from tests.e2e.rotation_support import (
     GRAPH_SCOPE,
     Host,
     Receiver,
+    leaks,
     private_host,
     start_private_stack,
     tag,
@@ -150,3 +151,13 @@ def test_a_token_acquired_with_the_new_credential_retires_the_old_one_without_a_
     view = host.registration(registration_id)
     assert view["credential"]["keyId"] == new_key and view["credential"]["confirmedOn"]
     assert new_key in {p["keyId"] for p in host.passwords(first["appId"])}
+
+
+def test_no_secret_value_in_the_log_or_storage(host: Host) -> None:
+    """After the proof of use: the connector's current secret, the webhook signing
+    secrets and every value in the vault appear in no log line, Table entity or queue message."""
+    values = host.all_secret_values() | host.seen
+    assert len(values) >= 2, "the leak check needs the secrets it looks for"
+    places = host.leak_places()
+    assert places.get("host log")
+    assert leaks(values, places) == []
