@@ -307,6 +307,7 @@ module graphAppRoles 'modules/graph-app-roles.bicep' = if (grantGraphRoles) {
   scope: rg
   params: {
     principalId: functionApp.outputs.principalId
+    grantAuditLogRead: signInProof
   }
 }
 
