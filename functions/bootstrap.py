@@ -451,7 +451,6 @@ class Services:
             confirmations=Confirmations(
                 store=self.store, index=self.index, clock=self.clock, owner=self.job_owner()
             ),
-            clock=self.clock,
         )
 
 

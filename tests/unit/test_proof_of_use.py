@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -28,6 +29,8 @@ from tests.unit.provisioning_world import fast_sleep
 from tests.unit.test_confirmed_retirement import rotated
 from tests.unit.test_escalation import ESCALATION, Telemetry
 from tests.unit.test_rotation import SETTINGS, RotationWorld, due_job
+
+SAMPLE = Path(__file__).resolve().parents[2] / "local.settings.sample.json"
 
 
 class FakeSignInActivity:
@@ -77,7 +80,7 @@ def escalation_with_proof(
         settings=EscalationSettings(sign_in_proof=True),
         owner="escalation",
         sleep=fast_sleep,
-        proof=ProofOfUse(activity=activity, confirmations=confirmations, clock=world.clock),
+        proof=ProofOfUse(activity=activity, confirmations=confirmations),
     )
     return telemetry, escalation
 
@@ -294,3 +297,15 @@ async def test_a_proof_of_use_killed_after_any_call_converges_at_the_next_watch(
         record = await world.store.get(after.id)
         assert len([e for e in record.history if e.step == "confirm"]) == 1, crash_after
         assert old.key_id not in world.app().passwords, crash_after
+
+
+def test_services_wire_proof_of_use_only_when_the_setting_is_on() -> None:
+    from functions.adapters.graph_signins import GraphSignInActivity
+    from functions.bootstrap import Services
+    from functions.settings import Settings
+
+    sample = json.loads(SAMPLE.read_text(encoding="utf-8"))["Values"]
+    assert Services(Settings.from_env(sample)).proof_of_use() is None  # off by default
+    proof = Services(Settings.from_env({**sample, "REGISTRAR_SIGN_IN_PROOF": "true"})).proof_of_use()
+    assert isinstance(proof, ProofOfUse)
+    assert isinstance(proof._activity, GraphSignInActivity)

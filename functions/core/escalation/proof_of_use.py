@@ -21,7 +21,6 @@ import logging
 
 from functions.core.escalation.confirmation import SOURCE_SIGN_IN, Confirmations
 from functions.core.escalation.ports import ProofUnavailable, SignInActivity
-from functions.core.ports import Clock
 from functions.core.record.errors import TransientError
 from functions.core.record.models import RETIRE_AFTER_CONFIRM
 from functions.core.record.registration import Registration
@@ -33,10 +32,9 @@ _refusals_logged: set[str] = set()
 
 
 class ProofOfUse:
-    def __init__(self, *, activity: SignInActivity, confirmations: Confirmations, clock: Clock) -> None:
+    def __init__(self, *, activity: SignInActivity, confirmations: Confirmations) -> None:
         self._activity = activity
         self._confirmations = confirmations
-        self._clock = clock
 
     @staticmethod
     def wanted(record: Registration) -> bool:
