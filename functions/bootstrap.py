@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from functions.core.escalation.at_risk import EscalationSettings
     from functions.core.escalation.escalation import Escalation
     from functions.core.escalation.instruments import Instruments
+    from functions.core.escalation.proof_of_use import ProofOfUse
     from functions.core.inventory.ports import InventoryStore
     from functions.core.inventory.scanner import InventoryScanner
     from functions.core.notification.delivery import DeliveryWorker
@@ -430,6 +431,27 @@ class Services:
             instruments=instruments(),
             settings=self.escalation_settings,
             owner=self.job_owner(),
+            proof=self.proof_of_use(),
+        )
+
+    def proof_of_use(self) -> ProofOfUse | None:
+        """Sign-in activity as the connector's confirmation: only with REGISTRAR_SIGN_IN_PROOF on
+        (it needs AuditLog.Read.All and an Entra ID P1/P2 licence), and only through Graph."""
+        from functions.adapters.graph import GraphDirectory
+        from functions.adapters.graph_signins import GraphSignInActivity
+        from functions.core.escalation.confirmation import Confirmations
+        from functions.core.escalation.proof_of_use import ProofOfUse
+
+        if not self.escalation_settings.sign_in_proof:
+            return None
+        graph = self.directory
+        if not isinstance(graph, GraphDirectory):  # tests may replace the directory with a fake
+            return None
+        return ProofOfUse(
+            activity=GraphSignInActivity(graph),
+            confirmations=Confirmations(
+                store=self.store, index=self.index, clock=self.clock, owner=self.job_owner()
+            ),
         )
 
 

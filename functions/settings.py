@@ -154,7 +154,7 @@ class Settings:
             values=values,
         )
         flag("REGISTRAR_CUSTOM_REQUIRES_APPROVAL", False)  # the Policy's (bootstrap); checked here at startup
-        try:  # escalation's (bootstrap): REGISTRAR_AT_RISK_WINDOW, REGISTRAR_ROTATION_FAILURES_BEFORE_ALERT
+        try:  # escalation's (bootstrap): REGISTRAR_AT_RISK_WINDOW, ..._FAILURES_BEFORE_ALERT, _SIGN_IN_PROOF
             EscalationSettings.from_values(values)
         except ValueError as exc:
             problems.append(str(exc))

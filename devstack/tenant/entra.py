@@ -25,6 +25,7 @@ from devstack.tenant.federation import (
     issuer_keys,
     v2_issuer,
 )
+from devstack.tenant.sign_in_activity import SIGN_INS
 from devstack.tenant.tokens import SigningKey
 
 SIGNING_KEY: web.AppKey[SigningKey] = web.AppKey("signing_key", SigningKey)
@@ -250,6 +251,9 @@ async def _token(request: web.Request) -> web.Response:
         by_certificate=by_certificate,
         cp1=_wants_cp1(values.get("claims")),
     )
+    sign_ins = request.app.get(SIGN_INS)
+    if sign_ins is not None:  # the credential's last sign-in, for Graph's sign-in activity report
+        sign_ins.record(directory.tenant_id, client, key_id, resource.service_principal_id, time.time())
     return json_response(
         {
             "token_type": "Bearer",

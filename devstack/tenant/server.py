@@ -18,7 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
-from devstack.tenant import admin, ca, entra, managed_identity, persistence
+from devstack.tenant import admin, ca, entra, managed_identity, persistence, sign_in_activity
 from devstack.tenant.auth import Authenticator
 from devstack.tenant.context import AUTHENTICATE, BASE_URL, MARK_DIRTY, REGISTRY, SIM, SimulationConfig
 from devstack.tenant.faults import FAULTS, STATS, FaultRule, FaultRules, Stats, simulation_middleware
@@ -141,11 +141,13 @@ class TenantServer:
         app[STATS] = Stats(extra=lambda: {"vault": self.vault.stats()})
         app[admin.IDENTITY] = self.identity
         app[VAULT] = self.vault
+        app[sign_in_activity.SIGN_INS] = sign_in_activity.SignInLog()
         app.add_routes(admin.routes())
         app.add_routes(entra.routes())
         app.add_routes(managed_identity.routes())
         app.add_routes(_graph_routes())
         app.add_routes(self.vault.routes())
+        app.add_routes(sign_in_activity.routes())  # Graph's beta report, beside /v1.0
         return app
 
     async def run(self, ready: asyncio.Event | None = None, stop: asyncio.Event | None = None) -> None:

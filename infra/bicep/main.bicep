@@ -79,6 +79,9 @@ param atRiskWindow string = 'P14D'
 @description('Rotation failures in a row after which a credential is at risk (REGISTRAR_ROTATION_FAILURES_BEFORE_ALERT).')
 param rotationFailuresBeforeAlert string = '3'
 
+@description('Count a sign-in with the new keyId as the connector\'s confirmation (after-confirm retirement). Needs AuditLog.Read.All granted to the app\'s identity and a Microsoft Entra ID P1 or P2 licence; off by default (REGISTRAR_SIGN_IN_PROOF).')
+param signInProof bool = false
+
 @description('ISO 8601 lifetime of a new credential unless the profile says otherwise (REGISTRAR_DEFAULT_CREDENTIAL_LIFETIME).')
 param defaultCredentialLifetime string = 'P180D'
 
@@ -230,6 +233,7 @@ var registrarSettings = {
   REGISTRAR_WEBHOOK_RETRY_SCHEDULE: webhookRetrySchedule
   REGISTRAR_AT_RISK_WINDOW: atRiskWindow
   REGISTRAR_ROTATION_FAILURES_BEFORE_ALERT: rotationFailuresBeforeAlert
+  REGISTRAR_SIGN_IN_PROOF: signInProof ? 'true' : 'false'
   REGISTRAR_TENANT_CREDENTIALS: effectiveTenantCredentials
 }
 
@@ -303,6 +307,7 @@ module graphAppRoles 'modules/graph-app-roles.bicep' = if (grantGraphRoles) {
   scope: rg
   params: {
     principalId: functionApp.outputs.principalId
+    grantAuditLogRead: signInProof
   }
 }
 

@@ -118,6 +118,7 @@ def _typical_azd_environment() -> dict[str, str]:
             "https://prod-12.swedencentral.logic.azure.com:443/workflows/4f1c2b7a9d/triggers/manual/paths/"
             "invoke?api-version=2016-06-01&sp=%2Ftriggers%2Fmanual%2Frun&sv=1.0&sig=q1W2e3R4t5Y6u7I8o9P0"
         ),
+        "REGISTRAR_SIGN_IN_PROOF": "true",
     }
 
 

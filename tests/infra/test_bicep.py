@@ -357,7 +357,9 @@ def test_graph_app_roles_come_from_the_catalogue_and_can_be_left_to_an_admin() -
     assert "microsoftGraphV1" in graph_module["extensions"]
     (graph_sp,) = resources(graph_module, "Microsoft.Graph/servicePrincipals", existing=True).values()
     assert resolve(graph_module, body(graph_sp)["appId"]) == "00000003-0000-0000-c000-000000000000"
-    (assignments,) = resources(graph_module, "Microsoft.Graph/appRoleAssignedTo").values()
+    assigned = resources(graph_module, "Microsoft.Graph/appRoleAssignedTo")
+    assert set(assigned) == {"appRoleAssignments", "auditLogRead"}
+    assignments = assigned["appRoleAssignments"]
     assignment_loop = loop(assignments)
     assert assignment_loop is not None
     roles = resolve(graph_module, assignment_loop["detail"]["array_name"])
@@ -376,6 +378,18 @@ def test_graph_app_roles_come_from_the_catalogue_and_can_be_left_to_an_admin() -
     assert condition(main["modules"]["graphAppRoles"]) == "grantGraphRoles"
     call = body(main["modules"]["graphAppRoles"])["params"]
     assert accessor(call["principalId"]) == ["functionApp", "outputs", "principalId"]
+    # AuditLog.Read.All (proof of use) only with signInProof, through the same grant.
+    audit = assigned["auditLogRead"]
+    assert (
+        condition(audit) == "grantAuditLogRead"
+        and graph_module["parameters"]["grantAuditLogRead"]["default"] is False
+    )
+    audit_role = resolve(graph_module, "auditLogReadRole")
+    assert audit_role == {"name": "AuditLog.Read.All", "id": app_role_ids["AuditLog.Read.All"]}
+    assert accessor(body(audit)["resourceId"]) == ["microsoftGraph", "id"]
+    assert body(audit)["principalId"] == "principalId"
+    assert call["grantAuditLogRead"] == "signInProof"
+    assert main["parameters"]["signInProof"]["type"] == "bool"
     manual = (REPO_ROOT / "docs/deploy.md").read_text(encoding="utf-8")
     for name in GRAPH_APP_ROLES:
         assert app_role_ids[name] in manual, f"docs/deploy.md lacks the manual grant of {name}"

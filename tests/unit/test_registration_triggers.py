@@ -89,6 +89,7 @@ class FakeServices:
 
     settle = bootstrap.Services.settle  # the real wiring, over these fakes
     escalation = bootstrap.Services.escalation
+    proof_of_use = bootstrap.Services.proof_of_use
 
     def prompt_deliveries(self) -> contextlib.nullcontext[None]:
         return contextlib.nullcontext()  # announcements go to the queue (tests/unit/test_prompt_delivery.py)

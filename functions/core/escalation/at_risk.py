@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from functions.core.catalogue.policy import setting_flag
 from functions.core.record.durations import parse_duration
 from functions.core.record.models import CredentialType, RegistrationStatus
 from functions.core.record.registration import Registration
@@ -23,6 +24,7 @@ from functions.signals import AtRiskReason
 
 AT_RISK_WINDOW_SETTING = "REGISTRAR_AT_RISK_WINDOW"
 FAILURES_BEFORE_ALERT_SETTING = "REGISTRAR_ROTATION_FAILURES_BEFORE_ALERT"
+SIGN_IN_PROOF_SETTING = "REGISTRAR_SIGN_IN_PROOF"
 WATCHED_STATUSES = frozenset({RegistrationStatus.ACTIVE, RegistrationStatus.ROTATING})
 
 
@@ -30,11 +32,14 @@ WATCHED_STATUSES = frozenset({RegistrationStatus.ACTIVE, RegistrationStatus.ROTA
 class EscalationSettings:
     at_risk_window: timedelta = timedelta(days=14)
     failures_before_alert: int = 3
+    # Proof of use (proof_of_use.py): off by default, as it needs AuditLog.Read.All and a licence.
+    sign_in_proof: bool = False
 
     @classmethod
     def from_values(cls, values: Mapping[str, str]) -> EscalationSettings:
         """Read REGISTRAR_AT_RISK_WINDOW (ISO 8601, default P14D) and
-        REGISTRAR_ROTATION_FAILURES_BEFORE_ALERT (default 3); a bad value raises ValueError."""
+        REGISTRAR_ROTATION_FAILURES_BEFORE_ALERT (default 3) and REGISTRAR_SIGN_IN_PROOF (default
+        false); a bad value raises ValueError."""
         try:
             window = parse_duration(values.get(AT_RISK_WINDOW_SETTING) or "P14D")
         except ValueError as exc:
@@ -45,7 +50,8 @@ class EscalationSettings:
         if not raw.strip().isdigit() or int(raw) < 1:
             raise ValueError(f"{FAILURES_BEFORE_ALERT_SETTING}: expected a whole number, at least 1")
         failures = int(raw)
-        return cls(at_risk_window=window, failures_before_alert=failures)
+        proof = setting_flag(SIGN_IN_PROOF_SETTING, values.get(SIGN_IN_PROOF_SETTING), False)
+        return cls(at_risk_window=window, failures_before_alert=failures, sign_in_proof=proof)
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,9 @@ The triggers hand their outcomes here (rotation and provisioning never import th
 - `watch()`, after each rotation sweep, takes the health snapshot, feeds the gauges, logs
   `health.snapshot`, and announces `credential.at_risk` for each credential at risk, once per
   credential per day (the event id names the day; the record's history remembers it was announced).
+- with proof of use on (proof_of_use.py), an old credential kept back for want of confirmation is
+  first checked against the tenant's sign-in activity, when kept and at each watch: a sign-in with
+  the new keyId confirms it, and it is then released instead of announced.
 
 Crash-safe: events are announced through the record keeper (lease + ETag) with deterministic ids,
 and a rotation failure's event is keyed by the failure's time in the history, so any later run
@@ -24,6 +27,7 @@ from datetime import datetime, timedelta
 from functions.core.escalation.at_risk import AtRisk, EscalationSettings, assess
 from functions.core.escalation.instruments import Instruments
 from functions.core.escalation.log_events import signal_event
+from functions.core.escalation.proof_of_use import ProofOfUse
 from functions.core.escalation.snapshot import (
     INVENTORY_MARK,
     SWEEP_MARK,
@@ -38,7 +42,7 @@ from functions.core.record.errors import NotFound, RegistrarError
 from functions.core.record.keeper import LeaseHeld, RecordKeeper, Sleep
 from functions.core.record.registration import Registration, StepEvent
 from functions.core.record.schedule import RotationJob
-from functions.signals import DELIVERIES, OUTCOMES, PROVISIONINGS, ROTATIONS, Signal
+from functions.signals import DELIVERIES, OUTCOMES, PROVISIONINGS, ROTATIONS, AtRiskReason, Signal
 
 log = logging.getLogger(__name__)
 
@@ -107,8 +111,10 @@ class Escalation:
         settings: EscalationSettings,
         owner: str,
         sleep: Sleep = asyncio.sleep,
+        proof: ProofOfUse | None = None,
     ) -> None:
         self._sources = sources
+        self._proof = proof
         self._store = sources.store
         self._clock = sources.clock
         self._announcer = Announcer(queue=queue, clock=sources.clock)
@@ -142,7 +148,11 @@ class Escalation:
         item = assess(record, self._clock.now(), self._settings)
         if item is None:
             return
+        # On the watchlist first: if what follows dies, the next watch still finds it (and asks
+        # for its proof of use again).
         await self._sources.watchlist.add(record.id)
+        if item.reason is AtRiskReason.UNCONFIRMED and await self._proven_in_use(record):
+            return
         await self._announce(record, [at_risk_event(record, item, self._clock.now())], at_risk=item)
 
     async def rotation_failed(self, job: RotationJob) -> None:
@@ -252,8 +262,20 @@ class Escalation:
                 record = await self._store.get(item.registration_id)
             except NotFound:
                 continue
+            if item.reason is AtRiskReason.UNCONFIRMED and await self._proven_in_use(record):
+                continue
             await self._announce(record, [at_risk_event(record, item, snapshot.taken_at)], at_risk=item)
         return snapshot
+
+    async def _proven_in_use(self, record: Registration) -> bool:
+        """Whether the tenant's sign-in activity confirmed the new credential (proof of use on)."""
+        if self._proof is None:
+            return False
+        try:
+            return await self._proof.confirm_if_used(record)
+        except RegistrarError as err:  # busy (lease) or changed meanwhile: the next watch asks again
+            log.info("proof of use for %s not recorded yet: %s", record.id, err)
+            return False
 
     # ------------------------------------------------------------ announcing
 

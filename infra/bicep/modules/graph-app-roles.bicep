@@ -1,12 +1,16 @@
 // Microsoft Graph application permissions (app roles) for the function's managed identity, through
 // the Microsoft Graph Bicep extension. Deploying this needs Privileged Role Administrator (or Global
 // Administrator); main.bicep's grantGraphRoles=false leaves it to an administrator, with the same
-// five role ids (docs/deploy.md, "Granting the Graph app roles by hand").
+// five role ids (docs/deploy.md, "Granting the Graph app roles by hand"), and AuditLog.Read.All
+// when proof of use is on.
 
 extension microsoftGraphV1
 
 @description('Object id of the function app\'s managed identity (its service principal).')
 param principalId string
+
+@description('Also grant AuditLog.Read.All, which proof of use reads sign-in activity with (main.bicep signInProof; the tenant needs a Microsoft Entra ID P1 or P2 licence too).')
+param grantAuditLogRead bool = false
 
 // Microsoft Graph's well-known appId, the same in every tenant.
 var microsoftGraphAppId = '00000003-0000-0000-c000-000000000000'
@@ -54,4 +58,19 @@ resource appRoleAssignments 'Microsoft.Graph/appRoleAssignedTo@v1.0' = [
   }
 ]
 
-output grantedAppRoles array = [for role in graphAppRoles: role.name]
+// Proof of use (REGISTRAR_SIGN_IN_PROOF): read Graph's appCredentialSignInActivities report.
+// Read only; only when signInProof is on (docs/security.md).
+var auditLogReadRole = {
+  name: 'AuditLog.Read.All'
+  id: 'b0afded3-3588-46d8-8b3d-9842eff778da'
+}
+
+resource auditLogRead 'Microsoft.Graph/appRoleAssignedTo@v1.0' = if (grantAuditLogRead) {
+  appRoleId: auditLogReadRole.id
+  principalId: principalId
+  resourceId: microsoftGraph.id
+}
+
+var grantedRoleNames = [for role in graphAppRoles: role.name]
+
+output grantedAppRoles array = concat(grantedRoleNames, grantAuditLogRead ? [auditLogReadRole.name] : [])
