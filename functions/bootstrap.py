@@ -85,8 +85,10 @@ class Services:
     @cached_property
     def directory(self) -> Directory:
         from functions.adapters.graph import GraphDirectory
+        from functions.adapters.graph_pacing import GraphPacer
 
-        return GraphDirectory(self.identity, self.settings.graph_base_url)
+        pacer = GraphPacer(scale=self.settings.graph_budget_scale)  # one per process: its budgets
+        return GraphDirectory(self.identity, self.settings.graph_base_url, pacer=pacer)
 
     @cached_property
     def vault(self) -> Vault:

@@ -106,6 +106,11 @@ class DelegatedGrant:
 class Directory(Protocol):
     """Microsoft Graph in a given tenant, with the registrar's own identity in that tenant."""
 
+    def predicted_wait(self, tenant_id: str) -> timedelta:
+        """How long a new Graph write in this tenant would wait now for the registrar's budget
+        (behind the calls already queued, or a Retry-After): zero when it would go at once."""
+        ...
+
     async def resource_catalog(self, tenant_id: str, resource: str) -> ResourceCatalog:
         """The resource SP's appRoles and scopes; resource by appId or display name. Cached per tenant.
 

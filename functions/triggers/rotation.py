@@ -16,7 +16,7 @@ import azure.functions as func
 from functions.bootstrap import services
 from functions.core.catalogue.policy import CLIENT_PRINCIPAL_HEADER, ROLE_ADMIN, authorize
 from functions.core.record.durations import parse_duration
-from functions.core.record.errors import Conflict, PermanentError, RegistrarError, ValidationFailed
+from functions.core.record.errors import Conflict, Deferred, PermanentError, RegistrarError, ValidationFailed
 from functions.core.record.models import Problem, RegistrationStatus
 from functions.resources import ROTATION_JOBS_QUEUE
 from functions.telemetry import log_context
@@ -45,6 +45,7 @@ async def rotation_sweep(timer: func.TimerRequest) -> None:
 @bp.queue_trigger(arg_name="msg", queue_name=ROTATION_JOBS_QUEUE, connection="AzureWebJobsStorage")
 async def rotation_worker(msg: func.QueueMessage) -> None:
     from functions.core.record.schedule import RotationJob
+    from functions.core.rotation.rotator import enqueue
 
     # An unreadable message raises: the host retries it, then moves it to rotation-jobs-poison.
     job = RotationJob.from_message(json.loads(msg.get_body().decode("utf-8")))
@@ -52,6 +53,12 @@ async def rotation_worker(msg: func.QueueMessage) -> None:
     try:
         async with svc.prompt_deliveries():  # credential.rotated/retired reach subscribers at once
             outcome = await svc.rotator().run(job)
+    except Deferred as err:
+        # The tenant's Graph budget is spoken for: the job waits on the queue, not in this slot.
+        # Enqueued before this message completes: a crash in between leaves two, which converge.
+        await enqueue(svc.queue, job, delay=err.retry_after)
+        log.info("rotation job %s deferred: %s", job.job_id, err)
+        return
     except PermanentError as err:
         log.error("rotation job %s refused for good (recorded on the registration): %s", job.job_id, err)
         return

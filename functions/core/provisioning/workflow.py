@@ -47,7 +47,9 @@ from functions.core.ports import (
 )
 from functions.core.provisioning import failures
 from functions.core.provisioning.owners import add_owners
+from functions.core.record.deferral import DEFAULT_MOST_WAIT, defer_if_paced
 from functions.core.record.errors import (
+    Deferred,
     NotFound,
     PermanentError,
     RecordInconsistent,
@@ -76,6 +78,8 @@ class WorkflowSettings:
     verify_max_delay: timedelta = timedelta(seconds=20)
     # The benchmark's naive baseline: every call one after another, one assignment per call.
     concurrent: bool = True
+    # A tenant's Graph budget spoken for longer than this: the run is deferred (record/deferral.py).
+    defer_after: timedelta = DEFAULT_MOST_WAIT
 
 
 class Provisioner:
@@ -118,6 +122,17 @@ class Provisioner:
         keeper = await self.claim(registration_id)
         record = keeper.current
         with log_context(registration_id=record.id, tenant_id=record.tenant_id, operation="provision"):
+            if record.status not in TERMINAL_STATUSES:
+                try:
+                    defer_if_paced(
+                        self._directory,
+                        record.tenant_id,
+                        f"registration {record.id}",
+                        most=self._settings.defer_after,
+                    )
+                except Deferred:
+                    await keeper.release()  # nothing else was touched: the message comes back later
+                    raise
             return await self._holding(keeper, lambda: self._drive_or_fail(keeper))
 
     async def give_up(

@@ -21,7 +21,7 @@ import json
 import logging
 import uuid
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 from functions.core.catalogue.lifetimes import CredentialLifetimes
@@ -38,7 +38,14 @@ from functions.core.ports import (
     TokenProbe,
     Vault,
 )
-from functions.core.record.errors import NotFound, PermanentError, RecordInconsistent, TransientError
+from functions.core.record.deferral import defer_if_paced
+from functions.core.record.errors import (
+    Deferred,
+    NotFound,
+    PermanentError,
+    RecordInconsistent,
+    TransientError,
+)
 from functions.core.record.keeper import RecordKeeper, Sleep
 from functions.core.record.models import CredentialType, RegistrationStatus
 from functions.core.record.registration import (
@@ -90,8 +97,10 @@ class Outcome(StrEnum):
 # ---------------------------------------------------------------- scheduling
 
 
-async def enqueue(queue: MessageQueue, job: RotationJob) -> None:
-    await queue.send(ROTATION_JOBS_QUEUE, json.dumps(job.to_message(), separators=(",", ":")))
+async def enqueue(queue: MessageQueue, job: RotationJob, *, delay: timedelta | None = None) -> None:
+    """Put the job on the rotation queue; delay: invisible that long (a deferred job)."""
+    message = json.dumps(job.to_message(), separators=(",", ":"))
+    await queue.send(ROTATION_JOBS_QUEUE, message, visibility_timeout=delay)
 
 
 @dataclass(frozen=True)
@@ -192,6 +201,13 @@ class Rotator:
         with log_context(
             registration_id=record.id, tenant_id=record.tenant_id, operation=f"rotation.{job.action}"
         ):
+            try:
+                defer_if_paced(
+                    self._directory, record.tenant_id, f"job {job.job_id}", most=self._settings.defer_after
+                )
+            except Deferred:
+                await keeper.release()  # nothing else was touched: the message comes back later
+                raise
             try:
                 if job.action is JobAction.RETIRE:
                     return await self._retire(keeper, job)
