@@ -138,7 +138,7 @@ class Services:
     # Users before what they use: the store and logs write through the table service, every
     # Azure client authenticates through the identity.
     _CLOSE_ORDER = ("deliveries", "index", "store", "queue", "table_service", "directory", "vault",
-                    "webhook_sender", "identity")  # fmt: skip
+                    "probe", "webhook_sender", "identity")  # fmt: skip
 
     async def close(self) -> None:
         """Close the adapters built so far (each holds HTTP sessions); benchmarks and tools call

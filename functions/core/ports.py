@@ -75,6 +75,9 @@ class IssuedSecret:
     hint: str | None
     start: datetime
     end: datetime
+    # True when the directory knows it sent addPassword once and this answer is that POST's (no
+    # resend that a lost answer could have doubled): a first issue then has no twin to sweep.
+    sent_once: bool = False
 
 
 @dataclass(frozen=True)
