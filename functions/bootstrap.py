@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     )
     from functions.core.provisioning.lifecycle import Lifecycle
     from functions.core.provisioning.workflow import Provisioner
+    from functions.core.record.deferral import TenantJobs
     from functions.core.record.registration import Registration
     from functions.core.rotation.keyvault_reactions import KeyVaultReactions
     from functions.core.rotation.rotator import RotationSettings, Rotator
@@ -173,7 +174,15 @@ class Services:
             settings=WorkflowSettings(verify_timeout=min(self.settings.verify_timeout, timedelta(minutes=5))),
             owner=self.job_owner(),  # one per run: duplicate deliveries in one process must not share a lease
             lifetimes=self.lifetimes,
+            jobs=self.tenant_jobs,
         )
+
+    @cached_property
+    def tenant_jobs(self) -> TenantJobs:
+        """The jobs of each tenant this process runs: whether a new one starts or is deferred."""
+        from functions.core.record.deferral import TenantJobs
+
+        return TenantJobs()
 
     @cached_property
     def lifetimes(self) -> CredentialLifetimes:
@@ -236,6 +245,7 @@ class Services:
             settings=self.rotation_settings,
             owner=self.job_owner(),
             lifetimes=self.lifetimes,
+            jobs=self.tenant_jobs,
         )
 
     async def settle(self, record: Registration) -> None:

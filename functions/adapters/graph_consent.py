@@ -40,7 +40,7 @@ class GraphConsent(GraphWire):
                 principal_id,
                 assignments,
                 lag_timeout=self._lag_timeout,
-                on_throttled=lambda headers: self.pacer.throttled(tenant_id, headers),
+                on_throttled=lambda headers: self.pacer.item_throttled(tenant_id, headers),
             )
 
     async def delegated_grants(self, tenant_id: str, client_id: str) -> Mapping[str, DelegatedGrant]:

@@ -129,6 +129,11 @@ class TenantBudget:
     hold_until: float = 0.0
     holds: int = 0  # 429s that set a hold (each makes every caller wait once)
     throttled: int = 0  # 429s seen, whether or not they extended the hold
+    # Until Graph has answered once, this process does not know the bucket's level (another
+    # instance, or a process before a restart, may have spent it): one request goes first, and
+    # the others wait for its answer (a 429, or the level in x-ms-throttle-limit-percentage).
+    heard: bool = False
+    first_answer: asyncio.Future[None] | None = None
 
 
 @dataclass
@@ -136,7 +141,8 @@ class PacingStats:
     waited_s: float = 0.0
     waits: int = 0
     throttled: int = 0
-    by_tenant: dict[str, int] = field(default_factory=dict)
+    by_tenant: dict[str, int] = field(default_factory=dict)  # 429s per tenant
+    writes: dict[str, int] = field(default_factory=dict)  # writes Graph took (not 429) per tenant
 
 
 Clock = Callable[[], float]
@@ -192,6 +198,11 @@ class GraphPacer:
         makes the caller queue again behind it, so the callers after a hold are spaced at the
         bucket's rate instead of all leaving together when it ends."""
         budget = self.budget(tenant_id)
+        while not budget.heard:
+            if budget.first_answer is None or budget.first_answer.done():
+                budget.first_answer = asyncio.get_running_loop().create_future()
+                break  # this caller's request goes first
+            await asyncio.shield(budget.first_answer)
         while True:
             now = self._clock()
             charges = self._charges(budget, units, writes)
@@ -220,6 +231,7 @@ class GraphPacer:
     ) -> None:
         """Learn from Graph's answer to one request (or one $batch)."""
         budget = self.budget(tenant_id)
+        self.answered(tenant_id, heard=True)
         now = self._clock()
         charged = _float(headers.get("x-ms-resource-unit"))
         if charged is not None and charged != guessed_units:
@@ -231,6 +243,23 @@ class GraphPacer:
                 bucket.at_least_used(min(used, 1.0), now)
         if status == 429:
             self.throttled(tenant_id, headers, writes=writes)
+        elif writes:
+            key = tenant_id.lower()
+            self.stats.writes[key] = self.stats.writes.get(key, 0) + int(writes)
+
+    def answered(self, tenant_id: str, *, heard: bool) -> None:
+        """The first request of a tenant ended: with an answer from Graph (heard), or without one
+        (a transport error: the next caller goes first instead)."""
+        budget = self.budget(tenant_id)
+        budget.heard = budget.heard or heard
+        if budget.first_answer is not None and not budget.first_answer.done():
+            budget.first_answer.set_result(None)
+
+    def item_throttled(self, tenant_id: str, headers: Mapping[str, str]) -> None:
+        """A $batch item's 429: the $batch was counted with all its items; this one was refused."""
+        key = tenant_id.lower()
+        self.stats.writes[key] = self.stats.writes.get(key, 0) - 1
+        self.throttled(tenant_id, headers)
 
     def throttled(self, tenant_id: str, headers: Mapping[str, str], *, writes: float = 1) -> None:
         """A 429 (of a request or of a $batch item): hold the tenant's callers until Retry-After + jitter."""
@@ -275,7 +304,11 @@ class PacedTransport(httpx.AsyncBaseTransport):
             query = {unquote(k): v for k, v in request.url.params.multi_items()}
             units, writes = request_cost(request.method, path, query)
         await self._pacer.acquire(self._tenant_id, units, writes)
-        response = await self._inner.handle_async_request(request)
+        try:
+            response = await self._inner.handle_async_request(request)
+        except BaseException:
+            self._pacer.answered(self._tenant_id, heard=False)
+            raise
         self._pacer.settle(
             self._tenant_id,
             writes=writes,

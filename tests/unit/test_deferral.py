@@ -141,3 +141,26 @@ async def test_deferred_is_raised_by_the_core_not_decided_by_the_adapter() -> No
         defer_if_paced(directory, TENANT, "job", most=timedelta(seconds=5))
     assert raised.value.retry_after == timedelta(seconds=13)
     defer_if_paced(directory, TENANT, "job", most=timedelta(seconds=30))  # within what is waited in place
+
+
+def test_a_tenant_whose_budget_binds_runs_a_few_jobs_at_once_and_leaves_the_slots_to_others() -> None:
+    """Jobs of a throttled tenant would only queue behind each other at its budget's rate, holding
+    worker slots: past busy_tenant_jobs they are deferred, while another tenant's are admitted."""
+    from functions.core.record.deferral import TenantJobs
+
+    directory = TwoTenantDirectory(TENANT)
+    directory.paced_waits[TENANT] = timedelta(seconds=2)  # binds, but within what is waited in place
+    jobs = TenantJobs(busy_tenant_jobs=3)
+    for _ in range(3):
+        jobs.admit(directory, TENANT, "job")
+    with pytest.raises(Deferred) as raised:
+        jobs.admit(directory, TENANT, "job")
+    assert raised.value.retry_after == timedelta(seconds=3)
+    for _ in range(5):  # a tenant whose budget does not bind is not limited
+        jobs.admit(directory, OTHER, "job")
+    assert (jobs.running(TENANT), jobs.running(OTHER)) == (3, 5)
+    jobs.done(TENANT)
+    jobs.admit(directory, TENANT, "job")  # a slot of its own came free
+    directory.paced_waits.clear()
+    jobs.admit(directory, TENANT, "job")  # the budget no longer binds: no limit
+    assert jobs.running(TENANT) == 4

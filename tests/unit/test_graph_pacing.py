@@ -185,3 +185,16 @@ async def test_under_msgraphs_retry_handler_the_wait_is_not_doubled(monkeypatch:
     assert response.status_code == 200
     assert graph.throttled() == 1  # the RetryHandler's retry found the hold over, not another 429
     assert clock.now == pytest.approx(10.0)
+
+
+async def test_until_graph_has_answered_once_one_request_goes_first() -> None:
+    """A new process does not know the bucket's level (another instance may have spent it): a
+    burst at start sends one request, and the rest wait for its answer, here a 429."""
+    clock = VirtualTime()
+    pacer = GraphPacer(clock=clock, sleep=clock.sleep, jitter=lambda: 0.0)
+    graph = FakeGraph(clock, capacity=100, window_s=10)
+    graph.throttle_until[TENANT_A] = 10.0
+    async with paced_client(graph, pacer, TENANT_A) as a:
+        answers = await asyncio.gather(*(a.post(f"/applications/{i}/addPassword", json={}) for i in range(8)))
+    assert sorted(r.status_code for r in answers) == [200] * 7 + [429]
+    assert graph.throttled() == 1

@@ -47,7 +47,7 @@ from functions.core.ports import (
 )
 from functions.core.provisioning import failures
 from functions.core.provisioning.owners import add_owners
-from functions.core.record.deferral import DEFAULT_MOST_WAIT, defer_if_paced
+from functions.core.record.deferral import TenantJobs
 from functions.core.record.errors import (
     Deferred,
     NotFound,
@@ -78,8 +78,6 @@ class WorkflowSettings:
     verify_max_delay: timedelta = timedelta(seconds=20)
     # The benchmark's naive baseline: every call one after another, one assignment per call.
     concurrent: bool = True
-    # A tenant's Graph budget spoken for longer than this: the run is deferred (record/deferral.py).
-    defer_after: timedelta = DEFAULT_MOST_WAIT
 
 
 class Provisioner:
@@ -95,7 +93,9 @@ class Provisioner:
         owner: str | None = None,
         sleep: Sleep = asyncio.sleep,
         lifetimes: CredentialLifetimes | None = None,  # end dates: configured, profile, tenant maxima
+        jobs: TenantJobs | None = None,  # the process's running jobs per tenant (record/deferral.py)
     ) -> None:
+        self._jobs = jobs or TenantJobs()
         self._store = store
         self._directory = directory
         self._vault = vault
@@ -122,18 +122,18 @@ class Provisioner:
         keeper = await self.claim(registration_id)
         record = keeper.current
         with log_context(registration_id=record.id, tenant_id=record.tenant_id, operation="provision"):
-            if record.status not in TERMINAL_STATUSES:
+            admitted = record.status not in TERMINAL_STATUSES
+            if admitted:
                 try:
-                    defer_if_paced(
-                        self._directory,
-                        record.tenant_id,
-                        f"registration {record.id}",
-                        most=self._settings.defer_after,
-                    )
+                    self._jobs.admit(self._directory, record.tenant_id, f"registration {record.id}")
                 except Deferred:
                     await keeper.release()  # nothing else was touched: the message comes back later
                     raise
-            return await self._holding(keeper, lambda: self._drive_or_fail(keeper))
+            try:
+                return await self._holding(keeper, lambda: self._drive_or_fail(keeper))
+            finally:
+                if admitted:
+                    self._jobs.done(record.tenant_id)
 
     async def give_up(
         self, registration_id: str, reason: str, *, wait: timedelta | None = None

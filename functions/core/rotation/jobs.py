@@ -10,7 +10,6 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from functions.core.credentials.verification import VerifyPolicy
-from functions.core.record.deferral import DEFAULT_MOST_WAIT
 from functions.core.record.errors import RecordInconsistent
 from functions.core.record.models import CredentialType
 from functions.core.record.registration import CredentialState, Registration
@@ -30,8 +29,6 @@ class RotationSettings:
     # consecutive failure up to retry_max, instead of on every sweep.
     retry_after_failure: timedelta = timedelta(hours=1)
     retry_max: timedelta = timedelta(days=1)
-    # A tenant's Graph budget spoken for longer than this: the job is deferred (record/deferral.py).
-    defer_after: timedelta = DEFAULT_MOST_WAIT
 
 
 def rotation_job(

@@ -38,7 +38,7 @@ from functions.core.ports import (
     TokenProbe,
     Vault,
 )
-from functions.core.record.deferral import defer_if_paced
+from functions.core.record.deferral import TenantJobs
 from functions.core.record.errors import (
     Deferred,
     NotFound,
@@ -164,7 +164,9 @@ class Rotator:
         owner: str | None = None,
         sleep: Sleep = asyncio.sleep,
         lifetimes: CredentialLifetimes | None = None,  # end dates: configured, profile, tenant maxima
+        jobs: TenantJobs | None = None,  # the process's running jobs per tenant (record/deferral.py)
     ) -> None:
+        self._jobs = jobs or TenantJobs()
         self._store = store
         self._directory = directory
         self._vault = vault
@@ -202,9 +204,7 @@ class Rotator:
             registration_id=record.id, tenant_id=record.tenant_id, operation=f"rotation.{job.action}"
         ):
             try:
-                defer_if_paced(
-                    self._directory, record.tenant_id, f"job {job.job_id}", most=self._settings.defer_after
-                )
+                self._jobs.admit(self._directory, record.tenant_id, f"job {job.job_id}")
             except Deferred:
                 await keeper.release()  # nothing else was touched: the message comes back later
                 raise
@@ -218,6 +218,7 @@ class Rotator:
                 log.error("rotation job %s failed: %s", job.job_id, err)
                 raise
             finally:
+                self._jobs.done(record.tenant_id)
                 await keeper.release()
 
     # ------------------------------------------------------------ rotate
