@@ -16,7 +16,9 @@ Runs against its own Azurite and local tenant (devstack, free ports, temporary s
    "3,000 writes per 150 s per app and tenant" x scale. The bucket is drained first (cheap writes
    Graph charges and refuses), so the ceiling is its refill rate (plus what refilled while
    draining). A job that fails transiently (429 after the SDK's retries) is run again, as the
-   queue would redeliver it. Prints rotations per second against the ceiling (target: >= 90 %)
+   queue would redeliver it. A job the core defers (Deferred: the tenant's budget is spoken for)
+   waits its retry_after outside its slot, as the re-enqueued message would. Prints rotations
+   per second against the ceiling (target: >= 95 %), Graph's 429s per rotation (target: <= 0.2)
    and the failures (target: none). The default scale (0.1: 2 writes/s) keeps the budget below
    what one Python process rotates here (3-7/s on 2 cores beside the tenant and Azurite), so the
    budget binds; the whole run takes about 15 minutes.
@@ -27,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import random
 import ssl
@@ -421,6 +424,8 @@ def main() -> int:
     parser.add_argument("--scale", type=float, default=0.1, help="Graph throttling budgets x this")
     parser.add_argument("--concurrency", type=int, default=48)
     args = parser.parse_args()
+    # The pacer's and the rotator's warnings (a 429, a deferral) are the figures here, not lines.
+    logging.getLogger("functions").setLevel(logging.ERROR)
     with tempfile.TemporaryDirectory(prefix="rotation-sweep-") as state:
         stack = start_local_azure(Path(state))
         try:
