@@ -143,24 +143,49 @@ async def test_deferred_is_raised_by_the_core_not_decided_by_the_adapter() -> No
     defer_if_paced(directory, TENANT, "job", most=timedelta(seconds=30))  # within what is waited in place
 
 
-def test_a_tenant_whose_budget_binds_runs_a_few_jobs_at_once_and_leaves_the_slots_to_others() -> None:
-    """Jobs of a throttled tenant would only queue behind each other at its budget's rate, holding
-    worker slots: past busy_tenant_jobs they are deferred, while another tenant's are admitted."""
+def test_a_tenant_runs_a_few_jobs_at_once_and_leaves_the_slots_to_others() -> None:
+    """Jobs of one tenant would only queue behind each other at its budget's rate, holding worker
+    slots: past writes_in_flight they are deferred, while another tenant's are admitted."""
     from functions.core.record.deferral import TenantJobs
 
     directory = TwoTenantDirectory(TENANT)
-    directory.paced_waits[TENANT] = timedelta(seconds=2)  # binds, but within what is waited in place
-    jobs = TenantJobs(busy_tenant_jobs=3)
-    for _ in range(3):
-        jobs.admit(directory, TENANT, "job")
+    directory.paced_waits[TENANT] = timedelta(seconds=2)  # within what is waited in place
+    jobs = TenantJobs(writes_in_flight=24)
+    for _ in range(3):  # three registrations of 8 writes
+        jobs.admit(directory, TENANT, "job", writes=8)
     with pytest.raises(Deferred) as raised:
-        jobs.admit(directory, TENANT, "job")
-    assert raised.value.retry_after == timedelta(seconds=3)
-    for _ in range(5):  # a tenant whose budget does not bind is not limited
-        jobs.admit(directory, OTHER, "job")
-    assert (jobs.running(TENANT), jobs.running(OTHER)) == (3, 5)
-    jobs.done(TENANT)
-    jobs.admit(directory, TENANT, "job")  # a slot of its own came free
-    directory.paced_waits.clear()
-    jobs.admit(directory, TENANT, "job")  # the budget no longer binds: no limit
-    assert jobs.running(TENANT) == 4
+        jobs.admit(directory, TENANT, "job", writes=8)
+    assert raised.value.retry_after == timedelta(seconds=3)  # the pacer's wait, plus the margin
+    jobs.admit(directory, OTHER, "job", writes=8)  # another tenant's job runs
+    assert (jobs.running(TENANT), jobs.running(OTHER)) == (3, 1)
+    jobs.done(TENANT, writes=8)
+    jobs.admit(directory, TENANT, "job", writes=8)  # room again
+    assert jobs.running(TENANT) == 3
+
+
+def test_a_backlog_is_deferred_in_turn_not_all_at_once() -> None:
+    """Deferred jobs of a busy tenant come back one after another at the rate its jobs end here, so
+    a backlog does not knock on every few seconds (each knock a lease claim and release)."""
+    from functions.core.record.deferral import TenantJobs
+
+    now = [0.0]
+    directory = FakeDirectory(TENANT)
+    directory.paced_waits[TENANT] = timedelta(seconds=0.5)
+    jobs = TenantJobs(writes_in_flight=2, clock=lambda: now[0])
+    jobs.admit(directory, TENANT, "job 0")
+    jobs.admit(directory, TENANT, "job 1")
+    for second in (1.0, 2.0):  # a job ends every second here
+        now[0] = second
+        jobs.done(TENANT)
+        jobs.admit(directory, TENANT, f"job {second:.0f}+")
+    waits = []
+    for n in range(3):
+        with pytest.raises(Deferred) as raised:
+            jobs.admit(directory, TENANT, f"waiting {n}")
+        waits.append(raised.value.retry_after)
+    # The first waits the pacer's 0.5 s, the next ones a second more each (plus the margin).
+    assert waits == [timedelta(seconds=1.5), timedelta(seconds=2), timedelta(seconds=3)]
+    # The first, back on time, keeps its place: nobody was deferred before it.
+    with pytest.raises(Deferred) as again:
+        jobs.admit(directory, TENANT, "waiting 0")
+    assert again.value.retry_after == timedelta(seconds=1.5)

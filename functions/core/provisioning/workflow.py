@@ -80,6 +80,15 @@ class WorkflowSettings:
     concurrent: bool = True
 
 
+def expected_writes(record: Registration) -> int:
+    """The Graph writes a registration makes: the app, its service principal, the credential, one
+    per application permission (a $batch is charged per item), one grant per delegated resource."""
+    permissions = record.plan.permissions
+    roles = sum(1 for p in permissions if p.kind is PermissionKind.APPLICATION)
+    delegated = {p.resource_app_id.lower() for p in permissions if p.kind is PermissionKind.DELEGATED}
+    return 3 + roles + len(delegated)
+
+
 class Provisioner:
     def __init__(
         self,
@@ -123,9 +132,12 @@ class Provisioner:
         record = keeper.current
         with log_context(registration_id=record.id, tenant_id=record.tenant_id, operation="provision"):
             admitted = record.status not in TERMINAL_STATUSES
+            writes = expected_writes(record)
             if admitted:
                 try:
-                    self._jobs.admit(self._directory, record.tenant_id, f"registration {record.id}")
+                    self._jobs.admit(
+                        self._directory, record.tenant_id, f"registration {record.id}", writes=writes
+                    )
                 except Deferred:
                     await keeper.release()  # nothing else was touched: the message comes back later
                     raise
@@ -133,7 +145,7 @@ class Provisioner:
                 return await self._holding(keeper, lambda: self._drive_or_fail(keeper))
             finally:
                 if admitted:
-                    self._jobs.done(record.tenant_id)
+                    self._jobs.done(record.tenant_id, writes=writes)
 
     async def give_up(
         self, registration_id: str, reason: str, *, wait: timedelta | None = None
