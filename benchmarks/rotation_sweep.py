@@ -335,18 +335,18 @@ async def run(args: argparse.Namespace, endpoints: dict[str, Any]) -> int:
     from functions.bootstrap import Services
     from functions.settings import get_settings
 
-    # The pacer knows Graph's published budgets; the local tenant runs them at `--scale`.
-    os.environ["REGISTRAR_GRAPH_BUDGET_SCALE"] = str(args.scale)
-    svc = Services(get_settings())
+    opened = [Services(get_settings())]
     try:
-        return await measure(svc, args, endpoints)
+        return await measure(opened, args, endpoints)
     finally:
-        await svc.close()  # every adapter's sessions: no "Unclosed client session" at exit
+        for svc in opened:
+            await svc.close()  # every adapter's sessions: no "Unclosed client session" at exit
 
 
-async def measure(svc: Any, args: argparse.Namespace, endpoints: dict[str, Any]) -> int:
+async def measure(opened: list[Any], args: argparse.Namespace, endpoints: dict[str, Any]) -> int:
     from functions.adapters.tables import ensure_tables
 
+    svc = opened[0]
     await ensure_tables(svc.table_service)
     admin = Admin(endpoints)
     admin("PUT", "/config", {"throttlingEnabled": False})
@@ -379,6 +379,13 @@ async def measure(svc: Any, args: argparse.Namespace, endpoints: dict[str, Any])
 
     scale = args.scale
     ceiling_rate = WRITES_PER_WINDOW * scale / WRITES_WINDOW_S
+    # The setup ran unthrottled; the rotations run as a process that knows the local tenant's
+    # budgets are `--scale` x Graph's (its pacer), made now as the Functions host makes one.
+    from functions.bootstrap import Services
+    from functions.settings import Settings
+
+    svc = Services(Settings.from_env({**os.environ, "REGISTRAR_GRAPH_BUDGET_SCALE": str(scale)}))
+    opened.append(svc)
     admin("PUT", "/config", {"throttlingEnabled": True, "throttleScale": scale})
     admin("POST", "/throttling/reset")
     log(f"draining the write budget ({WRITES_PER_WINDOW * scale:.0f} writes)...")

@@ -52,6 +52,7 @@ _COSTLY_COLLECTIONS = frozenset(
     {"applications", "users", "oauth2PermissionGrants", "appRoleAssignments", "appRoleAssignedTo"}
 )
 _WRITE_METHODS = frozenset({"POST", "PATCH", "PUT", "DELETE"})
+STALE_AFTER_S = 30.0
 JITTER_FRACTION = 0.1  # a hold lasts Retry-After x (1 + up to this): processes do not wake together
 
 
@@ -120,6 +121,15 @@ class Bucket:
 
 
 @dataclass
+class Probe:
+    """Whether Graph has answered a request of one kind lately, and the first answer awaited."""
+
+    heard: bool = False
+    heard_at: float = 0.0
+    first_answer: asyncio.Future[None] | None = None
+
+
+@dataclass
 class TenantBudget:
     """The registrar's buckets in one tenant, and the hold a 429 puts on all its callers."""
 
@@ -129,11 +139,17 @@ class TenantBudget:
     hold_until: float = 0.0
     holds: int = 0  # 429s that set a hold (each makes every caller wait once)
     throttled: int = 0  # 429s seen, whether or not they extended the hold
-    # Until Graph has answered once, this process does not know the bucket's level (another
-    # instance, or a process before a restart, may have spent it): one request goes first, and
-    # the others wait for its answer (a 429, or the level in x-ms-throttle-limit-percentage).
-    heard: bool = False
-    first_answer: asyncio.Future[None] | None = None
+    # Until Graph has answered once, this process does not know the buckets' level (another
+    # instance, or a process before a restart, may have spent them): one request goes first, and
+    # the others wait for its answer (a 429, or the level in x-ms-throttle-limit-percentage). Reads
+    # and writes are learned apart: a read's answer says nothing of the write bucket. What was
+    # heard goes stale: after STALE_AFTER_S without an answer, others may have spent the buckets
+    # meanwhile, and the next burst starts with one request again.
+    reads: Probe = field(default_factory=Probe)
+    writes_probe: Probe = field(default_factory=Probe)
+
+    def probe(self, writes: float) -> Probe:
+        return self.writes_probe if writes else self.reads
 
 
 @dataclass
@@ -198,11 +214,14 @@ class GraphPacer:
         makes the caller queue again behind it, so the callers after a hold are spaced at the
         bucket's rate instead of all leaving together when it ends."""
         budget = self.budget(tenant_id)
-        while not budget.heard:
-            if budget.first_answer is None or budget.first_answer.done():
-                budget.first_answer = asyncio.get_running_loop().create_future()
+        probe = budget.probe(writes)
+        if probe.heard and self._clock() - probe.heard_at > STALE_AFTER_S:
+            probe.heard = False
+        while not probe.heard:
+            if probe.first_answer is None or probe.first_answer.done():
+                probe.first_answer = asyncio.get_running_loop().create_future()
                 break  # this caller's request goes first
-            await asyncio.shield(budget.first_answer)
+            await asyncio.shield(probe.first_answer)
         while True:
             now = self._clock()
             charges = self._charges(budget, units, writes)
@@ -231,7 +250,7 @@ class GraphPacer:
     ) -> None:
         """Learn from Graph's answer to one request (or one $batch)."""
         budget = self.budget(tenant_id)
-        self.answered(tenant_id, heard=True)
+        self.answered(tenant_id, writes=writes, heard=True)
         now = self._clock()
         charged = _float(headers.get("x-ms-resource-unit"))
         if charged is not None and charged != guessed_units:
@@ -247,13 +266,15 @@ class GraphPacer:
             key = tenant_id.lower()
             self.stats.writes[key] = self.stats.writes.get(key, 0) + int(writes)
 
-    def answered(self, tenant_id: str, *, heard: bool) -> None:
-        """The first request of a tenant ended: with an answer from Graph (heard), or without one
-        (a transport error: the next caller goes first instead)."""
-        budget = self.budget(tenant_id)
-        budget.heard = budget.heard or heard
-        if budget.first_answer is not None and not budget.first_answer.done():
-            budget.first_answer.set_result(None)
+    def answered(self, tenant_id: str, *, writes: float, heard: bool) -> None:
+        """A request of a tenant ended: with an answer from Graph (heard), or without one (a
+        transport error: if it went first, the next caller goes first instead)."""
+        probe = self.budget(tenant_id).probe(writes)
+        probe.heard = probe.heard or heard
+        if heard:
+            probe.heard_at = self._clock()
+        if probe.first_answer is not None and not probe.first_answer.done():
+            probe.first_answer.set_result(None)
 
     def item_throttled(self, tenant_id: str, headers: Mapping[str, str]) -> None:
         """A $batch item's 429: the $batch was counted with all its items; this one was refused."""
@@ -307,7 +328,7 @@ class PacedTransport(httpx.AsyncBaseTransport):
         try:
             response = await self._inner.handle_async_request(request)
         except BaseException:
-            self._pacer.answered(self._tenant_id, heard=False)
+            self._pacer.answered(self._tenant_id, writes=writes, heard=False)
             raise
         self._pacer.settle(
             self._tenant_id,

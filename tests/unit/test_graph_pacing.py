@@ -198,3 +198,17 @@ async def test_until_graph_has_answered_once_one_request_goes_first() -> None:
         answers = await asyncio.gather(*(a.post(f"/applications/{i}/addPassword", json={}) for i in range(8)))
     assert sorted(r.status_code for r in answers) == [200] * 7 + [429]
     assert graph.throttled() == 1
+
+
+async def test_what_was_heard_goes_stale() -> None:
+    """After a quiet spell others may have spent the bucket: the next burst starts with one request."""
+    clock = VirtualTime()
+    pacer = GraphPacer(clock=clock, sleep=clock.sleep, jitter=lambda: 0.0)
+    graph = FakeGraph(clock, capacity=100, window_s=10)
+    async with paced_client(graph, pacer, TENANT_A) as a:
+        assert (await a.post("/applications/0/addPassword", json={})).status_code == 200
+        clock.now += 40.0  # quiet; meanwhile another instance spends the budget
+        graph.throttle_until[TENANT_A] = clock.now + 10.0
+        answers = await asyncio.gather(*(a.post(f"/applications/{i}/addPassword", json={}) for i in range(8)))
+    assert sorted(r.status_code for r in answers) == [200] * 7 + [429]
+    assert graph.throttled() == 1
