@@ -64,8 +64,7 @@ class TenantJobs:
     """The jobs of each tenant running in this process, and the admission of new ones. One per
     process (bootstrap), shared by every job it runs; jobs of one event loop, so no lock.
 
-    A job deferred because its tenant's jobs are busy comes back when its turn is expected, not at
-    once: after the jobs deferred before it, at the rate the tenant's jobs have been ending here
+    A deferred job comes back when its turn is expected, not at once: after the jobs deferred before it, at the rate the tenant's jobs have been ending here
     (a backlog of 300 comes back spread over the time it takes, instead of every job knocking
     every few seconds, each knock a lease claim and release)."""
 
@@ -95,14 +94,13 @@ class TenantJobs:
         waiting = self._waiting.setdefault(key, {})
         now = self._clock()
         expected = self._writes.get(key, 0)
-        try:
-            defer_if_paced(directory, tenant_id, what, most=self.most_wait)
-            if expected and expected + writes > self.writes_in_flight:
-                wait = max(directory.predicted_wait(tenant_id), self._turn(key, what, now))
-                raise _deferred(what, tenant_id, wait, f" and its running jobs expect {expected} writes")
-        except Deferred as deferred:
+        wait = directory.predicted_wait(tenant_id)
+        busy = expected and expected + writes > self.writes_in_flight
+        if wait > self.most_wait or busy:
+            why = f" and its running jobs expect {expected} writes" if busy else ""
+            deferred = _deferred(what, tenant_id, max(wait, self._turn(key, what, now)), why)
             waiting[what] = now + deferred.retry_after.total_seconds()
-            raise
+            raise deferred
         waiting.pop(what, None)
         self._running[key] = self._running.get(key, 0) + 1
         self._writes[key] = expected + writes
