@@ -10,9 +10,11 @@ holds it for Directory.ReadWrite.All) twice in the same run:
 - naive: every call one after another, one appRoleAssignment per call.
 
 Registration records live in memory here: Table storage is not the tenant, and L is the tenant's.
-Prints figures; asserts nothing. Target: optimised <= 4.5 L and >= 2.5x faster than naive.
+The optimised workflow runs `--runs` times (5): its median counts. Prints figures, and the floor
+beside them (3 L: the app, then addPassword, then a token with the new secret); asserts nothing.
+Target: optimised <= 3.3 L (median) and >= 2.5x faster than naive.
 
-    .venv/bin/python -m benchmarks.provision_latency [--latency-ms 100] [--credential secret]
+    .venv/bin/python -m benchmarks.provision_latency [--latency-ms 100] [--credential secret] [--runs 5]
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import asyncio
 import json
 import os
 import selectors
+import statistics
 import sys
 import tempfile
 import time
@@ -36,6 +39,8 @@ from devstack import processes
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PROFILE = "codetwo-migration-target"
+FLOOR_L = 3  # the dependency chain: the app, then addPassword, then a token with the new secret
+TARGET_L = 3.3
 
 
 class MemoryStore:
@@ -106,7 +111,9 @@ def set_latency(tenant: Mapping[str, Any], latency_ms: float) -> None:
         response.read()
 
 
-async def measure(tenant: Mapping[str, Any], latency_ms: float, credential: str) -> dict[str, float]:
+async def measure(
+    tenant: Mapping[str, Any], latency_ms: float, credential: str, runs: int
+) -> tuple[list[float], float]:
     # Imported only now: aiohttp reads SSL_CERT_FILE (the tenant's CA) when first imported.
     from functions.adapters.graph import GraphDirectory
     from functions.adapters.identity import EntraTokenProbe, IdentityConfig, RegistrarIdentity
@@ -178,22 +185,24 @@ async def measure(tenant: Mapping[str, Any], latency_ms: float, credential: str)
     try:
         # Warm-up at L = 0: the registrar's tokens (Graph, Key Vault challenge), catalogues, imports.
         await provision(await approved_registration("warmup"), concurrent=True)
-        optimised_id = await approved_registration("optimised")
+        optimised_ids = [await approved_registration(f"optimised-{i}") for i in range(runs)]
         naive_id = await approved_registration("naive")
         set_latency(tenant, latency_ms)
-        optimised = await provision(optimised_id, concurrent=True)
+        optimised = [await provision(registration_id, concurrent=True) for registration_id in optimised_ids]
         naive = await provision(naive_id, concurrent=False)
     finally:
         await directory.close()
         await vault.close()
+        await probe.close()
         await identity.close()
-    return {"optimised": optimised, "naive": naive}
+    return optimised, naive
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--latency-ms", type=float, default=100.0)
     parser.add_argument("--credential", choices=["secret", "certificate"], default="secret")
+    parser.add_argument("--runs", type=int, default=5, help="optimised runs; the median counts")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="registrar-bench-") as tmp:
         state = Path(tmp) / "tenant"
@@ -201,16 +210,21 @@ def main(argv: list[str] | None = None) -> int:
         proc, tenant = start_tenant(state)
         try:
             os.environ["SSL_CERT_FILE"] = os.environ["REQUESTS_CA_BUNDLE"] = tenant["caFile"]
-            figures = asyncio.run(measure(tenant, args.latency_ms, args.credential))
+            optimised_s, naive_s = asyncio.run(measure(tenant, args.latency_ms, args.credential, args.runs))
         finally:
             processes.stop(proc)
     unit = args.latency_ms / 1000.0
-    optimised, naive = figures["optimised"] / unit, figures["naive"] / unit
+    runs = [t / unit for t in optimised_s]
+    optimised, naive = statistics.median(runs), naive_s / unit
     print(
         f"provision {PROFILE} (createMailboxes, {args.credential}) with L = {args.latency_ms:.0f} ms per call"
     )
-    print(f"  optimised workflow : {figures['optimised']:.3f} s = {optimised:.2f} L   (target <= 4.5 L)")
-    print(f"  naive baseline     : {figures['naive']:.3f} s = {naive:.2f} L")
+    print(f"  runs               : {', '.join(f'{r:.2f}' for r in runs)} L")
+    print(
+        f"  optimised workflow : {optimised:.2f} L median of {len(runs)}   (target <= {TARGET_L} L;"
+        f" floor {FLOOR_L} L: the app, then addPassword, then a token with the new secret)"
+    )
+    print(f"  naive baseline     : {naive_s:.3f} s = {naive:.2f} L")
     print(f"  speed-up           : {naive / optimised:.2f}x   (target >= 2.5x)")
     return 0
 

@@ -16,7 +16,9 @@ Runs against its own Azurite and local tenant (devstack, free ports, temporary s
    "3,000 writes per 150 s per app and tenant" x scale. The bucket is drained first (cheap writes
    Graph charges and refuses), so the ceiling is its refill rate (plus what refilled while
    draining). A job that fails transiently (429 after the SDK's retries) is run again, as the
-   queue would redeliver it. Prints rotations per second against the ceiling (target: >= 90 %)
+   queue would redeliver it. A job the core defers (Deferred: the tenant's budget is spoken for)
+   waits its retry_after outside its slot, as the re-enqueued message would. Prints rotations
+   per second against the ceiling (target: >= 95 %), Graph's 429s per rotation (target: <= 0.2)
    and the failures (target: none). The default scale (0.1: 2 writes/s) keeps the budget below
    what one Python process rotates here (3-7/s on 2 cores beside the tenant and Azurite), so the
    budget binds; the whole run takes about 15 minutes.
@@ -34,6 +36,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import random
 import ssl
@@ -293,45 +296,64 @@ def drain_write_budget(endpoints: dict[str, Any], writes: int) -> None:
                 return
 
 
-async def rotate_all(svc: Any, jobs: list[Any], concurrency: int) -> tuple[dict[str, int], int, list[str]]:
-    from functions.core.record.errors import TransientError
+async def rotate_all(
+    svc: Any, jobs: list[Any], concurrency: int
+) -> tuple[dict[str, int], int, int, list[str]]:
+    """Each job as the rotation queue runs it: Deferred puts it back hidden for its retry_after
+    (the trigger re-enqueues it with that visibility delay), another TransientError redelivers it
+    after a while; `concurrency` jobs hold a worker slot at once, as the host's batch does."""
+    from functions.core.record.errors import Deferred, TransientError
 
     outcomes: dict[str, int] = {}
     failures: list[str] = []
-    reruns = 0
+    reruns = deferrals = 0
     gate = asyncio.Semaphore(concurrency)
     done = 0
 
     async def one(job: Any) -> None:
-        nonlocal reruns, done
-        async with gate:
-            for attempt in range(20):  # the queue's redelivery, bounded
+        nonlocal reruns, deferrals, done
+        for attempt in range(200):  # the queue's redelivery, bounded
+            async with gate:
                 try:
                     outcome = await svc.rotator().run(job)
+                except Deferred as deferred:
+                    deferrals += 1
+                    wait = deferred.retry_after.total_seconds()
                 except TransientError:
                     reruns += 1
-                    await asyncio.sleep(1.0 + attempt * 0.5)
-                    continue
+                    wait = 1.0 + min(attempt, 10) * 0.5
                 except Exception as exc:  # a benchmark reports every failure
                     failures.append(f"{job.registration_id}: {type(exc).__name__}: {exc}"[:300])
                     return
-                outcomes[outcome.value] = outcomes.get(outcome.value, 0) + 1
-                done += 1
-                if done % 100 == 0:
-                    log(f"  {done}/{len(jobs)} rotated")
-                return
-            failures.append(f"{job.registration_id}: still failing transiently after 20 runs")
+                else:
+                    outcomes[outcome.value] = outcomes.get(outcome.value, 0) + 1
+                    done += 1
+                    if done % 100 == 0:
+                        log(f"  {done}/{len(jobs)} rotated")
+                    return
+            await asyncio.sleep(wait)  # on the queue, invisible: the slot serves another job
+        failures.append(f"{job.registration_id}: still not done after 200 deliveries")
 
     await asyncio.gather(*(one(job) for job in jobs))
-    return outcomes, reruns, failures
+    return outcomes, reruns, deferrals, failures
 
 
 async def run(args: argparse.Namespace, endpoints: dict[str, Any]) -> int:
-    from functions.adapters.tables import ensure_tables
     from functions.bootstrap import Services
     from functions.settings import get_settings
 
-    svc = Services(get_settings())
+    opened = [Services(get_settings())]
+    try:
+        return await measure(opened, args, endpoints)
+    finally:
+        for svc in opened:
+            await svc.close()  # every adapter's sessions: no "Unclosed client session" at exit
+
+
+async def measure(opened: list[Any], args: argparse.Namespace, endpoints: dict[str, Any]) -> int:
+    from functions.adapters.tables import ensure_tables
+
+    svc = opened[0]
     await ensure_tables(svc.table_service)
     admin = Admin(endpoints)
     admin("PUT", "/config", {"throttlingEnabled": False})
@@ -366,6 +388,13 @@ async def run(args: argparse.Namespace, endpoints: dict[str, Any]) -> int:
 
     scale = args.scale
     ceiling_rate = WRITES_PER_WINDOW * scale / WRITES_WINDOW_S
+    # The setup ran unthrottled; the rotations run as a process that knows the local tenant's
+    # budgets are `--scale` x Graph's (its pacer), made now as the Functions host makes one.
+    from functions.bootstrap import Services
+    from functions.settings import Settings
+
+    svc = Services(Settings.from_env({**os.environ, "REGISTRAR_GRAPH_BUDGET_SCALE": str(scale)}))
+    opened.append(svc)
     admin("PUT", "/config", {"throttlingEnabled": True, "throttleScale": scale})
     admin("POST", "/throttling/reset")
     log(f"draining the write budget ({WRITES_PER_WINDOW * scale:.0f} writes)...")
@@ -375,7 +404,7 @@ async def run(args: argparse.Namespace, endpoints: dict[str, Any]) -> int:
     before = admin("GET", "/stats")
     log(f"rotating {len(swept):,} credentials, {args.concurrency} at once, Graph at {scale:g} x budget...")
     started = time.monotonic()
-    outcomes, reruns, failures = await rotate_all(svc, swept, args.concurrency)
+    outcomes, reruns, deferrals, failures = await rotate_all(svc, swept, args.concurrency)
     elapsed = time.monotonic() - started
     after = admin("GET", "/stats")
     throttled = after.get("throttled429", 0) - before.get("throttled429", 0)
@@ -384,23 +413,23 @@ async def run(args: argparse.Namespace, endpoints: dict[str, Any]) -> int:
     records = await asyncio.gather(*(svc.store.get(job.registration_id) for job in swept))
     rotated = sum(1 for r in records if r.credential is not None and r.credential.generation == 2)
     ceiling = (refilled + ceiling_rate * elapsed) / elapsed
+    share = rotated / elapsed / ceiling
+    per_rotation = throttled / max(rotated, 1)
     print()
     print(
         f"rotation: {rotated:,} rotated in {elapsed:.1f} s = {rotated / elapsed:.2f}/s;"
         f" the write budget's ceiling {ceiling:.2f}/s ({WRITES_PER_WINDOW * scale:.0f} writes per"
-        f" {WRITES_WINDOW_S:.0f} s, drained first) -> {rotated / elapsed / ceiling:.0%} of it (target >= 90 %)"
+        f" {WRITES_WINDOW_S:.0f} s, drained first) -> {share:.0%} of it (target >= 95 %)"
     )
     print(
-        f"          {rotated:,} of {len(swept):,} at generation 2 in the store; job outcomes {outcomes};"
-        f" {reruns} transient re-runs; {throttled} Graph 429s; {len(failures)} failed (target: 0)"
+        f"          Graph 429s: {throttled} = {per_rotation:.2f} per rotation (target <= 0.2);"
+        f" {deferrals} deferrals (put back on the queue), {reruns} transient re-runs;"
+        f" {len(failures)} failed (target: 0)"
     )
+    print(f"          {rotated:,} of {len(swept):,} at generation 2 in the store; job outcomes {outcomes}")
     for failure in failures[:10]:
         print(f"          failed: {failure}")
-    for part in (svc.directory, svc.vault, svc.probe, svc.index, svc.identity):
-        close = getattr(part, "close", None)
-        if close is not None:
-            await close()
-    ok = read_ratio <= 1.1 and not failures and rotated == len(due)
+    ok = read_ratio <= 1.1 and not failures and rotated == len(due) and share >= 0.95 and per_rotation <= 0.2
     return 0 if ok else 1
 
 
@@ -513,6 +542,8 @@ def main() -> int:
     parser.add_argument("--scale", type=float, default=0.1, help="Graph throttling budgets x this")
     parser.add_argument("--concurrency", type=int, default=48)
     args = parser.parse_args()
+    # The pacer's and the rotator's warnings (a 429, a deferral) are the figures here, not lines.
+    logging.getLogger("functions").setLevel(logging.ERROR)
     with tempfile.TemporaryDirectory(prefix="rotation-sweep-") as state:
         stack = start_local_azure(Path(state))
         try:

@@ -51,6 +51,7 @@ if TYPE_CHECKING:
     )
     from functions.core.provisioning.lifecycle import Lifecycle
     from functions.core.provisioning.workflow import Provisioner
+    from functions.core.record.deferral import TenantJobs
     from functions.core.record.registration import Registration
     from functions.core.rotation.keyvault_reactions import KeyVaultReactions
     from functions.core.rotation.rotator import RotationSettings, Rotator
@@ -97,8 +98,10 @@ class Services:
     @cached_property
     def directory(self) -> Directory:
         from functions.adapters.graph import GraphDirectory
+        from functions.adapters.graph_pacing import GraphPacer
 
-        return GraphDirectory(self.identity, self.settings.graph_base_url)
+        pacer = GraphPacer(scale=self.settings.graph_budget_scale)  # one per process: its budgets
+        return GraphDirectory(self.identity, self.settings.graph_base_url, pacer=pacer)
 
     @cached_property
     def inventory_store(self) -> InventoryStore:
@@ -181,7 +184,7 @@ class Services:
     # Azure client authenticates through the identity.
     _CLOSE_ORDER = ("deliveries", "index", "in_flight", "health_marks", "watchlist",
                     "tenant_subscription_store", "store", "inventory_store", "queue", "table_service",
-                    "directory", "vault", "webhook_sender", "identity")  # fmt: skip
+                    "directory", "vault", "probe", "webhook_sender", "identity")  # fmt: skip
 
     async def close(self) -> None:
         """Close the adapters built so far (each holds HTTP sessions); benchmarks and tools call
@@ -223,7 +226,15 @@ class Services:
             owner=self.job_owner(),  # one per run: duplicate deliveries in one process must not share a lease
             lifetimes=self.lifetimes,
             in_flight=self.in_flight,
+            jobs=self.tenant_jobs,
         )
+
+    @cached_property
+    def tenant_jobs(self) -> TenantJobs:
+        """The jobs of each tenant this process runs: whether a new one starts or is deferred."""
+        from functions.core.record.deferral import TenantJobs
+
+        return TenantJobs()
 
     @cached_property
     def lifetimes(self) -> CredentialLifetimes:
@@ -294,6 +305,7 @@ class Services:
             owner=self.job_owner(),
             lifetimes=self.lifetimes,
             in_flight=self.in_flight,
+            jobs=self.tenant_jobs,
         )
 
     async def settle(self, record: Registration) -> None:

@@ -66,6 +66,9 @@ class Settings:
     # App Service Authentication (Easy Auth) runs in front of the app: the platform sets
     # WEBSITE_AUTH_ENABLED=True, and then X-MS-CLIENT-PRINCIPAL comes from it, never from the caller.
     easy_auth_enabled: bool = False
+    # Graph's published throttling budgets times this (graph_pacing.py). Always 1 against Microsoft
+    # Graph; the local tenant's throttleScale shrinks its budgets for tests and benchmarks.
+    graph_budget_scale: float = 1.0
     # Every value as read, for the parts that parse their own (policy, identity): never logged.
     values: Mapping[str, str] = field(repr=False, default_factory=dict)
 
@@ -123,6 +126,15 @@ class Settings:
         else:
             if not 0 < fraction < 1:
                 problems.append("REGISTRAR_ROTATION_LIFETIME_FRACTION: must be between 0 and 1")
+        scale_text = text("REGISTRAR_GRAPH_BUDGET_SCALE", "1")
+        scale = 1.0
+        try:
+            scale = float(scale_text)
+        except ValueError:
+            problems.append("REGISTRAR_GRAPH_BUDGET_SCALE: not a number")
+        else:
+            if not 0 < scale <= 1:
+                problems.append("REGISTRAR_GRAPH_BUDGET_SCALE: must be above 0 and at most 1")
         secret = values.get("REGISTRAR_CLIENT_SECRET") or ""
         redactor.register(secret)  # a slip into any log line is masked
         for account_key in ACCOUNT_KEY.findall(text("AzureWebJobsStorage")):
@@ -151,6 +163,7 @@ class Settings:
             webhook_retry_schedule=durations("REGISTRAR_WEBHOOK_RETRY_SCHEDULE"),
             # The platform's own value ("True"/"False"): anything else is not enabled (fail closed).
             easy_auth_enabled=text("WEBSITE_AUTH_ENABLED").lower() in TRUE_WORDS,
+            graph_budget_scale=scale,
             values=values,
         )
         flag("REGISTRAR_CUSTOM_REQUIRES_APPROVAL", False)  # the Policy's (bootstrap); checked here at startup

@@ -26,6 +26,7 @@ from functions.adapters.graph_consent import GraphConsent
 from functions.adapters.graph_credentials import GraphCredentials
 from functions.adapters.graph_errors import Lag, call, exists_lag, not_found_lag, replication_lag
 from functions.adapters.graph_owners import GraphOwners
+from functions.adapters.graph_pacing import GraphPacer, paced
 from functions.adapters.graph_policy import GraphPolicy
 from functions.adapters.identity import GRAPH_SCOPE, RegistrarIdentity
 from functions.core.ports import (
@@ -59,7 +60,8 @@ class GraphDirectory(GraphConsent, GraphCredentials, GraphOwners, GraphPolicy):
 
     catalog_ttl: how long a resource catalogue is reused; lag_timeout: the longest wait (seconds)
     for Entra's replication after a create; retry_delay / max_retries: the SDK RetryHandler's
-    base delay (seconds, added when a 429/503/504 carries no Retry-After) and retry count.
+    base delay (seconds, added when a 429/503/504 carries no Retry-After) and retry count;
+    pacer: the process's Graph budgets (graph_pacing.py), under every client's middleware.
     """
 
     def __init__(
@@ -71,6 +73,7 @@ class GraphDirectory(GraphConsent, GraphCredentials, GraphOwners, GraphPolicy):
         lag_timeout: float = 60.0,
         retry_delay: float = 3.0,
         max_retries: int = 3,
+        pacer: GraphPacer | None = None,
     ) -> None:
         self._identity = identity
         self._base_url = base_url.rstrip("/")
@@ -78,6 +81,7 @@ class GraphDirectory(GraphConsent, GraphCredentials, GraphOwners, GraphPolicy):
         self._lag_timeout = lag_timeout
         self._retry_delay = retry_delay
         self._max_retries = max_retries
+        self.pacer = pacer or GraphPacer()
         self._clients: dict[str, Any] = {}
         self._catalogs: dict[tuple[str, str], tuple[float, asyncio.Future[ResourceCatalog]]] = {}
 
@@ -105,10 +109,15 @@ class GraphDirectory(GraphConsent, GraphCredentials, GraphOwners, GraphPolicy):
                 options={**sdk_options, RetryHandlerOption.get_key(): retry}
             )
             auth = AzureIdentityAuthenticationProvider(self._identity.credential(key), scopes=[GRAPH_SCOPE])
+            paced(http, self.pacer, key)  # every attempt, the RetryHandler's too, waits its turn
             adapter = GraphRequestAdapter(auth, client=http)
             adapter.base_url = self._base_url
             client = self._clients[key] = GraphServiceClient(request_adapter=adapter)
         return client
+
+    def predicted_wait(self, tenant_id: str) -> timedelta:
+        """How long a new write in this tenant would wait for the budget now (ports.Directory)."""
+        return timedelta(seconds=self.pacer.predicted_wait(tenant_id))
 
     async def close(self) -> None:
         clients, self._clients = list(self._clients.values()), {}

@@ -20,7 +20,7 @@ import functools
 import json
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -47,6 +47,15 @@ def _lagging(status: int, body: Any) -> bool:
     """The item failed because the principal or the resource is not replicated yet."""
     code, message = _error(body)
     return status == 404 or GraphFailure(status, code, message).is_replication_lag
+
+
+def _note_throttled(
+    on_throttled: Callable[[Mapping[str, str]], None] | None, status: int, response: Any
+) -> None:
+    """An item's 429 holds the tenant's other callers too (the pacer hears of it)."""
+    headers = response.get("headers") if response else None
+    if status == 429 and on_throttled is not None and isinstance(headers, dict):
+        on_throttled(headers)
 
 
 def _error(body: Any) -> tuple[str | None, str]:
@@ -87,7 +96,12 @@ async def _post_batch(client: Any, principal_id: str, items: dict[str, tuple[str
 
 
 async def _assign_chunk(
-    client: Any, principal_id: str, chunk: Sequence[tuple[str, str]], *, lag_timeout: float
+    client: Any,
+    principal_id: str,
+    chunk: Sequence[tuple[str, str]],
+    *,
+    lag_timeout: float,
+    on_throttled: Callable[[Mapping[str, str]], None] | None = None,
 ) -> None:
     pending = {str(index): pair for index, pair in enumerate(chunk)}
     rounds = 0
@@ -112,6 +126,7 @@ async def _assign_chunk(
                 continue
             if status in {0, 424, 429} or status >= 500:
                 throttled = True
+                _note_throttled(on_throttled, status, response)
                 retry[request_id] = pair
                 wait = max(wait, _retry_after(response.get("headers") if response else None) or timedelta(0))
             elif _lagging(status, body):
@@ -151,7 +166,12 @@ async def _assign_chunk(
 
 
 async def assign_app_roles(
-    client: Any, principal_id: str, assignments: Sequence[tuple[str, str]], *, lag_timeout: float = 60.0
+    client: Any,
+    principal_id: str,
+    assignments: Sequence[tuple[str, str]],
+    *,
+    lag_timeout: float = 60.0,
+    on_throttled: Callable[[Mapping[str, str]], None] | None = None,
 ) -> None:
     """Grant every (resource SP id, appRoleId) pair to principal_id; idempotent."""
     unique = sorted({(resource.lower(), role.lower()) for resource, role in assignments})
@@ -160,7 +180,9 @@ async def assign_app_roles(
 
     async def run(chunk: Sequence[tuple[str, str]]) -> None:
         async with gate:
-            await _assign_chunk(client, principal_id, chunk, lag_timeout=lag_timeout)
+            await _assign_chunk(
+                client, principal_id, chunk, lag_timeout=lag_timeout, on_throttled=on_throttled
+            )
 
     results = await asyncio.gather(*(run(chunk) for chunk in chunks), return_exceptions=True)
     errors = [r for r in results if isinstance(r, BaseException)]

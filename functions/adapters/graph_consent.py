@@ -36,7 +36,11 @@ class GraphConsent(GraphWire):
     ) -> None:
         if assignments:
             await assign_app_roles(
-                self.client(tenant_id), principal_id, assignments, lag_timeout=self._lag_timeout
+                self.client(tenant_id),
+                principal_id,
+                assignments,
+                lag_timeout=self._lag_timeout,
+                on_throttled=lambda headers: self.pacer.item_throttled(tenant_id, headers),
             )
 
     async def delegated_grants(self, tenant_id: str, client_id: str) -> Mapping[str, DelegatedGrant]:

@@ -115,6 +115,7 @@ class GraphCredentials(GraphPolicy):
             hint=issued.get("hint"),
             start=_when(issued.get("startDateTime")) or start,
             end=_when(issued.get("endDateTime")) or end,
+            sent_once=True,  # no SDK resend (above); `call` retries only a 404, which committed nothing
         )
 
     async def remove_password(self, tenant_id: str, app_object_id: str, key_id: str) -> None:

@@ -6,11 +6,15 @@ collection across its pages, OData query options. Declared once here so each mix
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from functions.adapters.graph_pacing import GraphPacer
 
 
 class GraphWire:
     _lag_timeout: float
+    pacer: GraphPacer
 
     def client(self, tenant_id: str) -> Any:
         raise NotImplementedError

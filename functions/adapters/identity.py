@@ -21,10 +21,12 @@ import asyncio
 import base64
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
+
+from azure.core.pipeline.transport import AioHttpTransport
 
 from functions.adapters.transport import sdk_client_options
 from functions.core.catalogue.policy import is_local_environment
@@ -290,22 +292,61 @@ def _probe_error(error: BaseException, tenant_id: str, client_id: str) -> Except
     return PermanentError(f"credential of {where} unusable: {type(error).__name__}", code="InvalidCredential")
 
 
+class _SharedSessionTransport(AioHttpTransport):
+    """azure-core's aiohttp transport over a session it does not own: closing the credential
+    leaves the session (and its connections) open for the next one."""
+
+    def __init__(self, sessions: Callable[[bool], Any], *, use_env_settings: bool) -> None:
+        super().__init__(use_env_settings=use_env_settings)
+        self._sessions = sessions
+
+    async def open(self) -> None:
+        if not getattr(self, "session", None):  # (azure-core leaves the attribute untyped)
+            self.session = self._sessions(self._use_env_settings)
+            self._session_owner = False
+        await super().open()
+
+
 class EntraTokenProbe:
     """TokenProbe: acquires a Graph .default app-only token through azure-identity, as a connector would.
 
     A fresh credential per probe (no token cache shared with anything), closed at once; the token
-    is dropped. authority_host: REGISTRAR_AUTHORITY_HOST.
+    is dropped. authority_host: REGISTRAR_AUTHORITY_HOST. Only the connections to the token
+    endpoint are shared between probes (one aiohttp session per event loop, close() at shutdown):
+    a new TLS handshake per probe sat on a new registration's critical path.
     """
 
     def __init__(self, authority_host: str, *, scope: str = GRAPH_SCOPE) -> None:
         self._authority = authority_host.rstrip("/")
         self._scope = scope
+        self._session: Any = None
+        self._session_loop: Any = None
 
     def _kwargs(self) -> dict[str, Any]:
         kwargs: dict[str, Any] = {"authority": self._authority, **sdk_client_options()}
         if is_loopback_url(self._authority):
             kwargs["disable_instance_discovery"] = True
+        kwargs["transport"] = _SharedSessionTransport(
+            self._shared_session, use_env_settings=kwargs.get("use_env_settings", True)
+        )
         return kwargs
+
+    def _shared_session(self, trust_env: bool) -> Any:
+        """The probes' aiohttp session in the running loop (made there on first use)."""
+        import aiohttp
+
+        loop = asyncio.get_running_loop()
+        if self._session is None or self._session.closed or self._session_loop is not loop:
+            self._session = aiohttp.ClientSession(
+                trust_env=trust_env, cookie_jar=aiohttp.DummyCookieJar(), auto_decompress=False
+            )
+            self._session_loop = loop
+        return self._session
+
+    async def close(self) -> None:
+        session, self._session = self._session, None
+        if session is not None and not session.closed:
+            await session.close()
 
     async def try_secret(self, tenant_id: str, client_id: str, secret: SecretValue) -> None:
         from azure.identity.aio import ClientSecretCredential

@@ -78,6 +78,9 @@ class IssuedSecret:
     hint: str | None
     start: datetime
     end: datetime
+    # True when the directory knows it sent addPassword once and this answer is that POST's (no
+    # resend that a lost answer could have doubled): a first issue then has no twin to sweep.
+    sent_once: bool = False
 
 
 @dataclass(frozen=True)
@@ -108,6 +111,11 @@ class DelegatedGrant:
 
 class Directory(Protocol):
     """Microsoft Graph in a given tenant, with the registrar's own identity in that tenant."""
+
+    def predicted_wait(self, tenant_id: str) -> timedelta:
+        """How long a new Graph write in this tenant would wait now for the registrar's budget
+        (behind the calls already queued, or a Retry-After): zero when it would go at once."""
+        ...
 
     async def resource_catalog(self, tenant_id: str, resource: str) -> ResourceCatalog:
         """The resource SP's appRoles and scopes; resource by appId or display name. Cached per tenant.

@@ -20,10 +20,10 @@ import azure.functions as func
 from functions.bootstrap import Services, services
 from functions.core.intake.accept import accept, plan_from_validated, record_invalid
 from functions.core.intake.requests import validate_request
-from functions.core.record.errors import Conflict, NotFound, TransientError, ValidationFailed
+from functions.core.record.errors import Conflict, Deferred, NotFound, TransientError, ValidationFailed
 from functions.core.record.keeper import LeaseHeld
 from functions.telemetry import log_context
-from functions.triggers.queue_messages import Envelope, read_message
+from functions.triggers.queue_messages import Envelope, envelope, read_message
 from functions.triggers.queue_retries import is_last_delivery
 
 log = logging.getLogger(__name__)
@@ -87,6 +87,14 @@ async def _provision(msg: func.QueueMessage, svc: Services, registration_id: str
         record = await provisioner.run(registration_id, then=svc.settle)
     except NotFound:
         log.warning("queued registration %s does not exist; message dropped", registration_id)
+        return
+    except Deferred as err:
+        # The tenant's Graph budget is spoken for: the registration waits on the queue, not in this
+        # slot. Enqueued before this message completes: a crash in between leaves two, which converge.
+        await svc.queue.send(
+            svc.requests_queue, envelope(registration_id), visibility_timeout=err.retry_after
+        )
+        log.info("registration %s deferred: %s", registration_id, err)
         return
     except LeaseHeld:
         # Another worker is on it (a duplicate message: a repeat POST or approve re-sends one).

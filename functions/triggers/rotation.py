@@ -16,7 +16,7 @@ import azure.functions as func
 from functions.bootstrap import services
 from functions.core.catalogue.policy import CLIENT_PRINCIPAL_HEADER, ROLE_ADMIN, authorize
 from functions.core.record.durations import parse_duration
-from functions.core.record.errors import Conflict, PermanentError, RegistrarError, ValidationFailed
+from functions.core.record.errors import Conflict, Deferred, PermanentError, RegistrarError, ValidationFailed
 from functions.core.record.models import Problem, RegistrationStatus
 from functions.resources import ROTATION_JOBS_QUEUE
 from functions.telemetry import log_context
@@ -49,7 +49,7 @@ async def rotation_sweep(timer: func.TimerRequest) -> None:
 @bp.queue_trigger(arg_name="msg", queue_name=ROTATION_JOBS_QUEUE, connection="AzureWebJobsStorage")
 async def rotation_worker(msg: func.QueueMessage) -> None:
     from functions.core.record.schedule import RotationJob
-    from functions.core.rotation.rotator import Outcome
+    from functions.core.rotation.rotator import Outcome, enqueue
 
     svc = await services().ready()
     async with poison_watch(msg, ROTATION_JOBS_QUEUE, svc):
@@ -58,6 +58,14 @@ async def rotation_worker(msg: func.QueueMessage) -> None:
         async with svc.prompt_deliveries():  # credential.rotated/retired, rotation.failed: at once
             try:
                 outcome = await svc.rotator().run(job)
+            except Deferred as err:
+                # The tenant's Graph budget is spoken for: the job waits on the queue, not in this
+                # slot. Enqueued before this message completes: a crash in between leaves two,
+                # which converge.
+                await enqueue(svc.queue, job, delay=err.retry_after)
+                svc.escalation().rotation_ran(job, "deferred")
+                log.info("rotation job %s deferred: %s", job.job_id, err)
+                return
             except PermanentError as err:
                 log.error(
                     "rotation job %s refused for good (recorded on the registration): %s", job.job_id, err

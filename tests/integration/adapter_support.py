@@ -41,11 +41,13 @@ async def adapters(tenant: Any, **graph_options: Any) -> AsyncIterator[Adapters]
     options = {"retry_delay": 0.05, "lag_timeout": 20.0, **graph_options}
     graph = GraphDirectory(identity, tenant.graph_url, **options)
     vault = KeyVaultStore(identity, tenant.vault_url, certificate_poll_seconds=0.2)
+    probe = EntraTokenProbe(tenant.authority)
     try:
-        yield Adapters(identity, graph, vault, EntraTokenProbe(tenant.authority), tenant.tenant_id)
+        yield Adapters(identity, graph, vault, probe, tenant.tenant_id)
     finally:
         await graph.close()
         await vault.close()
+        await probe.close()
         await identity.close()
 
 

@@ -12,7 +12,6 @@ import pytest
 
 from functions.adapters.identity import (
     GRAPH_SCOPE,
-    EntraTokenProbe,
     IdentityConfig,
     RegistrarIdentity,
     parse_tenant_credentials,
@@ -159,7 +158,7 @@ def test_an_expired_secret_is_refused_with_7000222_which_the_probe_waits_out(ten
                 a.tenant_id, app.object_id, "old", now - timedelta(days=2), now - timedelta(days=1)
             )
             with pytest.raises(TransientError, match="AADSTS7000222"):
-                await EntraTokenProbe(tenant.authority).try_secret(a.tenant_id, app.app_id, issued.secret)
+                await a.probe.try_secret(a.tenant_id, app.app_id, issued.secret)
 
     asyncio.run(main())
 

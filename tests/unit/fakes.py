@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import inspect
 import json
 import secrets
 import uuid
@@ -110,11 +111,16 @@ class FakeDirectory(Recorder):
         # Replication: lookups by uniqueName miss a new app this many times (set on creation).
         self.lookup_lag = 0
         self.unreplicated: dict[str, int] = {}  # app object id -> lookups that still miss it
+        self.paced_waits: dict[str, timedelta] = {}  # tenant -> the pacer's predicted wait
         for path in sorted(RESOURCES_DIR.glob("*.json")):
             data = json.loads(path.read_text())
             catalog = catalog_from_json(data, service_principal_id=str(uuid.uuid4()))
             self.catalogs[catalog.app_id] = catalog
             self.service_principals[catalog.app_id] = catalog.service_principal_id
+
+    def predicted_wait(self, tenant_id: str) -> timedelta:
+        """What the Graph adapter's pacer would report: set per tenant by a test (zero otherwise)."""
+        return self.paced_waits.get(tenant_id, timedelta(0))
 
     def _tenant(self, tenant_id: str) -> None:
         if tenant_id != self.tenant_id:
@@ -697,7 +703,8 @@ class Crashing:
 
     def __getattr__(self, name: str) -> Any:
         attribute = getattr(self._target, name)
-        if name.startswith("_") or not callable(attribute):
+        # Plain methods (predicted_wait: a look at the pacer, no call to the service) pass through.
+        if name.startswith("_") or not inspect.iscoroutinefunction(attribute):
             return attribute
 
         async def call(*args: Any, **kwargs: Any) -> Any:
@@ -721,7 +728,8 @@ class Flaky:
 
     def __getattr__(self, name: str) -> Any:
         attribute = getattr(self._target, name)
-        if name.startswith("_") or not callable(attribute):
+        # Plain methods (predicted_wait: a look at the pacer, no call to the service) pass through.
+        if name.startswith("_") or not inspect.iscoroutinefunction(attribute):
             return attribute
 
         async def call(*args: Any, **kwargs: Any) -> Any:

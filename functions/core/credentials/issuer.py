@@ -22,6 +22,7 @@ from functions.core.ports import (
     KeyCredentialSpec,
     Vault,
     VaultCertificate,
+    VaultSecretRef,
 )
 from functions.core.record.errors import NotFound, PermanentError, RecordInconsistent, TransientError
 from functions.core.record.keeper import RecordKeeper
@@ -34,6 +35,7 @@ from functions.core.record.registration import (
     unique_name_for,
     vault_object_name,
 )
+from functions.core.record.steps import concurrently
 from functions.logs import redactor
 
 log = logging.getLogger(__name__)
@@ -181,14 +183,35 @@ class CredentialIssuer:
         redactor.register(issued.secret.reveal())  # a slip into any log line is masked
         if on_issued is not None:
             on_issued(issued.secret)
-        ref = await self._vault.set_secret(
-            name,
-            issued.secret,
-            content_type=SECRET_CONTENT_TYPE,
-            tags=vault_tags(record, issued.key_id, pending.generation, issued.end.isoformat()),
-            expires_on=issued.end,
-        )
-        await remove_other_named_passwords(self._directory, tenant, app, pending.display_name, issued.key_id)
+        kept: list[VaultSecretRef] = []
+
+        async def keep_in_vault() -> None:
+            kept.append(
+                await self._vault.set_secret(
+                    name,
+                    issued.secret,
+                    content_type=SECRET_CONTENT_TYPE,
+                    tags=vault_tags(record, issued.key_id, pending.generation, issued.end.isoformat()),
+                    expires_on=issued.end,
+                )
+            )
+
+        # A twin with the write-ahead name can come from an earlier attempt whose answer was lost
+        # (a re-run: _adopt_or_clean's list may not have shown it yet) or from a resent POST. On a
+        # first attempt whose POST went once (sent_once), the name is new and the lease keeps other
+        # workers out: nothing to sweep, and a new registration saves the round trip. The sweep
+        # keeps the issued keyId, so it runs beside the vault write; a crash between the two is a
+        # crash between addPassword and set_secret: the re-run adopts what reached Key Vault.
+        if retry or not issued.sent_once:
+            await concurrently(
+                keep_in_vault(),
+                remove_other_named_passwords(
+                    self._directory, tenant, app, pending.display_name, issued.key_id
+                ),
+            )
+        else:
+            await keep_in_vault()
+        ref = kept[0]
         state = CredentialState(
             type=CredentialType.SECRET,
             generation=pending.generation,

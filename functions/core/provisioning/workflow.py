@@ -51,7 +51,9 @@ from functions.core.ports import (
 from functions.core.provisioning import failures
 from functions.core.provisioning.lifecycle import finish_decommission
 from functions.core.provisioning.owners import add_owners
+from functions.core.record.deferral import TenantJobs
 from functions.core.record.errors import (
+    Deferred,
     NotFound,
     PermanentError,
     RecordInconsistent,
@@ -88,6 +90,15 @@ class WorkflowSettings:
     concurrent: bool = True
 
 
+def expected_writes(record: Registration) -> int:
+    """The Graph writes a registration makes: the app, its service principal, the credential, one
+    per application permission (a $batch is charged per item), one grant per delegated resource."""
+    permissions = record.plan.permissions
+    roles = sum(1 for p in permissions if p.kind is PermissionKind.APPLICATION)
+    delegated = {p.resource_app_id.lower() for p in permissions if p.kind is PermissionKind.DELEGATED}
+    return 3 + roles + len(delegated)
+
+
 class Provisioner:
     def __init__(
         self,
@@ -102,7 +113,9 @@ class Provisioner:
         sleep: Sleep = asyncio.sleep,
         lifetimes: CredentialLifetimes | None = None,  # end dates: configured, profile, tenant maxima
         in_flight: InFlightIndex | None = None,  # where a run is written ahead, for the resume sweep
+        jobs: TenantJobs | None = None,  # the process's running jobs per tenant (record/deferral.py)
     ) -> None:
+        self._jobs = jobs or TenantJobs()
         self._store = store
         self._in_flight = in_flight
         self._directory = directory
@@ -130,13 +143,28 @@ class Provisioner:
 
         In flight (core/record/inflight.py) from before the lease is claimed to the end of `then`
         (the settling that follows the run), so a run whose process dies, even between the run and
-        its settling, is sent again by the resume sweep once its lease lapses."""
+        its settling, is sent again by the resume sweep once its lease lapses. A run its tenant's
+        Graph budget cannot take now raises Deferred before it touches anything (record/deferral.py)."""
         work = provisioning_work(registration_id, REGISTRATION_REQUESTS_QUEUE, self._clock.now())
         async with tracked(self._in_flight, work) as entry:
             keeper = await self.claim(registration_id)
             record = keeper.current
             with log_context(registration_id=record.id, tenant_id=record.tenant_id, operation="provision"):
-                ended = await self._holding(keeper, lambda: self._drive_or_fail(keeper))
+                admitted = record.status not in TERMINAL_STATUSES
+                writes = expected_writes(record)
+                if admitted:
+                    try:
+                        self._jobs.admit(
+                            self._directory, record.tenant_id, f"registration {record.id}", writes=writes
+                        )
+                    except Deferred:
+                        await keeper.release()  # nothing else was touched: the message comes back later
+                        raise
+                try:
+                    ended = await self._holding(keeper, lambda: self._drive_or_fail(keeper))
+                finally:
+                    if admitted:
+                        self._jobs.done(record.tenant_id, writes=writes)
                 if then is not None:
                     # The outcome is saved: should settling it fail, the sweep re-sends the run.
                     entry.keep_on_failure = True

@@ -58,6 +58,15 @@ class TransientError(RegistrarError):
         self.retry_after = retry_after
 
 
+class Deferred(TransientError):  # noqa: N818  (names the outcome: the job is put back)
+    """The tenant's Graph budget is spoken for: the job goes back on its queue, hidden for
+    retry_after, instead of waiting in a worker slot (core/record/deferral.py). Nothing was done."""
+
+    def __init__(self, message: str, *, retry_after: timedelta) -> None:
+        super().__init__(message, retry_after=retry_after)
+        self.retry_after: timedelta = retry_after
+
+
 class PermanentError(RegistrarError):
     """Retrying cannot help (denied by the directory, refused by policy, invalid data)."""
 

@@ -21,7 +21,7 @@ import json
 import logging
 import uuid
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 from functions.core.catalogue.lifetimes import CredentialLifetimes
@@ -39,7 +39,14 @@ from functions.core.ports import (
     TokenProbe,
     Vault,
 )
-from functions.core.record.errors import NotFound, PermanentError, RecordInconsistent, TransientError
+from functions.core.record.deferral import TenantJobs
+from functions.core.record.errors import (
+    Deferred,
+    NotFound,
+    PermanentError,
+    RecordInconsistent,
+    TransientError,
+)
 from functions.core.record.inflight import InFlightWork, tracked
 from functions.core.record.keeper import RecordKeeper, Sleep
 from functions.core.record.models import CredentialType, RegistrationStatus
@@ -97,8 +104,9 @@ def job_message(job: RotationJob) -> str:
     return json.dumps(job.to_message(), separators=(",", ":"))
 
 
-async def enqueue(queue: MessageQueue, job: RotationJob) -> None:
-    await queue.send(ROTATION_JOBS_QUEUE, job_message(job))
+async def enqueue(queue: MessageQueue, job: RotationJob, *, delay: timedelta | None = None) -> None:
+    """Put the job on the rotation queue; delay: invisible that long (a deferred job)."""
+    await queue.send(ROTATION_JOBS_QUEUE, job_message(job), visibility_timeout=delay)
 
 
 @dataclass(frozen=True)
@@ -163,7 +171,9 @@ class Rotator:
         sleep: Sleep = asyncio.sleep,
         lifetimes: CredentialLifetimes | None = None,  # end dates: configured, profile, tenant maxima
         in_flight: InFlightIndex | None = None,  # where a job is written ahead, for the resume sweep
+        jobs: TenantJobs | None = None,  # the process's running jobs per tenant (record/deferral.py)
     ) -> None:
+        self._jobs = jobs or TenantJobs()
         self._store = store
         self._in_flight = in_flight
         self._directory = directory
@@ -215,6 +225,11 @@ class Rotator:
             registration_id=record.id, tenant_id=record.tenant_id, operation=f"rotation.{job.action}"
         ):
             try:
+                self._jobs.admit(self._directory, record.tenant_id, f"job {job.job_id}")
+            except Deferred:
+                await keeper.release()  # nothing else was touched: the message comes back later
+                raise
+            try:
                 async with keeper.renewing():
                     try:
                         if job.action is JobAction.RETIRE:
@@ -226,6 +241,7 @@ class Rotator:
                         log.error("rotation job %s failed: %s", job.job_id, err)
                         raise
             finally:
+                self._jobs.done(record.tenant_id)
                 await keeper.release()
 
     # ------------------------------------------------------------ rotate
