@@ -31,6 +31,8 @@ from functions.adapters.identity import GRAPH_SCOPE, RegistrarIdentity
 from functions.core.ports import (
     ApplicationRef,
     ApplicationSpec,
+    ExistingApplication,
+    RequiredResourceAccess,
 )
 from functions.core.record.errors import NotFound, PermanentError
 from functions.core.record.models import ResourceCatalog, ResourcePermission
@@ -307,6 +309,34 @@ class GraphDirectory(GraphConsent, GraphCredentials, GraphOwners, GraphPolicy):
         except NotFound:
             return None
         return ApplicationRef(object_id=app["id"], app_id=app["appId"], created=False)
+
+    async def application_by_app_id(self, tenant_id: str, app_id: str) -> ExistingApplication | None:
+        client = self.client(tenant_id)
+        request = client.applications_with_app_id(app_id).to_get_request_information(
+            self._config(select=["id", "appId", "displayName", "uniqueName", "requiredResourceAccess"])
+        )
+        try:
+            app = await self._send(client, "GET", "application", app_id, request)
+        except NotFound:
+            return None
+        return ExistingApplication(
+            object_id=app["id"],
+            app_id=app["appId"],
+            display_name=app.get("displayName"),
+            unique_name=app.get("uniqueName"),
+            required_resource_access=tuple(
+                RequiredResourceAccess(
+                    resource_app_id=str(entry.get("resourceAppId")),
+                    app_role_ids=tuple(
+                        str(a["id"]) for a in entry.get("resourceAccess") or [] if a.get("type") == "Role"
+                    ),
+                    scope_ids=tuple(
+                        str(a["id"]) for a in entry.get("resourceAccess") or [] if a.get("type") == "Scope"
+                    ),
+                )
+                for entry in app.get("requiredResourceAccess") or []
+            ),
+        )
 
     async def delete_application(self, tenant_id: str, app_object_id: str) -> None:
         client = self.client(tenant_id)

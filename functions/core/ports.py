@@ -60,6 +60,17 @@ class ApplicationRef:
 
 
 @dataclass(frozen=True)
+class ExistingApplication:
+    """An application as Graph holds it, read by appId before adoption (never a secret value)."""
+
+    object_id: str
+    app_id: str
+    display_name: str | None = None
+    unique_name: str | None = None  # Registrar's own apps carry registrar-<registration id>
+    required_resource_access: tuple[RequiredResourceAccess, ...] = ()
+
+
+@dataclass(frozen=True)
 class AppCredential:
     """A credential as Graph lists it on an application (never with a secret value)."""
 
@@ -125,6 +136,10 @@ class Directory(Protocol):
     ) -> ApplicationRef | None:
         """GET /applications(uniqueName=...); None when there is none. lag: the app may have been
         created moments ago, so a 404 is retried through Entra's replication window before None."""
+        ...
+
+    async def application_by_app_id(self, tenant_id: str, app_id: str) -> ExistingApplication | None:
+        """GET /applications(appId='...') with Application.Read.All; None when the tenant has none."""
         ...
 
     async def ensure_service_principal(self, tenant_id: str, app_id: str) -> str:

@@ -24,10 +24,12 @@ from functions.core.ports import (
     ApplicationRef,
     ApplicationSpec,
     DelegatedGrant,
+    ExistingApplication,
     FederatedCredentialSpec,
     IssuedSecret,
     KeyCredentialSpec,
     QueuedMessage,
+    RequiredResourceAccess,
     TenantSubscriptionRecord,
     VaultCertificate,
     VaultSecretRef,
@@ -165,6 +167,31 @@ class FakeDirectory(Recorder):
         else:
             return None
         return ApplicationRef(app.object_id, app.app_id) if app else None
+
+    def add_hand_made_app(
+        self, display_name: str, required: Sequence[RequiredResourceAccess] = (), owners: Sequence[str] = ()
+    ) -> FakeApp:
+        """An app a person made in the portal: no uniqueName, and Registrar not among its owners."""
+        spec = ApplicationSpec(
+            unique_name="", display_name=display_name, required_resource_access=tuple(required)
+        )
+        app = FakeApp(str(uuid.uuid4()), str(uuid.uuid4()), spec, owners=list(owners))
+        self.apps[app.object_id] = app
+        return app
+
+    async def application_by_app_id(self, tenant_id: str, app_id: str) -> ExistingApplication | None:
+        self.note("application_by_app_id")
+        self._tenant(tenant_id)
+        app = next((a for a in self.apps.values() if a.app_id == app_id.lower()), None)
+        if app is None:
+            return None
+        return ExistingApplication(
+            object_id=app.object_id,
+            app_id=app.app_id,
+            display_name=app.spec.display_name,
+            unique_name=app.spec.unique_name or None,
+            required_resource_access=app.spec.required_resource_access,
+        )
 
     async def ensure_service_principal(self, tenant_id: str, app_id: str) -> str:
         self.note("ensure_service_principal")

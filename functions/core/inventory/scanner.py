@@ -164,25 +164,30 @@ class InventoryScanner:
         return record.id if record.tenant_id.lower() == app.tenant_id.lower() else None
 
     async def profile_sets(self, tenant_id: str) -> ProfileSets:
-        """Each profile's unconditional permissions, resolved through the tenant's catalogues."""
-        profiles = [p for p in self._catalogue if not p.custom]
-        resolutions = await asyncio.gather(
-            *(
-                resolve_permissions_detailed(
-                    self._directory, tenant_id, [perm.ref() for perm in p.permissions if perm.when is None]
-                )
-                for p in profiles
+        return await profile_sets(self._directory, self._catalogue, tenant_id)
+
+
+async def profile_sets(directory: Directory, catalogue: ProfileCatalogue, tenant_id: str) -> ProfileSets:
+    """Each profile's unconditional permissions, resolved through the tenant's catalogues (the scan
+    matches every app against these; adoption matches the one app it is asked to take)."""
+    profiles = [p for p in catalogue if not p.custom]
+    resolutions = await asyncio.gather(
+        *(
+            resolve_permissions_detailed(
+                directory, tenant_id, [perm.ref() for perm in p.permissions if perm.when is None]
             )
+            for p in profiles
         )
-        resources = {perm.resource_app_id for r in resolutions for perm in r.permissions}
-        catalogs: list[ResourceCatalog] = []
-        for resource in sorted(resources):
-            try:
-                catalogs.append(await self._directory.resource_catalog(tenant_id, resource))
-            except NotFound:
-                continue
-        resolved = {p.id: list(r.permissions) for p, r in zip(profiles, resolutions, strict=True)}
-        return ProfileSets.build(resolved, catalogs)
+    )
+    resources = {perm.resource_app_id for r in resolutions for perm in r.permissions}
+    catalogs: list[ResourceCatalog] = []
+    for resource in sorted(resources):
+        try:
+            catalogs.append(await directory.resource_catalog(tenant_id, resource))
+        except NotFound:
+            continue
+    resolved = {p.id: list(r.permissions) for p, r in zip(profiles, resolutions, strict=True)}
+    return ProfileSets.build(resolved, catalogs)
 
 
 def _kept(app: AppSummary) -> bool:

@@ -173,6 +173,8 @@ class RegistrationRequest:
     webhooks: tuple[WebhookSpec, ...] = ()
     notes: str | None = None
     retirement: str = RETIRE_AFTER_OVERLAP
+    # An adoption (core/adoption): appId, retireExisting, reconcile; empty for a new app.
+    adopt: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def registration_id(self) -> str:
@@ -199,6 +201,8 @@ class RegistrationRequest:
         }
         if self.retirement != RETIRE_AFTER_OVERLAP:  # the default leaves earlier fingerprints unchanged
             body["retirement"] = self.retirement
+        if self.adopt:  # the same requestId adopting another app, or with other options, is a conflict
+            body["adopt"] = dict(self.adopt)
         canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
         return hashlib.sha256(canonical.encode()).hexdigest()
 
