@@ -347,9 +347,11 @@ class RegistrationStore(Protocol):
         status: RegistrationStatus | None = None,
         limit: int = 50,
         continuation: str | None = None,
+        app_id: str | None = None,
     ) -> RegistrationPage:
         """Records matching every given filter, at most `limit`, oldest first is not promised;
-        `continuation` from the previous page's RegistrationPage.continuation (opaque)."""
+        `continuation` from the previous page's RegistrationPage.continuation (opaque). app_id:
+        the records of one app, the one Registrar made or the one it adopted."""
         ...
 
 

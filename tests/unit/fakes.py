@@ -521,12 +521,14 @@ class FakeRegistrationStore(Recorder):
         status: RegistrationStatus | None = None,
         limit: int = 50,
         continuation: str | None = None,
+        app_id: str | None = None,
     ) -> RegistrationPage:
         self.note("list")
         matching = [
             self._load(key)
             for key in sorted(self.documents)
             if (tenant_id is None or self.documents[key][0]["tenantId"] == tenant_id)
+            and (app_id is None or _app_of(self.documents[key][0]) == app_id.lower())
             and (profile_id is None or self.documents[key][0]["profileId"] == profile_id)
             and (status is None or self.documents[key][0]["status"] == status.value)
         ]
@@ -536,6 +538,12 @@ class FakeRegistrationStore(Recorder):
         page = matching[start : start + limit]
         more = start + limit < len(matching)
         return RegistrationPage(page, str(start + limit) if more else None)
+
+
+def _app_of(document: Mapping[str, Any]) -> str:
+    """The app a stored record made or adopted, as the Tables adapter's App column holds it."""
+    adopted = document.get("adoption") or {}
+    return str(adopted.get("appId") or document.get("appId") or "").lower()
 
 
 class FakeQueue(Recorder):

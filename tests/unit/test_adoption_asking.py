@@ -177,3 +177,16 @@ def test_a_registrar_app_spec_keeps_its_unique_name_in_the_fake() -> None:
     found = asyncio.run(directory.application_by_app_id(HOME, ref.app_id))
     assert found is not None and found.unique_name == "registrar-reg-x"
     assert asyncio.run(directory.application_by_app_id(HOME, "11111111-2222-4333-8444-555555555555")) is None
+
+
+def test_without_a_profile_only_the_adoptions_options_are_taken() -> None:
+    """As the OpenAPI document's adoption variant without a profile says: no credential, no
+    permissions, no profile options (they would be checked against a profile nobody chose)."""
+    directory = FakeDirectory(HOME)
+    app = directory.add_hand_made_app("CodeTwo", required_for(directory, "codetwo-backup-sharepoint"))
+    status, problems = refused(directory, {"requestId": "A-8", "adopt": {"appId": app.app_id},
+                                           "credential": {"type": "certificate"}, "permissions": [],
+                                           "options": {"reconcile": "exact", "createMailboxes": True}})  # fmt: skip
+    assert status == 400 and set(problems) == {"credential", "permissions", "options.createMailboxes"}
+    status, problems = refused(directory, {"requestId": "A-8", "adopt": {"appId": app.app_id}, "options": []})
+    assert status == 400 and problems["options"].reason == "expected an object, got an array"

@@ -30,7 +30,7 @@ from functions.core.inventory.models import ProfileMatch
 from functions.core.inventory.scanner import MANAGED_PREFIX, profile_sets
 from functions.core.ports import Directory, ExistingApplication, RegistrationStore
 from functions.core.record.errors import NotFound, ValidationFailed
-from functions.core.record.models import Problem
+from functions.core.record.models import Problem, RegistrationStatus
 
 ADOPT_FIELD = "adopt"
 ADOPT_FIELDS = ("appId",)
@@ -40,6 +40,7 @@ ADOPTION_OPTIONS: Mapping[str, tuple[str, ...]] = {
     "retireExisting": RETIRE_EXISTING_MODES,
     "reconcile": RECONCILE_MODES,
 }
+RELEASED = frozenset({RegistrationStatus.DECOMMISSIONED, RegistrationStatus.FAILED})  # may be adopted again
 CLOSEST_SHOWN = 3  # profiles named when none matches exactly
 DIFFERENCES_SHOWN = 3  # permissions named per profile, the rest counted
 
@@ -131,6 +132,23 @@ def _snake(chosen: Mapping[str, str]) -> dict[str, str]:
     return {names[k]: v for k, v in chosen.items()}
 
 
+def _profile_fields_without_profile(rest: Mapping[str, Any], problems: _Problems) -> None:
+    """Without a profile, what only a profile defines (its credential types, options, a custom
+    permission list) is refused rather than checked against a profile the caller did not choose."""
+    hint = "name the profile to choose it"
+    for key in ("credential", "permissions"):
+        if key in rest:
+            problems.add(400, key, "only with a named profile", hint)
+    options = rest.get("options")
+    if options is not None and not isinstance(options, dict):
+        problems.add(400, "options", f"expected an object, got {type_name(options)}")
+    for key in options if isinstance(options, dict) else ():
+        allowed = ", ".join(ADOPTION_OPTIONS)
+        problems.add(
+            400, f"options.{str(key)[:64]}", "unknown field", f"without a profile: {allowed}; {hint}"
+        )
+
+
 def _lookup_tenant(body: Mapping[str, Any], home_tenant_id: str, policy: Policy) -> str | None:
     """The tenant to read the app from, when the body names one Registrar may read (else intake's
     problem says why, and nothing is looked up)."""
@@ -152,19 +170,31 @@ def _difference(match: ProfileMatch) -> str:
     return f"{match.profile} ({'; '.join(parts)})"
 
 
-async def _registrar_made(app: ExistingApplication, tenant_id: str, store: RegistrationStore) -> str | None:
-    """Why this app is Registrar's own (a 409), or None for an app a person made."""
-    name = (app.unique_name or "").lower()
-    if not name.startswith(MANAGED_PREFIX):
-        return None
-    registration_id = (app.unique_name or "")[len(MANAGED_PREFIX) :]
-    try:
-        record = await store.get(registration_id)
-    except NotFound:
-        return f"Registrar made this app (uniqueName {app.unique_name}); its registration is gone"
-    if record.tenant_id.lower() != tenant_id:
-        return f"Registrar made this app (uniqueName {app.unique_name})"
-    return f"Registrar already manages this app as registration {record.id} ({record.status.value})"
+async def _already_managed(
+    app: ExistingApplication, tenant_id: str, request_id: Any, store: RegistrationStore
+) -> str | None:
+    """Why this app is not a person's app to adopt (a 409), or None."""
+    name = app.unique_name or ""
+    if name.lower().startswith(MANAGED_PREFIX):
+        registration_id = name[len(MANAGED_PREFIX) :]
+        try:
+            record = await store.get(registration_id)
+        except NotFound:
+            return f"Registrar made this app (uniqueName {name}); its registration is gone"
+        if record.tenant_id.lower() != tenant_id:
+            return f"Registrar made this app (uniqueName {name})"
+        return f"Registrar already manages this app as registration {record.id} ({record.status.value})"
+    continuation: str | None = None
+    while True:  # an app adopted before, by another request (the same request is idempotent)
+        page = await store.list(tenant_id=tenant_id, app_id=app.app_id, limit=100, continuation=continuation)
+        for record in page.items:
+            if record.request_id != request_id and record.status not in RELEASED:
+                return (
+                    f"Registrar already manages this app as registration {record.id} ({record.status.value})"
+                )
+        continuation = page.continuation
+        if continuation is None:
+            return None
 
 
 async def validate_adoption(
@@ -181,6 +211,8 @@ async def validate_adoption(
     app_id = _app_id(body.get(ADOPT_FIELD), problems)
     options, rest = _options({k: v for k, v in body.items() if k != ADOPT_FIELD}, problems)
     tenant_id = _lookup_tenant(rest, home_tenant_id, policy)
+    if rest.get("profile") is None:
+        _profile_fields_without_profile(rest, problems)
 
     app: ExistingApplication | None = None
     if app_id is not None and tenant_id is not None:
@@ -188,7 +220,7 @@ async def validate_adoption(
         if app is None:
             problems.add(422, "adopt.appId", f"tenant {tenant_id} has no application with appId {app_id}",
                          "copy the Application (client) ID from Entra ID > App registrations")  # fmt: skip
-        elif (made := await _registrar_made(app, tenant_id, store)) is not None:
+        elif (made := await _already_managed(app, tenant_id, rest.get("requestId"), store)) is not None:
             problems.add(409, "adopt.appId", made, "only an app made by hand can be adopted")
 
     inferred = False

@@ -17,6 +17,7 @@ from functions.core.record.models import (
 )
 from functions.core.record.registration import (
     SCHEMA_VERSION,
+    Adoption,
     Approval,
     CredentialState,
     ErrorInfo,
@@ -68,6 +69,7 @@ def to_document(self: Registration) -> dict[str, Any]:
             }
             for w in self.webhooks
         ],
+        "adoption": _adoption_doc(self.adoption) if self.adoption else None,
         "leaseOwner": self.lease_owner,
         "leaseUntil": _dt(self.lease_until),
     }
@@ -119,6 +121,7 @@ def from_document(doc: Mapping[str, Any], *, etag: str | None = None) -> Registr
             )
             for w in doc.get("webhooks") or ()
         ),
+        adoption=_adoption_from(doc["adoption"]) if doc.get("adoption") else None,
         lease_owner=doc.get("leaseOwner"),
         lease_until=_from_dt(doc.get("leaseUntil")),
         etag=etag,
@@ -284,4 +287,26 @@ def _approval_from(d: Mapping[str, Any]) -> Approval:
         reasons=tuple(d.get("reasons") or ()),
         approved_by=d.get("approvedBy"),
         approved_at=_from_dt(d.get("approvedAt")),
+    )
+
+
+def _adoption_doc(a: Adoption) -> dict[str, Any]:
+    return {
+        "appId": a.app_id,
+        "appObjectId": a.app_object_id,
+        "displayName": a.display_name,
+        "retireExisting": a.retire_existing,
+        "reconcile": a.reconcile,
+        "profileInferred": a.profile_inferred,
+    }
+
+
+def _adoption_from(d: Mapping[str, Any]) -> Adoption:
+    return Adoption(
+        app_id=d["appId"],
+        app_object_id=d["appObjectId"],
+        display_name=d.get("displayName"),
+        retire_existing=d.get("retireExisting") or "after-overlap",
+        reconcile=d.get("reconcile") or "report",
+        profile_inferred=bool(d.get("profileInferred")),
     )

@@ -57,6 +57,9 @@ class SecretValue:
 class RegistrationStatus(StrEnum):
     ACCEPTED = "accepted"
     PENDING_APPROVAL = "pending_approval"
+    # An adopted app Registrar's service principal does not own yet (Application.ReadWrite.OwnedBy
+    # can change only apps it owns): a person adds the owner, Registrar checks again.
+    PENDING_OWNERSHIP = "pending_ownership"
     PROVISIONING = "provisioning"
     ACTIVE = "active"
     # The failure (lastError) is recorded; what was made is being removed, then `failed`.

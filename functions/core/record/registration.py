@@ -132,6 +132,23 @@ class WebhookSubscriptionRef:
 
 
 @dataclass(frozen=True)
+class Adoption:
+    """An app a person made that this registration took over (core/adoption). Kept apart from
+    app_object_id/app_id, which name an app Registrar made and may delete (failure cleanup,
+    decommission): an adopted app is never deleted unless its release asks for that."""
+
+    app_id: str
+    app_object_id: str
+    display_name: str | None = None
+    retire_existing: str = "after-overlap"  # when the credentials found at adoption go: never, now
+    reconcile: str = "report"  # what is done about permission drift: add-missing, exact
+    profile_inferred: bool = False  # the profile came from the app's exact match
+
+    def owner_command(self, registrar_principal_id: str) -> str:
+        return f"az ad app owner add --id {self.app_id} --owner-object-id {registrar_principal_id}"
+
+
+@dataclass(frozen=True)
 class Registration:
     id: str
     request_id: str
@@ -158,6 +175,7 @@ class Registration:
     last_error: ErrorInfo | None = None
     approval: Approval | None = None
     webhooks: tuple[WebhookSubscriptionRef, ...] = ()
+    adoption: Adoption | None = None  # set when the registration adopts an existing app
     lease_owner: str | None = None
     lease_until: datetime | None = None
     etag: str | None = None  # set by the store; not part of the document
