@@ -66,6 +66,9 @@ class Settings:
     # App Service Authentication (Easy Auth) runs in front of the app: the platform sets
     # WEBSITE_AUTH_ENABLED=True, and then X-MS-CLIENT-PRINCIPAL comes from it, never from the caller.
     easy_auth_enabled: bool = False
+    # The deployment granted Application.ReadWrite.All (Bicep adoptionTakesOwnership): an adoption
+    # makes Registrar an owner of the app itself instead of waiting for a person (docs/adoption.md).
+    adoption_takes_ownership: bool = False
     # Every value as read, for the parts that parse their own (policy, identity): never logged.
     values: Mapping[str, str] = field(repr=False, default_factory=dict)
 
@@ -149,6 +152,7 @@ class Settings:
             verify_timeout=duration("REGISTRAR_VERIFY_TIMEOUT", "PT10M"),
             provisioning_deadline=duration("REGISTRAR_PROVISIONING_DEADLINE", "PT1H"),
             webhook_retry_schedule=durations("REGISTRAR_WEBHOOK_RETRY_SCHEDULE"),
+            adoption_takes_ownership=flag("REGISTRAR_ADOPTION_TAKES_OWNERSHIP", False),
             # The platform's own value ("True"/"False"): anything else is not enabled (fail closed).
             easy_auth_enabled=text("WEBSITE_AUTH_ENABLED").lower() in TRUE_WORDS,
             values=values,

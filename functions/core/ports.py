@@ -200,6 +200,14 @@ class Directory(Protocol):
         type have (Entra refuses a longer one), or None: no limit, or it cannot be read (cached)."""
         ...
 
+    async def registrar_principal_id(self, tenant_id: str) -> str:
+        """Registrar's own service principal object id in the tenant (the `oid` of its token). Cached."""
+        ...
+
+    async def application_owner_ids(self, tenant_id: str, app_object_id: str) -> set[str]:
+        """Object ids (lower case) of the app's owners. NotFound when the app is gone."""
+        ...
+
     async def add_owner(self, tenant_id: str, app_object_id: str, owner_id: str) -> None:
         """POST /applications/{id}/owners/$ref for a user or service principal object id.
 

@@ -206,6 +206,9 @@ def registration_view(r: Registration, url: str | None = None) -> dict[str, Any]
             "retireExisting": r.adoption.retire_existing,
             "reconcile": r.adoption.reconcile,
             "profileInferred": r.adoption.profile_inferred,
+            "registrarPrincipalId": r.adoption.registrar_principal_id,
+            "ownedOn": _iso(r.adoption.owned_at),
+            "ownerAddedByRegistrar": r.adoption.owner_added_by_registrar,
         }
         if r.adoption
         else None,

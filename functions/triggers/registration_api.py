@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,7 @@ from functions.core.notification.events import display_url
 from functions.core.record.errors import RegistrarError, ValidationFailed
 from functions.core.record.models import Problem, RegistrationStatus
 from functions.telemetry import log_context
+from functions.triggers.adoption import check_ownership
 from functions.triggers.http_common import (
     error_response,
     json_response,
@@ -114,7 +116,8 @@ async def _accept_adoption(svc: Services, body: dict[str, Any]) -> Accepted:
     )
     request = adoption.validated.request
     with log_context(registration_id=request.registration_id, tenant_id=request.tenant_id, operation="adopt"):
-        return await accept_adoption(adoption, body, store=svc.store, vault=svc.vault, clock=svc.clock)
+        accepted = await accept_adoption(adoption, body, store=svc.store, vault=svc.vault, clock=svc.clock)
+        return replace(accepted, registration=await check_ownership(svc, accepted.registration))
 
 
 def _accepted_response(req: func.HttpRequest, accepted: Accepted) -> func.HttpResponse:

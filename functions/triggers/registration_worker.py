@@ -26,6 +26,7 @@ from functions.core.intake.requests import validate_request
 from functions.core.record.errors import Conflict, NotFound, TransientError, ValidationFailed
 from functions.core.record.keeper import LeaseHeld
 from functions.telemetry import log_context
+from functions.triggers.adoption import check_ownership
 from functions.triggers.queue_messages import Envelope, read_message
 from functions.triggers.queue_retries import is_last_delivery
 
@@ -114,7 +115,8 @@ async def _adopt(msg: func.QueueMessage, svc: Services, message: dict[str, Any])
     except Conflict as err:  # as for any request: to the poison queue after the host's retries
         log.error("queued adoption refused (delivery %s): %s", msg.dequeue_count, err)
         raise
-    log.info("adoption %s is %s", accepted.registration.id, accepted.registration.status.value)
+    record = await check_ownership(svc, accepted.registration)
+    log.info("adoption %s is %s", record.id, record.status.value)
 
 
 async def _provision(msg: func.QueueMessage, svc: Services, registration_id: str) -> None:

@@ -277,6 +277,16 @@ class FakeDirectory(Recorder):
             self.assignments = {a for a in self.assignments if a[0] != sp}
             self.grants = {k: g for k, g in self.grants.items() if g[0] != sp}
 
+    async def registrar_principal_id(self, tenant_id: str) -> str:
+        self.note("registrar_principal_id")
+        self._tenant(tenant_id)
+        return self.registrar_id
+
+    async def application_owner_ids(self, tenant_id: str, app_object_id: str) -> set[str]:
+        self.note("application_owner_ids")
+        self._tenant(tenant_id)
+        return {o.lower() for o in self._app(app_object_id).owners}
+
     async def add_owner(self, tenant_id: str, app_object_id: str, owner_id: str) -> None:
         self.note("add_owner")
         self._tenant(tenant_id)
@@ -289,7 +299,8 @@ class FakeDirectory(Recorder):
             raise PermanentError(
                 "Unsupported directory object class 'Application'", code="Request_BadRequest"
             )
-        if owner_id not in self.users and owner_id not in self.service_principals.values():
+        principals = {*self.service_principals.values(), self.registrar_id}
+        if owner_id not in self.users and owner_id not in principals:
             raise NotFound("user or service principal", owner_id)
         if owner_id not in app.owners:  # Graph's 400 "already exist" is success to the port
             app.owners.append(owner_id)

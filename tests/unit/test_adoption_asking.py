@@ -21,7 +21,12 @@ from tests.unit.provisioning_world import TENANT, World
 HOME = "72f988bf-86f1-41af-91ab-2d7cd011db47"
 ELSEWHERE = "0b0b0b0b-1111-4222-8333-444444444444"  # a tenant Registrar has no identity in
 POLICY = Policy(allowed_tenants=frozenset({HOME, TENANT}))
-READS = {"application_by_app_id", "resource_catalog"}  # everything else on the Directory is a write
+READS = {
+    "application_by_app_id",
+    "resource_catalog",
+    "registrar_principal_id",
+    "application_owner_ids",
+}  # everything else on the Directory is a write
 
 
 def required_for(directory: FakeDirectory, profile: str) -> tuple[RequiredResourceAccess, ...]:

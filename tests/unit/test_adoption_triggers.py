@@ -5,19 +5,31 @@ nothing changed in Entra (the decommission of a waiting adoption leaves the app 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any
+
+from azure.functions.timer import TimerRequest
 
 from functions.core.inventory.scanner import profile_sets
 from functions.core.ports import RequiredResourceAccess
 from functions.core.record.models import PermissionKind, RegistrationStatus
 from functions.profiles import load_catalogue
 from functions.triggers import http_registrations as api
+from functions.triggers.adoption import ownership_timer
+from functions.triggers.adoption import recheck_registration as recheck
 from tests.openapi_check import load_openapi, response_errors
 from tests.unit.fakes import FakeApp, FakeDirectory
 from tests.unit.provisioning_world import TENANT
-from tests.unit.test_registration_triggers import FakeServices, as_json, deliver, http, principal
+from tests.unit.test_registration_triggers import (
+    FakeServices,
+    as_json,
+    deliver,
+    http,
+    principal,
+    request_body,
+)
 
-READS = {"application_by_app_id", "resource_catalog"}
+READS = {"application_by_app_id", "resource_catalog", "registrar_principal_id", "application_owner_ids"}
 
 
 async def exact_app(directory: FakeDirectory, profile: str = "codetwo-backup-sharepoint") -> FakeApp:
@@ -58,7 +70,9 @@ async def test_an_adoption_by_http_waits_for_ownership_and_changes_nothing(svc: 
         app.object_id,
     )
     assert shown["adoption"] == {"appId": app.app_id, "objectId": app.object_id, "displayName": app.spec.display_name,
-                                 "retireExisting": "after-overlap", "reconcile": "report", "profileInferred": True}  # fmt: skip
+                                 "retireExisting": "after-overlap", "reconcile": "report", "profileInferred": True,
+                                 "registrarPrincipalId": svc.directory.registrar_id, "ownedOn": None,
+                                 "ownerAddedByRegistrar": False}  # fmt: skip
 
     again = await api.create_registration(http("POST", "registrations", body))
     assert again.status_code == 200 and as_json(again)["id"] == reply["id"]
@@ -75,6 +89,15 @@ async def test_an_adoption_by_http_waits_for_ownership_and_changes_nothing(svc: 
     assert [c for c in svc.directory.calls if c not in READS] == []
     after = {oid: (a.spec, dict(a.passwords), list(a.owners)) for oid, a in svc.directory.apps.items()}
     assert {k: after[k] for k in before} == before
+
+    registrar = svc.directory.registrar_id
+    assert shown["manualSteps"][0].startswith(
+        f"Add Registrar as an owner of application hand-made codetwo-backup-sharepoint ({app.app_id}): "
+        f"az ad app owner add --id {app.app_id} --owner-object-id {registrar} "
+    )
+    waiting = await recheck(http("POST", "r", route={"id": reply["id"]}))
+    assert waiting.status_code == 200 and as_json(waiting)["status"] == "pending_ownership"
+    conforms(waiting, "/registrations/{id}/recheck", "POST")
 
     # Released while it waits: its webhook secret goes, the app stays exactly as it was.
     admin = principal("Registrar.Admin")
@@ -121,3 +144,45 @@ async def test_an_adoption_from_the_queue_is_accepted_once_and_a_bad_one_is_reco
     assert refused["status"] == "failed" and refused["adoption"] is None
     assert [p["field"] for p in refused["lastError"]["problems"]] == ["adopt.appId"]
     assert [c for c in svc.directory.calls if c not in READS] == []
+
+
+async def test_an_admin_adds_the_owner_and_the_recheck_or_the_timer_moves_it_on(svc: FakeServices) -> None:
+    first, second = await exact_app(svc.directory), await exact_app(svc.directory)
+    ids = []
+    for n, app in enumerate((first, second)):
+        created = await api.create_registration(
+            http("POST", "registrations", {"requestId": f"ADOPT-R{n}", "adopt": {"appId": app.app_id}})
+        )
+        ids.append(as_json(created)["id"])
+        assert as_json(created)["status"] == "pending_ownership"
+    first.owners.append(svc.directory.registrar_id)  # as `az ad app owner add` would
+    rechecked = await recheck(http("POST", "r", route={"id": ids[0]}))
+    assert rechecked.status_code == 200 and as_json(rechecked)["status"] == "adopting"
+    conforms(rechecked, "/registrations/{id}/recheck", "POST")
+    assert not any("az ad app owner add" in step for step in as_json(rechecked)["manualSteps"])
+
+    second.owners.append(svc.directory.registrar_id)
+    await ownership_timer(TimerRequest())
+    assert (await svc.store.get(ids[1])).status is RegistrationStatus.ADOPTING
+
+    missing = await recheck(http("POST", "r", route={"id": "reg-nope"}))
+    assert missing.status_code == 404
+    conforms(missing, "/registrations/{id}/recheck", "POST")
+    made = as_json(await api.create_registration(http("POST", "registrations", request_body("INC-N1"))))
+    not_adopted = await recheck(http("POST", "r", route={"id": made["id"]}))
+    assert not_adopted.status_code == 409
+    conforms(not_adopted, "/registrations/{id}/recheck", "POST")
+
+
+async def test_an_adoption_with_application_readwrite_all_is_owned_at_once(svc: FakeServices) -> None:
+    svc.settings = replace(svc.settings, adoption_takes_ownership=True)
+    app = await exact_app(svc.directory)
+    created = await api.create_registration(
+        http("POST", "registrations", {"requestId": "ADOPT-S1", "adopt": {"appId": app.app_id}})
+    )
+    assert created.status_code == 202 and as_json(created)["status"] == "adopting"
+    assert app.owners == [svc.directory.registrar_id]
+    history = as_json(await api.get_registration(http("GET", "r", route={"id": as_json(created)["id"]})))[
+        "history"
+    ]
+    assert history[-1]["detail"] == "Registrar added itself as an owner (Application.ReadWrite.All)"

@@ -88,6 +88,7 @@ class FakeServices:
         return self.world.lifecycle()
 
     settle = bootstrap.Services.settle  # the real wiring, over these fakes
+    ownership_check = bootstrap.Services.ownership_check
     escalation = bootstrap.Services.escalation
 
     def prompt_deliveries(self) -> contextlib.nullcontext[None]:

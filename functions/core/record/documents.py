@@ -298,6 +298,9 @@ def _adoption_doc(a: Adoption) -> dict[str, Any]:
         "retireExisting": a.retire_existing,
         "reconcile": a.reconcile,
         "profileInferred": a.profile_inferred,
+        "registrarPrincipalId": a.registrar_principal_id,
+        "ownedAt": _dt(a.owned_at),
+        "ownerAddedByRegistrar": a.owner_added_by_registrar,
     }
 
 
@@ -309,4 +312,7 @@ def _adoption_from(d: Mapping[str, Any]) -> Adoption:
         retire_existing=d.get("retireExisting") or "after-overlap",
         reconcile=d.get("reconcile") or "report",
         profile_inferred=bool(d.get("profileInferred")),
+        registrar_principal_id=d.get("registrarPrincipalId"),
+        owned_at=_from_dt(d.get("ownedAt")),
+        owner_added_by_registrar=bool(d.get("ownerAddedByRegistrar")),
     )

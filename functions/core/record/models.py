@@ -60,6 +60,8 @@ class RegistrationStatus(StrEnum):
     # An adopted app Registrar's service principal does not own yet (Application.ReadWrite.OwnedBy
     # can change only apps it owns): a person adds the owner, Registrar checks again.
     PENDING_OWNERSHIP = "pending_ownership"
+    # The adopted app is Registrar's to change now: the credential takeover and drift come next.
+    ADOPTING = "adopting"
     PROVISIONING = "provisioning"
     ACTIVE = "active"
     # The failure (lastError) is recorded; what was made is being removed, then `failed`.
