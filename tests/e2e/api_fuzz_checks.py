@@ -5,7 +5,8 @@ refusals no schema can state because they depend on what exists, not on the requ
 way schemathesis itself accepts a 404 for an id that does not exist). A refusal passes only when
 every problem it lists is one of these; any other problem still fails the check:
 
-- POST /registrations, 422: a tenant Registrar has no identity in (deployment state).
+- POST /registrations, 422: a tenant Registrar has no identity in (deployment state); an adoption
+  of an app the tenant does not have (and, without a profile, no app to match one against).
 - POST /registrations, 400: a custom permission the tenant's resource does not have (Graph's
   catalogue), or two webhooks with the same URL and different events (JSON Schema's uniqueItems
   compares whole items, not one member).
@@ -27,7 +28,12 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 PERMISSION = r"permissions\[\d+\]\.(name|resource)"
 STATE_REFUSALS: dict[tuple[str, int], tuple[tuple[str, str], ...]] = {
-    ("POST /registrations", 422): (("tenantId", r"^Registrar has no identity in tenant "),),
+    ("POST /registrations", 422): (
+        ("tenantId", r"^Registrar has no identity in tenant "),
+        # An adoption of an app the tenant does not have, and so no profile match to stand in.
+        (r"adopt\.appId", r"^tenant \S+ has no application with appId "),
+        ("profile", r"^required unless the app to adopt matches a profile exactly$"),
+    ),
     ("POST /registrations", 400): (
         (
             PERMISSION,

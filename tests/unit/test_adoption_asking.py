@@ -126,6 +126,11 @@ def test_an_app_the_tenant_does_not_have_is_422() -> None:
     status, problems = refused(directory, {"requestId": "A-4", "tenantId": ELSEWHERE,
                                            "profile": "codetwo-backup-sharepoint", "adopt": {"appId": missing}})  # fmt: skip
     assert status == 422 and set(problems) == {"tenantId"}
+    # Without a profile either: both problems depend on state (the fuzz test's positive data).
+    status, problems = refused(
+        directory, {"requestId": "A-4", "tenantId": ELSEWHERE, "adopt": {"appId": missing}}
+    )
+    assert status == 422 and set(problems) == {"tenantId", "profile"}
     assert writes(directory) == []
 
 

@@ -149,6 +149,14 @@ def _profile_fields_without_profile(rest: Mapping[str, Any], problems: _Problems
         )
 
 
+def _status_of(kept: Sequence[Problem], status: int) -> int:
+    """Intake's status once the missing profile is taken out: only a tenant Registrar has no
+    identity in left is 422, as intake answers it alone."""
+    if kept and all(p.field == "tenantId" and p.reason.startswith("Registrar has no identity") for p in kept):
+        return 422
+    return status
+
+
 def _lookup_tenant(body: Mapping[str, Any], home_tenant_id: str, policy: Policy) -> str | None:
     """The tenant to read the app from, when the body names one Registrar may read (else intake's
     problem says why, and nothing is looked up)."""
@@ -249,9 +257,8 @@ async def validate_adoption(
         )
     except ValidationFailed as err:
         # A missing profile is explained above: for an adoption it is a 422 (no match), not a 400.
-        problems.extend(
-            err.status, [p for p in err.problems if not (p.field == "profile" and p.reason == "required")]
-        )
+        kept = [p for p in err.problems if not (p.field == "profile" and p.reason == "required")]
+        problems.extend(_status_of(kept, err.status), kept)
         validated = None
     failure = problems.failure()
     if failure is not None or validated is None or app is None:
