@@ -12,6 +12,8 @@ every problem it lists is one of these; any other problem still fails the check:
   compares whole items, not one member).
 - POST /registrations/{id}/webhooks, 400: a host name that does not resolve or resolves to an
   address that is not public (DNS), or an eleventh webhook (the registration's state).
+- POST /subscriptions, 400: a host name that does not resolve or resolves to an address that is
+  not public (DNS), as for a registration's webhooks.
 - GET /registrations, 400: a continuation token this list did not issue (opaque, like an id).
 - GET /inventory, 400: a tenant Registrar has no identity in (deployment state), or a continuation
   token the list did not issue.
@@ -27,13 +29,13 @@ from schemathesis.openapi.checks import RejectedPositiveData
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 PERMISSION = r"permissions\[\d+\]\.(name|resource)"
+# An adoption of an app the tenant does not have, and so (without a profile) no app to match one.
+ADOPTION = (
+    (r"adopt\.appId", r"^tenant \S+ has no application with appId "),
+    ("profile", r"^required unless the app to adopt matches a profile exactly$"),
+)
 STATE_REFUSALS: dict[tuple[str, int], tuple[tuple[str, str], ...]] = {
-    ("POST /registrations", 422): (
-        ("tenantId", r"^Registrar has no identity in tenant "),
-        # An adoption of an app the tenant does not have, and so no profile match to stand in.
-        (r"adopt\.appId", r"^tenant \S+ has no application with appId "),
-        ("profile", r"^required unless the app to adopt matches a profile exactly$"),
-    ),
+    ("POST /registrations", 422): (("tenantId", r"^Registrar has no identity in tenant "), *ADOPTION),
     ("POST /registrations", 400): (
         (
             PERMISSION,
@@ -41,10 +43,15 @@ STATE_REFUSALS: dict[tuple[str, int], tuple[tuple[str, str], ...]] = {
             r"in the tenant| is disabled on | is an? (application permission|delegated scope) of )",
         ),
         (r"webhooks\[\d+\]\.url", r"^the same URL is subscribed twice$"),
+        *ADOPTION,  # beside a 400 of the above, the answer is 400: every problem is listed
     ),
     ("POST /registrations/{id}/webhooks", 400): (
         ("url", r"^webhook host .* (does not resolve|resolves to an address that is not public)$"),
         ("url", r"^at most 10 webhooks per registration$"),
+    ),
+    # As for a registration's webhook: the host is resolved when a tenant-wide subscription is made.
+    ("POST /subscriptions", 400): (
+        ("url", r"^webhook host .* (does not resolve|resolves to an address that is not public)$"),
     ),
     ("GET /registrations", 400): (("continuation", r"^not a continuation token of this list$"),),
     ("GET /inventory", 400): (
