@@ -7,10 +7,12 @@ The rules are in core/adoption/ownership.py; docs/adoption.md says what an opera
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import azure.functions as func
 
 from functions.bootstrap import Services, services
+from functions.core.adoption.asking import ValidatedAdoption, validate_adoption
 from functions.core.record.errors import RegistrarError
 from functions.core.record.models import RegistrationStatus
 from functions.core.record.registration import Registration
@@ -20,6 +22,18 @@ from functions.triggers.http_common import error_response, json_response, regist
 log = logging.getLogger(__name__)
 bp = func.Blueprint()
 PAGE = 100
+
+
+async def validate_adoption_with(svc: Services, body: dict[str, Any]) -> ValidatedAdoption:
+    """validate_adoption with the process's ports (HTTP intake and the queue worker)."""
+    return await validate_adoption(
+        body,
+        directory=svc.directory,
+        store=svc.store,
+        home_tenant_id=svc.settings.home_tenant_id,
+        catalogue=svc.catalogue,
+        policy=svc.policy,
+    )
 
 
 async def check_ownership(svc: Services, record: Registration) -> Registration:

@@ -23,7 +23,7 @@ import azure.functions as func
 
 from functions.bootstrap import Services, services
 from functions.core.adoption.accepting import accept_adoption
-from functions.core.adoption.asking import is_adoption, validate_adoption
+from functions.core.adoption.asking import is_adoption
 from functions.core.catalogue.policy import (
     CLIENT_PRINCIPAL_HEADER,
     ROLE_ADMIN,
@@ -37,7 +37,7 @@ from functions.core.notification.events import display_url
 from functions.core.record.errors import RegistrarError, ValidationFailed
 from functions.core.record.models import Problem, RegistrationStatus
 from functions.telemetry import log_context
-from functions.triggers.adoption import check_ownership
+from functions.triggers.adoption import check_ownership, validate_adoption_with
 from functions.triggers.http_common import (
     error_response,
     json_response,
@@ -106,14 +106,7 @@ async def create_registration(req: func.HttpRequest) -> func.HttpResponse:
 
 
 async def _accept_adoption(svc: Services, body: dict[str, Any]) -> Accepted:
-    adoption = await validate_adoption(
-        body,
-        directory=svc.directory,
-        store=svc.store,
-        home_tenant_id=svc.settings.home_tenant_id,
-        catalogue=svc.catalogue,
-        policy=svc.policy,
-    )
+    adoption = await validate_adoption_with(svc, body)
     request = adoption.validated.request
     with log_context(registration_id=request.registration_id, tenant_id=request.tenant_id, operation="adopt"):
         accepted = await accept_adoption(adoption, body, store=svc.store, vault=svc.vault, clock=svc.clock)

@@ -20,13 +20,13 @@ import azure.functions as func
 
 from functions.bootstrap import Services, services
 from functions.core.adoption.accepting import accept_adoption
-from functions.core.adoption.asking import is_adoption, validate_adoption
+from functions.core.adoption.asking import is_adoption
 from functions.core.intake.accept import accept, plan_from_validated, record_invalid
 from functions.core.intake.requests import validate_request
 from functions.core.record.errors import Conflict, NotFound, TransientError, ValidationFailed
 from functions.core.record.keeper import LeaseHeld
 from functions.telemetry import log_context
-from functions.triggers.adoption import check_ownership
+from functions.triggers.adoption import check_ownership, validate_adoption_with
 from functions.triggers.queue_messages import Envelope, read_message
 from functions.triggers.queue_retries import is_last_delivery
 
@@ -51,16 +51,7 @@ async def registration_worker(msg: func.QueueMessage) -> None:
                 policy=svc.policy,
             )
         except ValidationFailed as err:
-            tenant = message.get("tenantId")
-            record = await record_invalid(
-                message,
-                err.problems,
-                tenant_id=tenant if isinstance(tenant, str) and tenant else svc.settings.home_tenant_id,
-                store=svc.store,
-                clock=svc.clock,
-            )
-            log.warning("queued request refused as %s: %s", record.id, err)
-            svc.escalation().provisioning_ended(record)
+            await _refused(svc, message, err, "request")
             return
         request = validated.request
         try:
@@ -86,29 +77,26 @@ async def registration_worker(msg: func.QueueMessage) -> None:
             await _provision(msg, svc, registration_id)
 
 
+async def _refused(svc: Services, message: dict[str, Any], err: ValidationFailed, what: str) -> None:
+    tenant = message.get("tenantId")
+    record = await record_invalid(
+        message,
+        err.problems,
+        tenant_id=tenant if isinstance(tenant, str) and tenant else svc.settings.home_tenant_id,
+        store=svc.store,
+        clock=svc.clock,
+    )
+    log.warning("queued %s refused as %s: %s", what, record.id, err)
+    svc.escalation().provisioning_ended(record)
+
+
 async def _adopt(msg: func.QueueMessage, svc: Services, message: dict[str, Any]) -> None:
     """A ticketing system's adoption request: refused ones become `failed` registrations listing
     their problems, as other requests do; accepted ones wait in pending_ownership (core/adoption)."""
     try:
-        adoption = await validate_adoption(
-            message,
-            directory=svc.directory,
-            store=svc.store,
-            home_tenant_id=svc.settings.home_tenant_id,
-            catalogue=svc.catalogue,
-            policy=svc.policy,
-        )
+        adoption = await validate_adoption_with(svc, message)
     except ValidationFailed as err:
-        tenant = message.get("tenantId")
-        record = await record_invalid(
-            message,
-            err.problems,
-            tenant_id=tenant if isinstance(tenant, str) and tenant else svc.settings.home_tenant_id,
-            store=svc.store,
-            clock=svc.clock,
-        )
-        log.warning("queued adoption refused as %s: %s", record.id, err)
-        svc.escalation().provisioning_ended(record)
+        await _refused(svc, message, err, "adoption")
         return
     try:
         accepted = await accept_adoption(adoption, message, store=svc.store, vault=svc.vault, clock=svc.clock)
