@@ -209,6 +209,15 @@ def registration_view(r: Registration, url: str | None = None) -> dict[str, Any]
             "registrarPrincipalId": r.adoption.registrar_principal_id,
             "ownedOn": _iso(r.adoption.owned_at),
             "ownerAddedByRegistrar": r.adoption.owner_added_by_registrar,
+            "credentialsFound": [
+                {
+                    "keyId": c.key_id,
+                    "type": c.type.value,
+                    "displayName": c.display_name,
+                    "endDateTime": _iso(c.end),
+                }
+                for c in r.adoption.found_credentials
+            ],
         }
         if r.adoption
         else None,

@@ -43,6 +43,23 @@ async def hand_made_app(endpoints: dict[str, Any], name: str) -> tuple[str, str,
     return str(app.app_id), str(app.id), [str(o.id) for o in owners.value or []]
 
 
+async def pasted_secret(endpoints: dict[str, Any], object_id: str) -> tuple[str, str]:
+    """The secret a person made in the portal and pasted into the connector: (keyId, value)."""
+    from msgraph.generated.applications.item.add_password.add_password_post_request_body import (
+        AddPasswordPostRequestBody,
+    )
+    from msgraph.generated.models.password_credential import PasswordCredential
+
+    client = admin_graph(endpoints)
+    added = await client.applications.by_application_id(object_id).add_password.post(
+        AddPasswordPostRequestBody(
+            password_credential=PasswordCredential(display_name="pasted into the connector")
+        )
+    )
+    await close(client)
+    return str(added.key_id), str(added.secret_text)
+
+
 async def add_owner(endpoints: dict[str, Any], object_id: str, owner_id: str) -> list[str]:
     from msgraph.generated.models.reference_create import ReferenceCreate
 
@@ -78,6 +95,7 @@ def test_adoption_by_http_and_queue_waits_for_an_owner_then_adopts(
     tenant_id = stack["tenantId"]
     run = uuid.uuid4().hex[:8]
     app_id, object_id, owners_before = asyncio.run(hand_made_app(stack, f"CodeTwo by hand {run}"))
+    pasted_key, pasted_value = asyncio.run(pasted_secret(stack, object_id))
     body = {"requestId": f"ADOPT-{run}", "profile": "codetwo-backup-exchange", "adopt": {"appId": app_id}}
 
     created = api.call("POST", "/registrations", "/registrations", json=body)
@@ -104,7 +122,11 @@ def test_adoption_by_http_and_queue_waits_for_an_owner_then_adopts(
     assert owned["status"] == "adopting" and owned["adoption"]["ownedOn"]
     assert owned["adoption"]["registrarPrincipalId"] == registrar
     assert not any("az ad app owner add" in step for step in owned["manualSteps"])
-    assert asyncio.run(credentials_of(stack, object_id)) == []  # the takeover is not built: nothing issued
+    assert [(c["keyId"], c["type"]) for c in owned["adoption"]["credentialsFound"]] == [
+        (pasted_key, "secret")
+    ]
+    # The takeover is not built: nothing issued, nothing removed.
+    assert asyncio.run(credentials_of(stack, object_id)) == [pasted_key]
 
     # The same through the queue, for a second app whose owner was added before the request.
     queued_app, queued_object, _ = asyncio.run(hand_made_app(stack, f"CodeTwo by hand, queued {run}"))
@@ -128,8 +150,8 @@ def test_adoption_by_http_and_queue_waits_for_an_owner_then_adopts(
     assert {p["field"] for p in malformed.json()["problems"]} >= {"adopt.appId", "options.reconcile"}
 
     # Leak scan: the administrator's secret (used here as a person would) shows nowhere Registrar writes.
-    secret = stack["adminClientSecret"]
-    assert all(secret not in text for text in api.texts)
     host_log = stack_state_dir / "host.log"
-    if host_log.exists():
-        assert secret not in host_log.read_text(encoding="utf-8", errors="replace")
+    logged = host_log.read_text(encoding="utf-8", errors="replace") if host_log.exists() else ""
+    for secret in (stack["adminClientSecret"], pasted_value):
+        assert all(secret not in text for text in api.texts)
+        assert secret not in logged

@@ -62,11 +62,24 @@ async def test_without_ownership_it_waits_with_the_exact_command_and_says_so_onc
     assert [e.outcome for e in again.history if e.step == "ownership"] == ["waiting"]
     assert app.owners == ["a-person"]  # nothing changed in Entra
 
+    start = world.clock.now()  # a secret a person made, before ownership
+    pasted = await world.directory.add_password(
+        TENANT, app.object_id, "pasted into the connector", start, start + timedelta(days=9000)
+    )
     app.owners.append(registrar)  # an administrator adds Registrar (az ad app owner add)
     owned = await checker(world).check(record.id)
     assert owned.status is RegistrationStatus.ADOPTING and owned.adoption is not None
     assert owned.adoption.owned_at == world.clock.now() and not owned.adoption.owner_added_by_registrar
-    assert owned.history[-1].detail == "Registrar's service principal is an owner"
+    assert (
+        owned.history[-1].detail
+        == "Registrar's service principal is an owner; 1 credential(s) found on the app"
+    )
+    (found,) = owned.adoption.found_credentials
+    assert (found.key_id, found.type.value, found.display_name) == (
+        pasted.key_id,
+        "secret",
+        "pasted into the connector",
+    )
     assert owned.manual_steps == owned.plan.manual_steps  # the ownership step is done
     assert (await checker(world).check(record.id)).status is RegistrationStatus.ADOPTING  # a no-op now
 
@@ -80,7 +93,10 @@ async def test_with_application_readwrite_all_registrar_adds_itself_and_records_
     assert app.owners == ["a-person", world.directory.registrar_id]
     assert [(e.outcome, e.detail) for e in owned.history if e.step == "ownership"] == [
         ("started", "Registrar adds itself as an owner"),
-        ("done", "Registrar added itself as an owner (Application.ReadWrite.All)"),
+        (
+            "done",
+            "Registrar added itself as an owner (Application.ReadWrite.All); 0 credential(s) found on the app",
+        ),
     ]
 
 

@@ -27,8 +27,8 @@ from datetime import timedelta
 from functions.core.ports import Clock, Directory, RegistrationStore
 from functions.core.record.errors import Conflict, NotFound, PermanentError
 from functions.core.record.keeper import RecordKeeper, Sleep
-from functions.core.record.models import RegistrationStatus
-from functions.core.record.registration import Adoption, ErrorInfo, Registration
+from functions.core.record.models import CredentialType, RegistrationStatus
+from functions.core.record.registration import Adoption, ErrorInfo, FoundCredential, Registration
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +92,7 @@ class OwnershipCheck:
             owners = {*owners, principal}
         now = self._clock.now()
         if principal in owners:
+            found = await self._found_credentials(tenant, adoption)
             how = (
                 "Registrar added itself as an owner (Application.ReadWrite.All)"
                 if keeper.current.adoption and keeper.current.adoption.owner_added_by_registrar
@@ -101,8 +102,13 @@ class OwnershipCheck:
                 lambda r: replace(
                     r,
                     status=RegistrationStatus.ADOPTING,
-                    adoption=replace(r.adoption or adoption, registrar_principal_id=principal, owned_at=now),
-                ).with_event(STEP, "done", now, how)
+                    adoption=replace(
+                        r.adoption or adoption,
+                        registrar_principal_id=principal,
+                        owned_at=now,
+                        found_credentials=found,
+                    ),
+                ).with_event(STEP, "done", now, f"{how}; {len(found)} credential(s) found on the app")
             )
             log.info("adopted app %s: %s", adoption.app_id, how)
             return
@@ -115,6 +121,15 @@ class OwnershipCheck:
             lambda r: replace(
                 r, adoption=replace(r.adoption or adoption, registrar_principal_id=principal)
             ).with_event(STEP, "waiting", now, waiting)
+        )
+
+    async def _found_credentials(self, tenant: str, adoption: Adoption) -> tuple[FoundCredential, ...]:
+        """The app's secrets and certificates as Graph lists them now (read before the record is
+        written, so a crash in between reads them again)."""
+        kinds = {"password": CredentialType.SECRET, "key": CredentialType.CERTIFICATE}
+        listed = await self._directory.list_credentials(tenant, adoption.app_object_id)
+        return tuple(
+            FoundCredential(c.key_id, kinds[c.kind], c.display_name, c.end) for c in listed if c.kind in kinds
         )
 
     async def _add_self(self, keeper: RecordKeeper, adoption: Adoption, principal: str) -> bool:

@@ -21,6 +21,7 @@ from functions.core.record.registration import (
     Approval,
     CredentialState,
     ErrorInfo,
+    FoundCredential,
     PendingCredential,
     ProvisioningPlan,
     Registration,
@@ -301,6 +302,10 @@ def _adoption_doc(a: Adoption) -> dict[str, Any]:
         "registrarPrincipalId": a.registrar_principal_id,
         "ownedAt": _dt(a.owned_at),
         "ownerAddedByRegistrar": a.owner_added_by_registrar,
+        "foundCredentials": [
+            {"keyId": c.key_id, "type": c.type.value, "displayName": c.display_name, "end": _dt(c.end)}
+            for c in a.found_credentials
+        ],
     }
 
 
@@ -315,4 +320,10 @@ def _adoption_from(d: Mapping[str, Any]) -> Adoption:
         registrar_principal_id=d.get("registrarPrincipalId"),
         owned_at=_from_dt(d.get("ownedAt")),
         owner_added_by_registrar=bool(d.get("ownerAddedByRegistrar")),
+        found_credentials=tuple(
+            FoundCredential(
+                c["keyId"], CredentialType(c["type"]), c.get("displayName"), _from_dt(c.get("end"))
+            )
+            for c in d.get("foundCredentials") or ()
+        ),
     )

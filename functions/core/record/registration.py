@@ -132,6 +132,17 @@ class WebhookSubscriptionRef:
 
 
 @dataclass(frozen=True)
+class FoundCredential:
+    """A credential the adopted app held when Registrar took it over (never a value): the only
+    ones a later retirement may remove (docs/adoption.md)."""
+
+    key_id: str
+    type: CredentialType  # secret (passwordCredentials) or certificate (keyCredentials)
+    display_name: str | None = None
+    end: datetime | None = None
+
+
+@dataclass(frozen=True)
 class Adoption:
     """An app a person made that this registration took over (core/adoption). Kept apart from
     app_object_id/app_id, which name an app Registrar made and may delete (failure cleanup,
@@ -146,6 +157,9 @@ class Adoption:
     registrar_principal_id: str | None = None  # Registrar's service principal in the tenant, once read
     owned_at: datetime | None = None  # when Registrar was first seen among the app's owners
     owner_added_by_registrar: bool = False  # it added itself (Application.ReadWrite.All): release removes it
+    # Recorded, by keyId, with the ownership (the moment Registrar may act on the app): a credential
+    # not listed here is never removed by Registrar.
+    found_credentials: tuple[FoundCredential, ...] = ()
 
     def ownership_step(self) -> str:
         """The manual step of `pending_ownership`: the exact command, and the portal path."""
