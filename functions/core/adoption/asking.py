@@ -27,10 +27,10 @@ from functions.core.intake.parser import GUID, type_name
 from functions.core.intake.requests import ValidatedRequest, validate_request
 from functions.core.inventory.matching import app_keys
 from functions.core.inventory.models import ProfileMatch
-from functions.core.inventory.scanner import MANAGED_PREFIX, profile_sets
+from functions.core.inventory.scanner import MANAGED_PREFIX, RELEASED, profile_sets
 from functions.core.ports import Directory, ExistingApplication, RegistrationStore
 from functions.core.record.errors import NotFound, ValidationFailed
-from functions.core.record.models import Problem, RegistrationStatus
+from functions.core.record.models import Problem
 
 ADOPT_FIELD = "adopt"
 ADOPT_FIELDS = ("appId",)
@@ -40,7 +40,6 @@ ADOPTION_OPTIONS: Mapping[str, tuple[str, ...]] = {
     "retireExisting": RETIRE_EXISTING_MODES,
     "reconcile": RECONCILE_MODES,
 }
-RELEASED = frozenset({RegistrationStatus.DECOMMISSIONED, RegistrationStatus.FAILED})  # may be adopted again
 CLOSEST_SHOWN = 3  # profiles named when none matches exactly
 DIFFERENCES_SHOWN = 3  # permissions named per profile, the rest counted
 

@@ -32,11 +32,13 @@ from functions.core.inventory.ports import (
 )
 from functions.core.ports import Clock, Directory, RegistrationStore
 from functions.core.record.errors import NotFound
-from functions.core.record.models import ResourceCatalog
+from functions.core.record.models import RegistrationStatus, ResourceCatalog
 
 log = logging.getLogger(__name__)
 MANAGED_PREFIX = "registrar-"  # functions.core.record.registration.unique_name_for
 COLLECTIONS: tuple[Collection, ...] = ("applications", "servicePrincipals")
+# A registration that no longer holds its adopted app (it may be adopted again).
+RELEASED = frozenset({RegistrationStatus.DECOMMISSIONED, RegistrationStatus.FAILED})
 
 
 class InventoryScanner:
@@ -56,9 +58,11 @@ class InventoryScanner:
         self._catalogue = catalogue
         self._clock = clock
         self._requests = 0
+        self._adopted: dict[str, str] = {}
 
     async def scan(self, tenant_id: str) -> ScanOutcome:
         self._requests = 0
+        self._adopted = await self._adopted_apps(tenant_id)
         sets = await self.profile_sets(tenant_id)
         state = await self._store.state(tenant_id)
         if state is not None and state.applications_link and state.service_principals_link:
@@ -151,8 +155,26 @@ class InventoryScanner:
         match = sets.best(app_keys(app.required_resource_access)) if app.holder == "application" else None
         return replace(app, match=match, managed_by=await self._managed_by(app))
 
+    async def _adopted_apps(self, tenant_id: str) -> dict[str, str]:
+        """appId -> registration id of the apps the tenant's registrations adopted and hold: an
+        adopted app keeps its own uniqueName, so only the records know. One paged read of the
+        tenant's registrations per scan (Registrar's own volume), not one per app."""
+        adopted: dict[str, str] = {}
+        continuation: str | None = None
+        while True:
+            page = await self._registrations.list(tenant_id=tenant_id, limit=1000, continuation=continuation)
+            for record in page.items:
+                if record.adoption is not None and record.status not in RELEASED:
+                    adopted[record.adoption.app_id.lower()] = record.id
+            continuation = page.continuation
+            if continuation is None:
+                return adopted
+
     async def _managed_by(self, app: AppSummary) -> str | None:
-        """The registration whose uniqueName the app carries, when Registrar holds that record."""
+        """The registration whose uniqueName the app carries, when Registrar holds that record; or
+        the registration that adopted it."""
+        if app.holder == "application" and app.app_id.lower() in self._adopted:
+            return self._adopted[app.app_id.lower()]
         name = app.unique_name or ""
         if not name.lower().startswith(MANAGED_PREFIX):
             return None
