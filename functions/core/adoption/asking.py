@@ -191,11 +191,12 @@ async def _already_managed(
         if record.tenant_id.lower() != tenant_id:
             return f"Registrar made this app (uniqueName {name})"
         return f"Registrar already manages this app as registration {record.id} ({record.status.value})"
+    same = request_id.strip() if isinstance(request_id, str) else request_id  # as intake stores it
     continuation: str | None = None
     while True:  # an app adopted before, by another request (the same request is idempotent)
         page = await store.list(tenant_id=tenant_id, app_id=app.app_id, limit=100, continuation=continuation)
         for record in page.items:
-            if record.request_id != request_id and record.status not in RELEASED:
+            if record.request_id != same and record.status not in RELEASED:
                 return (
                     f"Registrar already manages this app as registration {record.id} ({record.status.value})"
                 )
