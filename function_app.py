@@ -6,6 +6,7 @@ import azure.functions as func
 
 from functions.telemetry import configure_telemetry
 from functions.triggers import (
+    adoption,
     confirmations,
     health,
     http_registrations,
@@ -34,3 +35,4 @@ app.register_functions(resume_work.bp)
 app.register_functions(health.bp)
 app.register_functions(subscriptions.bp)
 app.register_functions(confirmations.bp)
+app.register_functions(adoption.bp)

@@ -21,6 +21,7 @@ from functions.resources import REGISTRATION_REQUESTS_QUEUE, REGISTRATIONS_TABLE
 if TYPE_CHECKING:
     from contextlib import AbstractAsyncContextManager
 
+    from functions.core.adoption.ownership import OwnershipCheck
     from functions.core.catalogue.lifetimes import CredentialLifetimes
     from functions.core.catalogue.policy import Policy
     from functions.core.catalogue.profiles import ProfileCatalogue
@@ -390,6 +391,12 @@ class Services:
         from functions.core.notification.tenant_wide import TenantSubscribers
 
         return TenantSubscribers(self.tenant_subscription_store)
+
+    def ownership_check(self) -> OwnershipCheck:
+        from functions.core.adoption.ownership import OwnershipCheck, OwnershipSettings
+
+        settings = OwnershipSettings(take_ownership=self.settings.adoption_takes_ownership)
+        return OwnershipCheck(self.store, self.directory, self.clock, settings, owner=self.job_owner())
 
     def lifecycle(self) -> Lifecycle:
         from functions.core.provisioning.lifecycle import Lifecycle

@@ -69,6 +69,9 @@ class Settings:
     # Graph's published throttling budgets times this (graph_pacing.py). Always 1 against Microsoft
     # Graph; the local tenant's throttleScale shrinks its budgets for tests and benchmarks.
     graph_budget_scale: float = 1.0
+    # The deployment granted Application.ReadWrite.All (Bicep adoptionTakesOwnership): an adoption
+    # makes Registrar an owner of the app itself instead of waiting for a person (docs/adoption.md).
+    adoption_takes_ownership: bool = False
     # Every value as read, for the parts that parse their own (policy, identity): never logged.
     values: Mapping[str, str] = field(repr=False, default_factory=dict)
 
@@ -161,6 +164,7 @@ class Settings:
             verify_timeout=duration("REGISTRAR_VERIFY_TIMEOUT", "PT10M"),
             provisioning_deadline=duration("REGISTRAR_PROVISIONING_DEADLINE", "PT1H"),
             webhook_retry_schedule=durations("REGISTRAR_WEBHOOK_RETRY_SCHEDULE"),
+            adoption_takes_ownership=flag("REGISTRAR_ADOPTION_TAKES_OWNERSHIP", False),
             # The platform's own value ("True"/"False"): anything else is not enabled (fail closed).
             easy_auth_enabled=text("WEBSITE_AUTH_ENABLED").lower() in TRUE_WORDS,
             graph_budget_scale=scale,

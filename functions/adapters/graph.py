@@ -12,6 +12,7 @@ them: use one GraphDirectory per event loop (the Functions worker has one) and c
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import re
@@ -32,8 +33,10 @@ from functions.adapters.identity import GRAPH_SCOPE, RegistrarIdentity
 from functions.core.ports import (
     ApplicationRef,
     ApplicationSpec,
+    ExistingApplication,
+    RequiredResourceAccess,
 )
-from functions.core.record.errors import NotFound, PermanentError
+from functions.core.record.errors import NotFound, PermanentError, TransientError
 from functions.core.record.models import ResourceCatalog, ResourcePermission
 
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
@@ -84,6 +87,7 @@ class GraphDirectory(GraphConsent, GraphCredentials, GraphOwners, GraphPolicy):
         self.pacer = pacer or GraphPacer()
         self._clients: dict[str, Any] = {}
         self._catalogs: dict[tuple[str, str], tuple[float, asyncio.Future[ResourceCatalog]]] = {}
+        self._principal_ids: dict[str, str] = {}
 
     # ---------------------------------------------------------------- plumbing
 
@@ -316,6 +320,54 @@ class GraphDirectory(GraphConsent, GraphCredentials, GraphOwners, GraphPolicy):
         except NotFound:
             return None
         return ApplicationRef(object_id=app["id"], app_id=app["appId"], created=False)
+
+    async def registrar_principal_id(self, tenant_id: str) -> str:
+        """The `oid` claim of Registrar's own Graph token in the tenant: its service principal's
+        object id there, whatever the credential (secret, certificate, managed identity, federated),
+        without a Graph request or a client id to look up. The token is the one the Graph client
+        uses (azure-identity caches it), and only its claims are read here."""
+        key = tenant_id.lower()
+        if key not in self._principal_ids:
+            try:
+                token = await self._identity.credential(key).get_token(GRAPH_SCOPE)
+            except (
+                Exception
+            ) as error:  # azure-identity's errors: the identity platform is unreachable or refuses
+                raise TransientError(f"no Graph token for tenant {key}: {type(error).__name__}") from None
+            payload = token.token.split(".")[1]
+            claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+            if not isinstance(claims.get("oid"), str):
+                raise PermanentError(f"Registrar's token for tenant {key} carries no oid", code="NoObjectId")
+            self._principal_ids[key] = claims["oid"].lower()
+        return self._principal_ids[key]
+
+    async def application_by_app_id(self, tenant_id: str, app_id: str) -> ExistingApplication | None:
+        client = self.client(tenant_id)
+        request = client.applications_with_app_id(app_id).to_get_request_information(
+            self._config(select=["id", "appId", "displayName", "uniqueName", "requiredResourceAccess"])
+        )
+        try:
+            app = await self._send(client, "GET", "application", app_id, request)
+        except NotFound:
+            return None
+        return ExistingApplication(
+            object_id=app["id"],
+            app_id=app["appId"],
+            display_name=app.get("displayName"),
+            unique_name=app.get("uniqueName"),
+            required_resource_access=tuple(
+                RequiredResourceAccess(
+                    resource_app_id=str(entry.get("resourceAppId")),
+                    app_role_ids=tuple(
+                        str(a["id"]) for a in entry.get("resourceAccess") or [] if a.get("type") == "Role"
+                    ),
+                    scope_ids=tuple(
+                        str(a["id"]) for a in entry.get("resourceAccess") or [] if a.get("type") == "Scope"
+                    ),
+                )
+                for entry in app.get("requiredResourceAccess") or []
+            ),
+        )
 
     async def delete_application(self, tenant_id: str, app_object_id: str) -> None:
         client = self.client(tenant_id)

@@ -16,6 +16,15 @@ ALREADY_AN_OWNER = "added object references already exist"
 class GraphOwners(GraphWire):
     """Owners of an application (users or service principals)."""
 
+    async def application_owner_ids(self, tenant_id: str, app_object_id: str) -> set[str]:
+        """GET /applications/{id}/owners?$select=id, every page (Application.Read.All suffices)."""
+        client = self.client(tenant_id)
+        builder = client.applications.by_application_id(app_object_id).owners
+        items = await self._list(
+            client, "owners of application", app_object_id, builder, self._config(select=["id"])
+        )
+        return {str(item["id"]).lower() for item in items}
+
     async def add_owner(self, tenant_id: str, app_object_id: str, owner_id: str) -> None:
         """Graph answers 400 "One or more added object references already exist" for an owner that
         is one already: that is success. A 404 names either object; right after the app was made it

@@ -222,6 +222,10 @@ class TableRegistrationStore:
             "Status": registration.status.value,
             "Profile": registration.profile_id,
             "Tenant": registration.tenant_id.lower(),
+            # The app it made or adopted (list(app_id=...): is an app already under management?)
+            "App": (
+                registration.adoption.app_id if registration.adoption else registration.app_id or ""
+            ).lower(),
             "Updated": registration.updated_at.astimezone(UTC),
             "DocParts": len(chunks),
         }
@@ -290,12 +294,14 @@ class TableRegistrationStore:
         status: RegistrationStatus | None = None,
         limit: int = 50,
         continuation: str | None = None,
+        app_id: str | None = None,
     ) -> RegistrationPage:
         clauses, parameters = [], {}
         for column, value in (
             ("Tenant", tenant_id and tenant_id.lower()),
             ("Profile", profile_id),
             ("Status", status),
+            ("App", app_id and app_id.lower()),
         ):
             if value is not None:
                 clauses.append(f"{column} eq @{column.lower()}")

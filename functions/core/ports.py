@@ -60,6 +60,17 @@ class ApplicationRef:
 
 
 @dataclass(frozen=True)
+class ExistingApplication:
+    """An application as Graph holds it, read by appId before adoption (never a secret value)."""
+
+    object_id: str
+    app_id: str
+    display_name: str | None = None
+    unique_name: str | None = None  # Registrar's own apps carry registrar-<registration id>
+    required_resource_access: tuple[RequiredResourceAccess, ...] = ()
+
+
+@dataclass(frozen=True)
 class AppCredential:
     """A credential as Graph lists it on an application (never with a secret value)."""
 
@@ -135,6 +146,10 @@ class Directory(Protocol):
         created moments ago, so a 404 is retried through Entra's replication window before None."""
         ...
 
+    async def application_by_app_id(self, tenant_id: str, app_id: str) -> ExistingApplication | None:
+        """GET /applications(appId='...') with Application.Read.All; None when the tenant has none."""
+        ...
+
     async def ensure_service_principal(self, tenant_id: str, app_id: str) -> str:
         """GET by appId, else POST; retries NoBackingApplicationObject. Returns the SP object id."""
         ...
@@ -191,6 +206,14 @@ class Directory(Protocol):
     async def credential_lifetime_limit(self, tenant_id: str, kind: CredentialType) -> timedelta | None:
         """The longest lifetime the tenant's app management policy lets a new credential of this
         type have (Entra refuses a longer one), or None: no limit, or it cannot be read (cached)."""
+        ...
+
+    async def registrar_principal_id(self, tenant_id: str) -> str:
+        """Registrar's own service principal object id in the tenant (the `oid` of its token). Cached."""
+        ...
+
+    async def application_owner_ids(self, tenant_id: str, app_object_id: str) -> set[str]:
+        """Object ids (lower case) of the app's owners. NotFound when the app is gone."""
         ...
 
     async def add_owner(self, tenant_id: str, app_object_id: str, owner_id: str) -> None:
@@ -340,9 +363,11 @@ class RegistrationStore(Protocol):
         status: RegistrationStatus | None = None,
         limit: int = 50,
         continuation: str | None = None,
+        app_id: str | None = None,
     ) -> RegistrationPage:
         """Records matching every given filter, at most `limit`, oldest first is not promised;
-        `continuation` from the previous page's RegistrationPage.continuation (opaque)."""
+        `continuation` from the previous page's RegistrationPage.continuation (opaque). app_id:
+        the records of one app, the one Registrar made or the one it adopted."""
         ...
 
 

@@ -166,8 +166,8 @@ def registration_view(r: Registration, url: str | None = None) -> dict[str, Any]
         "status": r.status.value,
         "createdOn": _iso(r.created_at),
         "updatedOn": _iso(r.updated_at),
-        "appId": r.app_id,
-        "objectId": r.app_object_id,
+        "appId": r.app_id or (r.adoption.app_id if r.adoption else None),
+        "objectId": r.app_object_id or (r.adoption.app_object_id if r.adoption else None),
         "servicePrincipalId": r.service_principal_id,
         "permissions": perms(r.granted_permissions),
         "requestedPermissions": perms(r.plan.permissions),
@@ -198,6 +198,28 @@ def registration_view(r: Registration, url: str | None = None) -> dict[str, Any]
             ],
         }
         if error
+        else None,
+        "adoption": {
+            "appId": r.adoption.app_id,
+            "objectId": r.adoption.app_object_id,
+            "displayName": r.adoption.display_name,
+            "retireExisting": r.adoption.retire_existing,
+            "reconcile": r.adoption.reconcile,
+            "profileInferred": r.adoption.profile_inferred,
+            "registrarPrincipalId": r.adoption.registrar_principal_id,
+            "ownedOn": _iso(r.adoption.owned_at),
+            "ownerAddedByRegistrar": r.adoption.owner_added_by_registrar,
+            "credentialsFound": [
+                {
+                    "keyId": c.key_id,
+                    "type": c.type.value,
+                    "displayName": c.display_name,
+                    "endDateTime": _iso(c.end),
+                }
+                for c in r.adoption.found_credentials
+            ],
+        }
+        if r.adoption
         else None,
         "statusUrl": url,
     }

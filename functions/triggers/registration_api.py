@@ -15,11 +15,15 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import azure.functions as func
 
-from functions.bootstrap import services
+from functions.bootstrap import Services, services
+from functions.core.adoption.accepting import accept_adoption
+from functions.core.adoption.asking import is_adoption
 from functions.core.catalogue.policy import (
     CLIENT_PRINCIPAL_HEADER,
     ROLE_ADMIN,
@@ -27,12 +31,13 @@ from functions.core.catalogue.policy import (
     CallerPrincipal,
     authorize,
 )
-from functions.core.intake.accept import accept, plan_from_validated
+from functions.core.intake.accept import Accepted, accept, plan_from_validated
 from functions.core.intake.requests import parse_json_body, validate_request
 from functions.core.notification.events import display_url
 from functions.core.record.errors import RegistrarError, ValidationFailed
 from functions.core.record.models import Problem, RegistrationStatus
 from functions.telemetry import log_context
+from functions.triggers.adoption import check_ownership, validate_adoption_with
 from functions.triggers.http_common import (
     error_response,
     json_response,
@@ -68,6 +73,8 @@ async def create_registration(req: func.HttpRequest) -> func.HttpResponse:
     try:
         svc = await services().ready()
         body = parse_json_body(req.get_body())
+        if is_adoption(body):  # an existing app to take over (core/adoption): nothing for the worker yet
+            return _accepted_response(req, await _accept_adoption(svc, body))
         validated = await validate_request(
             body,
             directory=svc.directory,
@@ -95,6 +102,19 @@ async def create_registration(req: func.HttpRequest) -> func.HttpResponse:
                 await svc.queue.send(svc.requests_queue, envelope(record.id))
     except RegistrarError as err:
         return error_response(err)
+    return _accepted_response(req, accepted)
+
+
+async def _accept_adoption(svc: Services, body: dict[str, Any]) -> Accepted:
+    adoption = await validate_adoption_with(svc, body)
+    request = adoption.validated.request
+    with log_context(registration_id=request.registration_id, tenant_id=request.tenant_id, operation="adopt"):
+        accepted = await accept_adoption(adoption, body, store=svc.store, vault=svc.vault, clock=svc.clock)
+        return replace(accepted, registration=await check_ownership(svc, accepted.registration))
+
+
+def _accepted_response(req: func.HttpRequest, accepted: Accepted) -> func.HttpResponse:
+    record = accepted.registration
     url = status_url(req, record.id)
     body_out = {
         "id": record.id,

@@ -14,15 +14,19 @@ was made removed, instead of being stranded behind a message in the poison queue
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import azure.functions as func
 
 from functions.bootstrap import Services, services
+from functions.core.adoption.accepting import accept_adoption
+from functions.core.adoption.asking import is_adoption
 from functions.core.intake.accept import accept, plan_from_validated, record_invalid
 from functions.core.intake.requests import validate_request
 from functions.core.record.errors import Conflict, Deferred, NotFound, TransientError, ValidationFailed
 from functions.core.record.keeper import LeaseHeld
 from functions.telemetry import log_context
+from functions.triggers.adoption import check_ownership, validate_adoption_with
 from functions.triggers.queue_messages import Envelope, envelope, read_message
 from functions.triggers.queue_retries import is_last_delivery
 
@@ -34,6 +38,9 @@ async def registration_worker(msg: func.QueueMessage) -> None:
     svc = await services().ready()
     if isinstance(message, Envelope):
         registration_id = message.registration_id
+    elif is_adoption(message):
+        await _adopt(msg, svc, message)
+        return
     else:
         try:
             validated = await validate_request(
@@ -44,16 +51,7 @@ async def registration_worker(msg: func.QueueMessage) -> None:
                 policy=svc.policy,
             )
         except ValidationFailed as err:
-            tenant = message.get("tenantId")
-            record = await record_invalid(
-                message,
-                err.problems,
-                tenant_id=tenant if isinstance(tenant, str) and tenant else svc.settings.home_tenant_id,
-                store=svc.store,
-                clock=svc.clock,
-            )
-            log.warning("queued request refused as %s: %s", record.id, err)
-            svc.escalation().provisioning_ended(record)
+            await _refused(svc, message, err, "request")
             return
         request = validated.request
         try:
@@ -77,6 +75,36 @@ async def registration_worker(msg: func.QueueMessage) -> None:
     with log_context(registration_id=registration_id, operation="provision"):
         async with svc.prompt_deliveries():  # registration.active/failed reach subscribers at once
             await _provision(msg, svc, registration_id)
+
+
+async def _refused(svc: Services, message: dict[str, Any], err: ValidationFailed, what: str) -> None:
+    tenant = message.get("tenantId")
+    record = await record_invalid(
+        message,
+        err.problems,
+        tenant_id=tenant if isinstance(tenant, str) and tenant else svc.settings.home_tenant_id,
+        store=svc.store,
+        clock=svc.clock,
+    )
+    log.warning("queued %s refused as %s: %s", what, record.id, err)
+    svc.escalation().provisioning_ended(record)
+
+
+async def _adopt(msg: func.QueueMessage, svc: Services, message: dict[str, Any]) -> None:
+    """A ticketing system's adoption request: refused ones become `failed` registrations listing
+    their problems, as other requests do; accepted ones wait in pending_ownership (core/adoption)."""
+    try:
+        adoption = await validate_adoption_with(svc, message)
+    except ValidationFailed as err:
+        await _refused(svc, message, err, "adoption")
+        return
+    try:
+        accepted = await accept_adoption(adoption, message, store=svc.store, vault=svc.vault, clock=svc.clock)
+    except Conflict as err:  # as for any request: to the poison queue after the host's retries
+        log.error("queued adoption refused (delivery %s): %s", msg.dequeue_count, err)
+        raise
+    record = await check_ownership(svc, accepted.registration)
+    log.info("adoption %s is %s", record.id, record.status.value)
 
 
 async def _provision(msg: func.QueueMessage, svc: Services, registration_id: str) -> None:

@@ -94,6 +94,9 @@ param tier0Permissions string = ''
 @description('Whether every registration of the custom profile waits for a Registrar.Approver, tier-0 permissions or not (REGISTRAR_CUSTOM_REQUIRES_APPROVAL: true or false; empty: false).')
 param customRequiresApproval string = ''
 
+@description('Grant Registrar Microsoft Graph Application.ReadWrite.All (with Directory.Read.All) so that adopting a hand-made app makes Registrar its owner without a person (REGISTRAR_ADOPTION_TAKES_OWNERSHIP). Off by default: Application.ReadWrite.All lets Registrar change every app registration of the tenant, not only its own (docs/security.md). Takes effect only with grantGraphRoles.')
+param adoptionTakesOwnership bool = false
+
 @description('Retry delays of a failed webhook delivery, comma-separated ISO 8601 durations, each under 6 days (empty: the built-in 5 s, 5 min, 30 min, 2 h, 5 h, 10 h); after the last one the delivery is dead-lettered.')
 param webhookRetrySchedule string = ''
 
@@ -227,6 +230,7 @@ var registrarSettings = {
   REGISTRAR_MAX_CREDENTIAL_LIFETIME: maxCredentialLifetime
   REGISTRAR_TIER0_PERMISSIONS: tier0Permissions
   REGISTRAR_CUSTOM_REQUIRES_APPROVAL: customRequiresApproval
+  REGISTRAR_ADOPTION_TAKES_OWNERSHIP: adoptionTakesOwnership ? 'true' : 'false'
   REGISTRAR_WEBHOOK_ALLOW_INSECURE_LOCAL: 'false'
   REGISTRAR_VERIFY_TIMEOUT: verifyTimeout
   REGISTRAR_PROVISIONING_DEADLINE: provisioningDeadline
@@ -308,6 +312,7 @@ module graphAppRoles 'modules/graph-app-roles.bicep' = if (grantGraphRoles) {
   params: {
     principalId: functionApp.outputs.principalId
     grantAuditLogRead: signInProof
+    grantApplicationReadWriteAll: adoptionTakesOwnership
   }
 }
 

@@ -5,7 +5,8 @@ refusals no schema can state because they depend on what exists, not on the requ
 way schemathesis itself accepts a 404 for an id that does not exist). A refusal passes only when
 every problem it lists is one of these; any other problem still fails the check:
 
-- POST /registrations, 422: a tenant Registrar has no identity in (deployment state).
+- POST /registrations, 422: a tenant Registrar has no identity in (deployment state); an adoption
+  of an app the tenant does not have (and, without a profile, no app to match one against).
 - POST /registrations, 400: a custom permission the tenant's resource does not have (Graph's
   catalogue), or two webhooks with the same URL and different events (JSON Schema's uniqueItems
   compares whole items, not one member).
@@ -28,8 +29,13 @@ from schemathesis.openapi.checks import RejectedPositiveData
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 PERMISSION = r"permissions\[\d+\]\.(name|resource)"
+# An adoption of an app the tenant does not have, and so (without a profile) no app to match one.
+ADOPTION = (
+    (r"adopt\.appId", r"^tenant \S+ has no application with appId "),
+    ("profile", r"^required unless the app to adopt matches a profile exactly$"),
+)
 STATE_REFUSALS: dict[tuple[str, int], tuple[tuple[str, str], ...]] = {
-    ("POST /registrations", 422): (("tenantId", r"^Registrar has no identity in tenant "),),
+    ("POST /registrations", 422): (("tenantId", r"^Registrar has no identity in tenant "), *ADOPTION),
     ("POST /registrations", 400): (
         (
             PERMISSION,
@@ -37,11 +43,13 @@ STATE_REFUSALS: dict[tuple[str, int], tuple[tuple[str, str], ...]] = {
             r"in the tenant| is disabled on | is an? (application permission|delegated scope) of )",
         ),
         (r"webhooks\[\d+\]\.url", r"^the same URL is subscribed twice$"),
+        *ADOPTION,  # beside a 400 of the above, the answer is 400: every problem is listed
     ),
     ("POST /registrations/{id}/webhooks", 400): (
         ("url", r"^webhook host .* (does not resolve|resolves to an address that is not public)$"),
         ("url", r"^at most 10 webhooks per registration$"),
     ),
+    # As for a registration's webhook: the host is resolved when a tenant-wide subscription is made.
     ("POST /subscriptions", 400): (
         ("url", r"^webhook host .* (does not resolve|resolves to an address that is not public)$"),
     ),

@@ -105,6 +105,7 @@ def _typical_azd_environment() -> dict[str, str]:
         "AZURE_PRINCIPAL_ID": "3f9a2c1e-5b7d-4e8f-a0b1-c2d3e4f5a6b7",
         "AZURE_PRINCIPAL_TYPE": "ServicePrincipal",
         "REGISTRAR_GRANT_GRAPH_ROLES": "false",
+        "REGISTRAR_ADOPTION_TAKES_OWNERSHIP": "true",
         "REGISTRAR_INSTANCE_MEMORY_MB": "4096",
         "REGISTRAR_MAXIMUM_INSTANCE_COUNT": "40",
         "REGISTRAR_CREATE_EVENT_SUBSCRIPTION": "true",

@@ -358,7 +358,7 @@ def test_graph_app_roles_come_from_the_catalogue_and_can_be_left_to_an_admin() -
     (graph_sp,) = resources(graph_module, "Microsoft.Graph/servicePrincipals", existing=True).values()
     assert resolve(graph_module, body(graph_sp)["appId"]) == "00000003-0000-0000-c000-000000000000"
     assigned = resources(graph_module, "Microsoft.Graph/appRoleAssignedTo")
-    assert set(assigned) == {"appRoleAssignments", "auditLogRead"}
+    assert set(assigned) == {"appRoleAssignments", "auditLogRead", "ownershipRoleAssignments"}
     assignments = assigned["appRoleAssignments"]
     assignment_loop = loop(assignments)
     assert assignment_loop is not None
@@ -373,7 +373,18 @@ def test_graph_app_roles_come_from_the_catalogue_and_can_be_left_to_an_admin() -
     assignment = body(assignments)
     assert accessor(assignment["resourceId"]) == ["microsoftGraph", "id"]
     assert assignment["principalId"] == "principalId"
+    # Application.ReadWrite.All (and Directory.Read.All, to resolve the owner) only when a deployment
+    # opts in (adoptionTakesOwnership, off by default; docs/security.md).
+    ownership = assigned["ownershipRoleAssignments"]
+    assert loop(ownership)["detail"]["array_name"] == "ownershipGrants"
+    assert {role["name"]: role["id"] for role in resolve(graph_module, "ownershipAppRoles")} == {
+        name: app_role_ids[name] for name in ("Application.ReadWrite.All", "Directory.Read.All")
+    }
+    assert graph_module["parameters"]["grantApplicationReadWriteAll"]["default"] is False
+    assert body(ownership) == assignment
     main = tree_of("main.bicep")
+    assert main["parameters"]["adoptionTakesOwnership"]["type"] == "bool"
+    assert main["parameters"]["adoptionTakesOwnership"]["default"] is False
     assert main["parameters"]["grantGraphRoles"]["type"] == "bool"
     assert condition(main["modules"]["graphAppRoles"]) == "grantGraphRoles"
     call = body(main["modules"]["graphAppRoles"])["params"]
@@ -390,6 +401,7 @@ def test_graph_app_roles_come_from_the_catalogue_and_can_be_left_to_an_admin() -
     assert body(audit)["principalId"] == "principalId"
     assert call["grantAuditLogRead"] == "signInProof"
     assert main["parameters"]["signInProof"]["type"] == "bool"
+    assert call["grantApplicationReadWriteAll"] == "adoptionTakesOwnership"
     manual = (REPO_ROOT / "docs/deploy.md").read_text(encoding="utf-8")
     for name in GRAPH_APP_ROLES:
         assert app_role_ids[name] in manual, f"docs/deploy.md lacks the manual grant of {name}"

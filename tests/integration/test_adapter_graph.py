@@ -58,6 +58,56 @@ def test_upsert_is_idempotent_by_unique_name_and_delete_twice_is_fine(tenant: Te
     asyncio.run(main())
 
 
+def test_an_application_is_read_by_app_id_with_its_unique_name_and_permissions(tenant: TenantProcess) -> None:
+    """What adoption reads before accepting: GET /applications(appId='...'), None for an unknown one."""
+
+    async def main() -> None:
+        async with adapters(tenant) as a:
+            catalog = await a.graph.resource_catalog(a.tenant_id, GRAPH_APP_ID)
+            role, scope = catalog.app_roles["User.Read.All"].id, catalog.scopes["User.Read"].id
+            spec = app_spec(
+                required_resource_access=(RequiredResourceAccess(GRAPH_APP_ID, (role,), (scope,)),)
+            )
+            made = await a.graph.upsert_application(a.tenant_id, spec)
+            found = await a.graph.application_by_app_id(a.tenant_id, made.app_id)
+            assert found is not None
+            assert (found.object_id, found.app_id, found.unique_name) == (
+                made.object_id,
+                made.app_id,
+                spec.unique_name,
+            )
+            assert found.display_name == spec.display_name
+            assert found.required_resource_access == (
+                RequiredResourceAccess(GRAPH_APP_ID, (role,), (scope,)),
+            )
+            assert (
+                await a.graph.application_by_app_id(a.tenant_id, "11111111-2222-4333-8444-555555555555")
+                is None
+            )
+            await a.graph.delete_application(a.tenant_id, made.object_id)
+
+    asyncio.run(main())
+
+
+def test_registrar_finds_itself_among_the_owners_of_an_app_it_made(tenant: TenantProcess) -> None:
+    """What the adoption's ownership check reads: Registrar's object id (its token's oid) and the
+    app's owners; an app gone is NotFound."""
+
+    async def main() -> None:
+        async with adapters(tenant) as a:
+            me = await a.graph.registrar_principal_id(a.tenant_id)
+            client = a.graph.client(a.tenant_id)
+            sp = await client.service_principals_with_app_id(tenant.client_id).get()
+            assert me == sp.id.lower()
+            made = await a.graph.upsert_application(a.tenant_id, app_spec())
+            assert me in await a.graph.application_owner_ids(a.tenant_id, made.object_id)
+            await a.graph.delete_application(a.tenant_id, made.object_id)
+            with pytest.raises(NotFound):
+                await a.graph.application_owner_ids(a.tenant_id, made.object_id)
+
+    asyncio.run(main())
+
+
 def test_service_principal_and_consent_are_idempotent_and_exact(tenant: TenantProcess) -> None:
     async def main() -> None:
         async with adapters(tenant) as a:

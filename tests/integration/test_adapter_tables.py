@@ -15,7 +15,7 @@ from functions.adapters.table_index import CredentialExpiryIndex, TableLeases
 from functions.adapters.tables import StorageConfig, TableRegistrationStore, ensure_tables, table_service
 from functions.core.record.errors import ConcurrencyConflict, NotFound, PermanentError, ValidationFailed
 from functions.core.record.models import RegistrationStatus
-from functions.core.record.registration import ProvisioningPlan, Registration, StepEvent
+from functions.core.record.registration import Adoption, ProvisioningPlan, Registration, StepEvent
 from functions.core.record.schedule import JobAction, RotationJob, job_id
 
 T = TypeVar("T")
@@ -150,6 +150,27 @@ def test_list_filters_and_pages_with_an_opaque_continuation(azurite: str) -> Non
         assert all(r.etag for r in active_b.items)
         by_profile = await store.list(profile_id="nobody", limit=50)
         assert by_profile.items == [] and by_profile.continuation is None
+        await store.close()
+
+    run_with(azurite, (table,), body)
+
+
+def test_list_by_app_finds_the_app_a_record_made_or_adopted(azurite: str) -> None:
+    """Adoption asks whether an app is already under management: list(app_id=...), case-insensitive."""
+    table = unique_table("Reg")
+    made, adopted = "0a0a0a0a-1111-4222-8333-444444444444", "0B0B0B0B-1111-4222-8333-444444444444"
+
+    async def body(service: Any) -> None:
+        store = TableRegistrationStore(service, table)
+        await store.create(registration("reg-made", app_id=made))
+        adoption = Adoption(app_id=adopted.lower(), app_object_id="obj", display_name="by hand")
+        await store.create(registration("reg-adopted", adoption=adoption))
+        await store.create(registration("reg-other"))
+        found = await store.list(tenant_id="tenant-a", app_id=made.upper(), limit=50)
+        assert [r.id for r in found.items] == ["reg-made"]
+        found = await store.list(tenant_id="tenant-a", app_id=adopted, limit=50)
+        assert [r.id for r in found.items] == ["reg-adopted"] and found.items[0].adoption == adoption
+        assert (await store.list(app_id="0c0c0c0c-1111-4222-8333-444444444444", limit=50)).items == []
         await store.close()
 
     run_with(azurite, (table,), body)

@@ -25,10 +25,12 @@ from functions.core.ports import (
     ApplicationRef,
     ApplicationSpec,
     DelegatedGrant,
+    ExistingApplication,
     FederatedCredentialSpec,
     IssuedSecret,
     KeyCredentialSpec,
     QueuedMessage,
+    RequiredResourceAccess,
     TenantSubscriptionRecord,
     VaultCertificate,
     VaultSecretRef,
@@ -172,6 +174,31 @@ class FakeDirectory(Recorder):
             return None
         return ApplicationRef(app.object_id, app.app_id) if app else None
 
+    def add_hand_made_app(
+        self, display_name: str, required: Sequence[RequiredResourceAccess] = (), owners: Sequence[str] = ()
+    ) -> FakeApp:
+        """An app a person made in the portal: no uniqueName, and Registrar not among its owners."""
+        spec = ApplicationSpec(
+            unique_name="", display_name=display_name, required_resource_access=tuple(required)
+        )
+        app = FakeApp(str(uuid.uuid4()), str(uuid.uuid4()), spec, owners=list(owners))
+        self.apps[app.object_id] = app
+        return app
+
+    async def application_by_app_id(self, tenant_id: str, app_id: str) -> ExistingApplication | None:
+        self.note("application_by_app_id")
+        self._tenant(tenant_id)
+        app = next((a for a in self.apps.values() if a.app_id == app_id.lower()), None)
+        if app is None:
+            return None
+        return ExistingApplication(
+            object_id=app.object_id,
+            app_id=app.app_id,
+            display_name=app.spec.display_name,
+            unique_name=app.spec.unique_name or None,
+            required_resource_access=app.spec.required_resource_access,
+        )
+
     async def ensure_service_principal(self, tenant_id: str, app_id: str) -> str:
         self.note("ensure_service_principal")
         if not any(a.app_id == app_id for a in self.apps.values()):
@@ -256,6 +283,16 @@ class FakeDirectory(Recorder):
             self.assignments = {a for a in self.assignments if a[0] != sp}
             self.grants = {k: g for k, g in self.grants.items() if g[0] != sp}
 
+    async def registrar_principal_id(self, tenant_id: str) -> str:
+        self.note("registrar_principal_id")
+        self._tenant(tenant_id)
+        return self.registrar_id
+
+    async def application_owner_ids(self, tenant_id: str, app_object_id: str) -> set[str]:
+        self.note("application_owner_ids")
+        self._tenant(tenant_id)
+        return {o.lower() for o in self._app(app_object_id).owners}
+
     async def add_owner(self, tenant_id: str, app_object_id: str, owner_id: str) -> None:
         self.note("add_owner")
         self._tenant(tenant_id)
@@ -268,7 +305,8 @@ class FakeDirectory(Recorder):
             raise PermanentError(
                 "Unsupported directory object class 'Application'", code="Request_BadRequest"
             )
-        if owner_id not in self.users and owner_id not in self.service_principals.values():
+        principals = {*self.service_principals.values(), self.registrar_id}
+        if owner_id not in self.users and owner_id not in principals:
             raise NotFound("user or service principal", owner_id)
         if owner_id not in app.owners:  # Graph's 400 "already exist" is success to the port
             app.owners.append(owner_id)
@@ -500,12 +538,14 @@ class FakeRegistrationStore(Recorder):
         status: RegistrationStatus | None = None,
         limit: int = 50,
         continuation: str | None = None,
+        app_id: str | None = None,
     ) -> RegistrationPage:
         self.note("list")
         matching = [
             self._load(key)
             for key in sorted(self.documents)
             if (tenant_id is None or self.documents[key][0]["tenantId"] == tenant_id)
+            and (app_id is None or _app_of(self.documents[key][0]) == app_id.lower())
             and (profile_id is None or self.documents[key][0]["profileId"] == profile_id)
             and (status is None or self.documents[key][0]["status"] == status.value)
         ]
@@ -515,6 +555,12 @@ class FakeRegistrationStore(Recorder):
         page = matching[start : start + limit]
         more = start + limit < len(matching)
         return RegistrationPage(page, str(start + limit) if more else None)
+
+
+def _app_of(document: Mapping[str, Any]) -> str:
+    """The app a stored record made or adopted, as the Tables adapter's App column holds it."""
+    adopted = document.get("adoption") or {}
+    return str(adopted.get("appId") or document.get("appId") or "").lower()
 
 
 class FakeQueue(Recorder):

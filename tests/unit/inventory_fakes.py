@@ -11,6 +11,7 @@ from typing import Any
 from functions.core.inventory.models import AppSummary, CredentialRow, InventoryQuery
 from functions.core.inventory.ports import Collection, DeltaExpired, DeltaPage, InventoryState
 from functions.core.record.errors import NotFound
+from functions.core.record.models import RegistrationStatus
 
 
 class FakeSource:
@@ -114,8 +115,24 @@ class FakeRecords:
 
     def __init__(self) -> None:
         self.tenants: dict[str, str] = {}
+        self.adopted: dict[str, tuple[str, str, str]] = {}  # registration id -> (tenant, appId, status)
 
     async def get(self, registration_id: str) -> Any:
         if registration_id not in self.tenants:
             raise NotFound("registration", registration_id)
         return SimpleNamespace(id=registration_id, tenant_id=self.tenants[registration_id])
+
+    async def list(
+        self, *, tenant_id: str | None = None, limit: int = 50, continuation: str | None = None
+    ) -> Any:
+        """One record per page, so a scan must follow the continuation."""
+        items = [
+            SimpleNamespace(
+                id=rid, adoption=SimpleNamespace(app_id=app_id), status=RegistrationStatus(status)
+            )
+            for rid, (tenant, app_id, status) in sorted(self.adopted.items())
+            if tenant_id is None or tenant == tenant_id
+        ]
+        start = int(continuation or 0)
+        more = start + 1 < len(items)
+        return SimpleNamespace(items=items[start : start + 1], continuation=str(start + 1) if more else None)

@@ -167,6 +167,26 @@ async def test_managed_by_registrar_only_with_a_matching_record(parts: tuple) ->
     assert kept[stranger.object_id].managed_by is None and kept[moved.object_id].managed_by is None
 
 
+async def test_an_adopted_app_is_managed_by_the_registration_that_holds_it(parts: tuple) -> None:  # type: ignore[type-arg]
+    """An adopted app keeps its own uniqueName: only the registrations know it (docs/adoption.md)."""
+    scanner, source, store, _, records = parts
+    adopted, released, elsewhere = app("by hand"), app("by hand, released"), app("by hand, other tenant")
+    records.adopted = {
+        "reg-a": (TENANT, adopted.app_id.upper(), "pending_ownership"),
+        "reg-b": (TENANT, released.app_id, "decommissioned"),
+        "reg-c": (str(uuid.uuid4()), elsewhere.app_id, "adopting"),
+        "reg-d": (TENANT, str(uuid.uuid4()), "adopting"),  # more than one page of records
+    }
+    for a in (adopted, released, elsewhere):
+        source.put("applications", a)
+
+    await scanner.scan(TENANT)
+
+    kept = store.summaries(TENANT)
+    assert kept[adopted.object_id].managed_by == "reg-a"
+    assert not kept[released.object_id].managed and not kept[elsewhere.object_id].managed
+
+
 def test_a_summary_never_holds_a_secret_value() -> None:
     secret = "abc8Q~" + "x" * 34
     item = {

@@ -88,6 +88,7 @@ class FakeServices:
         return self.world.lifecycle(in_flight=self.in_flight)
 
     settle = bootstrap.Services.settle  # the real wiring, over these fakes
+    ownership_check = bootstrap.Services.ownership_check
     escalation = bootstrap.Services.escalation
     proof_of_use = bootstrap.Services.proof_of_use
 

@@ -32,6 +32,7 @@ from functions.core.record.models import (
     SecretValue,
 )
 from functions.core.record.registration import (
+    Adoption,
     Approval,
     ErrorInfo,
     ProvisioningPlan,
@@ -81,7 +82,10 @@ async def accept(
     store: RegistrationStore,
     vault: Vault,
     clock: Clock,
+    adoption: Adoption | None = None,
 ) -> Accepted:
+    """adoption: the request takes over an existing app (core/adoption): the record starts in
+    pending_ownership, where no provisioning worker acts on it, instead of accepted."""
     registration_id = request.registration_id
     fingerprint = request.fingerprint()
     existing = await _existing(store, registration_id)
@@ -116,14 +120,15 @@ async def accept(
             fingerprint=fingerprint,
             profile_id=request.profile_id,
             tenant_id=request.tenant_id,
-            status=RegistrationStatus.ACCEPTED,
+            status=RegistrationStatus.ACCEPTED if adoption is None else RegistrationStatus.PENDING_OWNERSHIP,
             created_at=now,
             updated_at=now,
             plan=plan,
             request=dict(body),
             approval=Approval(reasons=plan.approval_reasons) if plan.approval_reasons else None,
             webhooks=tuple(subscriptions),
-            history=(StepEvent("accepted", "done", now, f"request {request.request_id}"),),
+            adoption=adoption,
+            history=(StepEvent("accepted", "done", now, _accepted_detail(request, adoption)),),
         )
         stored, created = await store.create(record)
     except BaseException:
@@ -137,6 +142,12 @@ async def accept(
         return _same_or_conflict(stored, fingerprint)
     log.info("registration %s accepted (profile %s)", stored.id, stored.profile_id)
     return Accepted(stored, True, secrets)
+
+
+def _accepted_detail(request: RegistrationRequest, adoption: Adoption | None) -> str:
+    if adoption is None:
+        return f"request {request.request_id}"
+    return f"request {request.request_id}: adopt app {adoption.app_id}"
 
 
 async def record_invalid(

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from functions.core.inventory.models import ProfileMatch
+from functions.core.inventory.models import MatchKind, ProfileMatch
 from functions.core.record.models import PermissionKind, ResolvedPermission, ResourceCatalog
 
 Key = tuple[str, str, str]  # (resource appId, "application"|"delegated", permission id), lower case
@@ -74,3 +74,22 @@ class ProfileSets:
             )
             candidates.append((len(missing) + len(extra), rank, profile, match))
         return min(candidates)[3] if candidates else None
+
+    def closest(self, required: frozenset[Key], limit: int = 3) -> list[ProfileMatch]:
+        """The profiles nearest to the app, fewest differences first, whatever their kind: what a
+        person should look at when no profile matches exactly (an adoption without a profile).
+        A profile that is neither superset nor subset is reported as a subset with its extras."""
+        ranked: list[tuple[int, str, ProfileMatch]] = []
+        for profile, wanted in self.profiles.items():
+            missing, extra = wanted - required, required - wanted
+            kind: MatchKind = (
+                "exact" if not missing and not extra else ("superset" if not missing else "subset")
+            )
+            match = ProfileMatch(
+                profile,
+                kind,
+                tuple(sorted(self.label(k) for k in missing)),
+                tuple(sorted(self.label(k) for k in extra)),
+            )
+            ranked.append((len(missing) + len(extra), profile, match))
+        return [match for _, _, match in sorted(ranked)[:limit]]

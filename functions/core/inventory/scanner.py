@@ -32,11 +32,13 @@ from functions.core.inventory.ports import (
 )
 from functions.core.ports import Clock, Directory, RegistrationStore
 from functions.core.record.errors import NotFound
-from functions.core.record.models import ResourceCatalog
+from functions.core.record.models import RegistrationStatus, ResourceCatalog
 
 log = logging.getLogger(__name__)
 MANAGED_PREFIX = "registrar-"  # functions.core.record.registration.unique_name_for
 COLLECTIONS: tuple[Collection, ...] = ("applications", "servicePrincipals")
+# A registration that no longer holds its adopted app (it may be adopted again).
+RELEASED = frozenset({RegistrationStatus.DECOMMISSIONED, RegistrationStatus.FAILED})
 
 
 class InventoryScanner:
@@ -56,9 +58,11 @@ class InventoryScanner:
         self._catalogue = catalogue
         self._clock = clock
         self._requests = 0
+        self._adopted: dict[str, str] = {}
 
     async def scan(self, tenant_id: str) -> ScanOutcome:
         self._requests = 0
+        self._adopted = await self._adopted_apps(tenant_id)
         sets = await self.profile_sets(tenant_id)
         state = await self._store.state(tenant_id)
         if state is not None and state.applications_link and state.service_principals_link:
@@ -151,8 +155,26 @@ class InventoryScanner:
         match = sets.best(app_keys(app.required_resource_access)) if app.holder == "application" else None
         return replace(app, match=match, managed_by=await self._managed_by(app))
 
+    async def _adopted_apps(self, tenant_id: str) -> dict[str, str]:
+        """appId -> registration id of the apps the tenant's registrations adopted and hold: an
+        adopted app keeps its own uniqueName, so only the records know. One paged read of the
+        tenant's registrations per scan (Registrar's own volume), not one per app."""
+        adopted: dict[str, str] = {}
+        continuation: str | None = None
+        while True:
+            page = await self._registrations.list(tenant_id=tenant_id, limit=1000, continuation=continuation)
+            for record in page.items:
+                if record.adoption is not None and record.status not in RELEASED:
+                    adopted[record.adoption.app_id.lower()] = record.id
+            continuation = page.continuation
+            if continuation is None:
+                return adopted
+
     async def _managed_by(self, app: AppSummary) -> str | None:
-        """The registration whose uniqueName the app carries, when Registrar holds that record."""
+        """The registration whose uniqueName the app carries, when Registrar holds that record; or
+        the registration that adopted it."""
+        if app.holder == "application" and app.app_id.lower() in self._adopted:
+            return self._adopted[app.app_id.lower()]
         name = app.unique_name or ""
         if not name.lower().startswith(MANAGED_PREFIX):
             return None
@@ -164,25 +186,30 @@ class InventoryScanner:
         return record.id if record.tenant_id.lower() == app.tenant_id.lower() else None
 
     async def profile_sets(self, tenant_id: str) -> ProfileSets:
-        """Each profile's unconditional permissions, resolved through the tenant's catalogues."""
-        profiles = [p for p in self._catalogue if not p.custom]
-        resolutions = await asyncio.gather(
-            *(
-                resolve_permissions_detailed(
-                    self._directory, tenant_id, [perm.ref() for perm in p.permissions if perm.when is None]
-                )
-                for p in profiles
+        return await profile_sets(self._directory, self._catalogue, tenant_id)
+
+
+async def profile_sets(directory: Directory, catalogue: ProfileCatalogue, tenant_id: str) -> ProfileSets:
+    """Each profile's unconditional permissions, resolved through the tenant's catalogues (the scan
+    matches every app against these; adoption matches the one app it is asked to take)."""
+    profiles = [p for p in catalogue if not p.custom]
+    resolutions = await asyncio.gather(
+        *(
+            resolve_permissions_detailed(
+                directory, tenant_id, [perm.ref() for perm in p.permissions if perm.when is None]
             )
+            for p in profiles
         )
-        resources = {perm.resource_app_id for r in resolutions for perm in r.permissions}
-        catalogs: list[ResourceCatalog] = []
-        for resource in sorted(resources):
-            try:
-                catalogs.append(await self._directory.resource_catalog(tenant_id, resource))
-            except NotFound:
-                continue
-        resolved = {p.id: list(r.permissions) for p, r in zip(profiles, resolutions, strict=True)}
-        return ProfileSets.build(resolved, catalogs)
+    )
+    resources = {perm.resource_app_id for r in resolutions for perm in r.permissions}
+    catalogs: list[ResourceCatalog] = []
+    for resource in sorted(resources):
+        try:
+            catalogs.append(await directory.resource_catalog(tenant_id, resource))
+        except NotFound:
+            continue
+    resolved = {p.id: list(r.permissions) for p, r in zip(profiles, resolutions, strict=True)}
+    return ProfileSets.build(resolved, catalogs)
 
 
 def _kept(app: AppSummary) -> bool:

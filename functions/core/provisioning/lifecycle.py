@@ -159,6 +159,12 @@ async def finish_decommission(
             granted_permissions=(),
             owners_added=(),  # the app is deleted: nobody owns it, and no manual step is left
             owners_refused=None,
-        ).with_event("decommission", "done", done, "credentials removed, app deleted, vault objects deleted")
+        ).with_event("decommission", "done", done, _decommissioned(record))
     )
     log.info("registration decommissioned (app %s)", record.app_id)
+
+
+def _decommissioned(record: Registration) -> str:
+    if record.adoption is not None:  # only what Registrar added goes; the person's app stays
+        return f"vault objects deleted; the adopted app {record.adoption.app_id} left as it was"
+    return "credentials removed, app deleted, vault objects deleted"

@@ -17,9 +17,11 @@ from functions.core.record.models import (
 )
 from functions.core.record.registration import (
     SCHEMA_VERSION,
+    Adoption,
     Approval,
     CredentialState,
     ErrorInfo,
+    FoundCredential,
     PendingCredential,
     ProvisioningPlan,
     Registration,
@@ -68,6 +70,7 @@ def to_document(self: Registration) -> dict[str, Any]:
             }
             for w in self.webhooks
         ],
+        "adoption": _adoption_doc(self.adoption) if self.adoption else None,
         "leaseOwner": self.lease_owner,
         "leaseUntil": _dt(self.lease_until),
     }
@@ -119,6 +122,7 @@ def from_document(doc: Mapping[str, Any], *, etag: str | None = None) -> Registr
             )
             for w in doc.get("webhooks") or ()
         ),
+        adoption=_adoption_from(doc["adoption"]) if doc.get("adoption") else None,
         lease_owner=doc.get("leaseOwner"),
         lease_until=_from_dt(doc.get("leaseUntil")),
         etag=etag,
@@ -284,4 +288,42 @@ def _approval_from(d: Mapping[str, Any]) -> Approval:
         reasons=tuple(d.get("reasons") or ()),
         approved_by=d.get("approvedBy"),
         approved_at=_from_dt(d.get("approvedAt")),
+    )
+
+
+def _adoption_doc(a: Adoption) -> dict[str, Any]:
+    return {
+        "appId": a.app_id,
+        "appObjectId": a.app_object_id,
+        "displayName": a.display_name,
+        "retireExisting": a.retire_existing,
+        "reconcile": a.reconcile,
+        "profileInferred": a.profile_inferred,
+        "registrarPrincipalId": a.registrar_principal_id,
+        "ownedAt": _dt(a.owned_at),
+        "ownerAddedByRegistrar": a.owner_added_by_registrar,
+        "foundCredentials": [
+            {"keyId": c.key_id, "type": c.type.value, "displayName": c.display_name, "end": _dt(c.end)}
+            for c in a.found_credentials
+        ],
+    }
+
+
+def _adoption_from(d: Mapping[str, Any]) -> Adoption:
+    return Adoption(
+        app_id=d["appId"],
+        app_object_id=d["appObjectId"],
+        display_name=d.get("displayName"),
+        retire_existing=d.get("retireExisting") or "after-overlap",
+        reconcile=d.get("reconcile") or "report",
+        profile_inferred=bool(d.get("profileInferred")),
+        registrar_principal_id=d.get("registrarPrincipalId"),
+        owned_at=_from_dt(d.get("ownedAt")),
+        owner_added_by_registrar=bool(d.get("ownerAddedByRegistrar")),
+        found_credentials=tuple(
+            FoundCredential(
+                c["keyId"], CredentialType(c["type"]), c.get("displayName"), _from_dt(c.get("end"))
+            )
+            for c in d.get("foundCredentials") or ()
+        ),
     )

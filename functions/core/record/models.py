@@ -57,6 +57,11 @@ class SecretValue:
 class RegistrationStatus(StrEnum):
     ACCEPTED = "accepted"
     PENDING_APPROVAL = "pending_approval"
+    # An adopted app Registrar's service principal does not own yet (Application.ReadWrite.OwnedBy
+    # can change only apps it owns): a person adds the owner, Registrar checks again.
+    PENDING_OWNERSHIP = "pending_ownership"
+    # The adopted app is Registrar's to change now: the credential takeover and drift come next.
+    ADOPTING = "adopting"
     PROVISIONING = "provisioning"
     ACTIVE = "active"
     # The failure (lastError) is recorded; what was made is being removed, then `failed`.
@@ -173,6 +178,8 @@ class RegistrationRequest:
     webhooks: tuple[WebhookSpec, ...] = ()
     notes: str | None = None
     retirement: str = RETIRE_AFTER_OVERLAP
+    # An adoption (core/adoption): appId, retireExisting, reconcile; empty for a new app.
+    adopt: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def registration_id(self) -> str:
@@ -199,6 +206,8 @@ class RegistrationRequest:
         }
         if self.retirement != RETIRE_AFTER_OVERLAP:  # the default leaves earlier fingerprints unchanged
             body["retirement"] = self.retirement
+        if self.adopt:  # the same requestId adopting another app, or with other options, is a conflict
+            body["adopt"] = dict(self.adopt)
         canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
         return hashlib.sha256(canonical.encode()).hexdigest()
 

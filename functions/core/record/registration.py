@@ -133,6 +133,48 @@ class WebhookSubscriptionRef:
 
 
 @dataclass(frozen=True)
+class FoundCredential:
+    """A credential the adopted app held when Registrar took it over (never a value): the only
+    ones a later retirement may remove (docs/adoption.md)."""
+
+    key_id: str
+    type: CredentialType  # secret (passwordCredentials) or certificate (keyCredentials)
+    display_name: str | None = None
+    end: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Adoption:
+    """An app a person made that this registration took over (core/adoption). Kept apart from
+    app_object_id/app_id, which name an app Registrar made and may delete (failure cleanup,
+    decommission): an adopted app is never deleted unless its release asks for that."""
+
+    app_id: str
+    app_object_id: str
+    display_name: str | None = None
+    retire_existing: str = "after-overlap"  # when the credentials found at adoption go: never, now
+    reconcile: str = "report"  # what is done about permission drift: add-missing, exact
+    profile_inferred: bool = False  # the profile came from the app's exact match
+    registrar_principal_id: str | None = None  # Registrar's service principal in the tenant, once read
+    owned_at: datetime | None = None  # when Registrar was first seen among the app's owners
+    owner_added_by_registrar: bool = False  # it added itself (Application.ReadWrite.All): release removes it
+    # Recorded, by keyId, with the ownership (the moment Registrar may act on the app): a credential
+    # not listed here is never removed by Registrar.
+    found_credentials: tuple[FoundCredential, ...] = ()
+
+    def ownership_step(self) -> str:
+        """The manual step of `pending_ownership`: the exact command, and the portal path."""
+        owner = self.registrar_principal_id or "<Registrar's service principal object id>"
+        app = f"{self.display_name} ({self.app_id})" if self.display_name else self.app_id
+        return (
+            f"Add Registrar as an owner of application {app}: "
+            f"az ad app owner add --id {self.app_id} --owner-object-id {owner} "
+            f"(or Entra ID > App registrations > {self.display_name or self.app_id} > Owners > Add owners); "
+            f"then POST /api/registrations/{{id}}/recheck, or wait for the next check"
+        )
+
+
+@dataclass(frozen=True)
 class Registration:
     id: str
     request_id: str
@@ -159,6 +201,7 @@ class Registration:
     last_error: ErrorInfo | None = None
     approval: Approval | None = None
     webhooks: tuple[WebhookSubscriptionRef, ...] = ()
+    adoption: Adoption | None = None  # set when the registration adopts an existing app
     lease_owner: str | None = None
     lease_until: datetime | None = None
     etag: str | None = None  # set by the store; not part of the document
@@ -180,7 +223,11 @@ class Registration:
 
     @property
     def manual_steps(self) -> tuple[str, ...]:
-        """The profile's manual steps, plus adding the owners Registrar was not allowed to add."""
+        """The profile's manual steps, plus adding the owners Registrar was not allowed to add (and,
+        for an adoption waiting for ownership, making Registrar an owner first)."""
+        if self.adoption is not None and self.status is RegistrationStatus.PENDING_OWNERSHIP:
+            step = self.adoption.ownership_step().replace("{id}", self.id)
+            return (step, *self.plan.manual_steps)
         pending = [o for o in self.plan.owners if o not in self.owners_added]
         if self.owners_refused is None or not pending:
             return self.plan.manual_steps

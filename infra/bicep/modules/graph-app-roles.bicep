@@ -12,6 +12,9 @@ param principalId string
 @description('Also grant AuditLog.Read.All, which proof of use reads sign-in activity with (main.bicep signInProof; the tenant needs a Microsoft Entra ID P1 or P2 licence too).')
 param grantAuditLogRead bool = false
 
+@description('Also Application.ReadWrite.All and Directory.Read.All: an adoption makes Registrar an owner of the hand-made app itself (main.bicep adoptionTakesOwnership; docs/security.md).')
+param grantApplicationReadWriteAll bool = false
+
 // Microsoft Graph's well-known appId, the same in every tenant.
 var microsoftGraphAppId = '00000003-0000-0000-c000-000000000000'
 
@@ -46,6 +49,19 @@ var graphAppRoles = [
   }
 ]
 
+// Only with grantApplicationReadWriteAll: POST /applications/{id}/owners/$ref needs
+// Application.ReadWrite.All, and Directory.Read.All to resolve the owner (REFERENCE.md).
+var ownershipAppRoles = [
+  {
+    name: 'Application.ReadWrite.All'
+    id: '1bfefb4e-e0b5-418b-a88f-73c46d2cc8e9'
+  }
+  {
+    name: 'Directory.Read.All'
+    id: '7ab1d382-f21e-4acd-a863-ba3e13f7da61'
+  }
+]
+
 resource microsoftGraph 'Microsoft.Graph/servicePrincipals@v1.0' existing = {
   appId: microsoftGraphAppId
 }
@@ -74,3 +90,15 @@ resource auditLogRead 'Microsoft.Graph/appRoleAssignedTo@v1.0' = if (grantAuditL
 var grantedRoleNames = [for role in graphAppRoles: role.name]
 
 output grantedAppRoles array = concat(grantedRoleNames, grantAuditLogRead ? [auditLogReadRole.name] : [])
+
+var ownershipGrants = grantApplicationReadWriteAll ? ownershipAppRoles : []
+
+resource ownershipRoleAssignments 'Microsoft.Graph/appRoleAssignedTo@v1.0' = [
+  for role in ownershipGrants: {
+    appRoleId: role.id
+    principalId: principalId
+    resourceId: microsoftGraph.id
+  }
+]
+
+output ownershipAppRoles array = [for role in ownershipGrants: role.name]
