@@ -63,7 +63,8 @@ def drain_writes(endpoints: dict[str, Any]) -> None:
 def two_tenants(tmp_path_factory: pytest.TempPathFactory, tenant_ca_dir: Path) -> Iterator[tuple[Host, str]]:
     state = tmp_path_factory.mktemp("throttling-stack")
     tenant_args = ["--throttle-scale", str(SCALE), "--propagation-delay", "0"]
-    first = start_stack(state, tenant_args=tenant_args, ca_dir=tenant_ca_dir)
+    # Persisting: the second stack's tenant still knows tenant B (library stacks start empty).
+    first = start_stack(state, tenant_args=tenant_args, ca_dir=tenant_ca_dir, persist=True)
     try:
         other = Host(first.endpoints).admin("POST", "tenants", {})
     finally:
@@ -74,7 +75,7 @@ def two_tenants(tmp_path_factory: pytest.TempPathFactory, tenant_ca_dir: Path) -
         ),
         "REGISTRAR_GRAPH_BUDGET_SCALE": str(SCALE),
     }
-    stack = start_stack(state, tenant_args=tenant_args, settings=settings, ca_dir=tenant_ca_dir)
+    stack = start_stack(state, tenant_args=tenant_args, settings=settings, ca_dir=tenant_ca_dir, persist=True)
     host = Host(stack.endpoints, stack.options.host_log)
     try:
         yield host, other["tenantId"]

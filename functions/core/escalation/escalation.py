@@ -48,7 +48,13 @@ log = logging.getLogger(__name__)
 
 ROTATION_STEP = "rotation"
 # A rotation job's outcome (core/rotation/rotator.Outcome) as the bounded `outcome` of registrar.rotations.
-ROTATION_OUTCOMES = {"rotated": "rotated", "retired": "retired", "skipped": "skipped", "kept": "deferred", "deferred": "deferred"}
+ROTATION_OUTCOMES = {
+    "rotated": "rotated",
+    "retired": "retired",
+    "skipped": "skipped",
+    "kept": "deferred",
+    "deferred": "deferred",
+}
 # A delivery attempt's status (core/notification/delivery.py) as the outcome of registrar.deliveries.
 DELIVERY_OUTCOMES = {
     "delivered": "delivered",
