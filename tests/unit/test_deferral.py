@@ -189,3 +189,35 @@ def test_a_backlog_is_deferred_in_turn_not_all_at_once() -> None:
     with pytest.raises(Deferred) as again:
         jobs.admit(directory, TENANT, "waiting 0")
     assert again.value.retry_after == timedelta(seconds=1.5)
+
+
+def test_a_turn_reads_only_the_recent_rate_and_stays_short() -> None:
+    """Jobs that ended long ago (an idle stack) say nothing of how fast a new backlog can run: a
+    busy tenant's deferred jobs come back within MAX_TURN_S, not minutes apart."""
+    from functions.core.record.deferral import MAX_TURN_S, RATE_HORIZON_S, TenantJobs
+
+    now = [0.0]
+    directory = FakeDirectory(TENANT)
+    jobs = TenantJobs(writes_in_flight=2, clock=lambda: now[0])
+    for second in (0.0, 300.0):  # two jobs, five minutes apart: a quiet tenant
+        now[0] = second
+        jobs.admit(directory, TENANT, f"quiet {second:.0f}")
+        jobs.done(TENANT)
+    now[0] = 301.0  # then a burst: two run, the rest wait
+    jobs.admit(directory, TENANT, "burst 0")
+    jobs.admit(directory, TENANT, "burst 1")
+    waits = []
+    for n in range(20):
+        with pytest.raises(Deferred) as raised:
+            jobs.admit(directory, TENANT, f"burst {n + 2}")
+        waits.append(raised.value.retry_after)
+    assert max(waits) <= timedelta(seconds=MAX_TURN_S + 1)  # plus the margin
+    # Once jobs end fast (within the horizon), turns follow that rate.
+    for step in range(1, 5):
+        now[0] = 301.0 + step * 0.5
+        jobs.done(TENANT)
+        jobs.admit(directory, TENANT, f"fast {step}")
+    assert now[0] - 301.0 < RATE_HORIZON_S
+    with pytest.raises(Deferred) as raised:
+        jobs.admit(directory, TENANT, "burst 21")
+    assert raised.value.retry_after < timedelta(seconds=15)  # 20 ahead at 2 per second, plus margin

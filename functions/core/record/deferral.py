@@ -34,12 +34,15 @@ DEFAULT_MOST_WAIT = timedelta(seconds=5)
 # Graph writes the running jobs of one tenant may expect at once in a process: enough to keep the
 # budget busy (a registration makes ~8 writes, a rotation 1), few enough to leave the slots free.
 DEFAULT_WRITES_IN_FLIGHT = 64
-# The rate of a tenant's jobs is read from the last RATE_WINDOW that ended; a deferred job not
-# back STALE_S after it was due came back on another instance (or is gone); no turn is further
-# than MAX_TURN_S (the queue's message then comes back and asks again).
+# The rate of a tenant's jobs is read from the last RATE_WINDOW that ended within RATE_HORIZON_S:
+# ends long ago tell of how little work there was then, not of how fast jobs can end now (a rate
+# read across an idle hour would put a new backlog minutes apart). A deferred job not back STALE_S
+# after it was due came back on another instance (or is gone). No turn is further than MAX_TURN_S:
+# a job back early is only deferred again (a lease claim and release), one back late waits idle.
 RATE_WINDOW = 32
+RATE_HORIZON_S = 30.0
 STALE_S = 60.0
-MAX_TURN_S = 600.0
+MAX_TURN_S = 60.0
 # Wake a little after the budget is expected back: a message that returns a hair early is deferred again.
 MARGIN = timedelta(seconds=1)
 
@@ -112,8 +115,8 @@ class TenantJobs:
             del waiting[name]  # came back elsewhere, or gone
         due = waiting.get(what)
         ahead = sum(1 for name, other in waiting.items() if name != what and (due is None or other < due))
-        ended = self._ended.get(key)
-        if not ended or len(ended) < 2 or ended[-1] <= ended[0]:
+        ended = [at for at in self._ended.get(key, ()) if at >= now - RATE_HORIZON_S]
+        if len(ended) < 2 or ended[-1] <= ended[0]:
             return timedelta(0)
         rate = (len(ended) - 1) / (ended[-1] - ended[0])
         return timedelta(seconds=min(ahead / rate, MAX_TURN_S))
