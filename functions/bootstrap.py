@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from contextlib import AbstractAsyncContextManager
 
     from functions.core.adoption.ownership import OwnershipCheck
+    from functions.core.adoption.permissions import PermissionStep
     from functions.core.catalogue.lifetimes import CredentialLifetimes
     from functions.core.catalogue.policy import Policy
     from functions.core.catalogue.profiles import ProfileCatalogue
@@ -397,6 +398,13 @@ class Services:
 
         settings = OwnershipSettings(take_ownership=self.settings.adoption_takes_ownership)
         return OwnershipCheck(self.store, self.directory, self.clock, settings, owner=self.job_owner())
+
+    def adoption_permissions(self) -> PermissionStep:
+        """An adoption's permissions step (drift recorded, reconciled as asked, tier-0 additions
+        held for approval): the takeover runs it first, holding the registration's lease."""
+        from functions.core.adoption.permissions import PermissionStep
+
+        return PermissionStep(self.directory, self.clock, self.policy)
 
     def lifecycle(self) -> Lifecycle:
         from functions.core.provisioning.lifecycle import Lifecycle

@@ -230,7 +230,36 @@ class FakeDirectory(Recorder):
         self.note("grant_delegated")
         if existing is None and any(c == client_id and r == resource_id for c, r, _ in self.grants.values()):
             raise PermanentError("Permission entry already exists.")  # Graph's 409 on a duplicate grant
+        if existing is not None and not scopes:  # the adapter DELETEs a grant left with no scope
+            self.grants.pop(existing, None)
+            return
         self.grants[existing or str(uuid.uuid4())] = (client_id, resource_id, scopes)
+
+    async def service_principal_of(self, tenant_id: str, app_id: str) -> str | None:
+        self.note("service_principal_of")
+        self._tenant(tenant_id)
+        return self.service_principals.get(app_id.lower())
+
+    async def resource_app_id_of(self, tenant_id: str, service_principal_id: str) -> str:
+        self.note("resource_app_id_of")
+        for app_id, sp_id in self.service_principals.items():
+            if sp_id == service_principal_id.lower():
+                return app_id
+        raise NotFound("servicePrincipal", service_principal_id)
+
+    async def set_required_resource_access(
+        self, tenant_id: str, app_object_id: str, access: Sequence[RequiredResourceAccess]
+    ) -> None:
+        self.note("set_required_resource_access")
+        app = self._app(app_object_id)
+        app.spec = replace(app.spec, required_resource_access=tuple(access))
+
+    async def remove_app_roles(
+        self, tenant_id: str, principal_id: str, assignments: Sequence[tuple[str, str]]
+    ) -> None:
+        self.note("remove_app_roles")
+        for resource_sp, role in assignments:
+            self.assignments.discard((principal_id, resource_sp, role))
 
     async def list_credentials(self, tenant_id: str, app_object_id: str) -> list[AppCredential]:
         self.note("list_credentials")

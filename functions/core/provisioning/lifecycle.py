@@ -1,9 +1,10 @@
 """Approving a held registration and decommissioning one. Both take the registration's lease.
 
-approve: pending_approval -> accepted (with who and when); the caller then enqueues the id so
-the worker provisions it. Approving again changes nothing, but while the registration is still
-`accepted` it asks for the enqueue again (the first send may have failed after the record was
-saved; the worker is idempotent). Approving anything else is a Conflict.
+approve: pending_approval -> accepted (an adoption: adopting), with who and when; the caller then
+enqueues the id so the worker provisions it (or takes the adopted app over). Approving again
+changes nothing, but while the registration is still `accepted` (`adopting`) it asks for the
+enqueue again (the first send may have failed after the record was saved; the worker is
+idempotent). Approving anything else is a Conflict.
 
 decommission: remove every credential, delete the app (its service principal goes with it),
 delete the Key Vault secret/certificate and the webhook secrets, keep the record as
@@ -88,8 +89,11 @@ class Lifecycle:
         async with tracked(self._in_flight, work) as entry:
             keeper = await self._claim(registration_id)
             record = keeper.current
+            # An adoption held for a tier-0 change goes back to `adopting` (its takeover applies the
+            # change, core/adoption/permissions.py), never to `accepted` (a new app would be built).
+            resumes = RegistrationStatus.ADOPTING if record.adoption else RegistrationStatus.ACCEPTED
             if record.approval is not None and record.approval.granted:
-                enqueue = record.status is RegistrationStatus.ACCEPTED
+                enqueue = record.status is resumes
                 entry.handed_over = enqueue
                 return await keeper.release(), enqueue
             if record.status is not RegistrationStatus.PENDING_APPROVAL:
@@ -101,7 +105,7 @@ class Lifecycle:
                     await keeper.update(
                         lambda r: replace(
                             r,
-                            status=RegistrationStatus.ACCEPTED,
+                            status=resumes,
                             approval=Approval(
                                 reasons=r.approval.reasons if r.approval else r.plan.approval_reasons,
                                 approved_by=approver,
