@@ -88,6 +88,13 @@ def require_assignment_write(principal: Principal) -> None:
     require_any(principal, ASSIGNMENT_READ_ROLES)
 
 
+def require_assignment_delete(principal: Principal) -> None:
+    """Removing an app role assignment: AppRoleAssignment.ReadWrite.All alone (Graph's documented
+    least privilege for DELETE appRoleAssignments/appRoleAssignedTo, with no read companion,
+    unlike the POST), or Application.ReadWrite.All, which Graph lists as the higher one."""
+    require_any(principal, frozenset({APP_ROLE_ASSIGNMENT_RW, APP_READWRITE_ALL}))
+
+
 def require_grant_write(principal: Principal) -> None:
     """POST/PATCH/DELETE oauth2PermissionGrants: DelegatedPermissionGrant.ReadWrite.All alone
     (documented least privilege, no read companion), or the higher Directory.ReadWrite.All."""
