@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -347,6 +348,25 @@ async def test_add_missing_on_an_app_without_a_service_principal_makes_one_and_r
         "Sites.ReadWrite.All",
     } - {"Sites.ReadWrite.All"}  # nothing was granted before: only the profile's roles
     assert hand_made.scopes() == {"Microsoft Graph": frozenset({"User.Read"})}
+
+
+async def test_a_resource_the_tenant_does_not_have_is_named_by_its_ids_and_exact_removes_it() -> None:
+    world = World()
+    hand_made = HandMade(world)
+    unknown_resource, unknown_role = str(uuid.uuid4()), str(uuid.uuid4())
+    hand_made.app.spec = replace(
+        hand_made.app.spec,
+        required_resource_access=(
+            *hand_made.app.spec.required_resource_access,
+            RequiredResourceAccess(unknown_resource, (unknown_role,)),
+        ),
+    )
+    record = await adoption_record(world, hand_made, "exact", profile(world))
+    assert await run_step(world, record.id) is True
+    saved = await world.store.get(record.id)
+    assert saved.adoption is not None and saved.adoption.drift is not None
+    assert (unknown_resource, unknown_role, "application", True, False) in named(saved.adoption.drift.extra)
+    assert all(e.resource_app_id != unknown_resource for e in hand_made.app.spec.required_resource_access)
 
 
 # ---------------------------------------------------------------- tier-0

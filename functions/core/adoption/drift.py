@@ -73,7 +73,14 @@ class AppPermissions:
         catalog = self.catalogs.get(resource_app_id.lower())
         if catalog is not None:
             return catalog.service_principal_id.lower()
-        return next((sp for sp, app in self.resource_app_ids.items() if app == resource_app_id.lower()), None)
+        mapped = next(
+            (sp for sp, app in self.resource_app_ids.items() if app == resource_app_id.lower()), None
+        )
+        if mapped is None and resource_app_id.lower() in self.grants:
+            return (
+                resource_app_id.lower()
+            )  # a grant whose resource could not be named: keyed by its principal
+        return mapped
 
     def name_of(self, key: Key) -> tuple[str, str]:
         """(resource display name, permission value) for a key, from the resource's catalogue."""

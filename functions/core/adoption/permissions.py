@@ -176,19 +176,26 @@ class PermissionStep:
         return resource_sp
 
     async def _done(self, keeper: RecordKeeper, drift: Drift, app: AppPermissions, changes: Changes) -> None:
-        """The drift (as first read) with reconciled_at, and the profile's permissions the app now holds."""
+        """The drift (as first read) with reconciled_at, and the profile's permissions the app now
+        holds: all of them once add-missing or exact ran (a reading right after a restart may lag
+        the writes), else those it was found holding."""
         now = self._clock.now()
         record = keeper.current
-        if changes.none:
+        applied = drift.reconcile_started_at is not None
+        if applied:
+            granted = record.plan.permissions
+        else:
             held = app.granted
             granted = tuple(p for p in record.plan.permissions if key_of(p) in held)
-        else:
-            granted = record.plan.permissions
         mode = record.adoption.reconcile if record.adoption else "report"
         app_id = record.adoption.app_id if record.adoption else record.app_id
-        detail = (
-            f"{_drift_summary(drift)}; {mode}: {changes.summary() if not changes.none else 'nothing changed'}"
-        )
+        if not applied:
+            outcome = "nothing changed"
+        elif changes.none:
+            outcome = "nothing left to change after a restart"
+        else:
+            outcome = changes.summary()
+        detail = f"{_drift_summary(drift)}; {mode}: {outcome}"
         done = replace(drift, reconciled_at=now)
         await keeper.update(
             lambda r: replace(_with_drift(r, done), granted_permissions=granted).with_event(
