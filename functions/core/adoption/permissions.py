@@ -24,6 +24,7 @@ plans the remaining changes from a fresh reading.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import replace
 
@@ -89,20 +90,22 @@ class PermissionStep:
     async def _read(self, record: Registration, adoption: Adoption) -> AppPermissions:
         tenant = record.tenant_id
         directory = self._directory
-        found = await directory.application_by_app_id(tenant, adoption.app_id)
+        # Independent reads go together: the app and its principal, then what the principal holds.
+        found, principal = await asyncio.gather(
+            directory.application_by_app_id(tenant, adoption.app_id),
+            self._principal(record, adoption),
+        )
         if found is None:
             raise NotFound("application", adoption.app_id)
-        principal = record.service_principal_id or await directory.service_principal_of(
-            tenant, adoption.app_id
-        )
         roles: set[tuple[str, str]] = set()
         grants: dict[str, DelegatedGrant] = {}
         if principal is not None:
-            roles = {
-                (r.lower(), role.lower())
-                for r, role in await directory.app_role_assignments(tenant, principal)
-            }
-            grants = {k.lower(): g for k, g in (await directory.delegated_grants(tenant, principal)).items()}
+            assigned, granted = await asyncio.gather(
+                directory.app_role_assignments(tenant, principal),
+                directory.delegated_grants(tenant, principal),
+            )
+            roles = {(r.lower(), role.lower()) for r, role in assigned}
+            grants = {k.lower(): g for k, g in granted.items()}
         resources = {p.resource_app_id.lower() for p in record.plan.permissions}
         resources |= {e.resource_app_id.lower() for e in found.required_resource_access}
         catalogs: dict[str, ResourceCatalog] = {}
@@ -124,6 +127,11 @@ class PermissionStep:
             catalogs=catalogs,
             resource_app_ids=app_of,
         )
+
+    async def _principal(self, record: Registration, adoption: Adoption) -> str | None:
+        if record.service_principal_id:
+            return record.service_principal_id
+        return await self._directory.service_principal_of(record.tenant_id, adoption.app_id)
 
     async def _catalog(self, tenant: str, resource: str, catalogs: dict[str, ResourceCatalog]) -> None:
         try:
