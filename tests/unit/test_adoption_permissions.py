@@ -33,10 +33,13 @@ from functions.core.record.registration import (
     ProvisioningPlan,
     Registration,
 )
+from functions.resources import REGISTRATION_REQUESTS_QUEUE
+from functions.triggers import http_registrations as api
 from functions.triggers.http_common import registration_view
 from tests.openapi_check import load_openapi, response_errors
 from tests.unit.fakes import Crash, Crashing, FakeApp, Faults
 from tests.unit.provisioning_world import TENANT, World
+from tests.unit.test_registration_triggers import FakeServices, as_json, http, principal
 
 APP = PermissionKind.APPLICATION
 DELEGATED = PermissionKind.DELEGATED
@@ -406,6 +409,31 @@ async def test_a_tier0_addition_waits_for_approval_then_approving_applies_it() -
     assert ("application", "Directory.ReadWrite.All") in hand_made.declared()
     done = await world.store.get(record.id)
     assert done.status is RegistrationStatus.ADOPTING and done.approval is not None and done.approval.granted
+
+
+async def test_approving_a_held_adoption_over_http_resumes_adopting_and_enqueues_it(
+    svc: FakeServices,
+) -> None:
+    hand_made = HandMade(svc.world)
+    wanted = profile(svc.world, (GRAPH_APP_ID, APP, "Directory.ReadWrite.All"))
+    record = await adoption_record(svc.world, hand_made, "exact", wanted)
+    keeper = await RecordKeeper.claim(
+        svc.store, svc.clock, record.id, owner="takeover", lease_for=WORK_LEASE, wait=timedelta(seconds=1)
+    )
+    assert await svc.adoption_permissions().run(keeper) is False  # the wiring the takeover is given
+    await keeper.release()
+    assert (await svc.store.get(record.id)).status is RegistrationStatus.PENDING_APPROVAL
+
+    route = {"id": record.id}
+    denied = await api.approve_registration(http("POST", "approve", route=route))
+    assert denied.status_code == 403
+    approved = await api.approve_registration(
+        http("POST", "approve", route=route, headers=principal("Registrar.Approver"))
+    )
+    assert approved.status_code == 200, approved.get_body()
+    assert as_json(approved)["status"] == "adopting"
+    queue, message = svc.queue.sent[-1]
+    assert queue == REGISTRATION_REQUESTS_QUEUE and record.id in message  # the takeover runs it again
 
 
 async def test_removing_a_tier0_extra_or_reporting_one_needs_no_approval() -> None:

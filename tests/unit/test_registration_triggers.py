@@ -89,6 +89,7 @@ class FakeServices:
 
     settle = bootstrap.Services.settle  # the real wiring, over these fakes
     ownership_check = bootstrap.Services.ownership_check
+    adoption_permissions = bootstrap.Services.adoption_permissions
     escalation = bootstrap.Services.escalation
     proof_of_use = bootstrap.Services.proof_of_use
 
