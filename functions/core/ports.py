@@ -225,6 +225,15 @@ class Directory(Protocol):
         """
         ...
 
+    async def remove_owner(self, tenant_id: str, app_object_id: str, owner_id: str) -> None:
+        """DELETE /applications/{id}/owners/{owner}/$ref (Application.ReadWrite.OwnedBy on an app
+        the caller owns suffices, itself included; an app may be left without owners).
+
+        Idempotent: an owner that is not one any more, or an app already gone, is success.
+        PermanentError code Authorization_RequestDenied when the caller may not change the app.
+        """
+        ...
+
 
 # ---------------------------------------------------------------- Entra token endpoint
 

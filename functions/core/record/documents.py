@@ -306,6 +306,7 @@ def _adoption_doc(a: Adoption) -> dict[str, Any]:
             {"keyId": c.key_id, "type": c.type.value, "displayName": c.display_name, "end": _dt(c.end)}
             for c in a.found_credentials
         ],
+        "deleteApp": a.delete_app,
     }
 
 
@@ -326,4 +327,5 @@ def _adoption_from(d: Mapping[str, Any]) -> Adoption:
             )
             for c in d.get("foundCredentials") or ()
         ),
+        delete_app=bool(d.get("deleteApp")),
     )
