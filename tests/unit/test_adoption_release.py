@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
@@ -25,9 +26,12 @@ from functions.core.record.registration import (
     credential_display_name,
     vault_object_name,
 )
+from functions.triggers import http_registrations as api
 from tests.unit.fakes import Crash, FakeApp, Faults
 from tests.unit.provisioning_world import TENANT, World
 from tests.unit.test_adoption_ownership import adopted, checker
+from tests.unit.test_adoption_triggers import conforms, exact_app
+from tests.unit.test_registration_triggers import FakeServices, as_json, http, principal
 
 PERSON = "a-person"
 
@@ -331,3 +335,34 @@ async def test_a_decommission_killed_after_any_call_converges(delete_app: bool) 
         assert not faults.crashed and crash_after > 5, "every call was crashed after once"
         return
     raise AssertionError("the decommission never ran to its end")
+
+
+async def test_delete_takes_delete_app_as_a_boolean_only_and_answers_per_the_openapi_document(
+    svc: FakeServices,
+) -> None:
+    app = await exact_app(svc.directory)
+    body = {"requestId": "ADOPT-R1", "adopt": {"appId": app.app_id}}
+    registration = as_json(await api.create_registration(http("POST", "registrations", body)))["id"]
+    admin = principal("Registrar.Admin")
+
+    def delete(**params: str) -> Any:
+        return api.decommission_registration(
+            http("DELETE", "d", route={"id": registration}, headers=admin, params=params)
+        )
+
+    for bad in ("yes", "1", "True", ""):
+        refused = await delete(deleteApp=bad)
+        assert refused.status_code == 400, bad
+        conforms(refused, "/registrations/{id}", "DELETE")
+        assert as_json(refused)["problems"] == [
+            {"field": "deleteApp", "reason": "must be true or false", "suggestion": None}
+        ]
+    waiting = await delete(deleteApp="true")  # pending_ownership: Registrar owns nothing to delete
+    assert waiting.status_code == 409
+    conforms(waiting, "/registrations/{id}", "DELETE")
+    assert (await svc.store.get(registration)).status is RegistrationStatus.PENDING_OWNERSHIP
+
+    released = await delete(deleteApp="false")
+    assert released.status_code == 200 and as_json(released)["status"] == "decommissioned"
+    conforms(released, "/registrations/{id}", "DELETE")
+    assert app.object_id in svc.directory.apps
