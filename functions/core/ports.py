@@ -193,6 +193,12 @@ class Directory(Protocol):
         """PATCH keyCredentials: REPLACES the collection, so pass every key to keep."""
         ...
 
+    async def remove_key_credential(self, tenant_id: str, app_object_id: str, key_id: str) -> None:
+        """Remove one keyCredential and keep every other as Graph holds it (with its `key`, which a
+        PATCH needs and Graph returns only on a $select of one application): for an app holding
+        certificates Registrar did not make. Idempotent: a keyId (or an app) already gone is success."""
+        ...
+
     async def add_federated_credential(
         self, tenant_id: str, app_object_id: str, spec: FederatedCredentialSpec
     ) -> str:

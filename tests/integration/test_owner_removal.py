@@ -1,4 +1,4 @@
-"""Removing an owner of an application against the local tenant: the Graph adapter's
+"""Removing an owner (and one certificate) of an application against the local tenant: the Graph adapter's
 DELETE owners/{id}/$ref through msgraph-sdk, and the tenant's answers as Graph documents them
 (docs/devstack-graph.md): Application.ReadWrite.OwnedBy suffices on an app the caller owns, to
 remove another owner or itself, and the last owner may go; once it is not an owner any more, an
@@ -7,15 +7,17 @@ OwnedBy caller may no longer change the app."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from functions.core.ports import KeyCredentialSpec
 from functions.core.record.errors import PermanentError
 from tests.fixtures.tenant import TenantProcess
 from tests.integration.adapter_support import adapters, app_spec
-from tests.integration.tenant_graph_support import RawGraph, new_identity
+from tests.integration.tenant_graph_support import RawGraph, new_identity, self_signed
 from tests.integration.test_owners import owners_of
 
 
@@ -110,3 +112,51 @@ def test_removing_an_owner_takes_the_roles_graph_documents(
         again, _, body = caller.call("DELETE", f"/applications/{app['id']}/owners/{person}/$ref")
         assert again == 404 and body["error"]["code"] == "Request_ResourceNotFound", body
     assert admin.call("DELETE", f"/applications/{app['id']}")[0] == 204
+
+
+def test_one_certificate_is_removed_and_a_persons_certificate_is_kept_as_graph_holds_it(
+    tenant: TenantProcess, admin: RawGraph
+) -> None:
+    """keyCredentials is replaced as a whole, and the tenant (as Graph) wants the `key` of each one
+    kept: remove_key_credential reads them with their keys and PATCHes the others back."""
+    _, registrars_der = self_signed("registrar-g1")
+    _, persons_der = self_signed("uploaded by hand")
+
+    async def main() -> None:
+        async with adapters(tenant) as a:
+            app = await a.graph.upsert_application(a.tenant_id, app_spec("certificates"))
+            now = datetime.now(UTC)
+            mine = KeyCredentialSpec(
+                str(uuid.uuid4()), "registrar-g1", registrars_der, now, now + timedelta(days=20)
+            )
+            await a.graph.set_key_credentials(a.tenant_id, app.object_id, [mine])
+            theirs = {
+                "keyId": str(uuid.uuid4()), "displayName": "uploaded by hand", "type": "AsymmetricX509Cert",
+                "usage": "Verify", "key": base64.b64encode(persons_der).decode(),
+            }  # fmt: skip
+            held = [k for k in await a.graph.list_credentials(a.tenant_id, app.object_id) if k.kind == "key"]
+            assert [k.key_id for k in held] == [mine.key_id]
+            status, _, body = admin.call(  # the person adds theirs, keeping Registrar's (by its key)
+                "PATCH",
+                f"/applications/{app.object_id}",
+                {"keyCredentials": [*keys_with_bytes(admin, app.object_id), theirs]},
+            )
+            assert status == 204, body
+
+            await a.graph.remove_key_credential(a.tenant_id, app.object_id, mine.key_id)
+            await a.graph.remove_key_credential(a.tenant_id, app.object_id, mine.key_id)  # gone: done
+
+            left = keys_with_bytes(admin, app.object_id)
+            assert [(k["keyId"], k["displayName"]) for k in left] == [(theirs["keyId"], "uploaded by hand")]
+            assert base64.b64decode(left[0]["key"]) == persons_der
+            assert admin.call("DELETE", f"/applications/{app.object_id}")[0] == 204
+
+    asyncio.run(main())
+
+
+def keys_with_bytes(caller: RawGraph, app_object_id: str) -> list[dict[str, str]]:
+    status, _, body = caller.call("GET", f"/applications/{app_object_id}?$select=keyCredentials")
+    assert status == 200, body
+    return [
+        {f: k[f] for f in ("keyId", "displayName", "type", "usage", "key")} for k in body["keyCredentials"]
+    ]

@@ -278,6 +278,14 @@ class FakeDirectory(Recorder):
                 self._enforce_lifetime(CredentialType.CERTIFICATE, key.start, key.end)
         app.keys = list(keys)
 
+    async def remove_key_credential(self, tenant_id: str, app_object_id: str, key_id: str) -> None:
+        self.note("remove_key_credential")
+        app = self.apps.get(app_object_id)
+        if app is None:
+            return
+        self._may_write(app)
+        app.keys = [k for k in app.keys if k.key_id != key_id]
+
     async def add_federated_credential(
         self, tenant_id: str, app_object_id: str, spec: FederatedCredentialSpec
     ) -> str:

@@ -275,7 +275,7 @@ async def test_failure_cleanup_of_an_adopted_registration_never_deletes_the_app(
     assert vault_object_name(record.id) not in world.vault.secrets
 
 
-async def test_a_certificate_of_registrars_goes_only_when_no_person_certificate_would_go_with_it() -> None:
+async def test_a_certificate_of_registrars_goes_and_the_persons_certificate_stays() -> None:
     world = World()
     record, app = await owned_adoption(world)
     now = world.clock.now()
@@ -285,21 +285,22 @@ async def test_a_certificate_of_registrars_goes_only_when_no_person_certificate_
     )
     theirs = KeyCredentialSpec("their-cert", "uploaded by hand", b"der2", now, now + timedelta(days=90))
     app.keys = [mine, theirs]
+    assert record.adoption is not None
+    found = replace(
+        record.adoption.found_credentials[0], key_id="their-cert", type=CredentialType.CERTIFICATE
+    )
     state = CredentialState(CredentialType.CERTIFICATE, 1, mine.display_name, own, certificate_name=record.id)
-    record = await save(world, record, credential=state)
+    record = await save(
+        world,
+        record,
+        credential=state,
+        adoption=replace(record.adoption, found_credentials=(*record.adoption.found_credentials, found)),
+    )
 
     gone = await world.lifecycle().decommission(record.id, "admin (oid-1)")
 
-    # keyCredentials is replaced as a whole, and Registrar holds no `key` of the person's certificate.
-    assert [k.key_id for k in app.keys] == [own, "their-cert"]
-    assert f"left (a person removes them): {own}" in " ".join(e.detail or "" for e in gone.history)
-
-    world = World()
-    record, app = await owned_adoption(world)
-    app.keys = [replace(mine, key_id=certificate_key_id(record.id, 1))]
-    record = await save(world, record, credential=replace(state, key_id=certificate_key_id(record.id, 1)))
-    await world.lifecycle().decommission(record.id, "admin (oid-1)")
-    assert app.keys == []
+    assert app.keys == [theirs] and set(app.passwords) == {"pasted-key"}
+    assert f"removed Registrar's credentials {own};" in " ".join(e.detail or "" for e in gone.history)
 
 
 @pytest.mark.parametrize("delete_app", [False, True])

@@ -71,24 +71,22 @@ class Removal:
 async def remove_own_credentials(directory: Directory, record: Registration, app_object_id: str) -> Removal:
     """Remove Registrar's own secrets and certificates from the adopted app. Idempotent.
 
-    keyCredentials can only be replaced as a whole, with the `key` of every one kept, which
-    Registrar does not hold for a person's certificate: a certificate of Registrar's is removed
-    only when the app holds no other key (the PATCH then empties the collection), and is otherwise
-    left and reported. So is a federated credential of Registrar's (no port removes one yet).
+    A certificate goes through remove_key_credential, which keeps every other key as Graph holds
+    it (keyCredentials is replaced as a whole). A federated credential of Registrar's is left and
+    reported (no port removes one yet; only the `custom` profile can ask for one).
     """
     on_app = await directory.list_credentials(record.tenant_id, app_object_id)
-    own = own_credentials(record, on_app)
-    own_keys = {c.key_id.lower() for c in own if c.kind == "key"}
-    person_keys = [c for c in on_app if c.kind == "key" and c.key_id.lower() not in own_keys]
     removed: list[str] = []
-    for c in own:
+    left: list[str] = []
+    for c in own_credentials(record, on_app):
         if c.kind == "password":
             await directory.remove_password(record.tenant_id, app_object_id, c.key_id)
-            removed.append(c.key_id)
-    if own_keys and not person_keys:
-        await directory.set_key_credentials(record.tenant_id, app_object_id, [])
-        removed.extend(c.key_id for c in own if c.kind == "key")
-    left = tuple(c.key_id for c in own if c.key_id not in removed)
+        elif c.kind == "key":
+            await directory.remove_key_credential(record.tenant_id, app_object_id, c.key_id)
+        else:
+            left.append(c.key_id)
+            continue
+        removed.append(c.key_id)
     if left:
         log.warning("Registrar's credentials %s left on the adopted app: a person removes them", left)
-    return Removal(tuple(removed), left)
+    return Removal(tuple(removed), tuple(left))
