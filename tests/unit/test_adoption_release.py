@@ -137,7 +137,7 @@ async def test_release_removes_only_registrars_credentials_its_vault_entries_and
     assert gone.adoption is not None and gone.adoption.app_id == app.app_id  # what was adopted stays known
     (started, released, done) = release_events(gone)[-3:]
     assert started == ("started", "requested by admin (oid-1)")
-    assert released[0] == "started" and f"removed Registrar's credentials {own}, " in (released[1] or "")
+    assert released[0] == "done" and f"removed Registrar's credentials {own}, " in (released[1] or "")
     assert "pasted-key" not in (released[1] or "") and "added-later" not in (released[1] or "")
     assert done == (
         "done",

@@ -38,7 +38,7 @@ from functions.core.credentials.issuer import CredentialIssuer
 from functions.core.ports import Clock, Directory
 from functions.core.record.errors import NotFound, PermanentError
 from functions.core.record.keeper import RecordKeeper
-from functions.core.record.registration import Adoption
+from functions.core.record.registration import Adoption, Registration
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +74,7 @@ async def end_adoption(
             return await _release(keeper, issuer, directory, clock, owners - {principal.lower()}, principal)
         await issuer.remove_vault_objects(record)
         await _cleared(keeper, clock, f"app {adoption.app_id} deleted (deleteApp=true)")
+        log.info("adopted app %s deleted, as its decommission asked", adoption.app_id)
         return (
             f"the adopted app {adoption.app_id} deleted as asked (deleteApp=true; its service principal "
             "with it, both restorable from deleted items for 30 days); vault objects deleted"
@@ -98,9 +99,10 @@ async def _release(  # noqa: PLR0917  (the release's collaborators and what step
     if owned:
         removal = await remove_own_credentials(directory, record, adoption.app_object_id)
     await issuer.remove_vault_objects(record)
-    await _cleared(keeper, clock, _removed(removal, owned, record.credential is not None))
+    await _cleared(keeper, clock, _removed(removal, owned, _issued_any(record)))
     if owned:
         await directory.remove_owner(record.tenant_id, adoption.app_object_id, principal)
+    log.info("adopted app %s released (Registrar an owner until now: %s)", adoption.app_id, owned)
     parts = [f"the adopted app {adoption.app_id} released: its other credentials and permissions left"]
     if adoption.delete_app:
         parts.append("deleteApp=true, but Registrar was no longer an owner, so it could not delete it")
@@ -113,7 +115,7 @@ async def _cleared(keeper: RecordKeeper, clock: Clock, detail: str) -> None:
     now = clock.now()
     await keeper.update(
         lambda r: replace(r, credential=None, pending_credential=None, retiring_credentials=()).with_event(
-            STEP, "started", now, detail
+            STEP, "done", now, detail
         )
     )
 
@@ -122,14 +124,18 @@ def _removed(removal: Removal, owned: bool, had_credential: bool) -> str:
     if not owned:
         mine = "none to remove" if not had_credential else "left on the app: Registrar is no longer an owner"
         return f"Registrar's credentials on the app: {mine}; vault objects deleted"
-    said = (
-        f"removed Registrar's credentials {', '.join(removal.removed)}"
-        if removal.removed
-        else ("no Registrar credential on the app")
-    )
+    said = "no Registrar credential on the app"
+    if removal.removed:
+        said = f"removed Registrar's credentials {', '.join(removal.removed)}"
     if removal.left:
         said += f"; left (a person removes them): {', '.join(removal.left)}"
     return f"{said}; vault objects deleted"
+
+
+def _issued_any(record: Registration) -> bool:
+    """Whether the record knows a credential Registrar issued (convention: generation >= 1)."""
+    issued = [c for c in (record.credential, *record.retiring_credentials) if c is not None]
+    return record.pending_credential is not None or any(c.generation >= 1 for c in issued)
 
 
 def _ownership(adoption: Adoption, owned: bool, others: set[str]) -> str:
