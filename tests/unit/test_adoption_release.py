@@ -8,6 +8,8 @@ the app once its ownership is gone is Graph's 403, so the order of the steps is 
 
 from __future__ import annotations
 
+import json
+import logging
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any
@@ -114,7 +116,10 @@ def release_events(record: Registration) -> list[tuple[str, str | None]]:
     return [(e.outcome, e.detail) for e in record.history if e.step in ("release", "decommission")]
 
 
-async def test_release_removes_only_registrars_credentials_its_vault_entries_and_last_its_ownership() -> None:
+async def test_release_removes_only_registrars_credentials_its_vault_entries_and_last_its_ownership(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
     world = World()
     record, app = await owned_adoption(world)
     record = await taken_over(world, record, app)
@@ -123,8 +128,13 @@ async def test_release_removes_only_registrars_credentials_its_vault_entries_and
     world.directory.assignments.add(("app-sp", "graph-sp", "role"))  # its permissions: untouched
     assert record.credential is not None
     own = record.credential.key_id
+    values = [value for (_, _, _, value) in app.passwords.values()]  # the person's and Registrar's
 
     gone = await world.lifecycle().decommission(record.id, "admin (oid-1)")
+
+    # Leak scan: no secret value in the stored record (its history included) or any log line.
+    captured = json.dumps(world.store.documents[record.id][0]) + caplog.text
+    assert len(values) == 4 and not [v for v in values if v in captured]
 
     assert gone.status is RegistrationStatus.DECOMMISSIONED
     assert app.object_id in world.directory.apps and app.object_id not in world.directory.deleted_apps
