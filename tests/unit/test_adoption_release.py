@@ -284,6 +284,16 @@ async def test_failure_cleanup_of_an_adopted_registration_never_deletes_the_app(
     assert set(app.passwords) == {"pasted-key"}
     assert vault_object_name(record.id) not in world.vault.secrets
 
+    # Without ownership any more (a person removed it), the cleanup still ends: the vault entries go.
+    world = World()
+    record, app = await owned_adoption(world)
+    record = await taken_over(world, record, app)
+    app.owners.remove(world.directory.registrar_id)
+    await CredentialIssuer(directory=world.directory, vault=world.vault, clock=world.clock).remove_everything(
+        record
+    )
+    assert len(app.passwords) == 3 and vault_object_name(record.id) not in world.vault.secrets
+
 
 async def test_a_certificate_of_registrars_goes_and_the_persons_certificate_stays() -> None:
     world = World()

@@ -8,7 +8,6 @@ anywhere leaves exactly one credential, and it is the one in Key Vault.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import uuid
 from collections.abc import Callable
@@ -356,8 +355,15 @@ class CredentialIssuer:
         never the app, its other credentials or its permissions."""
         tenant = record.tenant_id
         if record.adoption is not None:
-            with contextlib.suppress(NotFound):  # the person deleted the app
+            try:
                 await remove_own_credentials(self._directory, record, record.adoption.app_object_id)
+            except NotFound:
+                pass  # the person deleted the app
+            except PermanentError as error:
+                if error.code != "Authorization_RequestDenied":
+                    raise
+                # A person removed Registrar's ownership: it may not change the app any more.
+                log.warning("Registrar no longer owns the adopted app: its credentials stay there")
             await self.remove_vault_objects(record)
             return
         app_object_id = record.app_object_id or await self._unrecorded_app(record)
