@@ -220,6 +220,12 @@ class Directory(Protocol):
         """PATCH keyCredentials: REPLACES the collection, so pass every key to keep."""
         ...
 
+    async def remove_key_credential(self, tenant_id: str, app_object_id: str, key_id: str) -> None:
+        """Remove one keyCredential and keep every other as Graph holds it (with its `key`, which a
+        PATCH needs and Graph returns only on a $select of one application): for an app holding
+        certificates Registrar did not make. Idempotent: a keyId (or an app) already gone is success."""
+        ...
+
     async def add_federated_credential(
         self, tenant_id: str, app_object_id: str, spec: FederatedCredentialSpec
     ) -> str:
@@ -249,6 +255,15 @@ class Directory(Protocol):
         Idempotent: an owner already there is success. NotFound(key=owner_id) when the tenant has no
         such object; PermanentError for another kind of object, or code Authorization_RequestDenied
         when the registrar may not add owners (Graph wants Application.ReadWrite.All for that).
+        """
+        ...
+
+    async def remove_owner(self, tenant_id: str, app_object_id: str, owner_id: str) -> None:
+        """DELETE /applications/{id}/owners/{owner}/$ref (Application.ReadWrite.OwnedBy on an app
+        the caller owns suffices, itself included; an app may be left without owners).
+
+        Idempotent: an owner that is not one any more, or an app already gone, is success.
+        PermanentError code Authorization_RequestDenied when the caller may not change the app.
         """
         ...
 

@@ -61,6 +61,16 @@ def require_owner_write(principal: Principal) -> None:
         raise forbidden()
 
 
+# Removing an owner from an application (DELETE owners/{id}/$ref), as Graph documents it:
+# Application.ReadWrite.OwnedBy is the least privilege (on an app the caller owns: it may remove
+# another owner, or itself), Application.ReadWrite.All and Directory.ReadWrite.All are higher. Nothing
+# documents a refusal to remove an application's last owner (the group page does document one).
+def require_owner_removal(principal: Principal, app: Application) -> None:
+    if "Directory.ReadWrite.All" in principal.roles:
+        return
+    require_app_write(principal, app)
+
+
 def require_sp_write(principal: Principal, sp: ServicePrincipal, app: Application | None) -> None:
     if APP_READWRITE_ALL in principal.roles:
         return

@@ -224,7 +224,7 @@ class Provisioner:
             await failures.finish(keeper, self._issuer, self._clock)
             return
         if keeper.current.status is RegistrationStatus.DECOMMISSIONING:  # one that died half-way
-            await finish_decommission(keeper, self._issuer, self._vault, self._clock)
+            await finish_decommission(keeper, self._issuer, self._vault, self._clock, self._directory)
             return
         try:
             await self._drive(keeper)

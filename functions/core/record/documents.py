@@ -309,6 +309,7 @@ def _adoption_doc(a: Adoption) -> dict[str, Any]:
             for c in a.found_credentials
         ],
         "drift": _drift_doc(a.drift) if a.drift else None,
+        "deleteApp": a.delete_app,
     }
 
 
@@ -372,4 +373,5 @@ def _adoption_from(d: Mapping[str, Any]) -> Adoption:
             for c in d.get("foundCredentials") or ()
         ),
         drift=_drift_from(d["drift"]) if d.get("drift") else None,
+        delete_app=bool(d.get("deleteApp")),
     )

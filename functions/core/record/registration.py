@@ -197,6 +197,9 @@ class Adoption:
     # not listed here is never removed by Registrar.
     found_credentials: tuple[FoundCredential, ...] = ()
     drift: Drift | None = None  # its permissions against the profile, once read (adopting)
+    # Decommission asked to delete the app (DELETE ...?deleteApp=true) rather than release it: saved
+    # with `decommissioning`, so the worker that finishes a crashed decommission does the same.
+    delete_app: bool = False
 
     def ownership_step(self) -> str:
         """The manual step of `pending_ownership`: the exact command, and the portal path."""
