@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 
 from functions.core.catalogue.lifetimes import CredentialLifetimes
 from functions.core.ports import (
+    AppCredential,
     Clock,
     Directory,
     FederatedCredentialSpec,
@@ -348,9 +349,14 @@ class CredentialIssuer:
 
     async def remove_everything(self, record: Registration) -> None:
         """Remove the registration's credentials, app (its service principal goes with it) and
-        Key Vault objects. Idempotent; finds an app a crash left unrecorded by its uniqueName."""
+        Key Vault objects. Idempotent; finds an app a crash left unrecorded by its uniqueName.
+        An adopted app is a person's: only Registrar's own credentials go, never the app."""
         tenant = record.tenant_id
-        app_object_id = record.app_object_id or await self._unrecorded_app(record)
+        if record.adoption is not None:
+            await self._remove_own_credentials(record)
+            app_object_id = None
+        else:
+            app_object_id = record.app_object_id or await self._unrecorded_app(record)
         if app_object_id is not None:
             try:
                 for c in await self._directory.list_credentials(tenant, app_object_id):
@@ -371,6 +377,48 @@ class CredentialIssuer:
         if CredentialType.SECRET in kinds:
             await self._vault.delete_secret(name)
             await self._vault.delete_secret(staging_name(record.id))
+
+    async def _remove_own_credentials(self, record: Registration) -> None:
+        """Registrar's own credentials on an adopted app (docs/adoption.md): the current one, the
+        retiring ones it issued (generation >= 1), and a half-made one with the write-ahead name.
+        Never a credential found at adoption, nor one unknown to the record; never the app."""
+        adoption = record.adoption
+        if adoption is None:
+            return
+        app = record.app_object_id or adoption.app_object_id
+        found = {c.key_id for c in adoption.found_credentials}
+        own = {c.key_id for c in (record.credential, *record.retiring_credentials) if c and c.generation >= 1}
+        pending = record.pending_credential
+        if not own and pending is None:
+            return  # nothing of Registrar's was ever on the app: not even a read
+        try:
+            listed = await self._directory.list_credentials(record.tenant_id, app)
+        except NotFound:
+            return  # the app is gone: nothing of Registrar's is left on it
+        if pending is not None:
+            own.add(certificate_key_id(record.id, pending.generation))
+        ours = [
+            c
+            for c in listed
+            if c.key_id not in found
+            and (c.key_id in own or (pending is not None and c.display_name == pending.display_name))
+        ]
+        for c in ours:
+            if c.kind == "password":
+                await self._directory.remove_password(record.tenant_id, app, c.key_id)
+        if any(c.kind == "key" for c in ours):
+            await self._remove_own_keys(record, app, listed, own)
+
+    async def _remove_own_keys(
+        self, record: Registration, app: str, listed: list[AppCredential], own: set[str]
+    ) -> None:
+        """keyCredentials is replaced as a whole and Graph never returns a key's certificate, so the
+        person's keys cannot be written back: Registrar's keys go only when they are all there is."""
+        keys = [c for c in listed if c.kind == "key"]
+        if all(c.key_id in own for c in keys):
+            await self._directory.set_key_credentials(record.tenant_id, app, [])
+        else:
+            log.warning("Registrar's certificate left on the adopted app: the app holds other keys too")
 
     async def _unrecorded_app(self, record: Registration) -> str | None:
         """The object id of an app the record does not hold, found by its uniqueName.
