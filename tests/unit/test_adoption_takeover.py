@@ -20,15 +20,20 @@ from functions.core.adoption.ownership import OwnershipCheck
 from functions.core.adoption.takeover import Takeover
 from functions.core.catalogue.policy import Policy
 from functions.core.credentials.verification import VerifyPolicy
+from functions.core.ports import KeyCredentialSpec
 from functions.core.record.keeper import RecordKeeper
 from functions.core.record.models import CredentialType, RegistrationStatus, SecretValue
 from functions.core.record.registration import CredentialState, Registration, credential_display_name
 from functions.core.record.schedule import JobAction
 from functions.core.rotation.rotator import Outcome, RotationSettings, Rotator, removable, retire_job
 from functions.profiles import load_catalogue
-from functions.resources import ROTATION_JOBS_QUEUE, WEBHOOK_DELIVERIES_QUEUE
+from functions.resources import REGISTRATION_REQUESTS_QUEUE, ROTATION_JOBS_QUEUE, WEBHOOK_DELIVERIES_QUEUE
+from functions.triggers import http_registrations as api
+from functions.triggers.adoption import recheck_registration as recheck
 from tests.unit.fakes import Crashing, FakeApp, FakeTokenProbe, Faults
 from tests.unit.provisioning_world import TENANT, World, crash_after_every_call, fast_sleep
+from tests.unit.test_adoption_triggers import exact_app
+from tests.unit.test_registration_triggers import FakeServices, as_json, deliver, http
 
 OVERLAP = timedelta(hours=2)
 ROTATION = RotationSettings(
@@ -377,3 +382,52 @@ def assert_taken_over(a: Adopted, record: Registration, crash_after: int) -> Non
     assert {v.tags["keyId"] for v in versions} == {credential.key_id}, crash_after
     assert [c.key_id for c in record.retiring_credentials] == [a.pasted], crash_after
     assert record.pending_credential is None and a.world.claims.claims, crash_after
+
+
+async def test_through_the_triggers_the_recheck_hands_it_to_the_worker_which_takes_it_over(
+    svc: FakeServices,
+) -> None:
+    app = await exact_app(svc.directory)
+    body = {"requestId": "ADOPT-W1", "adopt": {"appId": app.app_id}, "options": {"retireExisting": "now"},
+            "webhooks": [{"url": HOOK}]}  # fmt: skip
+    created = as_json(await api.create_registration(http("POST", "registrations", body)))
+    assert created.get("status") == "pending_ownership" and svc.queue.sent == [], created.get("problems")
+    now = svc.clock.now()
+    pasted = await svc.directory.add_password(TENANT, app.object_id, "pasted", now, now + timedelta(days=700))
+    app.owners.append(svc.directory.registrar_id)
+    rechecked = as_json(await recheck(http("POST", "r", route={"id": created["id"]})))
+    assert rechecked["status"] == "adopting"
+    (envelope,) = [text for queue, text in svc.queue.sent if queue == REGISTRATION_REQUESTS_QUEUE]
+    assert json.loads(envelope) == {"registrationId": created["id"]}
+    assert list(svc.in_flight.entries) == [f"{created['id']}-provision"]  # handed over: the sweep's if lost
+
+    await deliver(envelope)
+    shown = as_json(await api.get_registration(http("GET", "r", route={"id": created["id"]})))
+    assert shown["status"] == "active" and shown["credential"]["generation"] == 1
+    assert shown["credential"]["type"] == "certificate"  # the profile's default: the app had no keys to lose
+    retire = [json.loads(text) for q, text in svc.queue.sent if q == ROTATION_JOBS_QUEUE]
+    assert [(m["action"], m["keyId"]) for m in retire] == [("retire", pasted.key_id)]  # retireExisting now
+    assert svc.in_flight.entries == {}
+    announced = [
+        json.loads(json.loads(text)["body"]) for q, text in svc.queue.sent if q == WEBHOOK_DELIVERIES_QUEUE
+    ]
+    assert [e["type"] for e in announced] == ["credential.rotated", "registration.active"]
+    assert announced[0]["data"]["reason"] == "adopted"
+    assert svc.directory.count("upsert_application") == 0 and svc.directory.count("delete_application") == 0
+
+
+async def test_a_certificate_takeover_is_refused_when_the_app_holds_certificates_of_its_own() -> None:
+    world = World()
+    app = world.directory.add_hand_made_app(
+        "CodeTwo by hand", owners=["a-person", world.directory.registrar_id]
+    )
+    theirs = KeyCredentialSpec(
+        "a-person-key", "their certificate", b"DER", world.clock.now(), world.clock.now()
+    )
+    app.keys.append(theirs)
+    validated, body = await ask(world, app, "ADOPT-K1", credential="certificate")
+    record = await accept_and_own(world, validated, body)
+    failed = await takeover(world).run(record.id)
+    assert failed.status is RegistrationStatus.FAILED and failed.last_error is not None
+    assert failed.last_error.code == "AppHoldsCertificates" and app.keys == [theirs]
+    assert world.directory.count("set_key_credentials") == 0 and world.vault.count("create_certificate") == 0
