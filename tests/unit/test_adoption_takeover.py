@@ -21,6 +21,7 @@ from functions.core.adoption.takeover import Takeover
 from functions.core.catalogue.policy import Policy
 from functions.core.credentials.verification import VerifyPolicy
 from functions.core.ports import KeyCredentialSpec
+from functions.core.provisioning.stuck import fail_stuck
 from functions.core.record.keeper import RecordKeeper
 from functions.core.record.models import CredentialType, RegistrationStatus, SecretValue
 from functions.core.record.registration import CredentialState, Registration, credential_display_name
@@ -431,3 +432,16 @@ async def test_a_certificate_takeover_is_refused_when_the_app_holds_certificates
     assert failed.status is RegistrationStatus.FAILED and failed.last_error is not None
     assert failed.last_error.code == "AppHoldsCertificates" and app.keys == [theirs]
     assert world.directory.count("set_key_credentials") == 0 and world.vault.count("create_certificate") == 0
+
+
+async def test_the_stuck_sweep_ends_a_takeover_stuck_past_the_deadline_leaving_the_app() -> None:
+    a = await adopted()
+    world = a.world
+    world.clock.advance(timedelta(minutes=59))
+    assert (await fail_stuck(world.store, world.provisioner(), world.clock)).ended == ()  # owned 59 min ago
+    world.clock.advance(timedelta(minutes=2))
+    swept = await fail_stuck(world.store, world.provisioner(), world.clock)
+    (ended,) = swept.ended
+    assert ended.status is RegistrationStatus.FAILED and ended.last_error is not None
+    assert ended.last_error.message.startswith("gave up: still adopting")
+    assert world.directory.apps[a.app.object_id] is a.app and list(a.app.passwords) == [a.pasted]
