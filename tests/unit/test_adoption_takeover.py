@@ -24,7 +24,12 @@ from functions.core.ports import KeyCredentialSpec
 from functions.core.provisioning.stuck import fail_stuck
 from functions.core.record.keeper import RecordKeeper
 from functions.core.record.models import CredentialType, RegistrationStatus, SecretValue
-from functions.core.record.registration import CredentialState, Registration, credential_display_name
+from functions.core.record.registration import (
+    CredentialState,
+    ErrorInfo,
+    Registration,
+    credential_display_name,
+)
 from functions.core.record.schedule import JobAction
 from functions.core.rotation.rotator import Outcome, RotationSettings, Rotator, removable, retire_job
 from functions.profiles import load_catalogue
@@ -188,6 +193,7 @@ async def test_the_takeover_issues_verifies_stores_and_announces_then_the_found_
     (retire,) = [j for j in await world.index.due(world.clock.now()) if j.action is JobAction.RETIRE]
     assert await rotator(world).run(retire) is Outcome.RETIRED
     assert a.pasted not in a.app.passwords and later.key_id in a.app.passwords
+    assert world.vault.count("update_secret_version") == 0  # generation 0 has no Key Vault version to disable
     assert registrar_passwords(a.app, active) == [credential.key_id]
     retired = [e for e in events(world) if e["type"] == "credential.retired"]
     assert [e["data"]["keyId"] for e in retired] == [a.pasted]
@@ -445,3 +451,21 @@ async def test_the_stuck_sweep_ends_a_takeover_stuck_past_the_deadline_leaving_t
     assert ended.status is RegistrationStatus.FAILED and ended.last_error is not None
     assert ended.last_error.message.startswith("gave up: still adopting")
     assert world.directory.apps[a.app.object_id] is a.app and list(a.app.passwords) == [a.pasted]
+
+
+async def test_a_failure_whose_cleanup_a_crash_interrupted_is_finished_by_the_worker_leaving_the_app() -> (
+    None
+):
+    """`failing` written, the process died before the cleanup: the re-sent envelope reaches the
+    Provisioner (the worker dispatches only `adopting` to the takeover), whose cleanup of an adoption
+    removes Registrar's credential and Key Vault entry, and nothing of the person's."""
+    a = await adopted()
+    world = a.world
+    active = await takeover(world).run(a.record.id)
+    assert active.credential is not None
+    info = ErrorInfo(step="verify", kind="permanent", message="refused", at=world.clock.now(), code="X")
+    await edit(world, active.id, lambda r: replace(r, status=RegistrationStatus.FAILING, last_error=info))
+    ended = await world.provisioner().run(active.id)
+    assert ended.status is RegistrationStatus.FAILED and ended.last_error == info
+    assert world.directory.apps[a.app.object_id] is a.app and list(a.app.passwords) == [a.pasted]
+    assert world.directory.count("delete_application") == 0 and active.id not in world.vault.secrets
