@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any
@@ -22,6 +23,7 @@ from functions.core.catalogue.policy import Policy
 from functions.core.credentials.verification import VerifyPolicy
 from functions.core.ports import KeyCredentialSpec
 from functions.core.provisioning.stuck import fail_stuck
+from functions.core.record.errors import TransientError
 from functions.core.record.keeper import RecordKeeper
 from functions.core.record.models import CredentialType, RegistrationStatus, SecretValue
 from functions.core.record.registration import (
@@ -36,7 +38,7 @@ from functions.profiles import load_catalogue
 from functions.resources import REGISTRATION_REQUESTS_QUEUE, ROTATION_JOBS_QUEUE, WEBHOOK_DELIVERIES_QUEUE
 from functions.triggers import http_registrations as api
 from functions.triggers.adoption import recheck_registration as recheck
-from tests.unit.fakes import Crashing, FakeApp, FakeTokenProbe, Faults
+from tests.unit.fakes import Crashing, FakeApp, FakeTokenProbe, Faults, Flaky
 from tests.unit.provisioning_world import TENANT, World, crash_after_every_call, fast_sleep
 from tests.unit.test_adoption_triggers import exact_app
 from tests.unit.test_registration_triggers import FakeServices, as_json, deliver, http
@@ -108,10 +110,13 @@ async def accept_and_own(world: World, validated: Any, body: dict[str, Any]) -> 
     )
 
 
-def takeover(world: World, faults: Faults | None = None, **extra: Any) -> Takeover:
-    """The takeover; with `faults`, every call to Graph, Key Vault, the probe and Table storage counts."""
+def takeover(world: World, faults: Faults | None = None, *, wrap: Any = None, **extra: Any) -> Takeover:
+    """The takeover; with `faults`, every call to Graph, Key Vault, the probe and Table storage counts;
+    `wrap` wraps each of them otherwise (Flaky)."""
 
     def wrapped(target: Any) -> Any:
+        if wrap is not None:
+            return wrap(target)
         return Crashing(target, faults) if faults else target
 
     return Takeover(
@@ -469,3 +474,21 @@ async def test_a_failure_whose_cleanup_a_crash_interrupted_is_finished_by_the_wo
     assert ended.status is RegistrationStatus.FAILED and ended.last_error == info
     assert world.directory.apps[a.app.object_id] is a.app and list(a.app.passwords) == [a.pasted]
     assert world.directory.count("delete_application") == 0 and active.id not in world.vault.secrets
+
+
+async def test_takeovers_redelivered_through_transient_faults_on_a_fifth_of_calls_converge() -> None:
+    rng = random.Random(20261207)
+    deliveries = 0
+    for n in range(8):
+        a = await adopted(request_id=f"ADOPT-F{n}")
+        for _ in range(40):  # the queue re-delivers until the worker stops raising
+            deliveries += 1
+            try:
+                record = await takeover(a.world, wrap=lambda target: Flaky(target, rng, 0.2)).run(a.record.id)
+            except TransientError:
+                a.world.clock.advance(timedelta(seconds=31))  # a lease a failed save kept lapses meanwhile
+                continue
+            break
+        assert record.status is RegistrationStatus.ACTIVE, record.last_error
+        assert_taken_over(a, record, n)
+    assert deliveries > 8  # faults did happen
