@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from functions.core.adoption.claims import AppClaim
 from functions.core.catalogue.permissions import canonical_resource, catalog_from_json
 from functions.core.ports import (
     AppCredential,
@@ -781,6 +782,31 @@ class FakeInFlightIndex(Recorder):
         resumed = replace(current[0], touched_at=at, resumes=current[0].resumes + 1)
         self.entries[work.key] = (resumed, uuid.uuid4().hex)
         return True
+
+
+class FakeAppClaims(Recorder):
+    """Adoption claims as the Tables adapter keeps them: insert-if-absent, replace by ETag."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.claims: dict[tuple[str, str], AppClaim] = {}
+
+    async def insert(self, claim: AppClaim) -> AppClaim:
+        self.note("insert")
+        key = (claim.tenant_id.lower(), claim.app_id.lower())
+        if key not in self.claims:
+            self.claims[key] = replace(claim, etag=uuid.uuid4().hex)
+        return self.claims[key]
+
+    async def replace(self, claim: AppClaim, etag: str) -> AppClaim:
+        self.note("replace")
+        key = (claim.tenant_id.lower(), claim.app_id.lower())
+        if key not in self.claims:
+            raise NotFound("claim", claim.app_id)
+        if self.claims[key].etag != etag:
+            raise ConcurrencyConflict(f"claim of {claim.app_id} changed")
+        self.claims[key] = replace(claim, etag=uuid.uuid4().hex)
+        return self.claims[key]
 
 
 class Crash(Exception):  # noqa: N818  (the process died: not an error the workflow handles)
