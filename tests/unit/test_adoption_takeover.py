@@ -308,6 +308,8 @@ async def test_two_adoptions_of_one_app_race_and_the_loser_fails_naming_the_winn
     # The winner ends (decommissioned): its claim is stale, and a new adoption of the app takes it over.
     await world.lifecycle().decommission(winner.id, "admin")
     assert world.directory.apps[app.object_id] is app  # an adopted app is never deleted
+    assert world.directory.registrar_id not in app.owners  # the release gave up the ownership, last
+    app.owners.append(world.directory.registrar_id)  # an administrator makes Registrar an owner again
     third = await adopted(world, request_id="ADOPT-C", app=app)
     assert (await takeover(world).run(third.record.id)).status is RegistrationStatus.ACTIVE
 
