@@ -166,7 +166,7 @@ def test_a_tenant_runs_a_few_jobs_at_once_and_leaves_the_slots_to_others() -> No
 def test_a_backlog_is_deferred_in_turn_not_all_at_once() -> None:
     """Deferred jobs of a busy tenant come back one after another at the rate its jobs end here, so
     a backlog does not knock on every few seconds (each knock a lease claim and release)."""
-    from functions.core.record.deferral import TenantJobs
+    from functions.core.record.deferral import OVERSUPPLY, TenantJobs
 
     now = [0.0]
     directory = FakeDirectory(TENANT)
@@ -183,8 +183,11 @@ def test_a_backlog_is_deferred_in_turn_not_all_at_once() -> None:
         with pytest.raises(Deferred) as raised:
             jobs.admit(directory, TENANT, f"waiting {n}")
         waits.append(raised.value.retry_after)
-    # The first waits the pacer's 0.5 s, the next ones a second more each (plus the margin).
-    assert waits == [timedelta(seconds=1.5), timedelta(seconds=2), timedelta(seconds=3)]
+    # The first waits the pacer's 0.5 s, the next ones a turn more each (plus the margin): a turn
+    # is 0.8 s, the 1 s between ends here spaced for OVERSUPPLY times that rate, so the budget
+    # never waits for a job that was told to come back too late.
+    assert OVERSUPPLY == 1.25
+    assert waits == [timedelta(seconds=1.5), timedelta(seconds=1.8), timedelta(seconds=2.6)]
     # The first, back on time, keeps its place: nobody was deferred before it.
     with pytest.raises(Deferred) as again:
         jobs.admit(directory, TENANT, "waiting 0")
