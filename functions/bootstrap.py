@@ -433,6 +433,7 @@ class Services:
             lifetimes=self.lifetimes,
             in_flight=self.in_flight,
             permissions=self.adoption_permissions(),  # drift and reconcile run first
+            jobs=self.tenant_jobs,
         )
 
     def adoption_permissions(self) -> PermissionStep:

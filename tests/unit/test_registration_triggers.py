@@ -91,6 +91,7 @@ class FakeServices:
     ownership_check = bootstrap.Services.ownership_check
     adoption_permissions = bootstrap.Services.adoption_permissions
     takeover = bootstrap.Services.takeover
+    tenant_jobs = bootstrap.Services.tenant_jobs  # one per process, as the host has: its admission
     lifetimes = None  # the takeover's end dates: the defaults
 
     @property
