@@ -407,6 +407,7 @@ class Services:
             owner=self.job_owner(),
             queue=self.queue,  # adopting: the envelope goes to the worker (the takeover)
             in_flight=self.in_flight,
+            inventory=self.inventory_store,  # the adopted app shows managed at once
         )
 
     @cached_property
