@@ -407,6 +407,7 @@ class Services:
             owner=self.job_owner(),
             queue=self.queue,  # adopting: the envelope goes to the worker (the takeover)
             in_flight=self.in_flight,
+            inventory=self.inventory_store,  # the adopted app shows managed at once
         )
 
     @cached_property
@@ -433,6 +434,7 @@ class Services:
             lifetimes=self.lifetimes,
             in_flight=self.in_flight,
             permissions=self.adoption_permissions(),  # drift and reconcile run first
+            jobs=self.tenant_jobs,
         )
 
     def adoption_permissions(self) -> PermissionStep:
