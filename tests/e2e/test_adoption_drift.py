@@ -5,9 +5,8 @@ profile does not name) adopted with reconcile `report`, `add-missing` and `exact
 administrator's identity. A tier-0 addition waits in `pending_approval`, changes nothing, and is
 applied once approved.
 
-It needs the takeover (engineer T's `core/adoption/takeover.py`) to run the permissions step first
-(bootstrap passes `Services.adoption_permissions()` to it): until then an adoption stops in
-`adopting` and these tests wait for `active` in vain."""
+The takeover (core/adoption/takeover.py) runs the permissions step first, holding the
+registration's lease, before Registrar's credential is issued."""
 
 from __future__ import annotations
 
