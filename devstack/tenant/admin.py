@@ -234,8 +234,8 @@ async def brownfield(request: web.Request) -> web.Response:
     count, sps, seed = body.get("count"), body.get("servicePrincipals"), body.get("seed", 15)
     connectors = body.get("connectors") or []
     refused = _brownfield_refusal(count, sps, seed, connectors)
-    if refused:
-        return _bad(refused)
+    if refused or count is None:
+        return _bad(refused or "'count' is required")
     try:
         summary = timed_fill(
             entry.directory,
