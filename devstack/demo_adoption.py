@@ -29,16 +29,17 @@ import urllib.request
 from datetime import UTC, datetime
 from typing import Any
 
-from devstack.demo import ADMIN_PRINCIPAL, Receiver, _call, _prove_credential, _table, _wait
+from devstack.demo import ADMIN_PRINCIPAL, PROFILE, Receiver, _call, _prove_credential, _table, _wait
 
-# A handful of hand-made apps, two of them CodeTwo's, cycled in this order (POST /_sim/brownfield).
+# A handful of hand-made apps, cycled in this order (POST /_sim/brownfield): two of them made for
+# CodeTwo Backup for Exchange Online (a test app and the one in use, as tenants have them).
 HANDFUL = (
-    "codetwo-backup-exchange",
+    PROFILE,
     "cloudelements-office365",
     "cloudiway-onedrive-source",
+    PROFILE,
     "m365-usage-connector",
     "codetwo-backup-sharepoint",
-    "cloudiway-gal-sync",
 )
 WAIT_SCAN_S = 120
 WAIT_ADOPTED_S = 90  # adopting -> active: the takeover issues, verifies (propagation) and publishes
@@ -185,19 +186,26 @@ def _scan(api: str, tenant_id: str) -> list[dict[str, Any]]:
 
 
 def _adoptable(items: list[dict[str, Any]], claimed: set[str]) -> list[dict[str, Any]]:
-    """Unmanaged apps whose best match is a CodeTwo profile and that no registration claims yet
-    (an adoption waiting for its owner is not `managed` in the inventory), exact matches first."""
+    """Unmanaged apps whose best match is CodeTwo Backup for Exchange Online (which takes a secret;
+    CodeTwo's SharePoint connector takes only certificates) and that no registration claims yet
+    (an adoption waiting for its owner is not `managed` in the inventory): apps holding only
+    secrets first (a found certificate is never retired, so it would stay beside Registrar's),
+    then exact matches."""
     by_app: dict[str, dict[str, Any]] = {}
+    certificates = {
+        i["appId"] for i in items if i.get("type") == "certificate" and i.get("on") == "application"
+    }
     for item in items:
         match = item.get("profileMatch") or {}
-        if (
-            not item.get("managed")
-            and item["appId"] not in claimed
-            and str(match.get("profile", "")).startswith("codetwo-")
-        ):
+        if not item.get("managed") and item["appId"] not in claimed and match.get("profile") == PROFILE:
             by_app.setdefault(item["appId"], item)
     return sorted(
-        by_app.values(), key=lambda i: (i["profileMatch"].get("kind") != "exact", i["appDisplayName"])
+        by_app.values(),
+        key=lambda i: (
+            i["appId"] in certificates,
+            i["profileMatch"].get("kind") != "exact",
+            i["appDisplayName"],
+        ),
     )
 
 
@@ -233,7 +241,7 @@ def adoption_tour(endpoints: dict[str, Any], api: str, receiver: Receiver, manag
             f"   No hand-made CodeTwo app to adopt: the administrator makes a handful of connector apps"
             f" (POST {endpoints['adminUrl']}/brownfield), as people do in the portal"
         )
-        body = {"count": len(HANDFUL), "connectors": list(HANDFUL), "seed": int(time.time())}
+        body = {"count": len(HANDFUL), "connectors": list(HANDFUL)}  # the same shapes every time
         _sim(endpoints, "brownfield", body)
         items = _scan(api, tenant_id)
     now = datetime.now(UTC)
@@ -294,10 +302,15 @@ def _adopt(
         "requestId": request_id,
         "profile": profile,
         "adopt": {"appId": app["appId"]},
+        "credential": {
+            "type": "secret"
+        },  # the connector takes a secret (the profile's default is a certificate)
         "options": {"retireExisting": "after-overlap", "reconcile": "report"},
         "webhooks": [{"url": receiver.url, "events": ["credential.rotated", "credential.retired"]}],
     }
-    print(f"   POST {api}/registrations  (requestId {request_id}, adopt.appId, retireExisting after-overlap)")
+    print(
+        f"   POST {api}/registrations  (requestId {request_id}, adopt.appId, a secret, retireExisting after-overlap)"
+    )
     status, accepted = _call("POST", f"{api}/registrations", body)
     if status != 202:
         print(f"   refused: HTTP {status}: {json.dumps(accepted, indent=2)}")
@@ -408,7 +421,7 @@ def _graph_rows(admin: AdminGraph, registration: dict[str, Any], retiring: dict[
         elif key_id in retiring:
             whose = f"the person's: kept until {retiring[key_id][11:19]} UTC, then retired"
         elif key_id in found:
-            whose = "the person's (found at adoption)"
+            whose = "the person's (found at adoption): kept"
         else:
             whose = "unknown to Registrar: never removed"
         label = f'{credential["type"]} "{credential.get("displayName") or ""}"'
