@@ -41,6 +41,10 @@ HANDFUL = (
     "m365-usage-connector",
     "codetwo-backup-sharepoint",
 )
+# The same shapes every time, relative to now: "(4)" is the one in use (an exact match, a secret
+# ending within two months), "(1)" a forgotten try (a permission short, its secret expired); some
+# "Never" secrets, an expired certificate, a SharePoint app with an old and a new secret.
+HANDFUL_SEED = 59
 WAIT_SCAN_S = 120
 WAIT_ADOPTED_S = 90  # adopting -> active: the takeover issues, verifies (propagation) and publishes
 WAIT_RETIRED_S = 120  # past the overlap, the sweep's retirement job removes the person's secret
@@ -241,7 +245,7 @@ def adoption_tour(endpoints: dict[str, Any], api: str, receiver: Receiver, manag
             f"   No hand-made CodeTwo app to adopt: the administrator makes a handful of connector apps"
             f" (POST {endpoints['adminUrl']}/brownfield), as people do in the portal"
         )
-        body = {"count": len(HANDFUL), "connectors": list(HANDFUL)}  # the same shapes every time
+        body = {"count": len(HANDFUL), "connectors": list(HANDFUL), "seed": HANDFUL_SEED}
         _sim(endpoints, "brownfield", body)
         items = _scan(api, tenant_id)
     now = datetime.now(UTC)
