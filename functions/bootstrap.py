@@ -21,7 +21,10 @@ from functions.resources import REGISTRATION_REQUESTS_QUEUE, REGISTRATIONS_TABLE
 if TYPE_CHECKING:
     from contextlib import AbstractAsyncContextManager
 
+    from functions.core.adoption.claims import AppClaims
     from functions.core.adoption.ownership import OwnershipCheck
+    from functions.core.adoption.permissions import PermissionStep
+    from functions.core.adoption.takeover import Takeover
     from functions.core.catalogue.lifetimes import CredentialLifetimes
     from functions.core.catalogue.policy import Policy
     from functions.core.catalogue.profiles import ProfileCatalogue
@@ -183,7 +186,7 @@ class Services:
 
     # Users before what they use: the store and logs write through the table service, every
     # Azure client authenticates through the identity.
-    _CLOSE_ORDER = ("deliveries", "index", "in_flight", "health_marks", "watchlist",
+    _CLOSE_ORDER = ("deliveries", "index", "in_flight", "health_marks", "watchlist", "app_claims",
                     "tenant_subscription_store", "store", "inventory_store", "queue", "table_service",
                     "directory", "vault", "probe", "webhook_sender", "identity")  # fmt: skip
 
@@ -396,7 +399,48 @@ class Services:
         from functions.core.adoption.ownership import OwnershipCheck, OwnershipSettings
 
         settings = OwnershipSettings(take_ownership=self.settings.adoption_takes_ownership)
-        return OwnershipCheck(self.store, self.directory, self.clock, settings, owner=self.job_owner())
+        return OwnershipCheck(
+            self.store,
+            self.directory,
+            self.clock,
+            settings,
+            owner=self.job_owner(),
+            queue=self.queue,  # adopting: the envelope goes to the worker (the takeover)
+            in_flight=self.in_flight,
+        )
+
+    @cached_property
+    def app_claims(self) -> AppClaims:
+        from functions.adapters.table_claims import TableAppClaims
+
+        return TableAppClaims(self.table_service)
+
+    def takeover(self) -> Takeover:
+        """The credential takeover of an adopting registration (core/adoption/takeover.py)."""
+        from functions.core.adoption.takeover import Takeover
+
+        return Takeover(
+            store=self.store,
+            directory=self.directory,
+            vault=self.vault,
+            probe=self.probe,
+            index=self.index,
+            queue=self.queue,
+            claims=self.app_claims,
+            clock=self.clock,
+            rotation=self.rotation_settings,
+            owner=self.job_owner(),
+            lifetimes=self.lifetimes,
+            in_flight=self.in_flight,
+            permissions=self.adoption_permissions(),  # drift and reconcile run first
+        )
+
+    def adoption_permissions(self) -> PermissionStep:
+        """An adoption's permissions step (drift recorded, reconciled as asked, tier-0 additions
+        held for approval): the takeover runs it first, holding the registration's lease."""
+        from functions.core.adoption.permissions import PermissionStep
+
+        return PermissionStep(self.directory, self.clock, self.policy)
 
     def lifecycle(self) -> Lifecycle:
         from functions.core.provisioning.lifecycle import Lifecycle

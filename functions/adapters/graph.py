@@ -28,6 +28,7 @@ from functions.adapters.graph_credentials import GraphCredentials
 from functions.adapters.graph_errors import Lag, call, exists_lag, not_found_lag, replication_lag
 from functions.adapters.graph_owners import GraphOwners
 from functions.adapters.graph_pacing import GraphPacer, paced
+from functions.adapters.graph_permissions import GraphPermissions
 from functions.adapters.graph_policy import GraphPolicy
 from functions.adapters.identity import GRAPH_SCOPE, RegistrarIdentity
 from functions.core.ports import (
@@ -58,7 +59,7 @@ def _odata_quote(value: str) -> str:
     return value.replace("'", "''")
 
 
-class GraphDirectory(GraphConsent, GraphCredentials, GraphOwners, GraphPolicy):
+class GraphDirectory(GraphConsent, GraphCredentials, GraphOwners, GraphPermissions, GraphPolicy):
     """Directory port. base_url: REGISTRAR_GRAPH_BASE_URL; identity: the registrar's credentials.
 
     catalog_ttl: how long a resource catalogue is reused; lag_timeout: the longest wait (seconds)

@@ -166,6 +166,46 @@ class GraphCredentials(GraphPolicy):
         except PermanentError as error:
             raise await self.lifetime_refused(tenant_id, CredentialType.CERTIFICATE, error) from None
 
+    async def remove_key_credential(self, tenant_id: str, app_object_id: str, key_id: str) -> None:
+        """GET the app's keyCredentials with their keys, PATCH back all but `key_id`. Graph has no
+        ETag for an application, so a certificate a person adds between the two calls would be
+        dropped: the window is one round trip, and an app under release is rarely edited."""
+        from msgraph.generated.models.application import Application
+        from msgraph.generated.models.key_credential import KeyCredential
+
+        client = self.client(tenant_id)
+        builder = client.applications.by_application_id(app_object_id)
+        get = builder.to_get_request_information(self._config(select=["id", "keyCredentials"]))
+        try:
+            app = await self._send(client, "GET", "application", app_object_id, get, not_found_lag)
+        except NotFound:
+            return  # the app is gone, and its keys with it
+        held = app.get("keyCredentials") or []
+        if not any(str(k["keyId"]).lower() == key_id.lower() for k in held):
+            return
+
+        def decoded(value: str | None) -> bytes | None:
+            return base64.b64decode(value) if value else None
+
+        body = Application(
+            key_credentials=[
+                KeyCredential(
+                    key_id=uuid.UUID(str(k["keyId"])),
+                    display_name=k.get("displayName"),
+                    type=k.get("type"),
+                    usage=k.get("usage"),
+                    key=decoded(k.get("key")),
+                    custom_key_identifier=decoded(k.get("customKeyIdentifier")),
+                    start_date_time=_when(k.get("startDateTime")),
+                    end_date_time=_when(k.get("endDateTime")),
+                )
+                for k in held
+                if str(k["keyId"]).lower() != key_id.lower()
+            ]
+        )
+        request = builder.to_patch_request_information(body)
+        await self._send(client, "PATCH", "keyCredentials of", app_object_id, request, not_found_lag)
+
     async def add_federated_credential(
         self, tenant_id: str, app_object_id: str, spec: FederatedCredentialSpec
     ) -> str:

@@ -1,4 +1,4 @@
-"""The owners half of the Directory port: POST /applications/{id}/owners/$ref.
+"""The owners half of the Directory port: GET owners, POST owners/$ref, DELETE owners/{id}/$ref.
 
 A mixin of GraphDirectory (graph.py), which provides client() and _send().
 """
@@ -52,3 +52,15 @@ class GraphOwners(GraphWire):
                     raise NotFound("user or service principal", owner_id) from None
             get = app.to_get_request_information(self._config(select=["id"]))
             await self._send(client, "GET", "application", app_object_id, get, not_found_lag)
+
+    async def remove_owner(self, tenant_id: str, app_object_id: str, owner_id: str) -> None:
+        """Graph answers 404 when the object is not an owner (or the app is gone): for a release,
+        which only wants the owner gone, that is success. Removing the last owner is allowed for an
+        application (unlike a group's last owner): docs/devstack-graph.md."""
+        client = self.client(tenant_id)
+        owner = client.applications.by_application_id(app_object_id).owners.by_directory_object_id(owner_id)
+        request = owner.ref.to_delete_request_information()
+        try:
+            await self._send(client, "DELETE", "owner of application", app_object_id, request)
+        except NotFound:
+            return

@@ -174,7 +174,34 @@ class Directory(Protocol):
     async def grant_delegated(
         self, tenant_id: str, client_id: str, resource_id: str, scopes: frozenset[str], existing: str | None
     ) -> None:
-        """POST a new AllPrincipals grant, or PATCH the existing grant id to exactly `scopes`."""
+        """POST a new AllPrincipals grant, or PATCH the existing grant id to exactly `scopes`
+        (no scopes: DELETE the existing grant)."""
+        ...
+
+    # The permissions of an app Registrar adopted (core/adoption/permissions.py).
+
+    async def service_principal_of(self, tenant_id: str, app_id: str) -> str | None:
+        """GET /servicePrincipals(appId='...'): the app's service principal object id in the
+        tenant, or None when it has none (never creates one)."""
+        ...
+
+    async def resource_app_id_of(self, tenant_id: str, service_principal_id: str) -> str:
+        """The appId of a service principal by its object id (a grant names its resource so).
+        NotFound when the tenant has none."""
+        ...
+
+    async def set_required_resource_access(
+        self, tenant_id: str, app_object_id: str, access: Sequence[RequiredResourceAccess]
+    ) -> None:
+        """PATCH /applications/{id} {requiredResourceAccess}: REPLACES the collection (idempotent).
+        Application.ReadWrite.OwnedBy allows it only on an app Registrar owns."""
+        ...
+
+    async def remove_app_roles(
+        self, tenant_id: str, principal_id: str, assignments: Sequence[tuple[str, str]]
+    ) -> None:
+        """DELETE the principal's app role assignments of these (resource SP id, appRoleId) pairs.
+        Idempotent: one that is not there (or answers 404) is success."""
         ...
 
     async def list_credentials(self, tenant_id: str, app_object_id: str) -> list[AppCredential]: ...
@@ -191,6 +218,12 @@ class Directory(Protocol):
         self, tenant_id: str, app_object_id: str, keys: Sequence[KeyCredentialSpec]
     ) -> None:
         """PATCH keyCredentials: REPLACES the collection, so pass every key to keep."""
+        ...
+
+    async def remove_key_credential(self, tenant_id: str, app_object_id: str, key_id: str) -> None:
+        """Remove one keyCredential and keep every other as Graph holds it (with its `key`, which a
+        PATCH needs and Graph returns only on a $select of one application): for an app holding
+        certificates Registrar did not make. Idempotent: a keyId (or an app) already gone is success."""
         ...
 
     async def add_federated_credential(
@@ -222,6 +255,15 @@ class Directory(Protocol):
         Idempotent: an owner already there is success. NotFound(key=owner_id) when the tenant has no
         such object; PermanentError for another kind of object, or code Authorization_RequestDenied
         when the registrar may not add owners (Graph wants Application.ReadWrite.All for that).
+        """
+        ...
+
+    async def remove_owner(self, tenant_id: str, app_object_id: str, owner_id: str) -> None:
+        """DELETE /applications/{id}/owners/{owner}/$ref (Application.ReadWrite.OwnedBy on an app
+        the caller owns suffices, itself included; an app may be left without owners).
+
+        Idempotent: an owner that is not one any more, or an app already gone, is success.
+        PermanentError code Authorization_RequestDenied when the caller may not change the app.
         """
         ...
 

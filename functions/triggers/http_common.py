@@ -26,7 +26,7 @@ from functions.core.record.errors import (
     ValidationFailed,
 )
 from functions.core.record.models import Problem, RegistrationStatus
-from functions.core.record.registration import CredentialState, Registration
+from functions.core.record.registration import CredentialState, Drift, DriftedPermission, Registration
 from functions.profiles.views import mapping_document
 
 log = logging.getLogger(__name__)
@@ -218,10 +218,35 @@ def registration_view(r: Registration, url: str | None = None) -> dict[str, Any]
                 }
                 for c in r.adoption.found_credentials
             ],
+            "drift": drift_view(r.adoption.drift),
         }
         if r.adoption
         else None,
         "statusUrl": url,
+    }
+
+
+def drift_view(drift: Drift | None) -> dict[str, Any] | None:
+    """An adopted app's permissions against its profile (core/adoption/permissions.py)."""
+    if drift is None:
+        return None
+
+    def permission(p: DriftedPermission) -> dict[str, Any]:
+        return {
+            "resourceAppId": p.resource_app_id,
+            "resource": p.resource,
+            "value": p.value,
+            "kind": p.kind.value,
+            "id": p.id,
+            "declared": p.declared,
+            "granted": p.granted,
+        }
+
+    return {
+        "readOn": _iso(drift.read_at),
+        "missing": [permission(p) for p in drift.missing],
+        "extra": [permission(p) for p in drift.extra],
+        "reconciledOn": _iso(drift.reconciled_at),
     }
 
 

@@ -201,9 +201,14 @@ async def decommission_registration(req: func.HttpRequest) -> func.HttpResponse:
     try:
         svc = await services().ready()
         caller = _caller(req, ROLE_ADMIN, principal_trusted=svc.settings.client_principal_trusted)
+        delete_app = req.params.get("deleteApp", "false")
+        if delete_app not in ("true", "false"):
+            raise ValidationFailed([Problem("deleteApp", "must be true or false", None)])
         before = await svc.store.get(registration_id)
         try:
-            record = await svc.lifecycle().decommission(registration_id, caller.actor)
+            record = await svc.lifecycle().decommission(
+                registration_id, caller.actor, delete_app=delete_app == "true"
+            )
         finally:  # even part-way: what was deleted from Key Vault must not be signed with here
             for subscription in before.webhooks:  # their queued deliveries end as gone at once
                 if subscription.secret_name:

@@ -14,7 +14,7 @@ was made removed, instead of being stranded behind a message in the poison queue
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import azure.functions as func
 
@@ -25,10 +25,15 @@ from functions.core.intake.accept import accept, plan_from_validated, record_inv
 from functions.core.intake.requests import validate_request
 from functions.core.record.errors import Conflict, Deferred, NotFound, TransientError, ValidationFailed
 from functions.core.record.keeper import LeaseHeld
+from functions.core.record.models import RegistrationStatus
+from functions.core.record.registration import Registration
 from functions.telemetry import log_context
 from functions.triggers.adoption import check_ownership, validate_adoption_with
 from functions.triggers.queue_messages import Envelope, envelope, read_message
 from functions.triggers.queue_retries import is_last_delivery
+
+if TYPE_CHECKING:
+    from functions.core.provisioning.workflow import Provisioner
 
 log = logging.getLogger(__name__)
 
@@ -107,12 +112,21 @@ async def _adopt(msg: func.QueueMessage, svc: Services, message: dict[str, Any])
     log.info("adoption %s is %s", record.id, record.status.value)
 
 
+async def _run(svc: Services, provisioner: Provisioner, registration_id: str) -> Registration:
+    """An adoption that reached `adopting` is the takeover's (core/adoption/takeover.py); the rest,
+    a `failing` or `decommissioning` adoption included, the Provisioner's."""
+    current = await svc.store.get(registration_id)
+    if current.adoption is not None and current.status is RegistrationStatus.ADOPTING:
+        return await svc.takeover().run(registration_id, then=svc.settle)
+    return await provisioner.run(registration_id, then=svc.settle)
+
+
 async def _provision(msg: func.QueueMessage, svc: Services, registration_id: str) -> None:
     provisioner = svc.provisioner()
     try:
         # Settled (first rotation scheduled, registration.active/failed announced) inside the run's
         # in-flight entry: a crash between the run and its settling is resumed too.
-        record = await provisioner.run(registration_id, then=svc.settle)
+        record = await _run(svc, provisioner, registration_id)
     except NotFound:
         log.warning("queued registration %s does not exist; message dropped", registration_id)
         return

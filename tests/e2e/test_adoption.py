@@ -12,13 +12,16 @@ import json
 import re
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.e2e.provisioning_support import enqueue
+from tests.e2e.rotation_support import GRAPH_SCOPE, Host, Receiver, leaks, running_host, tag, wait_until
 from tests.e2e.test_inventory import Api, admin_graph, close
+from tests.e2e.test_rotation import verified
 
 pytestmark = pytest.mark.slow
 WAIT_S = 120.0
@@ -125,8 +128,13 @@ def test_adoption_by_http_and_queue_waits_for_an_owner_then_adopts(
     assert [(c["keyId"], c["type"]) for c in owned["adoption"]["credentialsFound"]] == [
         (pasted_key, "secret")
     ]
-    # The takeover is not built: nothing issued, nothing removed.
-    assert asyncio.run(credentials_of(stack, object_id)) == [pasted_key]
+    # The takeover follows (its own test below): Registrar's certificate (the profile's default) beside
+    # the pasted secret, which stays until the overlap (a day by default) ends.
+    taken = wait_status(api, reg_id, "active")
+    assert taken["credential"]["generation"] == 1 and taken["credential"]["type"] == "certificate"
+    assert sorted(asyncio.run(credentials_of(stack, object_id))) == sorted(
+        [pasted_key, taken["credential"]["keyId"]]
+    )
 
     # The same through the queue, for a second app whose owner was added before the request.
     queued_app, queued_object, _ = asyncio.run(hand_made_app(stack, f"CodeTwo by hand, queued {run}"))
@@ -134,7 +142,7 @@ def test_adoption_by_http_and_queue_waits_for_an_owner_then_adopts(
     message = {"requestId": f"CHG-{run}", "profile": "codetwo-backup-exchange", "adopt": {"appId": queued_app},
                "options": {"retireExisting": "never"}}  # fmt: skip
     enqueue(stack, json.dumps(message))
-    queued = wait_status(api, registration_id(tenant_id, f"CHG-{run}"), "adopting")
+    queued = wait_status(api, registration_id(tenant_id, f"CHG-{run}"), "active")  # adopting, then taken over
     assert queued["adoption"]["retireExisting"] == "never"
 
     # Refusals: every problem at once, as the document says.
@@ -155,3 +163,124 @@ def test_adoption_by_http_and_queue_waits_for_an_owner_then_adopts(
     for secret in (stack["adminClientSecret"], pasted_value):
         assert all(secret not in text for text in api.texts)
         assert secret not in logged
+
+
+# ---------------------------------------------------------------- the takeover, on a stack of its own
+
+OVERLAP_S = 20
+TAKEOVER_SETTINGS = {
+    "REGISTRAR_ROTATION_SCHEDULE": "*/2 * * * * *",  # the sweep (and the ownership timer) every 2 s
+    "REGISTRAR_ROTATION_OVERLAP": f"PT{OVERLAP_S}S",
+    "REGISTRAR_WEBHOOK_RETRY_SCHEDULE": "PT1S,PT2S",
+}
+TAKEOVER_EVENTS = ["credential.rotated", "credential.retired", "registration.active"]
+
+
+@pytest.fixture(scope="module")
+def takeover_host(tmp_path_factory: pytest.TempPathFactory, tenant_ca_dir: Path) -> Iterator[Host]:
+    with running_host(
+        tmp_path_factory.mktemp("takeover-stack"),
+        tenant_ca_dir,
+        TAKEOVER_SETTINGS,
+        ["--propagation-delay", "2"],
+    ) as client:
+        yield client
+
+
+def token_with(endpoints: dict[str, Any], app_id: str, secret: str) -> str | None:
+    """A connector's token request with `secret`: None when Entra accepts it, else the refusal."""
+    from azure.identity import ClientSecretCredential
+
+    credential = ClientSecretCredential(
+        endpoints["tenantId"],
+        app_id,
+        secret,
+        authority=endpoints["authority"],
+        disable_instance_discovery=True,
+    )
+    try:
+        credential.get_token(GRAPH_SCOPE)
+        return None
+    except Exception as exc:  # the refusal, whatever its kind, is the outcome under test
+        return f"{type(exc).__name__}: {str(exc)[:200]}"
+    finally:
+        credential.close()
+
+
+def test_the_takeover_keeps_the_pasted_secret_working_until_the_overlap_ends_then_retires_it(
+    takeover_host: Host, receiver: Receiver
+) -> None:
+    host, endpoints = takeover_host, takeover_host.endpoints
+    api = Api(endpoints)
+    run = tag()
+    app_id, object_id, _ = asyncio.run(hand_made_app(endpoints, f"CodeTwo by hand {run}"))
+    pasted_key, pasted_value = asyncio.run(pasted_secret(endpoints, object_id))
+    host.seen.add(pasted_value)
+    path = f"/adopt-{run}"
+    body = {
+        "requestId": f"ADOPT-T-{run}",
+        "profile": "codetwo-backup-exchange",
+        "credential": {"type": "secret"},
+        "adopt": {"appId": app_id},
+        "options": {"retireExisting": "after-overlap"},
+        "webhooks": [{"url": receiver.url(path), "events": TAKEOVER_EVENTS}],
+    }
+    created = api.call("POST", "/registrations", "/registrations", json=body)
+    assert created.status_code == 202, created.text
+    reg_id, signing = created.json()["id"], created.json()["webhooks"][0]["secret"]
+    host.seen.add(signing)
+    view = api.call("GET", f"/registrations/{reg_id}", "/registrations/{id}").json()
+    command = OWNER_COMMAND.search(view["manualSteps"][0])
+    assert command is not None
+    asyncio.run(add_owner(endpoints, object_id, command["owner"]))  # as the administrator would
+
+    # The ownership timer (every 2 s) finds Registrar an owner and hands the registration to the worker.
+    active = host.wait_status(reg_id, "active", timeout_s=120)
+    credential = active["credential"]
+    assert credential["generation"] == 1 and credential["type"] == "secret"
+    assert active["appId"] == app_id and active["objectId"] == object_id
+    mine = host.secrets.get_secret(reg_id)  # what the connector reads from Key Vault
+    host.seen.add(mine.value)
+    assert mine.properties.tags["keyId"] == credential["keyId"]
+    assert {p["keyId"] for p in host.passwords(app_id)} == {pasted_key, credential["keyId"]}
+    # Within the overlap both work: the connector holding the pasted secret notices nothing yet.
+    assert token_with(endpoints, app_id, pasted_value) is None
+    assert wait_until(
+        "Registrar's secret to be accepted", lambda: token_with(endpoints, app_id, mine.value) is None, 30
+    )
+
+    # Then the RETIRE job (due OVERLAP_S after the takeover) removes the pasted secret from Graph.
+    wait_until(
+        "the pasted secret's removal",
+        lambda: pasted_key not in {p["keyId"] for p in host.passwords(app_id)},
+        timeout_s=OVERLAP_S + 90,
+    )
+    assert {p["keyId"] for p in host.passwords(app_id)} == {credential["keyId"]}
+    assert token_with(endpoints, app_id, pasted_value) is not None  # the person's secret is gone
+    assert token_with(endpoints, app_id, mine.value) is None  # Registrar's works
+
+    events = wait_until(
+        "credential.rotated (adopted) and credential.retired",
+        lambda: got if len(got := verified(receiver, path, signing)) >= 3 else None,
+        timeout_s=60,
+    )
+    by_type = {e["type"]: e["data"] for e in events}
+    assert by_type["credential.rotated"]["reason"] == "adopted"
+    assert by_type["credential.rotated"]["keyId"] == credential["keyId"]
+    assert by_type["credential.rotated"]["previousKeyIds"] == [pasted_key]
+    assert by_type["credential.retired"]["keyId"] == pasted_key
+    assert by_type["registration.active"]["keyId"] == credential["keyId"]
+    kinds = [e["type"] for e in events]
+    assert kinds.index("credential.rotated") < kinds.index("credential.retired")
+    history = host.registration(reg_id)["history"]
+    assert [e["step"] for e in history if e["step"] in ("claim", "takeover")] == ["claim", "takeover"]
+
+    # Leak scan: the pasted secret, Registrar's, the webhook's signing secret and the administrator's.
+    values = (
+        host.seen | host.all_secret_values() | {endpoints["adminClientSecret"], endpoints["clientSecret"]}
+    )
+    bodies = {f"webhook body {i}": hit.body.decode() for i, hit in enumerate(receiver.received())}
+    assert leaks(values, host.leak_places(bodies)) == []
+    # The API's answers: only the webhook's signing secret, once, in the answer to the POST (by design).
+    api_texts = {f"api answer {i}": text for i, text in enumerate(api.texts[1:])}
+    assert leaks(values, api_texts) == []

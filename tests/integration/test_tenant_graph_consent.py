@@ -7,6 +7,7 @@ import base64
 import time
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 import jwt
 import pytest
@@ -344,6 +345,50 @@ async def test_assigning_app_roles_needs_assignment_and_read_roles(tenant: Tenan
         sharepoint.id
     ).app_role_assigned_to.post(body)
     assert created is not None and str(created.principal_id) == target.sp_id
+
+
+async def test_removing_an_app_role_needs_only_the_assignment_role_and_gone_is_404(
+    tenant: TenantProcess,
+) -> None:
+    """DELETE appRoleAssignments: AppRoleAssignment.ReadWrite.All alone, as Graph documents (no read
+    companion, unlike the POST); the assignment deleted twice is 404 (what reconcile's `exact`
+    treats as done)."""
+    target = await app_with_sp(graph_client(tenant))
+    sharepoint = await graph_client(tenant).service_principals_with_app_id(SHAREPOINT_APP_ID).get()
+    assert sharepoint is not None and sharepoint.id
+    created = (
+        await graph_client(tenant)
+        .service_principals.by_service_principal_id(sharepoint.id)
+        .app_role_assigned_to.post(
+            AppRoleAssignment(
+                principal_id=uuid.UUID(target.sp_id),
+                resource_id=uuid.UUID(sharepoint.id),
+                app_role_id=uuid.UUID(SITES_READ_ALL),
+            )
+        )
+    )
+    assert created is not None and created.id
+
+    def delete(client: GraphServiceClient) -> Any:
+        assignments = client.service_principals.by_service_principal_id(target.sp_id).app_role_assignments
+        return assignments.by_app_role_assignment_id(str(created.id)).delete()
+
+    only_read = graph_client(tenant, *new_identity(tenant, ["Application.Read.All"])[:2])
+    with pytest.raises(ODataError) as caught:
+        await delete(only_read)
+    assert odata_error(caught)[:2] == (403, "Authorization_RequestDenied")
+
+    only_assign = graph_client(tenant, *new_identity(tenant, ["AppRoleAssignment.ReadWrite.All"])[:2])
+    await delete(only_assign)
+    with pytest.raises(ODataError) as caught:
+        await delete(only_assign)
+    assert odata_error(caught)[0] == 404
+    listed = (
+        await graph_client(tenant)
+        .service_principals.by_service_principal_id(target.sp_id)
+        .app_role_assignments.get()
+    )
+    assert listed is not None and listed.value == []
 
 
 async def test_owned_by_is_not_the_read_role_an_app_role_grant_needs(tenant: TenantProcess) -> None:

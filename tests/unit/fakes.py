@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from functions.core.adoption.claims import AppClaim
 from functions.core.catalogue.permissions import canonical_resource, catalog_from_json
 from functions.core.ports import (
     AppCredential,
@@ -110,6 +111,9 @@ class FakeDirectory(Recorder):
         self.registrar_id = str(uuid.uuid4())  # the registrar's own service principal
         self.users: set[str] = set()  # user object ids (owners may be users or service principals)
         self.may_add_owners = True  # False: Graph's 403 for an identity without Application.ReadWrite.All
+        # True: Registrar holds Application.ReadWrite.OwnedBy only, so a write to an app it does not
+        # own is Graph's 403 (off by default: most tests use apps Registrar made, which it owns).
+        self.owned_by_only = False
         # Replication: lookups by uniqueName miss a new app this many times (set on creation).
         self.lookup_lag = 0
         self.unreplicated: dict[str, int] = {}  # app object id -> lookups that still miss it
@@ -132,6 +136,12 @@ class FakeDirectory(Recorder):
         if object_id not in self.apps:
             raise NotFound("application", object_id)
         return self.apps[object_id]
+
+    def _may_write(self, app: FakeApp) -> None:
+        if self.owned_by_only and self.registrar_id not in app.owners:
+            raise PermanentError(
+                "Insufficient privileges to complete the operation.", code="Authorization_RequestDenied"
+            )
 
     def app_by_unique_name(self, unique_name: str) -> FakeApp | None:
         return next((a for a in self.apps.values() if a.spec.unique_name == unique_name), None)
@@ -230,7 +240,36 @@ class FakeDirectory(Recorder):
         self.note("grant_delegated")
         if existing is None and any(c == client_id and r == resource_id for c, r, _ in self.grants.values()):
             raise PermanentError("Permission entry already exists.")  # Graph's 409 on a duplicate grant
+        if existing is not None and not scopes:  # the adapter DELETEs a grant left with no scope
+            self.grants.pop(existing, None)
+            return
         self.grants[existing or str(uuid.uuid4())] = (client_id, resource_id, scopes)
+
+    async def service_principal_of(self, tenant_id: str, app_id: str) -> str | None:
+        self.note("service_principal_of")
+        self._tenant(tenant_id)
+        return self.service_principals.get(app_id.lower())
+
+    async def resource_app_id_of(self, tenant_id: str, service_principal_id: str) -> str:
+        self.note("resource_app_id_of")
+        for app_id, sp_id in self.service_principals.items():
+            if sp_id == service_principal_id.lower():
+                return app_id
+        raise NotFound("servicePrincipal", service_principal_id)
+
+    async def set_required_resource_access(
+        self, tenant_id: str, app_object_id: str, access: Sequence[RequiredResourceAccess]
+    ) -> None:
+        self.note("set_required_resource_access")
+        app = self._app(app_object_id)
+        app.spec = replace(app.spec, required_resource_access=tuple(access))
+
+    async def remove_app_roles(
+        self, tenant_id: str, principal_id: str, assignments: Sequence[tuple[str, str]]
+    ) -> None:
+        self.note("remove_app_roles")
+        for resource_sp, role in assignments:
+            self.assignments.discard((principal_id, resource_sp, role))
 
     async def list_credentials(self, tenant_id: str, app_object_id: str) -> list[AppCredential]:
         self.note("list_credentials")
@@ -245,6 +284,7 @@ class FakeDirectory(Recorder):
     ) -> IssuedSecret:
         self.note("add_password")
         app = self._app(app_object_id)
+        self._may_write(app)
         self._enforce_lifetime(CredentialType.SECRET, start, end)
         key_id = str(uuid.uuid4())
         value = secrets.token_urlsafe(30)
@@ -253,17 +293,28 @@ class FakeDirectory(Recorder):
 
     async def remove_password(self, tenant_id: str, app_object_id: str, key_id: str) -> None:
         self.note("remove_password")
-        self._app(app_object_id).passwords.pop(key_id, None)
+        app = self._app(app_object_id)
+        self._may_write(app)
+        app.passwords.pop(key_id, None)
 
     async def set_key_credentials(
         self, tenant_id: str, app_object_id: str, keys: Sequence[KeyCredentialSpec]
     ) -> None:
         self.note("set_key_credentials")
         app = self._app(app_object_id)
+        self._may_write(app)
         for key in keys:
             if key.key_id not in {k.key_id for k in app.keys}:  # only new certificates are judged
                 self._enforce_lifetime(CredentialType.CERTIFICATE, key.start, key.end)
         app.keys = list(keys)
+
+    async def remove_key_credential(self, tenant_id: str, app_object_id: str, key_id: str) -> None:
+        self.note("remove_key_credential")
+        app = self.apps.get(app_object_id)
+        if app is None:
+            return
+        self._may_write(app)
+        app.keys = [k for k in app.keys if k.key_id != key_id]
 
     async def add_federated_credential(
         self, tenant_id: str, app_object_id: str, spec: FederatedCredentialSpec
@@ -276,6 +327,8 @@ class FakeDirectory(Recorder):
 
     async def delete_application(self, tenant_id: str, app_object_id: str) -> None:
         self.note("delete_application")
+        if app_object_id in self.apps:
+            self._may_write(self.apps[app_object_id])
         app = self.apps.pop(app_object_id, None)
         if app is not None:
             self.deleted_apps.append(app_object_id)
@@ -310,6 +363,16 @@ class FakeDirectory(Recorder):
             raise NotFound("user or service principal", owner_id)
         if owner_id not in app.owners:  # Graph's 400 "already exist" is success to the port
             app.owners.append(owner_id)
+
+    async def remove_owner(self, tenant_id: str, app_object_id: str, owner_id: str) -> None:
+        self.note("remove_owner")
+        self._tenant(tenant_id)
+        app = self.apps.get(app_object_id)
+        if app is None:
+            return  # the app is gone: nothing owned any more
+        self._may_write(app)
+        if owner_id in app.owners:  # Graph's 404 for one that is not an owner is success to the port
+            app.owners.remove(owner_id)
 
     async def credential_lifetime_limit(self, tenant_id: str, kind: CredentialType) -> timedelta | None:
         return self.tenant_max_lifetime.get(kind)
@@ -719,6 +782,31 @@ class FakeInFlightIndex(Recorder):
         resumed = replace(current[0], touched_at=at, resumes=current[0].resumes + 1)
         self.entries[work.key] = (resumed, uuid.uuid4().hex)
         return True
+
+
+class FakeAppClaims(Recorder):
+    """Adoption claims as the Tables adapter keeps them: insert-if-absent, replace by ETag."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.claims: dict[tuple[str, str], AppClaim] = {}
+
+    async def insert(self, claim: AppClaim) -> AppClaim:
+        self.note("insert")
+        key = (claim.tenant_id.lower(), claim.app_id.lower())
+        if key not in self.claims:
+            self.claims[key] = replace(claim, etag=uuid.uuid4().hex)
+        return self.claims[key]
+
+    async def replace(self, claim: AppClaim, etag: str) -> AppClaim:
+        self.note("replace")
+        key = (claim.tenant_id.lower(), claim.app_id.lower())
+        if key not in self.claims:
+            raise NotFound("claim", claim.app_id)
+        if self.claims[key].etag != etag:
+            raise ConcurrencyConflict(f"claim of {claim.app_id} changed")
+        self.claims[key] = replace(claim, etag=uuid.uuid4().hex)
+        return self.claims[key]
 
 
 class Crash(Exception):  # noqa: N818  (the process died: not an error the workflow handles)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from functions.core.intake.accept import Accepted, accept
 from functions.core.provisioning.lifecycle import Lifecycle
@@ -22,9 +23,13 @@ from functions.core.record.models import (
 )
 from functions.core.record.registration import ProvisioningPlan
 from tests.unit.fakes import (
+    Crash,
     Crashing,
+    FakeAppClaims,
     FakeClock,
     FakeDirectory,
+    FakeExpiryIndex,
+    FakeQueue,
     FakeRegistrationStore,
     FakeTokenProbe,
     FakeVault,
@@ -32,6 +37,7 @@ from tests.unit.fakes import (
 )
 
 TENANT = "11111111-2222-3333-4444-555555555555"
+T = TypeVar("T")
 
 
 async def fast_sleep(seconds: float) -> None:
@@ -46,6 +52,9 @@ class World:
     store: FakeRegistrationStore = field(default_factory=FakeRegistrationStore)
     probe: FakeTokenProbe | None = None
     sleeps: list[float] = field(default_factory=list)
+    index: FakeExpiryIndex = field(default_factory=FakeExpiryIndex)
+    queue: FakeQueue = field(default_factory=FakeQueue)
+    claims: FakeAppClaims = field(default_factory=FakeAppClaims)
 
     def __post_init__(self) -> None:
         if self.probe is None:
@@ -159,4 +168,25 @@ class World:
         )
 
 
-__all__ = ["TENANT", "WebhookSpec", "World", "fast_sleep"]
+async def crash_after_every_call(
+    setup: Callable[[], Awaitable[T]],
+    crashing_run: Callable[[T, Faults], Awaitable[object]],
+    recover: Callable[[T, int], Awaitable[None]],
+) -> int:
+    """Kill a run after its 1st outside call, then (in a fresh world) after its 2nd, ... until a run
+    makes all its calls without being killed; after each kill, `recover(world, n)` runs the next
+    worker and checks the end state. Returns how many kill points there were (every call of a run)."""
+    crash_after = 1
+    while True:
+        world = await setup()
+        faults = Faults(crash_after=crash_after)
+        try:
+            await crashing_run(world, faults)
+        except Crash:
+            await recover(world, crash_after)
+            crash_after += 1
+            continue
+        return crash_after - 1
+
+
+__all__ = ["TENANT", "WebhookSpec", "World", "crash_after_every_call", "fast_sleep"]

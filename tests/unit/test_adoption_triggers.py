@@ -72,7 +72,7 @@ async def test_an_adoption_by_http_waits_for_ownership_and_changes_nothing(svc: 
     assert shown["adoption"] == {"appId": app.app_id, "objectId": app.object_id, "displayName": app.spec.display_name,
                                  "retireExisting": "after-overlap", "reconcile": "report", "profileInferred": True,
                                  "registrarPrincipalId": svc.directory.registrar_id, "ownedOn": None,
-                                 "ownerAddedByRegistrar": False, "credentialsFound": []}  # fmt: skip
+                                 "ownerAddedByRegistrar": False, "credentialsFound": [], "drift": None}  # fmt: skip
 
     again = await api.create_registration(http("POST", "registrations", body))
     assert again.status_code == 200 and as_json(again)["id"] == reply["id"]

@@ -182,7 +182,7 @@ def test_the_max_dequeue_count_setting_is_found_in_any_case_as_the_host_reads_it
 # ---------------------------------------------------------------- the stuck-registration sweep
 
 
-async def test_the_sweep_fails_only_registrations_stuck_past_the_deadline_and_reads_three_filtered_lists() -> (
+async def test_the_sweep_fails_only_registrations_stuck_past_the_deadline_and_reads_a_filtered_list_per_status() -> (
     None
 ):
     world = World()
@@ -204,7 +204,7 @@ async def test_the_sweep_fails_only_registrations_stuck_past_the_deadline_and_re
 
     lists = world.store.count("list")
     result = await fail_stuck(world.store, world.provisioner(), world.clock, deadline=timedelta(hours=1))
-    assert world.store.count("list") - lists == 3  # accepted, provisioning, failing: one page each
+    assert world.store.count("list") - lists == 4  # accepted, provisioning, failing, adopting: a page each
     assert sorted(r.id for r in result.ended) == sorted([never_delivered, paused])
     assert result.left == () and result.examined == 3
     for rid in (never_delivered, paused):

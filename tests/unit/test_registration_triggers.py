@@ -89,6 +89,14 @@ class FakeServices:
 
     settle = bootstrap.Services.settle  # the real wiring, over these fakes
     ownership_check = bootstrap.Services.ownership_check
+    adoption_permissions = bootstrap.Services.adoption_permissions
+    takeover = bootstrap.Services.takeover
+    lifetimes = None  # the takeover's end dates: the defaults
+
+    @property
+    def app_claims(self) -> Any:
+        return self.world.claims
+
     escalation = bootstrap.Services.escalation
     proof_of_use = bootstrap.Services.proof_of_use
 

@@ -394,9 +394,11 @@ def add_owner(call: Call, match: re.Match[str]) -> Reply:
 
 
 def remove_owner(call: Call, match: re.Match[str]) -> Reply:
+    """DELETE owners/{id}/$ref: the 403 for a caller that may not change the app comes before the
+    404 for an id that is not an owner. The last owner may go (an app may have none)."""
     app = find_app(call, match)
     owner_id = require_guid(match["owner"])
-    authz.require_app_write(call.principal, app)
+    authz.require_owner_removal(call.principal, app)
     if owner_id not in app.owners:
         raise not_found(owner_id)
     app.owners.remove(owner_id)

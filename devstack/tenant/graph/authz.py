@@ -61,6 +61,16 @@ def require_owner_write(principal: Principal) -> None:
         raise forbidden()
 
 
+# Removing an owner from an application (DELETE owners/{id}/$ref), as Graph documents it:
+# Application.ReadWrite.OwnedBy is the least privilege (on an app the caller owns: it may remove
+# another owner, or itself), Application.ReadWrite.All and Directory.ReadWrite.All are higher. Nothing
+# documents a refusal to remove an application's last owner (the group page does document one).
+def require_owner_removal(principal: Principal, app: Application) -> None:
+    if "Directory.ReadWrite.All" in principal.roles:
+        return
+    require_app_write(principal, app)
+
+
 def require_sp_write(principal: Principal, sp: ServicePrincipal, app: Application | None) -> None:
     if APP_READWRITE_ALL in principal.roles:
         return
@@ -86,6 +96,13 @@ def require_assignment_write(principal: Principal) -> None:
     Directory.Read.All; Application.ReadWrite.All and Directory.ReadWrite.All read too)."""
     require_any(principal, frozenset({APP_ROLE_ASSIGNMENT_RW}))
     require_any(principal, ASSIGNMENT_READ_ROLES)
+
+
+def require_assignment_delete(principal: Principal) -> None:
+    """Removing an app role assignment: AppRoleAssignment.ReadWrite.All alone (Graph's documented
+    least privilege for DELETE appRoleAssignments/appRoleAssignedTo, with no read companion,
+    unlike the POST), or Application.ReadWrite.All, which Graph lists as the higher one."""
+    require_any(principal, frozenset({APP_ROLE_ASSIGNMENT_RW, APP_READWRITE_ALL}))
 
 
 def require_grant_write(principal: Principal) -> None:

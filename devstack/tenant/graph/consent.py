@@ -151,7 +151,7 @@ def get_assignment(call: Call, match: re.Match[str]) -> Reply:
 
 
 def delete_assignment(call: Call, match: re.Match[str]) -> Reply:
-    authz.require_assignment_write(call.principal)
+    authz.require_assignment_delete(call.principal)
     _, assignment = _find_assignment(call, match, as_resource="appRoleAssignedTo" in call.path)
     call.directory.consent.remove_assignment(assignment)
     return Reply.empty(204)

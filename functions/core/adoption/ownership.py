@@ -15,6 +15,11 @@ to remove the ownership Registrar gave itself. Graph refusing it (403) leaves th
 
 Every run holds the record's lease and writes with its ETag; the Graph calls are reads, or an
 owners/$ref that is idempotent, so a check killed after any call converges on the next one.
+
+Reaching `adopting` hands the registration to the takeover (takeover.py): its envelope goes on
+registration-requests, as an approval's does. The registration worker's in-flight entry is written
+before the check claims the lease and handed over once `adopting` is saved, so a process that dies
+between that save and the enqueue is resumed by the sweep (core/record/inflight.py).
 """
 
 from __future__ import annotations
@@ -24,11 +29,13 @@ import logging
 from dataclasses import dataclass, replace
 from datetime import timedelta
 
-from functions.core.ports import Clock, Directory, RegistrationStore
+from functions.core.ports import Clock, Directory, InFlightIndex, MessageQueue, RegistrationStore
 from functions.core.record.errors import Conflict, NotFound, PermanentError
+from functions.core.record.inflight import provisioning_work, tracked
 from functions.core.record.keeper import RecordKeeper, Sleep
 from functions.core.record.models import CredentialType, RegistrationStatus
 from functions.core.record.registration import Adoption, ErrorInfo, FoundCredential, Registration
+from functions.resources import REGISTRATION_REQUESTS_QUEUE
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +59,11 @@ class OwnershipCheck:
         settings: OwnershipSettings | None = None,
         owner: str = "ownership",
         sleep: Sleep = asyncio.sleep,
+        queue: MessageQueue | None = None,  # where an adopting registration's envelope goes (the takeover)
+        in_flight: InFlightIndex | None = None,
     ) -> None:
+        self._queue = queue
+        self._in_flight = in_flight
         self._store = store
         self._directory = directory
         self._clock = clock
@@ -61,23 +72,36 @@ class OwnershipCheck:
         self._sleep = sleep
 
     async def check(self, registration_id: str) -> Registration:
-        """Conflict for a registration that is not an adoption; past pending_ownership, a no-op."""
-        keeper = await RecordKeeper.claim(
-            self._store,
-            self._clock,
-            registration_id,
-            owner=self._owner,
-            lease_for=self._settings.lease_for,
-            wait=self._settings.lease_wait,
-            sleep=self._sleep,
-        )
-        record = keeper.current
-        if record.adoption is None:
-            await keeper.release()
-            raise Conflict(f"registration {record.id} did not adopt an app: there is no ownership to check")
-        if record.status is RegistrationStatus.PENDING_OWNERSHIP:
-            await self._check(keeper, record.adoption)
-        return await keeper.release()
+        """Conflict for a registration that is not an adoption; past pending_ownership, a no-op.
+        Once it turns `adopting`, its envelope is sent to the registration worker (the takeover)."""
+        work = provisioning_work(registration_id, REGISTRATION_REQUESTS_QUEUE, self._clock.now())
+        in_flight = self._in_flight if self._queue is not None else None
+        async with tracked(in_flight, work) as entry:
+            keeper = await RecordKeeper.claim(
+                self._store,
+                self._clock,
+                registration_id,
+                owner=self._owner,
+                lease_for=self._settings.lease_for,
+                wait=self._settings.lease_wait,
+                sleep=self._sleep,
+            )
+            record = keeper.current
+            if record.adoption is None:
+                await keeper.release()
+                raise Conflict(
+                    f"registration {record.id} did not adopt an app: there is no ownership to check"
+                )
+            moved = False
+            if record.status is RegistrationStatus.PENDING_OWNERSHIP:
+                await self._check(keeper, record.adoption)
+                moved = keeper.current.status is RegistrationStatus.ADOPTING
+                # The takeover must start even if the release or the send fails: the entry stays.
+                entry.keep_on_failure = entry.handed_over = moved
+            ended = await keeper.release()
+            if moved and self._queue is not None:
+                await self._queue.send(REGISTRATION_REQUESTS_QUEUE, work.message)
+            return ended
 
     async def _check(self, keeper: RecordKeeper, adoption: Adoption) -> None:
         tenant = keeper.current.tenant_id

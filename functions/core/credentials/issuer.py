@@ -15,6 +15,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 
 from functions.core.catalogue.lifetimes import CredentialLifetimes
+from functions.core.credentials.adopted import remove_own_credentials
 from functions.core.ports import (
     Clock,
     Directory,
@@ -348,8 +349,23 @@ class CredentialIssuer:
 
     async def remove_everything(self, record: Registration) -> None:
         """Remove the registration's credentials, app (its service principal goes with it) and
-        Key Vault objects. Idempotent; finds an app a crash left unrecorded by its uniqueName."""
+        Key Vault objects. Idempotent; finds an app a crash left unrecorded by its uniqueName.
+
+        An adopted app is a person's: only Registrar's own credentials leave it (credentials/adopted.py),
+        never the app, its other credentials or its permissions."""
         tenant = record.tenant_id
+        if record.adoption is not None:
+            try:
+                await remove_own_credentials(self._directory, record, record.adoption.app_object_id)
+            except NotFound:
+                pass  # the person deleted the app
+            except PermanentError as error:
+                if error.code != "Authorization_RequestDenied":
+                    raise
+                # A person removed Registrar's ownership: it may not change the app any more.
+                log.warning("Registrar no longer owns the adopted app: its credentials stay there")
+            await self.remove_vault_objects(record)
+            return
         app_object_id = record.app_object_id or await self._unrecorded_app(record)
         if app_object_id is not None:
             try:
@@ -361,6 +377,10 @@ class CredentialIssuer:
             except NotFound:
                 pass  # the app is already gone
             await self._directory.delete_application(tenant, app_object_id)
+        await self.remove_vault_objects(record)
+
+    async def remove_vault_objects(self, record: Registration) -> None:
+        """Delete the registration's credential from Key Vault, and a rotation's staging copy."""
         kinds = {c.type for c in (record.credential, *record.retiring_credentials) if c is not None}
         if record.pending_credential is not None:
             kinds.add(record.pending_credential.type)

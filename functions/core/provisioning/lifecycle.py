@@ -1,13 +1,16 @@
 """Approving a held registration and decommissioning one. Both take the registration's lease.
 
-approve: pending_approval -> accepted (with who and when); the caller then enqueues the id so
-the worker provisions it. Approving again changes nothing, but while the registration is still
-`accepted` it asks for the enqueue again (the first send may have failed after the record was
-saved; the worker is idempotent). Approving anything else is a Conflict.
+approve: pending_approval -> accepted (an adoption: adopting), with who and when; the caller then
+enqueues the id so the worker provisions it (or takes the adopted app over). Approving again
+changes nothing, but while the registration is still `accepted` (`adopting`) it asks for the
+enqueue again (the first send may have failed after the record was saved; the worker is
+idempotent). Approving anything else is a Conflict.
 
 decommission: remove every credential, delete the app (its service principal goes with it),
 delete the Key Vault secret/certificate and the webhook secrets, keep the record as
-`decommissioned`. Idempotent: a crash half-way is finished by calling it again.
+`decommissioned`. Idempotent: a crash half-way is finished by calling it again. An adopted
+registration releases the person's app instead, or deletes it when asked (`delete_app`):
+provisioning/release.py.
 
 After a crash (docs/rotation.md, "After a crash"): both hold the registration's lease for
 WORK_LEASE (30 s), renewed in the background, and write the registration worker's in-flight entry
@@ -30,6 +33,7 @@ from datetime import timedelta
 
 from functions.core.credentials.issuer import CredentialIssuer
 from functions.core.ports import Clock, Directory, InFlightIndex, RegistrationStore, Vault
+from functions.core.provisioning.release import end_adoption
 from functions.core.record.errors import Conflict, NotFound
 from functions.core.record.inflight import provisioning_work, tracked
 from functions.core.record.keeper import WORK_LEASE, RecordKeeper, Sleep
@@ -56,6 +60,7 @@ class Lifecycle:
         in_flight: InFlightIndex | None = None,  # where the work is written ahead, for the resume sweep
     ) -> None:
         self._store = store
+        self._directory = directory
         self._in_flight = in_flight
         self._vault = vault
         self._clock = clock
@@ -88,8 +93,11 @@ class Lifecycle:
         async with tracked(self._in_flight, work) as entry:
             keeper = await self._claim(registration_id)
             record = keeper.current
+            # An adoption held for a tier-0 change goes back to `adopting` (its takeover applies the
+            # change, core/adoption/permissions.py), never to `accepted` (a new app would be built).
+            resumes = RegistrationStatus.ADOPTING if record.adoption else RegistrationStatus.ACCEPTED
             if record.approval is not None and record.approval.granted:
-                enqueue = record.status is RegistrationStatus.ACCEPTED
+                enqueue = record.status is resumes
                 entry.handed_over = enqueue
                 return await keeper.release(), enqueue
             if record.status is not RegistrationStatus.PENDING_APPROVAL:
@@ -101,7 +109,7 @@ class Lifecycle:
                     await keeper.update(
                         lambda r: replace(
                             r,
-                            status=RegistrationStatus.ACCEPTED,
+                            status=resumes,
                             approval=Approval(
                                 reasons=r.approval.reasons if r.approval else r.plan.approval_reasons,
                                 approved_by=approver,
@@ -114,7 +122,13 @@ class Lifecycle:
                 log.info("registration approved by %s", approver)
             return await keeper.release(), True
 
-    async def decommission(self, registration_id: str, requested_by: str) -> Registration:
+    async def decommission(
+        self, registration_id: str, requested_by: str, *, delete_app: bool = False
+    ) -> Registration:
+        """delete_app: an adopted app is deleted rather than released (ignored for an app Registrar
+        made, which decommission always deletes). Once asked, a retry without it still deletes: the
+        app may be half-way gone. Conflict while the adoption waits for ownership: Registrar owns
+        nothing it could delete."""
         if not is_registration_id(registration_id):  # before the in-flight entry is written
             raise NotFound("registration", registration_id)
         work = provisioning_work(registration_id, REGISTRATION_REQUESTS_QUEUE, self._clock.now())
@@ -123,27 +137,44 @@ class Lifecycle:
             record = keeper.current
             if record.status is RegistrationStatus.DECOMMISSIONED:
                 return await keeper.release()
+            adoption = record.adoption
+            delete_app = delete_app and adoption is not None
+            if delete_app and record.status is RegistrationStatus.PENDING_OWNERSHIP:
+                await keeper.release()
+                raise Conflict(
+                    f"registration {record.id} waits for ownership of the app: Registrar cannot delete "
+                    "an app it does not own; decommission it without deleteApp to release it"
+                )
+            asked = " (deleteApp=true)" if delete_app else ""
             with log_context(registration_id=record.id, tenant_id=record.tenant_id, operation="decommission"):
                 async with keeper.renewing():
                     now = self._clock.now()
                     await keeper.update(
-                        lambda r: replace(r, status=RegistrationStatus.DECOMMISSIONING).with_event(
-                            "decommission", "started", now, f"requested by {requested_by}"
-                        )
+                        lambda r: replace(
+                            r,
+                            status=RegistrationStatus.DECOMMISSIONING,
+                            adoption=replace(r.adoption, delete_app=True)
+                            if r.adoption is not None and delete_app
+                            else r.adoption,
+                        ).with_event("decommission", "started", now, f"requested by {requested_by}{asked}")
                     )
                     # From here a failure leaves the entry: the registration worker finishes it.
                     entry.keep_on_failure = True
-                    await finish_decommission(keeper, self._issuer, self._vault, self._clock)
+                    await finish_decommission(keeper, self._issuer, self._vault, self._clock, self._directory)
             return await keeper.release()
 
 
 async def finish_decommission(
-    keeper: RecordKeeper, issuer: CredentialIssuer, vault: Vault, clock: Clock
+    keeper: RecordKeeper, issuer: CredentialIssuer, vault: Vault, clock: Clock, directory: Directory
 ) -> None:
     """Remove what a `decommissioning` registration has, then save it `decommissioned`. Idempotent:
     what is already gone is success, so a run that finishes a crashed one repeats nothing visible."""
     record = keeper.current
-    await issuer.remove_everything(record)
+    if record.adoption is not None:  # a person's app: released (or deleted, if asked)
+        summary = await end_adoption(keeper, issuer, directory, clock)
+    else:
+        await issuer.remove_everything(record)
+        summary = "credentials removed, app deleted, vault objects deleted"
     for sub in record.webhooks:
         if sub.secret_name:
             await vault.delete_secret(sub.secret_name)
@@ -159,12 +190,6 @@ async def finish_decommission(
             granted_permissions=(),
             owners_added=(),  # the app is deleted: nobody owns it, and no manual step is left
             owners_refused=None,
-        ).with_event("decommission", "done", done, _decommissioned(record))
+        ).with_event("decommission", "done", done, summary)
     )
     log.info("registration decommissioned (app %s)", record.app_id)
-
-
-def _decommissioned(record: Registration) -> str:
-    if record.adoption is not None:  # only what Registrar added goes; the person's app stays
-        return f"vault objects deleted; the adopted app {record.adoption.app_id} left as it was"
-    return "credentials removed, app deleted, vault objects deleted"

@@ -4,12 +4,13 @@ The queue worker gives up on a registration itself when its message's retries ru
 (registration_worker.py). What can still strand one: a message lost after approval, a worker
 killed on the last delivery, a lease still held by a dead worker on the last delivery, a cleanup
 Graph or Key Vault kept refusing. So a timer (triggers/stuck_registrations.py) looks for
-registrations `accepted` or `provisioning` for longer than the deadline (setting
-REGISTRAR_PROVISIONING_DEADLINE, default PT1H), and `failing` ones whose cleanup has not completed
-within it, and gives up on each (Provisioner.give_up: write-ahead `failing`, cleanup, `failed`).
+registrations `accepted`, `provisioning` or `adopting` (a takeover) for longer than the deadline
+(setting REGISTRAR_PROVISIONING_DEADLINE, default PT1H), and `failing` ones whose cleanup has not
+completed within it, and gives up on each (Provisioner.give_up: write-ahead `failing`, cleanup, `failed`).
 
 "For longer than": since the registration entered that status (accepted: approved, or created;
-provisioning: the `provisioning started` event; failing: when its failure was recorded), not
+provisioning: the `provisioning started` event; adopting: when Registrar became the app's owner;
+failing: when its failure was recorded), not
 since its last save, so retries that keep failing cannot keep a registration alive forever.
 
 Finding them: one filtered query per status (`Status eq 'provisioning'`, paged). Table storage
@@ -40,7 +41,12 @@ log = logging.getLogger(__name__)
 
 DEADLINE_SETTING = "REGISTRAR_PROVISIONING_DEADLINE"
 DEFAULT_DEADLINE = timedelta(hours=1)
-STUCK_STATUSES = (RegistrationStatus.ACCEPTED, RegistrationStatus.PROVISIONING, RegistrationStatus.FAILING)
+STUCK_STATUSES = (
+    RegistrationStatus.ACCEPTED,
+    RegistrationStatus.PROVISIONING,
+    RegistrationStatus.FAILING,
+    RegistrationStatus.ADOPTING,  # a takeover (core/adoption/takeover.py); its give-up leaves the app
+)
 MAX_PER_SWEEP = 50  # give-ups per run, so one timer run stays short; the rest wait for the next run
 PAGE_SIZE = 200
 LEASE_WAIT = timedelta(seconds=1)  # a registration being worked on is skipped, not waited for
@@ -74,6 +80,8 @@ def in_status_since(record: Registration) -> datetime:
             return started[-1]
     if record.approval is not None and record.approval.approved_at is not None:
         return record.approval.approved_at
+    if record.status is RegistrationStatus.ADOPTING and record.adoption and record.adoption.owned_at:
+        return record.adoption.owned_at  # adopting since Registrar became an owner
     return record.created_at
 
 

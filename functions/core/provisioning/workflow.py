@@ -75,8 +75,11 @@ log = logging.getLogger(__name__)
 # the first rotation, announce registration.active/failed), inside the run's in-flight entry.
 Then = Callable[[Registration], Awaitable[None]]
 
-# What give_up ends: the workflow's own states before `active` (not a registration held for a person).
-GIVE_UP_STATUSES = frozenset({RegistrationStatus.ACCEPTED, RegistrationStatus.PROVISIONING})
+# What give_up ends: the workflow's own states before `active` (not a registration held for a person),
+# and an adoption's takeover (its cleanup removes only Registrar's credentials, never the app).
+GIVE_UP_STATUSES = frozenset(
+    {RegistrationStatus.ACCEPTED, RegistrationStatus.PROVISIONING, RegistrationStatus.ADOPTING}
+)
 
 
 @dataclass(frozen=True)
@@ -224,7 +227,7 @@ class Provisioner:
             await failures.finish(keeper, self._issuer, self._clock)
             return
         if keeper.current.status is RegistrationStatus.DECOMMISSIONING:  # one that died half-way
-            await finish_decommission(keeper, self._issuer, self._vault, self._clock)
+            await finish_decommission(keeper, self._issuer, self._vault, self._clock, self._directory)
             return
         try:
             await self._drive(keeper)
@@ -237,6 +240,8 @@ class Provisioner:
 
     async def _drive(self, keeper: RecordKeeper) -> None:
         record = keeper.current
+        if record.adoption is not None:  # a person's app: core/adoption/takeover.py, never a new app
+            return
         if record.status in TERMINAL_STATUSES or record.status in (
             RegistrationStatus.DECOMMISSIONING,
             RegistrationStatus.ROTATING,

@@ -20,6 +20,8 @@ from functions.core.record.registration import (
     Adoption,
     Approval,
     CredentialState,
+    Drift,
+    DriftedPermission,
     ErrorInfo,
     FoundCredential,
     PendingCredential,
@@ -306,7 +308,51 @@ def _adoption_doc(a: Adoption) -> dict[str, Any]:
             {"keyId": c.key_id, "type": c.type.value, "displayName": c.display_name, "end": _dt(c.end)}
             for c in a.found_credentials
         ],
+        "drift": _drift_doc(a.drift) if a.drift else None,
+        "deleteApp": a.delete_app,
     }
+
+
+def _drift_doc(d: Drift) -> dict[str, Any]:
+    def permission(p: DriftedPermission) -> dict[str, Any]:
+        return {
+            "resourceAppId": p.resource_app_id,
+            "resource": p.resource,
+            "value": p.value,
+            "kind": p.kind.value,
+            "id": p.id,
+            "declared": p.declared,
+            "granted": p.granted,
+        }
+
+    return {
+        "readAt": _dt(d.read_at),
+        "missing": [permission(p) for p in d.missing],
+        "extra": [permission(p) for p in d.extra],
+        "reconcileStartedAt": _dt(d.reconcile_started_at),
+        "reconciledAt": _dt(d.reconciled_at),
+    }
+
+
+def _drift_from(d: Mapping[str, Any]) -> Drift:
+    def permission(p: Mapping[str, Any]) -> DriftedPermission:
+        return DriftedPermission(
+            resource_app_id=p["resourceAppId"],
+            resource=p.get("resource") or p["resourceAppId"],
+            value=p["value"],
+            kind=PermissionKind(p["kind"]),
+            id=p["id"],
+            declared=bool(p.get("declared")),
+            granted=bool(p.get("granted")),
+        )
+
+    return Drift(
+        read_at=_req_dt(d["readAt"]),
+        missing=tuple(permission(p) for p in d.get("missing") or ()),
+        extra=tuple(permission(p) for p in d.get("extra") or ()),
+        reconcile_started_at=_from_dt(d.get("reconcileStartedAt")),
+        reconciled_at=_from_dt(d.get("reconciledAt")),
+    )
 
 
 def _adoption_from(d: Mapping[str, Any]) -> Adoption:
@@ -326,4 +372,6 @@ def _adoption_from(d: Mapping[str, Any]) -> Adoption:
             )
             for c in d.get("foundCredentials") or ()
         ),
+        drift=_drift_from(d["drift"]) if d.get("drift") else None,
+        delete_app=bool(d.get("deleteApp")),
     )

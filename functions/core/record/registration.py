@@ -23,6 +23,7 @@ from functions.core.record.models import (
     RETIREMENT_MODES,
     CredentialSpec,
     CredentialType,
+    PermissionKind,
     Problem,
     RegistrationStatus,
     ResolvedPermission,
@@ -144,6 +145,40 @@ class FoundCredential:
 
 
 @dataclass(frozen=True)
+class DriftedPermission:
+    """One permission on which an adopted app and its profile differ, named as a person reads it.
+
+    declared: in the app's requiredResourceAccess; granted: consented (an app role assignment of
+    its service principal, or a scope of its AllPrincipals delegated grant). A missing one lacks
+    at least one of the two; an extra one has at least one."""
+
+    resource_app_id: str
+    resource: str  # the resource's display name (Microsoft Graph, ...), or its appId when unknown
+    value: str  # the permission's name (Sites.Read.All), or its id when the resource does not list it
+    kind: PermissionKind
+    id: str
+    declared: bool
+    granted: bool
+
+
+@dataclass(frozen=True)
+class Drift:
+    """The adopted app's permissions against its profile, as read at `read_at` (core/adoption/
+    permissions.py). reconcile_started_at is written ahead of the first change, so a run that died
+    half-way keeps this reading (what the app had at adoption) and finishes the same change."""
+
+    read_at: datetime
+    missing: tuple[DriftedPermission, ...] = ()
+    extra: tuple[DriftedPermission, ...] = ()
+    reconcile_started_at: datetime | None = None
+    reconciled_at: datetime | None = None  # the reconcile (any mode, report too) is done
+
+    @property
+    def none(self) -> bool:
+        return not self.missing and not self.extra
+
+
+@dataclass(frozen=True)
 class Adoption:
     """An app a person made that this registration took over (core/adoption). Kept apart from
     app_object_id/app_id, which name an app Registrar made and may delete (failure cleanup,
@@ -161,6 +196,10 @@ class Adoption:
     # Recorded, by keyId, with the ownership (the moment Registrar may act on the app): a credential
     # not listed here is never removed by Registrar.
     found_credentials: tuple[FoundCredential, ...] = ()
+    drift: Drift | None = None  # its permissions against the profile, once read (adopting)
+    # Decommission asked to delete the app (DELETE ...?deleteApp=true) rather than release it: saved
+    # with `decommissioning`, so the worker that finishes a crashed decommission does the same.
+    delete_app: bool = False
 
     def ownership_step(self) -> str:
         """The manual step of `pending_ownership`: the exact command, and the portal path."""

@@ -82,6 +82,7 @@ __all__ = [  # the job builders live in rotation_jobs.py; callers import them fr
     "SweepResult",
     "enqueue",
     "jobs_for",
+    "removable",
     "retire_job",
     "rotate_now_job",
     "rotated_event",
@@ -150,6 +151,18 @@ def rotated_event(record: Registration, fallback_at: datetime) -> WebhookEvent:
         previousKeyId=old.key_id if old else None,
         previousRetiresAt=old.retire_after if old else None,
     )
+
+
+def removable(record: Registration, old: CredentialState) -> bool:
+    """Whether Registrar may remove `old` from the app: one it issued (generation >= 1), or on an
+    adopted app one recorded at adoption. A found certificate never: keyCredentials is replaced as
+    a whole and Graph does not return the person's other keys, so they could not be written back."""
+    if old.generation >= 1:
+        return True
+    adoption = record.adoption
+    if adoption is None or old.type is not CredentialType.SECRET:
+        return False
+    return old.key_id in {c.key_id for c in adoption.found_credentials}
 
 
 # ---------------------------------------------------------------- the jobs
@@ -354,6 +367,15 @@ class Rotator:
             await self._index.remove(job)
             return Outcome.SKIPPED
         now = self._clock.now()
+        if not removable(record, old):
+            log.error(
+                "keeping credential %s: Registrar neither issued it nor found it at adoption", old.key_id
+            )
+            await keeper.update(
+                lambda r: r.with_event("retire", "refused", now, f"not Registrar's: keyId {old.key_id}")
+            )
+            await self._index.remove(job)
+            return Outcome.KEPT
         current = record.credential
         if (
             current is None

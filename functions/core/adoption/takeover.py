@@ -1,0 +1,369 @@
+"""The credential takeover of an adopted app: adopting -> active (issue 15 §2, docs/adoption.md).
+
+Once Registrar owns the app (ownership.py) the registration worker runs this for the record:
+
+    claim the app (one adoption per app: claims.py)
+    -> the app's ids on the record (appId, object id, its service principal), so rotation works
+    -> the permissions step (PermissionsStep: drift, reconcile, tier-0 approval; it may make the
+       registration wait, e.g. pending_approval)
+    -> Registrar's credential, generation 1: the profile's type within the tenant's policy, written
+       ahead and stored in Key Vault as provisioning does (CredentialIssuer.issue_first)
+    -> verified with a token (the lease renewed while Entra propagates it)
+    -> the credentials found at adoption become retiring per retireExisting (never: none)
+    -> the rotation jobs: RETIRE removes the found ones at retire_after, ROTATE keeps Registrar's alive
+    -> credential.rotated with reason `adopted` -> `active`
+
+Every step is saved before the next and is idempotent, under the record's lease (renewed) and the
+in-flight entry of the registration worker, so a worker killed between any two calls is resumed and
+converges with exactly one Registrar credential. TransientError propagates (the message comes back);
+PermanentError, ValidationFailed and NotFound end it `failed` through failures.begin/finish, whose
+cleanup on an adopted app removes only Registrar's own credentials (CredentialIssuer.remove_everything):
+the person's credentials and the app stay as they were.
+
+What is never removed: a credential not found at adoption, a found certificate (keyCredentials is
+replaced as a whole and Graph never returns the other keys), and the last one that works: a found
+credential retires only once Registrar's is verified (Rotator._retire and `removable` check both).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from functions.core.adoption.claims import AppClaim, AppClaims, claim_app
+from functions.core.catalogue.lifetimes import CredentialLifetimes
+from functions.core.credentials.issuer import CredentialIssuer, certificate_key_id
+from functions.core.credentials.verification import until_accepted
+from functions.core.notification.announcer import Announcer, event_for
+from functions.core.ports import (
+    Clock,
+    Directory,
+    ExpiryIndex,
+    InFlightIndex,
+    MessageQueue,
+    RegistrationStore,
+    TokenProbe,
+    Vault,
+)
+from functions.core.provisioning import failures
+from functions.core.record.errors import (
+    NotFound,
+    PermanentError,
+    RecordInconsistent,
+    TransientError,
+    ValidationFailed,
+)
+from functions.core.record.inflight import provisioning_work, tracked
+from functions.core.record.keeper import WORK_LEASE, RecordKeeper, Sleep
+from functions.core.record.models import CredentialType, RegistrationStatus, SecretValue
+from functions.core.record.registration import Adoption, CredentialState, Registration
+from functions.core.record.schedule import retirement_at
+from functions.core.record.steps import in_step, step_of
+from functions.core.rotation.rotator import RotationSettings, enqueue, jobs_for
+from functions.logs import log_context
+from functions.resources import REGISTRATION_REQUESTS_QUEUE
+
+log = logging.getLogger(__name__)
+
+Then = Callable[[Registration], Awaitable[None]]
+
+RETIRE_NOW = "now"
+RETIRE_NEVER = "never"
+ADOPTED = "adopted"  # the reason credential.rotated carries for the takeover's first credential
+STEP = "takeover"
+
+
+class PermissionsStep(Protocol):
+    async def run(self, keeper: RecordKeeper) -> bool:
+        """True: go on with the credential; False: the registration now waits (pending_approval)."""
+        ...
+
+
+@dataclass(frozen=True)
+class TakeoverSettings:
+    lease_for: timedelta = WORK_LEASE  # renewed in the background while a run holds it
+    lease_wait: timedelta = timedelta(seconds=30)
+
+
+class Takeover:
+    def __init__(
+        self,
+        *,
+        store: RegistrationStore,
+        directory: Directory,
+        vault: Vault,
+        probe: TokenProbe,
+        index: ExpiryIndex,
+        queue: MessageQueue,
+        claims: AppClaims,
+        clock: Clock,
+        rotation: RotationSettings | None = None,  # overlap, verify budget, and the jobs it schedules
+        settings: TakeoverSettings | None = None,
+        owner: str | None = None,
+        sleep: Sleep = asyncio.sleep,
+        lifetimes: CredentialLifetimes | None = None,
+        in_flight: InFlightIndex | None = None,
+        permissions: PermissionsStep | None = None,
+    ) -> None:
+        self._store = store
+        self._directory = directory
+        self._vault = vault
+        self._probe = probe
+        self._index = index
+        self._queue = queue
+        self._claims = claims
+        self._clock = clock
+        self._rotation = rotation or RotationSettings()
+        self._settings = settings or TakeoverSettings()
+        self._owner = owner or f"takeover-{uuid.uuid4().hex[:12]}"
+        self._sleep = sleep
+        self._in_flight = in_flight
+        self._permissions = permissions
+        self._issuer = CredentialIssuer(directory=directory, vault=vault, clock=clock, lifetimes=lifetimes)
+        self._announcer = Announcer(queue=queue, clock=clock)
+
+    async def run(self, registration_id: str, *, then: Then | None = None) -> Registration:
+        """Drive an adopting registration as far as it can go now. Idempotent: safe to call again.
+        In flight as a provisioning run is (the same entry), so a crash is resumed by the sweep."""
+        work = provisioning_work(registration_id, REGISTRATION_REQUESTS_QUEUE, self._clock.now())
+        async with tracked(self._in_flight, work) as entry:
+            keeper = await RecordKeeper.claim(
+                self._store,
+                self._clock,
+                registration_id,
+                owner=self._owner,
+                lease_for=self._settings.lease_for,
+                wait=self._settings.lease_wait,
+                sleep=self._sleep,
+            )
+            record = keeper.current
+            with log_context(registration_id=record.id, tenant_id=record.tenant_id, operation=STEP):
+                ended = await self._holding(keeper)
+            if then is not None:
+                entry.keep_on_failure = True  # the outcome is saved: the sweep re-sends its settling
+                await then(ended)
+            return ended
+
+    async def _holding(self, keeper: RecordKeeper) -> Registration:
+        try:
+            try:
+                async with keeper.renewing():
+                    await self._drive_or_fail(keeper)
+            except TransientError as err:
+                log.warning("takeover paused at step %s, will retry: %s", step_of(err), err)
+                await failures.note_pause(keeper, err, self._clock)
+                raise
+        except Exception:
+            await failures.release_quietly(keeper)
+            raise
+        return await keeper.release()
+
+    async def _drive_or_fail(self, keeper: RecordKeeper) -> None:
+        record = keeper.current
+        if record.adoption is None or record.status is not RegistrationStatus.ADOPTING:
+            return  # done, waiting for a person, or not an adoption: a re-sent envelope is a no-op
+        try:
+            await self._drive(keeper, record.adoption)
+        except (PermanentError, ValidationFailed, NotFound) as err:
+            log.error("takeover failed at step %s: %s", step_of(err), err)
+            await failures.begin(keeper, failures.error_info(err, self._clock.now()))
+            await failures.finish(keeper, self._issuer, self._clock)
+
+    async def _drive(self, keeper: RecordKeeper, adoption: Adoption) -> None:
+        await self._claim(keeper, adoption)
+        await self._identify(keeper, adoption)
+        if self._permissions is not None and not await self._permissions.run(keeper):
+            return  # the registration waits (e.g. pending_approval); approving it comes back here
+        if keeper.current.status is not RegistrationStatus.ADOPTING:
+            return
+        await self._credential(keeper)
+        await self._retire_found(keeper, adoption)
+        await self._schedule(keeper)
+        await self._announce(keeper)
+        done = self._clock.now()
+        await keeper.update(
+            lambda r: replace(r, status=RegistrationStatus.ACTIVE, last_error=None).with_event(
+                STEP, "done", done, "Registrar's credential is generation 1"
+            )
+        )
+        log.info("adopted app %s is managed now", adoption.app_id)
+
+    # ------------------------------------------------------------ the steps
+
+    async def _claim(self, keeper: RecordKeeper, adoption: Adoption) -> None:
+        if keeper.current.step_done("claim"):
+            return
+        record = keeper.current
+        async with in_step("claim"):
+            mine = AppClaim(record.tenant_id, adoption.app_id, record.id, self._clock.now())
+            await claim_app(self._claims, self._store, mine)
+        now = self._clock.now()
+        await keeper.update(lambda r: r.with_event("claim", "done", now, f"application {adoption.app_id}"))
+
+    async def _identify(self, keeper: RecordKeeper, adoption: Adoption) -> None:
+        """The app's ids on the record (convention: adoption still marks the app as a person's)."""
+        record = keeper.current
+        if record.app_object_id and record.service_principal_id:
+            return
+        async with in_step("service_principal"):
+            sp_id = await self._directory.ensure_service_principal(record.tenant_id, adoption.app_id)
+        now = self._clock.now()
+        await keeper.update(
+            lambda r: replace(
+                r, app_id=adoption.app_id, app_object_id=adoption.app_object_id, service_principal_id=sp_id
+            ).with_event("service_principal", "done", now, f"appId {adoption.app_id}")
+        )
+
+    async def _credential(self, keeper: RecordKeeper) -> None:
+        record = keeper.current
+        if record.credential is None or record.pending_credential is not None:
+            if record.plan.credential.type is CredentialType.CERTIFICATE:
+                await self._keys_are_free(keeper)
+            async with in_step("credential"):
+                secret = await self._issuer.issue_first(keeper)
+        else:
+            secret = None
+        await self._verify(keeper, secret)
+
+    async def _keys_are_free(self, keeper: RecordKeeper) -> None:
+        """A certificate is written by replacing keyCredentials: only onto an app without the
+        person's keys (Graph never returns them, so they could not be written back)."""
+        record = keeper.current
+        app = record.app_object_id
+        if app is None:
+            raise RecordInconsistent(record.id, "app_object_id", "credential")
+        ours = certificate_key_id(record.id, 1)
+        async with in_step("credential"):
+            listed = await self._directory.list_credentials(record.tenant_id, app)
+            if any(c.kind == "key" and c.key_id != ours for c in listed):
+                raise PermanentError(
+                    "the adopted app holds certificates of its own, which writing Registrar's certificate "
+                    "would remove (keyCredentials is replaced as a whole): adopt it with a secret "
+                    '(credential: {"type": "secret"}) or remove those certificates first',
+                    code="AppHoldsCertificates",
+                )
+
+    async def _verify(self, keeper: RecordKeeper, secret: SecretValue | None) -> None:
+        record = keeper.current
+        credential = record.credential
+        if credential is None or record.app_id is None:
+            raise RecordInconsistent(record.id, "credential or app_id", "verify")
+        if credential.verified_at is not None or record.step_done("verify"):
+            return
+        async with in_step("verify"):
+            if credential.type is CredentialType.FEDERATED:
+                now = self._clock.now()
+                await keeper.update(
+                    lambda r: r.with_event("verify", "skipped", now, "federated: proved by the connector")
+                )
+                return
+            if secret is None:  # a re-run: the value is in Key Vault only
+                name = credential.certificate_name or credential.secret_name
+                if name is None:
+                    raise RecordInconsistent(record.id, "the credential's Key Vault name", "verify")
+                _, secret = await self._vault.get_secret(name, credential.secret_version)
+
+            async def sleep_holding_the_lease(seconds: float) -> None:
+                await self._sleep(seconds)
+                await keeper.renew()  # LeaseHeld if another worker took over meanwhile
+
+            await until_accepted(
+                self._probe,
+                tenant_id=record.tenant_id,
+                client_id=record.app_id,
+                kind=credential.type,
+                secret=secret,
+                policy=self._rotation.verify,
+                sleep=sleep_holding_the_lease,
+            )
+        now = self._clock.now()
+        await keeper.update(
+            lambda r: replace(
+                r, credential=replace(r.credential, verified_at=now) if r.credential else None
+            ).with_event("verify", "done", now)
+        )
+
+    async def _retire_found(self, keeper: RecordKeeper, adoption: Adoption) -> None:
+        """The credentials found at adoption become retiring (generation 0, no Key Vault fields)."""
+        if keeper.current.step_done("retire_existing"):
+            return
+        now = self._clock.now()
+        mode = adoption.retire_existing
+        secrets = [c for c in adoption.found_credentials if c.type is CredentialType.SECRET]
+        kept = len(adoption.found_credentials) - len(secrets)
+        if mode == RETIRE_NEVER or not secrets:
+            detail = f"retireExisting {mode}: {len(adoption.found_credentials)} found credential(s) kept"
+            await keeper.update(lambda r: r.with_event("retire_existing", "skipped", now, detail))
+            return
+
+        def retiring(found_end: datetime | None) -> datetime:
+            return now if mode == RETIRE_NOW else retirement_at(now, found_end, self._rotation.overlap)
+
+        found = tuple(
+            CredentialState(
+                type=c.type,
+                generation=0,
+                display_name=c.display_name or "",
+                key_id=c.key_id,
+                expires_on=c.end,
+                retire_after=retiring(c.end),
+            )
+            for c in secrets
+        )
+        detail = f"retireExisting {mode}: {len(found)} secret(s) retire" + (
+            f", {kept} certificate(s) kept" if kept else ""
+        )
+
+        def add(r: Registration) -> Registration:
+            known = {c.key_id for c in r.retiring_credentials}
+            fresh = tuple(c for c in found if c.key_id not in known)
+            return replace(r, retiring_credentials=(*r.retiring_credentials, *fresh)).with_event(
+                "retire_existing", "done", now, detail
+            )
+
+        await keeper.update(add)
+
+    async def _schedule(self, keeper: RecordKeeper) -> None:
+        """ROTATE keeps Registrar's credential alive, RETIRE removes the found ones at retire_after;
+        a retirement due already (retireExisting now, or a found credential past its end) is sent
+        to the rotation queue at once instead of waiting for the next sweep. Idempotent by job id."""
+        now = self._clock.now()
+        for job in jobs_for(keeper.current, self._rotation):
+            await self._index.put(job)
+            if job.key_id is not None and job.due_at <= now:
+                await enqueue(self._queue, job)
+
+    async def _announce(self, keeper: RecordKeeper) -> None:
+        record = keeper.current
+        new = record.credential
+        if new is None:
+            raise RecordInconsistent(record.id, "credential", "announce")
+        issued_at = next(
+            (e.at for e in reversed(record.history) if e.step == "credential" and e.outcome == "done"),
+            self._clock.now(),
+        )
+        found = [c for c in record.retiring_credentials if c.generation == 0]
+        retires = [c.retire_after for c in found if c.retire_after is not None]
+        event = event_for(
+            record,
+            "credential.rotated",
+            f"g{new.generation}",
+            issued_at,
+            reason=ADOPTED,
+            keyId=new.key_id,
+            generation=new.generation,
+            secretUri=new.secret_uri,
+            secretVersion=new.secret_version,
+            certificateUri=new.certificate_uri,
+            thumbprint=new.thumbprint,
+            expiresOn=new.expires_on,
+            previousKeyIds=[c.key_id for c in found] or None,
+            previousRetiresAt=min(retires) if retires else None,
+        )
+        self._announcer.prepare(record, "credential.rotated")
+        await self._announcer.announce(keeper, event)

@@ -1,0 +1,92 @@
+"""Registrar's own credentials on an app it adopted, and removing exactly those.
+
+An adopted app belongs to a person: it holds credentials Registrar never made (the secret pasted
+into the connector, a certificate someone uploaded, one added after the adoption). Registrar's own
+are exactly (docs/adoption.md, convention 6 of issue 15's split): the record's credential, the
+pending one (found on the app by its write-ahead display name, or a certificate's deterministic
+keyId), and retiring ones of generation >= 1. Nothing else is ever removed: not a keyId recorded in
+`adoption.found_credentials` (those are the person's, retired only by rotation's retire jobs as
+`retireExisting` says), and not one the record does not know.
+
+Used by decommission (the release of an adopted registration) and by any cleanup that ends one
+(issuer.remove_everything), so no path deletes the person's app or its other credentials.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from functions.core.ports import AppCredential, Directory
+from functions.core.record.models import CredentialType
+from functions.core.record.registration import Registration
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class OwnCredential:
+    """One of Registrar's credentials as the app holds it now."""
+
+    kind: str  # "password" | "key" | "federated", as AppCredential.kind
+    key_id: str
+
+
+def own_credentials(record: Registration, on_app: list[AppCredential]) -> list[OwnCredential]:
+    """Registrar's credentials among `on_app` (the app's credentials as Graph lists them now)."""
+    from functions.core.credentials.issuer import certificate_key_id  # below: no import cycle
+
+    found = {c.key_id.lower() for c in record.adoption.found_credentials} if record.adoption else set()
+    known = {
+        c.key_id.lower()
+        for c in (record.credential, *record.retiring_credentials)
+        if c is not None and c.generation >= 1
+    }
+    pending = record.pending_credential
+    staged_key = certificate_key_id(record.id, pending.generation).lower() if pending else None
+    own: list[OwnCredential] = []
+    for c in on_app:
+        key = c.key_id.lower()
+        if key in found:
+            continue  # the person's, whatever its name says
+        half_made = pending is not None and (
+            (
+                pending.type is CredentialType.SECRET
+                and c.kind == "password"
+                and c.display_name == pending.display_name
+            )
+            or (pending.type is CredentialType.CERTIFICATE and c.kind == "key" and key == staged_key)
+        )
+        if key in known or half_made:
+            own.append(OwnCredential(c.kind, c.key_id))
+    return own
+
+
+@dataclass(frozen=True)
+class Removal:
+    removed: tuple[str, ...]  # keyIds removed by this call (what was already gone is not listed)
+    left: tuple[str, ...]  # Registrar's credentials it could not remove safely: a person must
+
+
+async def remove_own_credentials(directory: Directory, record: Registration, app_object_id: str) -> Removal:
+    """Remove Registrar's own secrets and certificates from the adopted app. Idempotent.
+
+    A certificate goes through remove_key_credential, which keeps every other key as Graph holds
+    it (keyCredentials is replaced as a whole). A federated credential of Registrar's is left and
+    reported (no port removes one yet; only the `custom` profile can ask for one).
+    """
+    on_app = await directory.list_credentials(record.tenant_id, app_object_id)
+    removed: list[str] = []
+    left: list[str] = []
+    for c in own_credentials(record, on_app):
+        if c.kind == "password":
+            await directory.remove_password(record.tenant_id, app_object_id, c.key_id)
+        elif c.kind == "key":
+            await directory.remove_key_credential(record.tenant_id, app_object_id, c.key_id)
+        else:
+            left.append(c.key_id)
+            continue
+        removed.append(c.key_id)
+    if left:
+        log.warning("Registrar's credentials %s left on the adopted app: a person removes them", left)
+    return Removal(tuple(removed), tuple(left))
