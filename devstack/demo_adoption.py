@@ -12,8 +12,8 @@ then retired.
 8. The takeover: the registration turns active with Registrar's credential (generation 1) while
    the person's secret is kept for the overlap (`up --demo` runs the host with a 30 s
    REGISTRAR_ROTATION_OVERLAP); after it, the rotation sweep's retirement removes the person's
-   secret from the app in Graph. A build without the takeover stays in `adopting`: the demo then
-   says what it observes (status and the app's credentials) and goes on.
+   secret from the app in Graph. An adoption that does not turn active in time: the demo says what
+   it observes (status, last steps, the app's credentials) and fails.
 
 The administrator's secret and the app's secrets are never printed: key ids and hints only.
 """
@@ -49,6 +49,7 @@ WAIT_SCAN_S = 120
 WAIT_ADOPTED_S = 90  # adopting -> active: the takeover issues, verifies (propagation) and publishes
 WAIT_RETIRED_S = 120  # past the overlap, the sweep's retirement job removes the person's secret
 SWEEP_EVERY_S = 5.0
+WAIT_TOLD_S = 30
 OWNER_COMMAND = re.compile(r"az ad app owner add --id \S+ --owner-object-id (?P<owner>[0-9a-fA-F-]{36})")
 LIVE_FOR_S = 2 * 86400  # a pasted secret worth keeping for an overlap ends later than this
 
@@ -337,11 +338,18 @@ def _adopt(
             print(f"   refused: HTTP {status}: {json.dumps(checked, indent=2)}")
             return 1
         print(f"   200: status {checked['status']}")
-    return _takeover(endpoints, api, receiver, admin, registration_id)
+    signing_secret = accepted["webhooks"][0]["secret"]  # shown once; kept in memory to verify
+    return _takeover(endpoints, api, receiver, admin, registration_id, signing_secret=signing_secret)
 
 
 def _takeover(
-    endpoints: dict[str, Any], api: str, receiver: Receiver, admin: AdminGraph, registration_id: str
+    endpoints: dict[str, Any],
+    api: str,
+    receiver: Receiver,
+    admin: AdminGraph,
+    registration_id: str,
+    *,
+    signing_secret: str,
 ) -> int:
     print("\n8. The takeover: Registrar's own secret, the person's kept for the overlap, then retired")
 
@@ -357,12 +365,13 @@ def _takeover(
         adopted = _wait("waiting for status active", WAIT_ADOPTED_S, settled)
     except TimeoutError:
         current = view()
-        print(f"   Observed: status {current.get('status')} after {WAIT_ADOPTED_S} s.")
         print(
-            "   This build does not take the credential over yet (issue 15); the app's credentials, untouched:"
+            f"   Observed: status {current.get('status')} after {WAIT_ADOPTED_S} s; its last steps and the app's credentials:"
         )
+        for event in (current.get("history") or [])[-3:]:
+            print(f"     {event.get('step')} {event.get('outcome')} {event.get('detail') or ''}")
         print(_table(_graph_rows(admin, current, {}), ["keyId", "credential", "ends", "whose"]))
-        return 0
+        return 1
     if adopted["status"] == "failed":
         print(f"   the adoption failed: {json.dumps(adopted.get('lastError'))}")
         return 1
@@ -389,15 +398,34 @@ def _takeover(
 
     _wait("waiting for the overlap to end and the retirement job to run", WAIT_RETIRED_S, gone)
     print(_table(_graph_rows(admin, view(), {}), ["keyId", "credential", "ends", "whose"]))
-    events = [json.loads(raw) for _, raw in receiver.events()]
-    told = [
-        f"{e['type']}" + (f" ({e['data']['reason']})" if e.get("data", {}).get("reason") else "")
-        for e in events
-        if e.get("data", {}).get("registrationId") == registration_id
-    ]
-    print(f"   The connector was told: {', '.join(told) or 'nothing yet'}")
+    told = _told(receiver, registration_id, signing_secret)
+    print(f"   The connector was told (signatures verified): {', '.join(told) or 'nothing yet'}")
     print(f"\n   Registration {registration_id} manages the app; the person's secret is gone from Graph.")
     return 0
+
+
+def _told(receiver: Receiver, registration_id: str, signing_secret: str) -> list[str]:
+    """The registration's webhooks the connector received, verified (Standard Webhooks), once
+    credential.retired has come (it follows the removal; at most WAIT_TOLD_S)."""
+    from standardwebhooks.webhooks import Webhook
+
+    def verified() -> list[dict[str, Any]]:
+        found = []
+        for headers, raw in receiver.events():
+            event = json.loads(raw)
+            if event.get("data", {}).get("registrationId") == registration_id:
+                found.append(Webhook(signing_secret).verify(raw, headers))
+        return found
+
+    def with_retired() -> list[dict[str, Any]] | None:
+        found = verified()
+        return found if any(e["type"] == "credential.retired" for e in found) else None
+
+    try:
+        events: list[dict[str, Any]] = _wait("waiting for credential.retired", WAIT_TOLD_S, with_retired)
+    except TimeoutError:
+        events = verified()
+    return [e["type"] + (f" ({e['data']['reason']})" if e["data"].get("reason") else "") for e in events]
 
 
 def _retire_jobs(api: str, registration_id: str) -> dict[str, str]:

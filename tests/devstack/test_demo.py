@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import itertools
 import json
 import os
@@ -31,11 +30,6 @@ TOUR = [HISTORY, APP, PERMISSIONS, ROTATED, WEBHOOKS, AT_RISK, HEALTH, INVENTORY
 ADOPTED_APP = re.compile(
     r'Adopt "(?P<name>[^"]+)" \(appId (?P<app>[0-9a-f-]{36}), profile (?P<profile>[a-z0-9-]+)\)'
 )
-
-
-def takeover_built() -> bool:
-    """Issue 15's credential takeover (adopting -> active) is in this build."""
-    return importlib.util.find_spec("functions.core.adoption.takeover") is not None
 
 
 def tables(output: str) -> list[tuple[list[str], list[list[str]]]]:
@@ -101,24 +95,23 @@ def assert_tour(output: str) -> dict[str, Any]:
     assert "az ad app owner add --id " + adopted["app"] in output
     assert "200: status adopting" in output or "200: status active" in output
 
-    # Step 8: the app's credentials as Graph holds them, before and (with the takeover) after.
+    # Step 8: the app's credentials as Graph holds them, before and after the overlap.
     credentials = [rows for header, rows in found[len(TOUR) :] if header == APP_CREDENTIALS]
     whose = [column(rows, APP_CREDENTIALS, "whose") for rows in credentials]
-    if takeover_built():
-        assert len(credentials) == 2, found[len(TOUR) :]
-        before, after = whose
-        assert any(w.startswith("Registrar's (generation 1)") for w in before), before
-        assert any(w.startswith("the person's: kept until") for w in before), before
-        # The retiring ones are gone; only a found certificate, which is never retired, may stay.
-        assert not any(w.startswith("the person's: kept until") for w in after), after
-        kept = [row for row in credentials[1] if row[3].startswith("the person's")]
-        assert all(row[1].startswith("certificate") for row in kept), kept
-        assert any(w.startswith("Registrar's (generation 1)") for w in after), after
-        assert "the person's secret is gone from Graph" in output
-    else:
-        # Without the takeover the demo says what it sees, and nothing of the app changed.
-        assert len(credentials) == 1 and "This build does not take the credential over yet" in output
-        assert whose[0] and all(w == "the person's (found at adoption): kept" for w in whose[0]), whose
+    assert len(credentials) == 2, found[len(TOUR) :]
+    before, after = whose
+    assert any(w.startswith("Registrar's (generation 1)") for w in before), before
+    assert any(w.startswith("the person's: kept until") for w in before), before
+    # The retiring ones are gone; only a found certificate, which is never retired, may stay.
+    assert not any(w.startswith("the person's: kept until") for w in after), after
+    kept = [row for row in credentials[1] if row[3].startswith("the person's")]
+    assert all(row[1].startswith("certificate") for row in kept), kept
+    assert any(w.startswith("Registrar's (generation 1)") for w in after), after
+    assert "the person's secret is gone from Graph" in output
+    assert (
+        "The connector was told (signatures verified): credential.rotated (adopted), credential.retired"
+        in output
+    )
     return {
         "appId": adopted["app"],
         "keyIds": [column(rows, APP_CREDENTIALS, "keyId") for rows in credentials],
