@@ -45,6 +45,7 @@ HANDFUL = (
 # ending within two months), "(1)" a forgotten try (a permission short, its secret expired); some
 # "Never" secrets, an expired certificate, a SharePoint app with an old and a new secret.
 HANDFUL_SEED = 59
+ONE_MORE_SEED = 55  # its first app: an exact match holding one secret that ends in about two years
 WAIT_SCAN_S = 120
 WAIT_ADOPTED_S = 90  # adopting -> active: the takeover issues, verifies (propagation) and publishes
 WAIT_RETIRED_S = 120  # past the overlap, the sweep's retirement job removes the person's secret
@@ -242,11 +243,18 @@ def adoption_tour(endpoints: dict[str, Any], api: str, receiver: Receiver, manag
     items = _scan(api, tenant_id)
     claimed = _claimed(api, tenant_id)
     if not _adoptable(items, claimed):
-        print(
-            f"   No hand-made CodeTwo app to adopt: the administrator makes a handful of connector apps"
-            f" (POST {endpoints['adminUrl']}/brownfield), as people do in the portal"
-        )
-        body = {"count": len(HANDFUL), "connectors": list(HANDFUL), "seed": HANDFUL_SEED}
+        hand_made = any(i.get("profileMatch") and not i.get("managed") for i in items)
+        if hand_made:  # an earlier demo adopted them: one more, rather than another handful
+            print(
+                "   Every hand-made CodeTwo Backup app is adopted already: the administrator makes one more"
+            )
+            body: dict[str, Any] = {"count": 1, "connectors": [PROFILE], "seed": ONE_MORE_SEED}
+        else:
+            print(
+                "   No connector apps made by hand yet: the administrator makes a handful, as people do in the portal"
+            )
+            body = {"count": len(HANDFUL), "connectors": list(HANDFUL), "seed": HANDFUL_SEED}
+        print(f"   (POST {endpoints['adminUrl']}/brownfield)")
         _sim(endpoints, "brownfield", body)
         items = _scan(api, tenant_id)
     now = datetime.now(UTC)

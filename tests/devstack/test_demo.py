@@ -154,7 +154,7 @@ def test_demo_provisions_rotates_adopts_and_shows_its_tables(tmp_path: Path, ten
         assert run.returncode == 0, output[-4000:]
         assert "The secret in Key Vault works" in output
         assert "is active on generation 2" in output
-        assert "the administrator makes a handful of connector apps" in output
+        assert "the administrator makes a handful, as people do in the portal" in output
         shown = assert_tour(run.stdout)
         # What the last table showed is what Graph holds.
         assert sorted(shown["keyIds"][-1]) == asyncio.run(graph_key_ids(stack, shown["appId"]))
