@@ -14,6 +14,7 @@ Writes are upserts (idempotent): a scan interrupted anywhere is simply run again
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import json
 from collections.abc import Iterable, Sequence
@@ -231,6 +232,55 @@ class TableInventoryStore:
             if table is self._apps:
                 removed = len(stale)
         return removed
+
+    async def set_managed_by(self, tenant_id: str, object_id: str, registration_id: str | None) -> bool:
+        # MERGE of the changed columns only: Scan stays as the last scan wrote it. The summary is
+        # written under the ETag it was read with; the credential rows follow it (a row gone
+        # meanwhile went with its credential, and MERGE never brings it back).
+        from azure.core import MatchConditions
+        from azure.data.tables import UpdateMode
+
+        partition = _partition(tenant_id)
+        try:
+            entity = await table_call(
+                "read inventory app",
+                object_id,
+                functools.partial(self._apps.get_entity, partition, object_id),
+            )
+        except NotFound:
+            return False
+        stored = AppSummary.from_json(json.loads(entity["Document"]))
+        app = dataclasses.replace(stored, managed_by=registration_id)
+        document = self._app_entity(app, "")["Document"]
+        changed = {"PartitionKey": partition, "RowKey": object_id, "Document": document}
+        try:
+            await table_call(
+                "mark inventory app managed",
+                object_id,
+                functools.partial(
+                    self._apps.update_entity,
+                    changed,
+                    mode=UpdateMode.MERGE,
+                    etag=entity.metadata.get("etag"),
+                    match_condition=MatchConditions.IfNotModified,
+                ),
+            )
+        except (NotFound, ConcurrencyConflict):
+            return False
+        for row in self._credential_entities(app, ""):
+            try:
+                await table_call(
+                    "mark inventory credential managed",
+                    row["RowKey"],
+                    functools.partial(
+                        self._credentials.update_entity,
+                        {k: row[k] for k in ("PartitionKey", "RowKey", "Managed", "App")},
+                        mode=UpdateMode.MERGE,
+                    ),
+                )
+            except NotFound:
+                continue
+        return True
 
     async def by_app_id(self, tenant_id: str, app_id: str) -> list[AppSummary]:
         entities, _ = await table_call(

@@ -4,8 +4,14 @@ http_registrations.py declares the routes and imports this module on the first r
 app imports fast (cold start).
 
 Each handler parses the request, calls one core function through bootstrap.services(), and maps
-typed errors to a status (http_common.error_response). No Graph call happens on the POST path
-beyond validation's permission lookup (cached per tenant): the worker does the work.
+typed errors to a status (http_common.error_response). A new registration's POST makes no Graph
+call beyond validation's permission lookup (cached per tenant): the worker does the work. An
+adoption's POST reads Graph: validating it reads the app (GET /applications(appId='...')) and the
+resources' permission catalogues (to check the profile, or to infer it from the app's
+requiredResourceAccess); accepting it checks the ownership at once (core/adoption/ownership.py):
+Registrar's token for its own object id, the app's owners and, once Registrar is an owner, the
+app's credentials; with adoptionTakesOwnership (REGISTRAR_ADOPTION_TAKES_OWNERSHIP) it also adds
+Registrar as an owner (POST owners/$ref). The takeover itself is the worker's.
 
 Queue messages this module writes on `registration-requests` (see queue_registrations.py):
 {"registrationId": "reg-..."}. Ticketing systems write the request JSON itself instead.

@@ -20,7 +20,7 @@ import pytest
 
 from tests.e2e.provisioning_support import enqueue
 from tests.e2e.rotation_support import GRAPH_SCOPE, Host, Receiver, leaks, running_host, tag, wait_until
-from tests.e2e.test_inventory import Api, admin_graph, close
+from tests.e2e.test_inventory import Api, admin_graph, close, scan_and_wait
 from tests.e2e.test_rotation import verified
 
 pytestmark = pytest.mark.slow
@@ -100,11 +100,17 @@ def test_adoption_by_http_and_queue_waits_for_an_owner_then_adopts(
     app_id, object_id, owners_before = asyncio.run(hand_made_app(stack, f"CodeTwo by hand {run}"))
     pasted_key, pasted_value = asyncio.run(pasted_secret(stack, object_id))
     body = {"requestId": f"ADOPT-{run}", "profile": "codetwo-backup-exchange", "adopt": {"appId": app_id}}
+    # The inventory knows the app (a scan ran since it was made): not managed, until the adoption.
+    scan_and_wait(api, tenant_id, api.inventory(tenant_id)[1])
+    summary = f"/inventory/{tenant_id}/applications/{app_id}", "/inventory/{tenantId}/applications/{appId}"
+    assert api.call("GET", *summary).json()["managed"] is False
 
     created = api.call("POST", "/registrations", "/registrations", json=body)
     assert created.status_code == 202, created.text
     reg_id = created.json()["id"]
     assert created.json()["status"] == "pending_ownership"
+    inventoried = api.call("GET", *summary).json()  # at once, not from the next scan
+    assert (inventoried["managed"], inventoried["registrationId"]) == (True, reg_id)
     view = api.call("GET", f"/registrations/{reg_id}", "/registrations/{id}").json()
     assert view["adoption"]["appId"] == app_id and view["objectId"] == object_id
     command = OWNER_COMMAND.search(view["manualSteps"][0])

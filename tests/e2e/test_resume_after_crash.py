@@ -7,7 +7,9 @@ started again while Azurite and the tenant stay up. The killed invocation's queu
 invisible for the queue's 10 minutes, so only the resume sweep (every 15 s, the default) can bring
 the work back: it must complete within 90 s of the kill, with exactly one new secret on the app.
 The second test kills the host in the middle of a decommission (slowed by the tenant's latency),
-and nobody calls DELETE again: the registration worker finishes it within 90 s of the kill.
+and nobody calls DELETE again: the registration worker finishes it within 90 s of the kill. The
+third kills an adoption's takeover while it verifies Registrar's new secret: the sweep brings it
+back to `active` with exactly one Registrar secret beside the person's pasted one.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import pytest
 from devstack.stack import Stack
 from functions.resources import IN_FLIGHT_TABLE
 from tests.e2e.rotation_support import Host, leaks, private_host, start_private_stack, tag, wait_until
+from tests.e2e.test_adoption import OWNER_COMMAND, add_owner, hand_made_app, pasted_secret
 
 pytestmark = pytest.mark.slow
 
@@ -167,3 +170,66 @@ def app_gone(host: Host, app_id: str) -> bool:
             headers={"Authorization": f"Bearer {token}"},
         )
     return response.status_code == 404
+
+
+def test_a_takeover_killed_while_verifying_registrars_secret_is_active_within_90_s_of_the_crash(
+    stack: Stack,
+) -> None:
+    """A hand-made app with a pasted secret, Registrar made an owner by the tenant's administrator;
+    the takeover is killed while Entra still refuses Registrar's new secret, and nobody calls
+    anything again: the in-flight entry brings the worker back, and the takeover converges."""
+    import asyncio
+
+    from tests.e2e.test_inventory import Api
+
+    host, endpoints = private_host(stack), stack.endpoints
+    api = Api(endpoints)
+    try:
+        run = tag()
+        app_id, object_id, _ = asyncio.run(hand_made_app(endpoints, f"CodeTwo by hand {run}"))
+        pasted_key, pasted_value = asyncio.run(pasted_secret(endpoints, object_id))
+        body = {
+            "requestId": f"ADOPT-CRASH-{run}",
+            "profile": "codetwo-backup-exchange",
+            "credential": {"type": "secret"},
+            "adopt": {"appId": app_id},  # retireExisting after-overlap (default), the host's default overlap
+        }
+        created = api.call("POST", "/registrations", "/registrations", json=body)
+        assert created.status_code == 202, created.text
+        reg_id = created.json()["id"]
+        view = api.call("GET", f"/registrations/{reg_id}", "/registrations/{id}").json()
+        command = OWNER_COMMAND.search(view["manualSteps"][0])
+        assert command is not None, view["manualSteps"]
+        asyncio.run(add_owner(endpoints, object_id, command["owner"]))  # as the administrator would
+        # No ownership timer on this stack (rotations only when asked): the recheck hands it to the worker.
+        owned = api.call("POST", f"/registrations/{reg_id}/recheck", "/registrations/{id}/recheck")
+        assert owned.status_code == 200 and owned.json()["status"] == "adopting", owned.text
+
+        waiting = wait_until(
+            "Registrar's secret to be issued (the takeover then waits in verification)",
+            lambda: (
+                (view := host.registration(reg_id))["status"] == "adopting"
+                and history(view, "credential", "done")
+                and view
+            ),
+            60,
+        )
+        assert not history(waiting, "verify", "done")
+        assert in_flight_entities(host), "the takeover is written ahead in the in-flight index"
+        killed_at = crash_and_restart(stack)
+
+        active = host.wait_status(reg_id, "active", timeout_s=remaining(killed_at))
+        print(f"takeover active {time.monotonic() - killed_at:.0f} s after the kill")
+        credential = active["credential"]
+        assert credential["generation"] == 1 and credential["type"] == "secret"
+        # Exactly one Registrar secret (the resumed run verified the dead one's), the pasted one kept.
+        assert sorted(p["keyId"] for p in host.passwords(app_id)) == sorted([pasted_key, credential["keyId"]])
+        assert host.secrets.get_secret(reg_id).properties.tags["keyId"] == credential["keyId"]
+        wait_until("the in-flight index to empty", lambda: not in_flight_entities(host), 30)
+        # No secret value (the pasted one, Registrar's, the administrator's) in what either host wrote.
+        values = host.all_secret_values() | {pasted_value, endpoints["adminClientSecret"]}
+        assert not leaks(values, host.leak_places())
+        assert not leaks(values, {f"api answer {i}": text for i, text in enumerate(api.texts)})
+    finally:
+        api.client.close()
+        host.close()

@@ -164,3 +164,57 @@ def test_scan_of_a_brownfield_tenant_honours_429_and_recovers_from_an_expired_to
     assert len({r.app.object_id for r in rows}) >= 30
     assert unchanged.mode == "delta" and unchanged.requests == 2
     assert expired.mode == "full"
+
+
+def test_set_managed_by_marks_a_summary_and_its_credential_rows_and_keeps_the_scan_mark(azurite: str) -> None:
+    """What an adoption does between two scans: the app and its credential rows say managed, and a
+    full scan running meanwhile (scan-1) would not sweep them; a summary rewritten after it was read
+    is left to its writer."""
+    tenant = str(uuid.uuid4())
+    adopted = summary(tenant, "hand-made", [NOW + timedelta(days=5), NOW + timedelta(days=400)])
+    other = summary(tenant, "another", [NOW + timedelta(days=90)])
+
+    async def body(store: TableInventoryStore) -> None:
+        await store.put([adopted, other], "scan-1")
+        assert await store.set_managed_by(tenant, adopted.object_id, "reg-adopted") is True
+        (stored,) = await store.by_app_id(tenant, adopted.app_id)
+        assert stored == summary_managed_by(adopted, "reg-adopted")  # nothing else changed
+        managed, _ = await store.credentials(InventoryQuery(tenant, managed=True), NOW)
+        assert [(r.app.display_name, r.app.managed_by) for r in managed] == [("hand-made", "reg-adopted")] * 2
+        unmanaged, _ = await store.credentials(InventoryQuery(tenant, managed=False), NOW)
+        assert [r.app.display_name for r in unmanaged] == ["another"]
+        assert await store.sweep(tenant, "scan-1") == 0  # the scan's mark kept on every row
+        rows, _ = await store.credentials(InventoryQuery(tenant), NOW)
+        assert len(rows) == 3
+        assert (
+            await store.set_managed_by(tenant, str(uuid.uuid4()), "reg-adopted") is False
+        )  # not inventoried
+
+        # A delta round rewrites the other app between the read and the write: its answer stands.
+        class WrittenInBetween:
+            def __init__(self, table: Any) -> None:
+                self.table = table
+
+            async def get_entity(self, *args: Any, **kwargs: Any) -> Any:
+                entity = await self.table.get_entity(*args, **kwargs)
+                await store.put([other], "delta")
+                return entity
+
+            def __getattr__(self, name: str) -> Any:
+                return getattr(self.table, name)
+
+        apps = store._apps
+        store._apps = WrittenInBetween(apps)
+        try:
+            assert await store.set_managed_by(tenant, other.object_id, "reg-other") is False
+        finally:
+            store._apps = apps
+        assert [a.managed_by for a in await store.by_app_id(tenant, other.app_id)] == [None]
+
+    with_store(azurite, body)
+
+
+def summary_managed_by(app: AppSummary, registration_id: str) -> AppSummary:
+    from dataclasses import replace
+
+    return replace(app, managed_by=registration_id)

@@ -92,6 +92,17 @@ class FakeInventoryStore:
             del self.apps[key]
         return len(stale)
 
+    async def set_managed_by(self, tenant_id: str, object_id: str, registration_id: str | None) -> bool:
+        stored = self.apps.get((tenant_id, object_id))
+        if stored is None:
+            return False
+        app, scan_id = stored
+        self.apps[(tenant_id, object_id)] = (
+            replace(app, managed_by=registration_id),
+            scan_id,
+        )  # the mark kept
+        return True
+
     async def by_app_id(self, tenant_id: str, app_id: str) -> list[AppSummary]:
         return [a for (t, _), (a, _) in self.apps.items() if t == tenant_id and a.app_id == app_id]
 

@@ -12,11 +12,13 @@ from functions.core.adoption.accepting import accept_adoption
 from functions.core.adoption.asking import validate_adoption
 from functions.core.adoption.ownership import OwnershipCheck, OwnershipSettings
 from functions.core.catalogue.policy import Policy
-from functions.core.record.errors import Conflict
+from functions.core.inventory.models import AppSummary
+from functions.core.record.errors import Conflict, TransientError
 from functions.core.record.models import RegistrationStatus
 from functions.core.record.registration import Registration
 from functions.profiles import load_catalogue
 from tests.unit.fakes import Crash, Crashing, FakeApp, Faults
+from tests.unit.inventory_fakes import FakeInventoryStore
 from tests.unit.provisioning_world import TENANT, World
 
 TAKES_OWNERSHIP = OwnershipSettings(take_ownership=True)
@@ -152,3 +154,82 @@ async def test_a_check_killed_after_any_call_converges(take_ownership: bool) -> 
         assert not faults.crashed and crash_after > 2, "every call was crashed after once"
         return
     raise AssertionError("the check never ran to its end")
+
+
+def summaries_of(app: FakeApp, tenant: str = TENANT) -> tuple[AppSummary, AppSummary]:
+    """What a scan stored for a hand-made app: its application and its service principal."""
+    application = AppSummary(tenant, app.object_id, app.app_id, "application", app.spec.display_name)
+    principal = AppSummary(
+        tenant, f"sp-{app.object_id}", app.app_id, "servicePrincipal", app.spec.display_name
+    )
+    return application, principal
+
+
+class CountingInventory(FakeInventoryStore):
+    def __init__(self) -> None:
+        super().__init__()
+        self.marks = 0
+
+    async def set_managed_by(self, tenant_id: str, object_id: str, registration_id: str | None) -> bool:
+        self.marks += 1
+        return await super().set_managed_by(tenant_id, object_id, registration_id)
+
+
+async def test_the_check_marks_the_adopted_app_managed_in_the_inventory_at_once() -> None:
+    """As the next scan would (the registration holds the app it adopted until it releases it): the
+    application's summary, not its service principal's, nor another app's; the scan's mark kept."""
+    world = World()
+    record, app = await adopted(world)
+    other = world.directory.add_hand_made_app("another by hand", owners=["a-person"])
+    inventory = CountingInventory()
+    application, principal = summaries_of(app)
+    await inventory.put([application, principal, summaries_of(other)[0]], "scan-1")
+
+    def check() -> OwnershipCheck:
+        return OwnershipCheck(world.store, world.directory, world.clock, sleep=world.record_sleep,
+                              inventory=inventory)  # fmt: skip
+
+    waiting = await check().check(record.id)  # at acceptance: the registration holds the app already
+    assert waiting.status is RegistrationStatus.PENDING_OWNERSHIP
+    marked = inventory.summaries(TENANT)
+    assert marked[app.object_id].managed and marked[app.object_id].managed_by == record.id
+    assert inventory.apps[(TENANT, app.object_id)][1] == "scan-1"  # a full scan running now keeps it
+    assert not marked[principal.object_id].managed and not marked[other.object_id].managed
+    await check().check(record.id)  # nothing new to say: nothing written, in the record or the inventory
+    assert inventory.marks == 1
+
+    # A scan that read the records before the acceptance stored it unmarked: the check that finds
+    # Registrar an owner marks it again.
+    await inventory.put([application], "scan-2")
+    app.owners.append(world.directory.registrar_id)
+    owned = await check().check(record.id)
+    assert owned.status is RegistrationStatus.ADOPTING
+    assert inventory.summaries(TENANT)[app.object_id].managed_by == record.id and inventory.marks == 2
+
+
+async def test_an_inventory_it_cannot_write_does_not_fail_the_check(caplog: pytest.LogCaptureFixture) -> None:
+    class Unreachable(FakeInventoryStore):
+        async def by_app_id(self, tenant_id: str, app_id: str) -> list[AppSummary]:
+            raise TransientError("table storage unreachable")
+
+    world = World()
+    record, app = await adopted(world)
+    app.owners.append(world.directory.registrar_id)
+    owned = await OwnershipCheck(
+        world.store, world.directory, world.clock, sleep=world.record_sleep, inventory=Unreachable()
+    ).check(record.id)
+    assert owned.status is RegistrationStatus.ADOPTING  # the view catches up at the next scan
+    assert any("not marked managed" in r.getMessage() for r in caplog.records)
+
+
+async def test_an_adoption_whose_app_is_gone_is_not_marked() -> None:
+    world = World()
+    record, app = await adopted(world)
+    inventory = CountingInventory()
+    await inventory.put([summaries_of(app)[0]], "scan-1")
+    del world.directory.apps[app.object_id]
+    failed = await OwnershipCheck(
+        world.store, world.directory, world.clock, sleep=world.record_sleep, inventory=inventory
+    ).check(record.id)
+    assert failed.status is RegistrationStatus.FAILED  # released: the scan would say not managed
+    assert inventory.marks == 0 and not inventory.summaries(TENANT)[app.object_id].managed

@@ -186,3 +186,28 @@ async def test_an_adoption_with_application_readwrite_all_is_owned_at_once(svc: 
         "history"
     ]
     assert history[-1]["detail"].startswith("Registrar added itself as an owner (Application.ReadWrite.All)")
+
+
+async def test_an_adopted_app_shows_managed_in_the_inventory_at_once_not_from_the_next_scan(
+    svc: FakeServices,
+) -> None:
+    from functions.core.inventory.models import AppSummary
+    from functions.triggers.inventory import inventory_application
+
+    app = await exact_app(svc.directory)
+    app.owners.append(svc.directory.registrar_id)  # an administrator made Registrar an owner beforehand
+    await svc.inventory_store.put(  # as the last scan stored it
+        [AppSummary(TENANT, app.object_id, app.app_id, "application", app.spec.display_name)], "scan-1"
+    )
+
+    def shown() -> Any:
+        return inventory_application(http("GET", "i", route={"tenantId": TENANT, "appId": app.app_id}))
+
+    assert as_json(await shown())["managed"] is False
+    created = await api.create_registration(
+        http("POST", "registrations", {"requestId": "ADOPT-I1", "adopt": {"appId": app.app_id}})
+    )
+    assert as_json(created)["status"] == "adopting"
+    answer = await shown()
+    conforms(answer, "/inventory/{tenantId}/applications/{appId}", "GET")
+    assert (as_json(answer)["managed"], as_json(answer)["registrationId"]) == (True, as_json(created)["id"])

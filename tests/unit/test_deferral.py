@@ -166,7 +166,7 @@ def test_a_tenant_runs_a_few_jobs_at_once_and_leaves_the_slots_to_others() -> No
 def test_a_backlog_is_deferred_in_turn_not_all_at_once() -> None:
     """Deferred jobs of a busy tenant come back one after another at the rate its jobs end here, so
     a backlog does not knock on every few seconds (each knock a lease claim and release)."""
-    from functions.core.record.deferral import TenantJobs
+    from functions.core.record.deferral import OVERSUPPLY, TenantJobs
 
     now = [0.0]
     directory = FakeDirectory(TENANT)
@@ -183,8 +183,11 @@ def test_a_backlog_is_deferred_in_turn_not_all_at_once() -> None:
         with pytest.raises(Deferred) as raised:
             jobs.admit(directory, TENANT, f"waiting {n}")
         waits.append(raised.value.retry_after)
-    # The first waits the pacer's 0.5 s, the next ones a second more each (plus the margin).
-    assert waits == [timedelta(seconds=1.5), timedelta(seconds=2), timedelta(seconds=3)]
+    # The first waits the pacer's 0.5 s, the next ones a turn more each (plus the margin): a turn
+    # is 0.8 s, the 1 s between ends here spaced for OVERSUPPLY times that rate, so the budget
+    # never waits for a job that was told to come back too late.
+    assert OVERSUPPLY == 1.25
+    assert waits == [timedelta(seconds=1.5), timedelta(seconds=1.8), timedelta(seconds=2.6)]
     # The first, back on time, keeps its place: nobody was deferred before it.
     with pytest.raises(Deferred) as again:
         jobs.admit(directory, TENANT, "waiting 0")
@@ -221,3 +224,48 @@ def test_a_turn_reads_only_the_recent_rate_and_stays_short() -> None:
     with pytest.raises(Deferred) as raised:
         jobs.admit(directory, TENANT, "burst 21")
     assert raised.value.retry_after < timedelta(seconds=15)  # 20 ahead at 2 per second, plus margin
+
+
+async def test_a_takeover_in_a_busy_tenant_is_deferred_before_it_changes_anything(
+    two_tenants: FakeServices,
+) -> None:
+    """The takeover is admitted as provisioning is: Deferred before the claim or any Graph call, the
+    lease given back, the envelope put back hidden for the wait; then it finishes from where it was."""
+    from tests.unit.test_adoption_takeover import adopted
+
+    world, svc = two_tenants.world, two_tenants
+    a = await adopted(world)
+    before = await svc.store.get(a.record.id)
+    calls_before = len(world.directory.calls)
+    world.directory.paced_waits[TENANT] = BUSY
+
+    await registration_worker(message(envelope(a.record.id)))
+
+    held = await svc.store.get(a.record.id)
+    assert held.status is RegistrationStatus.ADOPTING and held.lease_owner is None
+    assert (held.history, held.credential, held.app_id) == (before.history, None, before.app_id)
+    assert world.directory.calls[calls_before:] == [] and world.claims.claims == {}
+    assert two_tenants.tenant_jobs.running(TENANT) == 0  # a deferred job is not counted as running
+    sent = (REGISTRATION_REQUESTS_QUEUE, envelope(a.record.id))
+    assert svc.queue.sent == [sent]
+    hidden = svc.queue.hidden_for[0]
+    assert hidden is not None and BUSY < hidden <= BUSY + timedelta(seconds=2)
+
+    world.directory.paced_waits.clear()
+    await registration_worker(message(envelope(a.record.id)))
+    taken = await svc.store.get(a.record.id)
+    assert taken.status is RegistrationStatus.ACTIVE and taken.credential is not None
+    assert two_tenants.tenant_jobs.running(TENANT) == 0  # counted while it ran, then done
+
+
+async def test_a_takeover_expects_the_permission_writes_only_when_reconcile_may_make_them() -> None:
+    from functions.core.adoption.takeover import expected_writes
+    from functions.core.provisioning.workflow import expected_writes as provisioning_writes
+    from tests.unit.test_adoption_takeover import adopted
+
+    record = (await adopted()).record
+    assert record.adoption is not None and record.adoption.reconcile == "report"
+    assert expected_writes(record) == 2  # the service principal and Registrar's credential
+    exact = replace(record, adoption=replace(record.adoption, reconcile="exact"))
+    # requiredResourceAccess, Registrar's credential, the service principal, and the profile's grants.
+    assert expected_writes(exact) == provisioning_writes(record) > 3

@@ -30,6 +30,7 @@ from functions.triggers.queue_messages import UnreadableMessage
 from functions.triggers.queue_registrations import registration_worker
 from tests.openapi_check import load_openapi, response_errors
 from tests.unit.fakes import FakeDeadLetters, FakeHealthMarks, FakeInFlightIndex, FakeQueue, FakeWatchlist
+from tests.unit.inventory_fakes import FakeInventoryStore
 from tests.unit.provisioning_world import TENANT, World
 
 BASE = "https://registrar.example.com/api"
@@ -74,6 +75,7 @@ class FakeServices:
         self.health_marks = FakeHealthMarks()
         self.watchlist = FakeWatchlist()
         self.escalation_settings = EscalationSettings()
+        self.inventory_store = FakeInventoryStore()  # an adoption marks its app managed here
 
     def job_owner(self) -> str:
         return f"{self.owner}-{uuid.uuid4().hex[:8]}"
@@ -91,6 +93,7 @@ class FakeServices:
     ownership_check = bootstrap.Services.ownership_check
     adoption_permissions = bootstrap.Services.adoption_permissions
     takeover = bootstrap.Services.takeover
+    tenant_jobs = bootstrap.Services.tenant_jobs  # one per process, as the host has: its admission
     lifetimes = None  # the takeover's end dates: the defaults
 
     @property

@@ -16,6 +16,11 @@ to remove the ownership Registrar gave itself. Graph refusing it (403) leaves th
 Every run holds the record's lease and writes with its ETag; the Graph calls are reads, or an
 owners/$ref that is idempotent, so a check killed after any call converges on the next one.
 
+A check that writes the record (the first, at acceptance, and the one that finds Registrar an
+owner) also marks the app `managed` by the registration in the inventory (inventory/marking.py),
+so GET /api/inventory says so at once instead of from the next scan; a failure there is only
+logged (the next scan marks it).
+
 Reaching `adopting` hands the registration to the takeover (takeover.py): its envelope goes on
 registration-requests, as an approval's does. The registration worker's in-flight entry is written
 before the check claims the lease and handed over once `adopting` is saved, so a process that dies
@@ -29,8 +34,10 @@ import logging
 from dataclasses import dataclass, replace
 from datetime import timedelta
 
+from functions.core.inventory.marking import mark_adopted
+from functions.core.inventory.ports import InventoryStore
 from functions.core.ports import Clock, Directory, InFlightIndex, MessageQueue, RegistrationStore
-from functions.core.record.errors import Conflict, NotFound, PermanentError
+from functions.core.record.errors import Conflict, NotFound, PermanentError, RegistrarError
 from functions.core.record.inflight import provisioning_work, tracked
 from functions.core.record.keeper import RecordKeeper, Sleep
 from functions.core.record.models import CredentialType, RegistrationStatus
@@ -61,7 +68,9 @@ class OwnershipCheck:
         sleep: Sleep = asyncio.sleep,
         queue: MessageQueue | None = None,  # where an adopting registration's envelope goes (the takeover)
         in_flight: InFlightIndex | None = None,
+        inventory: InventoryStore | None = None,  # where the adopted app is marked managed at once
     ) -> None:
+        self._inventory = inventory
         self._queue = queue
         self._in_flight = in_flight
         self._store = store
@@ -92,16 +101,29 @@ class OwnershipCheck:
                 raise Conflict(
                     f"registration {record.id} did not adopt an app: there is no ownership to check"
                 )
-            moved = False
+            moved = wrote = False
             if record.status is RegistrationStatus.PENDING_OWNERSHIP:
                 await self._check(keeper, record.adoption)
                 moved = keeper.current.status is RegistrationStatus.ADOPTING
+                wrote = keeper.current != record
                 # The takeover must start even if the release or the send fails: the entry stays.
                 entry.keep_on_failure = entry.handed_over = moved
             ended = await keeper.release()
             if moved and self._queue is not None:
                 await self._queue.send(REGISTRATION_REQUESTS_QUEUE, work.message)
+            if wrote:
+                await self._tell_inventory(ended)
             return ended
+
+    async def _tell_inventory(self, record: Registration) -> None:
+        """The adopted app managed in the inventory now, not from the next scan (inventory/marking.py).
+        Only a view: a failure here must not fail the check, and the next scan marks it anyway."""
+        if self._inventory is None:
+            return
+        try:
+            await mark_adopted(self._inventory, record)
+        except RegistrarError as err:
+            log.warning("adopted app %s not marked managed in the inventory yet: %s", record.id, err)
 
     async def _check(self, keeper: RecordKeeper, adoption: Adoption) -> None:
         tenant = keeper.current.tenant_id

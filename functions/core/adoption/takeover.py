@@ -13,6 +13,10 @@ Once Registrar owns the app (ownership.py) the registration worker runs this for
     -> the rotation jobs: RETIRE removes the found ones at retire_after, ROTATE keeps Registrar's alive
     -> credential.rotated with reason `adopted` -> `active`
 
+Admitted like provisioning and rotation (TenantJobs.admit, record/deferral.py): in a tenant whose
+Graph budget is spoken for, Deferred is raised before anything changes (the lease is given back) and
+the worker puts the message back for its retry_after.
+
 Every step is saved before the next and is idempotent, under the record's lease (renewed) and the
 in-flight entry of the registration worker, so a worker killed between any two calls is resumed and
 converges with exactly one Registrar credential. TransientError propagates (the message comes back);
@@ -51,7 +55,9 @@ from functions.core.ports import (
     Vault,
 )
 from functions.core.provisioning import failures
+from functions.core.record.deferral import TenantJobs
 from functions.core.record.errors import (
+    Deferred,
     NotFound,
     PermanentError,
     RecordInconsistent,
@@ -60,7 +66,7 @@ from functions.core.record.errors import (
 )
 from functions.core.record.inflight import provisioning_work, tracked
 from functions.core.record.keeper import WORK_LEASE, RecordKeeper, Sleep
-from functions.core.record.models import CredentialType, RegistrationStatus, SecretValue
+from functions.core.record.models import CredentialType, PermissionKind, RegistrationStatus, SecretValue
 from functions.core.record.registration import Adoption, CredentialState, Registration
 from functions.core.record.schedule import retirement_at
 from functions.core.record.steps import in_step, step_of
@@ -74,6 +80,7 @@ Then = Callable[[Registration], Awaitable[None]]
 
 RETIRE_NOW = "now"
 RETIRE_NEVER = "never"
+RECONCILE_REPORT = "report"
 ADOPTED = "adopted"  # the reason credential.rotated carries for the takeover's first credential
 STEP = "takeover"
 
@@ -82,6 +89,20 @@ class PermissionsStep(Protocol):
     async def run(self, keeper: RecordKeeper) -> bool:
         """True: go on with the credential; False: the registration now waits (pending_approval)."""
         ...
+
+
+def expected_writes(record: Registration) -> int:
+    """The Graph writes a takeover makes (TenantJobs.admit): the service principal (when the app has
+    none) and Registrar's credential; and, when reconcile may change the permissions,
+    requiredResourceAccess, one per application permission (a $batch is charged per item) and one
+    grant per delegated resource. The found secrets' removals are the RETIRE jobs' own."""
+    adoption = record.adoption
+    if adoption is None or adoption.reconcile == RECONCILE_REPORT:
+        return 2
+    permissions = record.plan.permissions
+    roles = sum(1 for p in permissions if p.kind is PermissionKind.APPLICATION)
+    delegated = {p.resource_app_id.lower() for p in permissions if p.kind is PermissionKind.DELEGATED}
+    return 3 + roles + len(delegated)
 
 
 @dataclass(frozen=True)
@@ -109,7 +130,9 @@ class Takeover:
         lifetimes: CredentialLifetimes | None = None,
         in_flight: InFlightIndex | None = None,
         permissions: PermissionsStep | None = None,
+        jobs: TenantJobs | None = None,  # the process's running jobs per tenant (record/deferral.py)
     ) -> None:
+        self._jobs = jobs or TenantJobs()
         self._store = store
         self._directory = directory
         self._vault = vault
@@ -129,7 +152,9 @@ class Takeover:
 
     async def run(self, registration_id: str, *, then: Then | None = None) -> Registration:
         """Drive an adopting registration as far as it can go now. Idempotent: safe to call again.
-        In flight as a provisioning run is (the same entry), so a crash is resumed by the sweep."""
+        In flight as a provisioning run is (the same entry), so a crash is resumed by the sweep.
+        A takeover its tenant's Graph budget cannot take now raises Deferred before it changes
+        anything (record/deferral.py): the lease is given back, the message comes back later."""
         work = provisioning_work(registration_id, REGISTRATION_REQUESTS_QUEUE, self._clock.now())
         async with tracked(self._in_flight, work) as entry:
             keeper = await RecordKeeper.claim(
@@ -143,7 +168,22 @@ class Takeover:
             )
             record = keeper.current
             with log_context(registration_id=record.id, tenant_id=record.tenant_id, operation=STEP):
-                ended = await self._holding(keeper)
+                # Only a takeover that has something to do counts (a re-sent envelope is a no-op).
+                admitted = record.adoption is not None and record.status is RegistrationStatus.ADOPTING
+                writes = expected_writes(record)
+                if admitted:
+                    try:
+                        self._jobs.admit(
+                            self._directory, record.tenant_id, f"registration {record.id}", writes=writes
+                        )
+                    except Deferred:
+                        await keeper.release()  # nothing else was touched: the message comes back later
+                        raise
+                try:
+                    ended = await self._holding(keeper)
+                finally:
+                    if admitted:
+                        self._jobs.done(record.tenant_id, writes=writes)
             if then is not None:
                 entry.keep_on_failure = True  # the outcome is saved: the sweep re-sends its settling
                 await then(ended)

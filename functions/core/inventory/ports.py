@@ -76,6 +76,13 @@ class InventoryStore(Protocol):
         """Remove what a full scan did not see (apps gone meanwhile); returns how many."""
         ...
 
+    async def set_managed_by(self, tenant_id: str, object_id: str, registration_id: str | None) -> bool:
+        """Mark one stored summary, and its credential rows, managed by `registration_id` (None: not
+        managed), changing nothing else: not the scan's mark either, so a full scan running
+        meanwhile does not sweep them. False when the summary is gone or was rewritten since it was
+        read (whoever wrote it decided `managed` from the records itself)."""
+        ...
+
     async def by_app_id(self, tenant_id: str, app_id: str) -> list[AppSummary]: ...
 
     async def credentials(

@@ -43,6 +43,10 @@ RATE_WINDOW = 32
 RATE_HORIZON_S = 30.0
 STALE_S = 60.0
 MAX_TURN_S = 60.0
+# Turns are spaced for jobs ending this much faster than they have: the rate read is what the
+# budget allowed while it was not kept full, so spacing by it alone holds the backlog to that rate
+# (the estimate fulfils itself). A job back a little early is only deferred again.
+OVERSUPPLY = 1.25
 # Wake a little after the budget is expected back: a message that returns a hair early is deferred again.
 MARGIN = timedelta(seconds=1)
 
@@ -118,7 +122,7 @@ class TenantJobs:
         ended = [at for at in self._ended.get(key, ()) if at >= now - RATE_HORIZON_S]
         if len(ended) < 2 or ended[-1] <= ended[0]:
             return timedelta(0)
-        rate = (len(ended) - 1) / (ended[-1] - ended[0])
+        rate = OVERSUPPLY * (len(ended) - 1) / (ended[-1] - ended[0])
         return timedelta(seconds=min(ahead / rate, MAX_TURN_S))
 
     def done(self, tenant_id: str, *, writes: int = 1) -> None:

@@ -1,0 +1,60 @@
+"""Wiring of core/rotation: the rotator and the Key Vault event reactions."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from functools import cached_property
+from typing import TYPE_CHECKING
+
+from functions.wiring.notification import NotificationWiring
+
+if TYPE_CHECKING:
+    from functions.core.rotation.keyvault_reactions import KeyVaultReactions
+    from functions.core.rotation.rotator import RotationSettings, Rotator
+
+
+class RotationWiring(NotificationWiring):
+    """core/rotation over notification and the adapters."""
+
+    @cached_property
+    def rotation_settings(self) -> RotationSettings:
+        from functions.core.credentials.verification import VerifyPolicy
+        from functions.core.rotation.rotator import RotationSettings
+
+        return RotationSettings(
+            lead_time=self.settings.rotation_lead_time,
+            lifetime_fraction=self.settings.rotation_lifetime_fraction,
+            overlap=self.settings.rotation_overlap,
+            default_lifetime=self.settings.default_credential_lifetime,
+            verify=VerifyPolicy(timeout=min(self.settings.verify_timeout, timedelta(minutes=5))),
+        )
+
+    def rotator(self) -> Rotator:
+        from functions.core.rotation.rotator import Rotator
+
+        return Rotator(
+            store=self.store,
+            directory=self.directory,
+            vault=self.vault,
+            probe=self.probe,
+            index=self.index,
+            queue=self.queue,
+            clock=self.clock,
+            settings=self.rotation_settings,
+            owner=self.job_owner(),
+            lifetimes=self.lifetimes,
+            in_flight=self.in_flight,
+            jobs=self.tenant_jobs,
+        )
+
+    def reactions(self) -> KeyVaultReactions:
+        from functions.core.rotation.keyvault_reactions import KeyVaultReactions
+
+        return KeyVaultReactions(
+            store=self.store,
+            queue=self.queue,
+            index=self.index,
+            clock=self.clock,
+            owner=self.job_owner(),
+            settings=self.rotation_settings,
+        )
