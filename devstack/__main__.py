@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from types import FrameType
 
+from devstack.demo import DEMO_HOST_SETTINGS
 from devstack.stack import REPO_ROOT, Stack, StackOptions
 
 
@@ -75,6 +76,7 @@ def _up(args: argparse.Namespace) -> int:
         managed_identity=args.managed_identity,
         persist=True,  # Azurite's data and the tenant's state, both kept in STATE_DIR across restarts
         fresh=args.fresh,
+        host_settings=dict(DEMO_HOST_SETTINGS) if args.demo else {},
     )
     stack = Stack(options)
 

@@ -13,6 +13,9 @@
    (REGISTRAR_AT_RISK_WINDOW, 14 days); the rotation sweep (run by hand, as the host's admin API
    allows) announces credential.at_risk, signed, and GET /api/health and the local telemetry file
    (.devstack/telemetry.jsonl, Application Insights' stand-in) show it.
+6.-8. The brownfield part (devstack/demo_adoption.py): the inventory of the connector apps people
+   made by hand, and the adoption of a hand-made CodeTwo app, its pasted secret kept for the
+   overlap and then retired.
 
 Secret values are never printed: the demo shows key ids, URIs and hints only.
 """
@@ -51,6 +54,9 @@ ADMIN_PRINCIPAL = base64.b64encode(
 ).decode()
 WAIT_ACTIVE_S = 180
 WAIT_ROTATED_S = 180
+# `up --demo` runs its host with these (for that run only): a 30 s overlap, so that step 8 shows an
+# adopted app's old secret kept for the overlap and then retired within a minute.
+DEMO_HOST_SETTINGS = {"REGISTRAR_ROTATION_OVERLAP": "PT30S"}
 
 
 class Receiver:
@@ -179,7 +185,10 @@ def main(endpoints: dict[str, Any]) -> int:
 def _tour(endpoints: dict[str, Any], api: str, receiver: Receiver) -> int:
     from standardwebhooks.webhooks import Webhook
 
-    print("\nRegistrar demo: register CodeTwo Backup for Exchange Online, then rotate its secret.\n")
+    print(
+        "\nRegistrar demo: register CodeTwo Backup for Exchange Online and rotate its secret;"
+        " then adopt a CodeTwo app someone made by hand.\n"
+    )
     request_id = f"DEMO-{int(time.time())}"
     body = {
         "requestId": request_id,
@@ -261,10 +270,19 @@ def _tour(endpoints: dict[str, Any], api: str, receiver: Receiver) -> int:
         event = Webhook(signing_secret).verify(event_raw, event_headers)
         rows.append([event["type"], event_headers["webhook-id"], event["timestamp"]])
     print(_table(rows, ["type", "webhook-id", "timestamp"]))
-    if _at_risk(endpoints, api, receiver) != 0:
+    at_risk_id = _at_risk(endpoints, api, receiver)
+    if at_risk_id is None:
+        return 1
+    from devstack.demo_adoption import adoption_tour
+
+    if adoption_tour(endpoints, api, receiver, {registration_id, at_risk_id}) != 0:
         return 1
     print(f"\nDone. Registration {registration_id} is active on generation {new['generation']}.")
-    print("Try: curl -s " + f"{api}/registrations/{registration_id} | python -m json.tool\n")
+    print("Try: curl -s " + f"{api}/registrations/{registration_id} | python -m json.tool")
+    print(
+        "     curl -s "
+        + f"'{api}/inventory?tenantId={endpoints['tenantId']}&managed=false' | python -m json.tool\n"
+    )
     return 0
 
 
@@ -304,7 +322,8 @@ def _show_app(endpoints: dict[str, Any], registration: dict[str, Any]) -> None:
     )
 
 
-def _at_risk(endpoints: dict[str, Any], api: str, receiver: Receiver) -> int:
+def _at_risk(endpoints: dict[str, Any], api: str, receiver: Receiver) -> str | None:
+    """Step 5; the at-risk registration's id (None: it was refused)."""
     from standardwebhooks.webhooks import Webhook
 
     request_id = f"DEMO-RISK-{int(time.time())}"
@@ -319,7 +338,7 @@ def _at_risk(endpoints: dict[str, Any], api: str, receiver: Receiver) -> int:
     status, accepted = _call("POST", f"{api}/registrations", body)
     if status != 202:
         print(f"   refused: HTTP {status}: {json.dumps(accepted, indent=2)}")
-        return 1
+        return None
     registration_id, signing_secret = accepted["id"], accepted["webhooks"][0]["secret"]
 
     def active() -> dict[str, Any] | None:
@@ -374,7 +393,7 @@ def _at_risk(endpoints: dict[str, Any], api: str, receiver: Receiver) -> int:
                     {k: entry[k] for k in ("signal", "reason", "key_id", "days_to_expiry") if k in entry}
                 )
             )
-    return 0
+    return str(registration_id)
 
 
 def _telemetry_file(endpoints: dict[str, Any]) -> Any:

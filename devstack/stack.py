@@ -69,6 +69,10 @@ class StackOptions:
     fresh: bool = False
     tenant_args: list[str] = field(default_factory=list)
     settings: dict[str, str] = field(default_factory=dict)  # extra app settings (tests: fast schedules...)
+    # App settings for this run's host only, given as environment variables (which win over
+    # local.settings.json, as App Service's app settings do) and never written to the settings file:
+    # `up --demo`'s short rotation overlap must not outlive the demo in the developer's file.
+    host_settings: dict[str, str] = field(default_factory=dict)
     run_host: bool = True  # False: only Azurite and the tenant, for `func start` on `port`
     # True: the host signs in as in Azure, with the function app's managed identity (the tenant's
     # identity endpoint, given to the host as the platform does: IDENTITY_ENDPOINT and
@@ -262,7 +266,10 @@ class Stack:
         functions: list[str] = []
         if options.run_host:
             self._host_port = host_port
-            self._host_process_env = self._host_env(tenant_info, managed_identity=options.managed_identity)
+            self._host_process_env = {
+                **self._host_env(tenant_info, managed_identity=options.managed_identity),
+                **options.host_settings,
+            }
             self.host = self._launch_host()
             host_url, functions = self.host.url, self.host.functions
         self.endpoints = {
@@ -493,7 +500,10 @@ class Stack:
                 ),
             ]
         lines += [
-            f"  Settings         {e['settingsFile']}",
+            f"  Settings         {e['settingsFile']}"
+            + "".join(
+                f"\n                   {k}={v} (this run only)" for k, v in self.options.host_settings.items()
+            ),
             f"  Endpoints        {self.endpoints_file}",
             f"  Logs             {self._logs_line()}",
             f"  Data             {self._data_line()}",

@@ -206,9 +206,21 @@ async def set_app_policy(request: web.Request) -> web.Response:
     return json_response(directory.app_management_policy)
 
 
+def _brownfield_refusal(count: Any, sps: Any, seed: Any, connectors: Any) -> str | None:
+    for name, value in (("count", count), ("servicePrincipals", sps), ("seed", seed)):
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+            return f"'{name}' must be an integer >= 0"
+    if count is None:
+        return "'count' is required"
+    if not isinstance(connectors, list) or not all(isinstance(c, str) for c in connectors):
+        return "'connectors' must be a list of connector profile ids"
+    return None
+
+
 async def brownfield(request: web.Request) -> web.Response:
     """Fill a tenant (the home tenant unless `tenantId`) with `count` hand-made connector apps
-    (devstack/tenant/brownfield.py); `servicePrincipals`: how many of them get one (all by default)."""
+    (devstack/tenant/brownfield.py); `servicePrincipals`: how many of them get one (all by default);
+    `connectors`: the profile ids to cycle through (every profile by default)."""
     from devstack.tenant.brownfield import timed_fill
 
     body = await _json_body(request)
@@ -220,12 +232,21 @@ async def brownfield(request: web.Request) -> web.Response:
     if entry is None:
         return json_response({"error": {"code": "NotFound", "message": "no such tenant"}}, 404)
     count, sps, seed = body.get("count"), body.get("servicePrincipals"), body.get("seed", 15)
-    for name, value in (("count", count), ("servicePrincipals", sps), ("seed", seed)):
-        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
-            return _bad(f"'{name}' must be an integer >= 0")
-    if count is None:
-        return _bad("'count' is required")
-    summary = timed_fill(entry.directory, entry.admin_client_id, count, service_principals=sps, seed=seed)
+    connectors = body.get("connectors") or []
+    refused = _brownfield_refusal(count, sps, seed, connectors)
+    if refused or count is None:
+        return _bad(refused or "'count' is required")
+    try:
+        summary = timed_fill(
+            entry.directory,
+            entry.admin_client_id,
+            count,
+            service_principals=sps,
+            seed=seed,
+            connectors=tuple(connectors),
+        )
+    except ValueError as error:
+        return _bad(str(error))
     request.app[MARK_DIRTY]()
     return json_response({"tenantId": tenant_id, **summary}, 201)
 

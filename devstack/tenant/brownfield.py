@@ -55,12 +55,20 @@ class Summary:
         }
 
 
-@cache
-def connector_permission_sets() -> tuple[tuple[str, tuple[tuple[str, str, str], ...]], ...]:
+PermissionSet = tuple[str, tuple[tuple[str, str, str], ...]]
+
+
+def connector_permission_sets() -> tuple[PermissionSet, ...]:
     """(connector title, ((resource appId, permission id, "Role"|"Scope"), ...)) per profile, as
     resolved against the tenant's resource catalogues; names the catalogues lack are left out."""
+    return tuple(permission_sets_by_profile().values())
+
+
+@cache
+def permission_sets_by_profile() -> dict[str, PermissionSet]:
+    """connector_permission_sets() keyed by profile id, in the profiles' file order."""
     by_name = {display: name for name, (_, _, display, _) in SEEDS.items()}
-    sets = []
+    sets = {}
     for path in sorted(CONNECTORS_DIR.glob("*.toml")):
         profile = tomllib.loads(path.read_text(encoding="utf-8"))
         entries = []
@@ -75,8 +83,9 @@ def connector_permission_sets() -> tuple[tuple[str, tuple[tuple[str, str, str], 
             if found is not None:
                 entries.append((SEEDS[seed][1], str(found["id"]), kind))
         if entries:
-            sets.append((str(profile.get("title") or profile["id"]), tuple(entries)))
-    return tuple(sets)
+            profile_id = str(profile.get("id") or path.stem)
+            sets[profile_id] = (str(profile.get("title") or profile_id), tuple(entries))
+    return sets
 
 
 def _read_twin(entry: tuple[str, str, str]) -> tuple[str, str, str] | None:
@@ -143,12 +152,18 @@ def fill(
     *,
     service_principals: int | None = None,
     seed: int = 15,
+    connectors: tuple[str, ...] = (),
 ) -> Summary:
-    """Add `count` hand-made connector apps (service principals for the first `service_principals`)."""
+    """Add `count` hand-made connector apps (service principals for the first `service_principals`),
+    cycling through every connector profile, or only through `connectors` (profile ids) in that order."""
     rng = random.Random(seed)
     admin = directory.service_principal_by_app_id(admin_client_id)
     assert admin is not None, "the tenant administrator's service principal"
-    sets = connector_permission_sets()
+    by_profile = permission_sets_by_profile()
+    unknown = [c for c in connectors if c not in by_profile]
+    if unknown:
+        raise ValueError(f"no connector profile with permissions the tenant knows: {', '.join(unknown)}")
+    sets = [by_profile[c] for c in connectors] if connectors else list(by_profile.values())
     now = datetime.now(UTC).replace(microsecond=0)
     certificates = _Certificates()
     with_sp = count if service_principals is None else min(service_principals, count)

@@ -120,6 +120,23 @@ async def test_brownfield_from_the_command_line(make_tenant_process: Any) -> Non
     assert process["adminClientSecret"] not in process.log_path.read_text()
 
 
+async def test_brownfield_of_chosen_connectors_cycles_through_them(tenant: TenantProcess) -> None:
+    """What the demo asks for: a handful of apps of the connectors it names, in that order."""
+    identity = tenant.admin("POST", "tenants", {})
+    chosen = ["codetwo-backup-exchange", "m365-usage-connector"]
+    filled = tenant.admin(
+        "POST", "brownfield", {"tenantId": identity["tenantId"], "count": 3, "connectors": chosen}
+    )
+    assert filled["applications"] == 3
+    apps = [a for a in await all_apps(registrar_client(identity)) if "devstack" not in (a.tags or [])]
+    titles = sorted(str(a.display_name) for a in apps)
+    assert titles == [
+        "CodeTwo Backup for Exchange Online (1)",
+        "CodeTwo Backup for Exchange Online (3)",
+        "Microsoft 365 usage connector (2)",
+    ], titles
+
+
 def test_brownfield_admin_api_refuses_bad_input(tenant: TenantProcess) -> None:
     import urllib.error
 
@@ -128,6 +145,8 @@ def test_brownfield_admin_api_refuses_bad_input(tenant: TenantProcess) -> None:
         ({"count": -1}, 400),
         ({"count": "3"}, 400),
         ({"count": 1, "tenantId": "nope"}, 404),
+        ({"count": 1, "connectors": "codetwo-backup-exchange"}, 400),
+        ({"count": 1, "connectors": ["no-such-connector"]}, 400),
     ):
         with pytest.raises(urllib.error.HTTPError) as caught:
             tenant.admin("POST", "brownfield", body)
