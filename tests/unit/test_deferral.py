@@ -40,6 +40,7 @@ class TwoTenantDirectory(FakeDirectory):
 
 class RotatingServices(FakeServices):
     def rotator(self) -> Rotator:
+        # Not self.job_ports: these rotators write nothing ahead and each keeps its own TenantJobs.
         ports = RegistrationJobPorts(
             store=self.store, directory=self.directory, vault=self.vault, probe=self.probe, clock=self.clock
         )
