@@ -120,6 +120,7 @@ async def measure(
     from functions.adapters.keyvault import KeyVaultStore
     from functions.bootstrap import SystemClock
     from functions.core.catalogue.policy import Policy
+    from functions.core.credentials.job_ports import RegistrationJobPorts
     from functions.core.intake.accept import accept, plan_from_validated
     from functions.core.intake.requests import validate_request
     from functions.core.provisioning.lifecycle import Lifecycle
@@ -141,6 +142,7 @@ async def measure(
     store, clock = MemoryStore(), SystemClock()
     catalogue, policy = load_catalogue(), Policy(allowed_tenants=frozenset({tenant["tenantId"].lower()}))
     lifecycle = Lifecycle(store=store, directory=directory, vault=vault, clock=clock, owner="bench")
+    ports = RegistrationJobPorts(store=store, directory=directory, vault=vault, probe=probe, clock=clock)
 
     async def approved_registration(tag: str) -> str:
         body = {
@@ -158,22 +160,14 @@ async def measure(
         )
         record = accepted.registration
         if record.plan.approval_reasons:
-            held = await Provisioner(
-                store=store, directory=directory, vault=vault, probe=probe, clock=clock, owner="bench"
-            ).run(record.id)
+            held = await Provisioner(ports, owner="bench").run(record.id)
             assert held.status.value == "pending_approval", held.status
             await lifecycle.approve(record.id, "benchmark")
         return record.id
 
     async def provision(registration_id: str, *, concurrent: bool) -> float:
         worker = Provisioner(
-            store=store,
-            directory=directory,
-            vault=vault,
-            probe=probe,
-            clock=clock,
-            settings=replace(WorkflowSettings(), concurrent=concurrent),
-            owner="bench",
+            ports, settings=replace(WorkflowSettings(), concurrent=concurrent), owner="bench"
         )
         started = time.perf_counter()
         record = await worker.run(registration_id)

@@ -25,10 +25,11 @@ class Services(EscalationWiring):
     """The process's adapters and core services. Built on first use; one per process."""
 
     # Users before what they use: the store and logs write through the table service, every
-    # Azure client authenticates through the identity.
-    _CLOSE_ORDER = ("deliveries", "index", "in_flight", "health_marks", "watchlist", "app_claims",
-                    "tenant_subscription_store", "store", "inventory_store", "queue", "table_service",
-                    "directory", "vault", "probe", "webhook_sender", "identity")  # fmt: skip
+    # Azure client authenticates through the identity. job_ports holds adapters and closes
+    # nothing itself: dropped so the next job is built over the rebuilt ones.
+    _CLOSE_ORDER = ("job_ports", "deliveries", "index", "in_flight", "health_marks", "watchlist",
+                    "app_claims", "tenant_subscription_store", "store", "inventory_store", "queue",
+                    "table_service", "directory", "vault", "probe", "webhook_sender", "identity")  # fmt: skip
 
     async def close(self) -> None:
         """Close the adapters built so far (each holds HTTP sessions); benchmarks and tools call

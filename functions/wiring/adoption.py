@@ -44,20 +44,13 @@ class AdoptionWiring(InventoryWiring):
         from functions.core.adoption.takeover import Takeover
 
         return Takeover(
-            store=self.store,
-            directory=self.directory,
-            vault=self.vault,
-            probe=self.probe,
+            self.job_ports,
             index=self.index,
             queue=self.queue,
             claims=self.app_claims,
-            clock=self.clock,
             rotation=self.rotation_settings,
             owner=self.job_owner(),
-            lifetimes=self.lifetimes,
-            in_flight=self.in_flight,
             permissions=self.adoption_permissions(),  # drift and reconcile run first
-            jobs=self.tenant_jobs,
         )
 
     def adoption_permissions(self) -> PermissionStep:

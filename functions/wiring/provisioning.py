@@ -21,16 +21,9 @@ class ProvisioningWiring(RotationWiring):
         from functions.core.provisioning.workflow import Provisioner, WorkflowSettings
 
         return Provisioner(
-            store=self.store,
-            directory=self.directory,
-            vault=self.vault,
-            probe=self.probe,
-            clock=self.clock,
+            self.job_ports,
             settings=WorkflowSettings(verify_timeout=min(self.settings.verify_timeout, timedelta(minutes=5))),
             owner=self.job_owner(),  # one per run: duplicate deliveries in one process must not share a lease
-            lifetimes=self.lifetimes,
-            in_flight=self.in_flight,
-            jobs=self.tenant_jobs,
         )
 
     async def settle(self, record: Registration) -> None:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from functions.wiring.notification import NotificationWiring
 
 if TYPE_CHECKING:
+    from functions.core.credentials.job_ports import RegistrationJobPorts
     from functions.core.rotation.keyvault_reactions import KeyVaultReactions
     from functions.core.rotation.rotator import RotationSettings, Rotator
 
@@ -29,22 +30,32 @@ class RotationWiring(NotificationWiring):
             verify=VerifyPolicy(timeout=min(self.settings.verify_timeout, timedelta(minutes=5))),
         )
 
-    def rotator(self) -> Rotator:
-        from functions.core.rotation.rotator import Rotator
+    @cached_property
+    def job_ports(self) -> RegistrationJobPorts:
+        """What every job over one registration works with (rotation, provisioning, takeover): the
+        process's, so built once; each job adds its own lease owner."""
+        from functions.core.credentials.job_ports import RegistrationJobPorts
 
-        return Rotator(
+        return RegistrationJobPorts(
             store=self.store,
             directory=self.directory,
             vault=self.vault,
             probe=self.probe,
-            index=self.index,
-            queue=self.queue,
             clock=self.clock,
-            settings=self.rotation_settings,
-            owner=self.job_owner(),
             lifetimes=self.lifetimes,
             in_flight=self.in_flight,
             jobs=self.tenant_jobs,
+        )
+
+    def rotator(self) -> Rotator:
+        from functions.core.rotation.rotator import Rotator
+
+        return Rotator(
+            self.job_ports,
+            index=self.index,
+            queue=self.queue,
+            settings=self.rotation_settings,
+            owner=self.job_owner(),
         )
 
     def reactions(self) -> KeyVaultReactions:

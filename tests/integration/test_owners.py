@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from functions.adapters.tables import StorageConfig, TableRegistrationStore, ensure_tables, table_service
+from functions.core.credentials.job_ports import RegistrationJobPorts
 from functions.core.provisioning.owners import add_owners
 from functions.core.provisioning.workflow import Provisioner, WorkflowSettings
 from functions.core.record.errors import NotFound, PermanentError
@@ -158,15 +159,14 @@ def new_record(tenant_id: str, owners: tuple[str, ...]) -> Registration:
     )
 
 
+def job_ports(a: Adapters, store: TableRegistrationStore) -> RegistrationJobPorts:
+    return RegistrationJobPorts(store=store, directory=a.graph, vault=a.vault, probe=a.probe, clock=Clock())
+
+
 async def provision(a: Adapters, store: TableRegistrationStore, record: Registration) -> Registration:
     await store.create(record)
     provisioner = Provisioner(
-        store=store,
-        directory=a.graph,
-        vault=a.vault,
-        probe=a.probe,
-        clock=Clock(),
-        settings=WorkflowSettings(verify_first_delay=timedelta(milliseconds=100)),
+        job_ports(a, store), settings=WorkflowSettings(verify_first_delay=timedelta(milliseconds=100))
     )
     return await provisioner.run(record.id)
 
@@ -191,9 +191,7 @@ def test_provisioning_adds_the_owners_and_a_rerun_changes_nothing(
         async with adapters(full) as a, adapters(tenant) as base:
             a.vault = base.vault  # Key Vault access is the bootstrap identity's (RBAC)
             record = await provision(a, store, new_record(a.tenant_id, (owner,)))
-            again = await Provisioner(
-                store=store, directory=a.graph, vault=a.vault, probe=a.probe, clock=Clock()
-            ).run(record.id)
+            again = await Provisioner(job_ports(a, store)).run(record.id)
             # A re-run of the step itself (a crash before its result was saved): Graph's
             # "already exist" counts as added.
             await store.replace(replace(again, owners_added=()))

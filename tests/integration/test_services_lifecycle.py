@@ -42,3 +42,20 @@ def test_close_releases_the_sessions_it_opened_and_the_services_can_be_rebuilt(a
     assert before and not any(before)
     assert all(after)
     assert count == 2
+
+
+def test_after_close_a_job_works_with_the_rebuilt_adapters_not_the_closed_ones(azurite: str) -> None:
+    values = {**json.loads(SAMPLE.read_text(encoding="utf-8"))["Values"], "AzureWebJobsStorage": azurite}
+
+    async def main() -> tuple[Any, Any, Any]:
+        svc = await Services(Settings.from_env(values)).ready()
+        closed_store = svc.job_ports.store  # the provisioner, rotator and takeover work with it
+        await svc.close()
+        again = await svc.ready()
+        ports, rebuilt_store = again.job_ports, again.store
+        await again.close()
+        return closed_store, ports.store, rebuilt_store
+
+    closed_store, store_of_the_next_job, rebuilt_store = asyncio.run(main())
+    assert store_of_the_next_job is not closed_store
+    assert store_of_the_next_job is rebuilt_store

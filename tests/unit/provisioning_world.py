@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any, TypeVar
 
+from functions.core.credentials.job_ports import RegistrationJobPorts
 from functions.core.intake.accept import Accepted, accept
 from functions.core.provisioning.lifecycle import Lifecycle
 from functions.core.provisioning.workflow import Provisioner, WorkflowSettings
@@ -59,6 +60,19 @@ class World:
     def __post_init__(self) -> None:
         if self.probe is None:
             self.probe = FakeTokenProbe(self.directory, self.vault)
+
+    @property
+    def ports(self) -> RegistrationJobPorts:
+        """The world's fakes as a job over a registration works with them (sleeps recorded)."""
+        assert self.probe is not None  # __post_init__ made one
+        return RegistrationJobPorts(
+            store=self.store,
+            directory=self.directory,
+            vault=self.vault,
+            probe=self.probe,
+            clock=self.clock,
+            sleep=self.record_sleep,
+        )
 
     async def record_sleep(self, seconds: float) -> None:
         self.sleeps.append(seconds)
@@ -127,16 +141,17 @@ class World:
         sleep: Any = None,
         in_flight: Any = None,
     ) -> Provisioner:
-        return Provisioner(
+        ports = replace(
+            self.ports,
             store=store or self.store,
             directory=directory or self.directory,
             vault=vault or self.vault,
             probe=probe or self.probe,
-            clock=self.clock,
-            settings=settings or WorkflowSettings(lease_wait=timedelta(seconds=5)),
-            owner=owner,
             sleep=sleep or self.record_sleep,
             in_flight=in_flight,
+        )
+        return Provisioner(
+            ports, settings=settings or WorkflowSettings(lease_wait=timedelta(seconds=5)), owner=owner
         )
 
     def crashing_provisioner(

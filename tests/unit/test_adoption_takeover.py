@@ -119,33 +119,27 @@ def takeover(world: World, faults: Faults | None = None, *, wrap: Any = None, **
             return wrap(target)
         return Crashing(target, faults) if faults else target
 
-    return Takeover(
+    ports = replace(
+        world.ports,
         store=wrapped(world.store),
         directory=wrapped(world.directory),
         vault=wrapped(world.vault),
         probe=wrapped(world.probe),
+        sleep=fast_sleep,
+    )
+    return Takeover(
+        ports,
         index=wrapped(world.index),
         queue=wrapped(world.queue),
         claims=wrapped(world.claims),
-        clock=world.clock,
         rotation=ROTATION,
-        sleep=fast_sleep,
         **extra,
     )
 
 
 def rotator(world: World) -> Rotator:
-    assert world.probe is not None
     return Rotator(
-        store=world.store,
-        directory=world.directory,
-        vault=world.vault,
-        probe=world.probe,
-        index=world.index,
-        queue=world.queue,
-        clock=world.clock,
-        settings=ROTATION,
-        sleep=fast_sleep,
+        replace(world.ports, sleep=fast_sleep), index=world.index, queue=world.queue, settings=ROTATION
     )
 
 

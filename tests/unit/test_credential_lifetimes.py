@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -26,18 +27,8 @@ from tests.unit.test_rotation import SETTINGS, RotationWorld, due_job
 
 
 def rotator_with(world: RotationWorld, lifetimes: CredentialLifetimes) -> Rotator:
-    return Rotator(
-        store=world.store,
-        directory=world.directory,
-        vault=world.vault,
-        probe=world.probe,  # type: ignore[arg-type]
-        index=world.index,
-        queue=world.queue,
-        clock=world.clock,
-        settings=SETTINGS,
-        sleep=fast_sleep,
-        lifetimes=lifetimes,
-    )
+    ports = replace(world.ports, sleep=fast_sleep, lifetimes=lifetimes)
+    return Rotator(ports, index=world.index, queue=world.queue, settings=SETTINGS)
 
 
 # ---------------------------------------------------------------- end dates

@@ -14,6 +14,7 @@ import pytest
 from azure.functions.queue import QueueMessage
 
 from functions import bootstrap
+from functions.core.credentials.job_ports import RegistrationJobPorts
 from functions.core.record.errors import Deferred, PermanentError
 from functions.core.record.models import RegistrationStatus
 from functions.core.rotation.rotator import Rotator
@@ -39,14 +40,14 @@ class TwoTenantDirectory(FakeDirectory):
 
 class RotatingServices(FakeServices):
     def rotator(self) -> Rotator:
+        # Not self.job_ports: these rotators write nothing ahead and each keeps its own TenantJobs.
+        ports = RegistrationJobPorts(
+            store=self.store, directory=self.directory, vault=self.vault, probe=self.probe, clock=self.clock
+        )
         return Rotator(
-            store=self.store,
-            directory=self.directory,
-            vault=self.vault,
-            probe=self.probe,
+            ports,
             index=self.index,  # type: ignore[arg-type]
             queue=self.queue,
-            clock=self.clock,
             settings=self.rotation_settings,
             owner=self.job_owner(),
         )

@@ -93,6 +93,7 @@ class FakeServices:
     ownership_check = bootstrap.Services.ownership_check
     adoption_permissions = bootstrap.Services.adoption_permissions
     takeover = bootstrap.Services.takeover
+    job_ports = bootstrap.Services.job_ports  # what the takeover works with, over these fakes
     tenant_jobs = bootstrap.Services.tenant_jobs  # one per process, as the host has: its admission
     lifetimes = None  # the takeover's end dates: the defaults
 

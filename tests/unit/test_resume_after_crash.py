@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import json
 from collections.abc import Awaitable
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -193,18 +194,8 @@ async def test_a_rotation_killed_mid_way_resumes_and_makes_exactly_one_new_crede
     stalling = StallingProbe(world.probe)  # type: ignore[arg-type]
 
     def rotator(probe: Any = None) -> Rotator:
-        return Rotator(
-            store=world.store,
-            directory=world.directory,
-            vault=world.vault,
-            probe=probe or world.probe,
-            index=world.index,
-            queue=world.queue,
-            clock=world.clock,
-            settings=SETTINGS,
-            sleep=fast_sleep,
-            in_flight=index,
-        )
+        ports = replace(world.ports, probe=probe or world.probe, sleep=fast_sleep, in_flight=index)
+        return Rotator(ports, index=world.index, queue=world.queue, settings=SETTINGS)
 
     await killed_while_verifying(rotator(stalling).run(job), stalling)
     assert (await world.store.get(before.id)).status is RegistrationStatus.ROTATING

@@ -8,6 +8,7 @@ import hashlib
 import json
 import uuid
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -99,18 +100,13 @@ class RotationWorld(World):
         return record
 
     def rotator(self, *, directory: object = None, vault: object = None, owner: str | None = None) -> Rotator:
-        return Rotator(
-            store=self.store,
+        ports = replace(
+            self.ports,
             directory=directory or self.directory,  # type: ignore[arg-type]
             vault=vault or self.vault,  # type: ignore[arg-type]
-            probe=self.probe,  # type: ignore[arg-type]
-            index=self.index,
-            queue=self.queue,
-            clock=self.clock,
-            settings=SETTINGS,
-            owner=owner,
             sleep=fast_sleep,
         )
+        return Rotator(ports, index=self.index, queue=self.queue, settings=SETTINGS, owner=owner)
 
     def app(self):  # type: ignore[no-untyped-def]
         (app,) = self.directory.apps.values()

@@ -74,16 +74,11 @@ async def test_a_worker_whose_lease_ran_out_while_verifying_stops_and_the_retire
             outcomes.append(await world.rotator(owner="B").run(job))
 
     a = Rotator(
-        store=world.store,
-        directory=world.directory,
-        vault=world.vault,
-        probe=world.probe,
+        replace(world.ports, sleep=a_sleeps),
         index=world.index,
         queue=world.queue,
-        clock=world.clock,
         settings=SETTINGS,
         owner="A",
-        sleep=a_sleeps,
     )
     with pytest.raises(LeaseHeld):  # transient: A's message comes back and finds it done
         await a.run(job)

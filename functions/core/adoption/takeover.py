@@ -31,7 +31,6 @@ credential retires only once Registrar's is verified (Rotator._retire and `remov
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
@@ -40,20 +39,11 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from functions.core.adoption.claims import AppClaim, AppClaims, claim_app
-from functions.core.catalogue.lifetimes import CredentialLifetimes
 from functions.core.credentials.issuer import CredentialIssuer, certificate_key_id
+from functions.core.credentials.job_ports import RegistrationJobPorts
 from functions.core.credentials.verification import until_accepted
 from functions.core.notification.announcer import Announcer, event_for
-from functions.core.ports import (
-    Clock,
-    Directory,
-    ExpiryIndex,
-    InFlightIndex,
-    MessageQueue,
-    RegistrationStore,
-    TokenProbe,
-    Vault,
-)
+from functions.core.ports import ExpiryIndex, MessageQueue
 from functions.core.provisioning import failures
 from functions.core.record.deferral import TenantJobs
 from functions.core.record.errors import (
@@ -65,7 +55,7 @@ from functions.core.record.errors import (
     ValidationFailed,
 )
 from functions.core.record.inflight import provisioning_work, tracked
-from functions.core.record.keeper import WORK_LEASE, RecordKeeper, Sleep
+from functions.core.record.keeper import WORK_LEASE, RecordKeeper
 from functions.core.record.models import CredentialType, PermissionKind, RegistrationStatus, SecretValue
 from functions.core.record.registration import Adoption, CredentialState, Registration
 from functions.core.record.schedule import retirement_at
@@ -114,41 +104,35 @@ class TakeoverSettings:
 class Takeover:
     def __init__(
         self,
+        ports: RegistrationJobPorts,
         *,
-        store: RegistrationStore,
-        directory: Directory,
-        vault: Vault,
-        probe: TokenProbe,
         index: ExpiryIndex,
         queue: MessageQueue,
         claims: AppClaims,
-        clock: Clock,
         rotation: RotationSettings | None = None,  # overlap, verify budget, and the jobs it schedules
         settings: TakeoverSettings | None = None,
         owner: str | None = None,
-        sleep: Sleep = asyncio.sleep,
-        lifetimes: CredentialLifetimes | None = None,
-        in_flight: InFlightIndex | None = None,
         permissions: PermissionsStep | None = None,
-        jobs: TenantJobs | None = None,  # the process's running jobs per tenant (record/deferral.py)
     ) -> None:
-        self._jobs = jobs or TenantJobs()
-        self._store = store
-        self._directory = directory
-        self._vault = vault
-        self._probe = probe
+        self._jobs = ports.jobs or TenantJobs()
+        self._store = ports.store
+        self._directory = ports.directory
+        self._vault = ports.vault
+        self._probe = ports.probe
         self._index = index
         self._queue = queue
         self._claims = claims
-        self._clock = clock
+        self._clock = ports.clock
         self._rotation = rotation or RotationSettings()
         self._settings = settings or TakeoverSettings()
         self._owner = owner or f"takeover-{uuid.uuid4().hex[:12]}"
-        self._sleep = sleep
-        self._in_flight = in_flight
+        self._sleep = ports.sleep
+        self._in_flight = ports.in_flight
         self._permissions = permissions
-        self._issuer = CredentialIssuer(directory=directory, vault=vault, clock=clock, lifetimes=lifetimes)
-        self._announcer = Announcer(queue=queue, clock=clock)
+        self._issuer = CredentialIssuer(
+            directory=ports.directory, vault=ports.vault, clock=ports.clock, lifetimes=ports.lifetimes
+        )
+        self._announcer = Announcer(queue=queue, clock=ports.clock)
 
     async def run(self, registration_id: str, *, then: Then | None = None) -> Registration:
         """Drive an adopting registration as far as it can go now. Idempotent: safe to call again.

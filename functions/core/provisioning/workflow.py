@@ -36,18 +36,10 @@ from dataclasses import dataclass, replace
 from datetime import timedelta
 
 from functions.core.catalogue.app_spec import application_spec
-from functions.core.catalogue.lifetimes import CredentialLifetimes
 from functions.core.credentials.issuer import CredentialIssuer
+from functions.core.credentials.job_ports import RegistrationJobPorts
 from functions.core.credentials.verification import VerifyPolicy, until_accepted
-from functions.core.ports import (
-    Clock,
-    DelegatedGrant,
-    Directory,
-    InFlightIndex,
-    RegistrationStore,
-    TokenProbe,
-    Vault,
-)
+from functions.core.ports import DelegatedGrant
 from functions.core.provisioning import failures
 from functions.core.provisioning.lifecycle import finish_decommission
 from functions.core.provisioning.owners import add_owners
@@ -62,7 +54,7 @@ from functions.core.record.errors import (
     saved,
 )
 from functions.core.record.inflight import provisioning_work, tracked
-from functions.core.record.keeper import WORK_LEASE, RecordKeeper, Sleep
+from functions.core.record.keeper import WORK_LEASE, RecordKeeper
 from functions.core.record.models import CredentialType, PermissionKind, RegistrationStatus, SecretValue
 from functions.core.record.registration import TERMINAL_STATUSES, Approval, Registration
 from functions.core.record.steps import concurrently, in_step, step_of
@@ -105,30 +97,24 @@ def expected_writes(record: Registration) -> int:
 class Provisioner:
     def __init__(
         self,
+        ports: RegistrationJobPorts,
         *,
-        store: RegistrationStore,
-        directory: Directory,
-        vault: Vault,
-        probe: TokenProbe,
-        clock: Clock,
         settings: WorkflowSettings | None = None,
         owner: str | None = None,
-        sleep: Sleep = asyncio.sleep,
-        lifetimes: CredentialLifetimes | None = None,  # end dates: configured, profile, tenant maxima
-        in_flight: InFlightIndex | None = None,  # where a run is written ahead, for the resume sweep
-        jobs: TenantJobs | None = None,  # the process's running jobs per tenant (record/deferral.py)
     ) -> None:
-        self._jobs = jobs or TenantJobs()
-        self._store = store
-        self._in_flight = in_flight
-        self._directory = directory
-        self._vault = vault
-        self._probe = probe
-        self._clock = clock
+        self._jobs = ports.jobs or TenantJobs()
+        self._store = ports.store
+        self._in_flight = ports.in_flight
+        self._directory = ports.directory
+        self._vault = ports.vault
+        self._probe = ports.probe
+        self._clock = ports.clock
         self._settings = settings or WorkflowSettings()
         self._owner = owner or f"worker-{uuid.uuid4().hex[:12]}"
-        self._sleep = sleep
-        self._issuer = CredentialIssuer(directory=directory, vault=vault, clock=clock, lifetimes=lifetimes)
+        self._sleep = ports.sleep
+        self._issuer = CredentialIssuer(
+            directory=ports.directory, vault=ports.vault, clock=ports.clock, lifetimes=ports.lifetimes
+        )
 
     async def claim(self, registration_id: str, wait: timedelta | None = None) -> RecordKeeper:
         return await RecordKeeper.claim(

@@ -24,21 +24,12 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from functions.core.catalogue.lifetimes import CredentialLifetimes
 from functions.core.credentials.issuer import certificate_key_id
+from functions.core.credentials.job_ports import RegistrationJobPorts
 from functions.core.credentials.verification import until_accepted
 from functions.core.notification.announcer import Announcer, event_for
 from functions.core.notification.events import WebhookEvent
-from functions.core.ports import (
-    Clock,
-    Directory,
-    ExpiryIndex,
-    InFlightIndex,
-    MessageQueue,
-    RegistrationStore,
-    TokenProbe,
-    Vault,
-)
+from functions.core.ports import Clock, ExpiryIndex, MessageQueue
 from functions.core.record.deferral import TenantJobs
 from functions.core.record.errors import (
     Deferred,
@@ -48,7 +39,7 @@ from functions.core.record.errors import (
     TransientError,
 )
 from functions.core.record.inflight import InFlightWork, tracked
-from functions.core.record.keeper import RecordKeeper, Sleep
+from functions.core.record.keeper import RecordKeeper
 from functions.core.record.models import CredentialType, RegistrationStatus
 from functions.core.record.registration import (
     CredentialState,
@@ -171,40 +162,32 @@ def removable(record: Registration, old: CredentialState) -> bool:
 class Rotator:
     def __init__(
         self,
+        ports: RegistrationJobPorts,
         *,
-        store: RegistrationStore,
-        directory: Directory,
-        vault: Vault,
-        probe: TokenProbe,
         index: ExpiryIndex,
         queue: MessageQueue,
-        clock: Clock,
         settings: RotationSettings | None = None,
         owner: str | None = None,
-        sleep: Sleep = asyncio.sleep,
-        lifetimes: CredentialLifetimes | None = None,  # end dates: configured, profile, tenant maxima
-        in_flight: InFlightIndex | None = None,  # where a job is written ahead, for the resume sweep
-        jobs: TenantJobs | None = None,  # the process's running jobs per tenant (record/deferral.py)
     ) -> None:
-        self._jobs = jobs or TenantJobs()
-        self._store = store
-        self._in_flight = in_flight
-        self._directory = directory
-        self._vault = vault
-        self._probe = probe
+        self._jobs = ports.jobs or TenantJobs()
+        self._store = ports.store
+        self._in_flight = ports.in_flight
+        self._directory = ports.directory
+        self._vault = ports.vault
+        self._probe = ports.probe
         self._index = index
-        self._clock = clock
+        self._clock = ports.clock
         self._settings = settings or RotationSettings()
         self._owner = owner or f"rotator-{uuid.uuid4().hex[:12]}"
-        self._sleep = sleep
+        self._sleep = ports.sleep
         self._next = NextGeneration(
-            directory=directory,
-            vault=vault,
-            clock=clock,
+            directory=ports.directory,
+            vault=ports.vault,
+            clock=ports.clock,
             default_lifetime=self._settings.default_lifetime,
-            lifetimes=lifetimes,
+            lifetimes=ports.lifetimes,
         )
-        self._announcer = Announcer(queue=queue, clock=clock)
+        self._announcer = Announcer(queue=queue, clock=ports.clock)
 
     async def run(self, job: RotationJob) -> Outcome:
         """Run the job; in flight (core/record/inflight.py) from before the lease is claimed to its
