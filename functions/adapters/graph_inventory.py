@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from functions.adapters.graph import GraphDirectory
 from functions.adapters.graph_errors import call
@@ -46,6 +47,17 @@ class _Query:
 
     def get_query_parameter(self, original_name: str) -> str:
         return "%24" + original_name
+
+
+def on_base(link: str, base_url: str) -> str:
+    """`link` (a nextLink or a stored deltaLink) sent to the configured Graph endpoint: its path and
+    query (the skip or delta token) are what name the page. Graph gives links on its own host, so in
+    Azure this changes nothing; but a stored deltaLink outlives the endpoint it was given on (a local
+    tenant restarted on another port), and the bearer token must never go anywhere else."""
+    given, base = urlsplit(link), urlsplit(base_url)
+    if (given.scheme, given.netloc) == (base.scheme, base.netloc):
+        return link
+    return urlunsplit((base.scheme, base.netloc, given.path, given.query, given.fragment))
 
 
 class GraphInventory:
@@ -88,7 +100,7 @@ class GraphInventory:
             next_link = page.get("@odata.nextLink")
             if not next_link:
                 return
-            request = builder.with_url(next_link).to_get_request_information()
+            request = builder.with_url(on_base(next_link, self._graph.base_url)).to_get_request_information()
 
     async def latest_delta_link(self, tenant_id: str, collection: Collection) -> str:
         builder = self._builder(tenant_id, collection).delta
@@ -107,9 +119,8 @@ class GraphInventory:
         collection: Collection = "applications" if "/applications/" in link else "servicePrincipals"
         builder = self._builder(tenant_id, collection).delta
         while True:
-            page = await self._get(
-                tenant_id, f"{collection}/delta", builder.with_url(link).to_get_request_information()
-            )
+            request = builder.with_url(on_base(link, self._graph.base_url)).to_get_request_information()
+            page = await self._get(tenant_id, f"{collection}/delta", request)
             changed, removed = [], []
             for item in page.get("value") or []:
                 if "@removed" in item:

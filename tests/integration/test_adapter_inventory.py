@@ -166,6 +166,57 @@ def test_scan_of_a_brownfield_tenant_honours_429_and_recovers_from_an_expired_to
     assert expired.mode == "full"
 
 
+def test_a_stored_delta_link_is_followed_on_the_configured_graph_endpoint(
+    azurite: str, tenant_admin: TenantProcess
+) -> None:
+    """A deltaLink kept in Table storage names the endpoint Graph gave it on. One given by a local
+    tenant since restarted on another port (or any host but the configured one) is followed on the
+    configured Graph endpoint: the round reads the delta (2 requests), and the bearer token goes
+    nowhere else."""
+    from dataclasses import replace
+    from urllib.parse import urlsplit, urlunsplit
+
+    identity = tenant_admin.admin("POST", "tenants", {})
+    other = SimpleNamespace(
+        authority=identity["authority"],
+        tenant_id=identity["tenantId"],
+        client_id=identity["clientId"],
+        client_secret=identity["clientSecret"],
+        graph_url=identity["graphUrl"],
+        vault_url=identity["vaultUrl"],
+    )
+
+    def elsewhere(link: str | None) -> str:
+        assert link is not None
+        parts = urlsplit(link)
+        return urlunsplit((parts.scheme, "127.0.0.1:9", parts.path, parts.query, parts.fragment))
+
+    async def body(store: TableInventoryStore) -> Any:
+        async with adapters(other) as parts:
+            scanner = InventoryScanner(
+                GraphInventory(parts.graph),
+                store,
+                parts.graph,
+                FakeRecords(),
+                load_catalogue(),
+                SimpleNamespace(now=lambda: NOW),
+            )
+            await scanner.scan(other.tenant_id)
+            state = await store.state(other.tenant_id)
+            assert state is not None
+            await store.save_state(
+                replace(
+                    state,
+                    applications_link=elsewhere(state.applications_link),
+                    service_principals_link=elsewhere(state.service_principals_link),
+                )
+            )
+            return await scanner.scan(other.tenant_id)
+
+    moved = with_store(azurite, body)
+    assert moved.mode == "delta" and moved.requests == 2
+
+
 def test_set_managed_by_marks_a_summary_and_its_credential_rows_and_keeps_the_scan_mark(azurite: str) -> None:
     """What an adoption does between two scans: the app and its credential rows say managed, and a
     full scan running meanwhile (scan-1) would not sweep them; a summary rewritten after it was read
