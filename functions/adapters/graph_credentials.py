@@ -262,3 +262,17 @@ class GraphCredentials(GraphPolicy):
             if found is None:
                 raise
             return found
+
+    async def remove_federated_credential(
+        self, tenant_id: str, app_object_id: str, credential_id: str
+    ) -> None:
+        client = self.client(tenant_id)
+        request = (
+            client.applications.by_application_id(app_object_id)
+            .federated_identity_credentials.by_federated_identity_credential_id(credential_id)
+            .to_delete_request_information()
+        )
+        try:
+            await self._send(client, "DELETE", "federatedIdentityCredential on", app_object_id, request)
+        except NotFound:
+            return  # the credential (or the app) is gone: nothing left to remove

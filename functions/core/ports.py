@@ -245,6 +245,13 @@ class Directory(Protocol):
         """Idempotent by name: an existing credential with the same name is returned."""
         ...
 
+    async def remove_federated_credential(
+        self, tenant_id: str, app_object_id: str, credential_id: str
+    ) -> None:
+        """DELETE /applications/{id}/federatedIdentityCredentials/{id} (Application.ReadWrite.OwnedBy on
+        an owned app). Idempotent: a credential (or an app) already gone is success."""
+        ...
+
     async def delete_application(self, tenant_id: str, app_object_id: str) -> None:
         """Idempotent: an app already gone is success."""
         ...

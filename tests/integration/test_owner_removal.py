@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from functions.core.ports import KeyCredentialSpec
+from functions.core.ports import FederatedCredentialSpec, KeyCredentialSpec
 from functions.core.record.errors import PermanentError
 from tests.fixtures.tenant import TenantProcess
 from tests.integration.adapter_support import adapters, app_spec
@@ -212,5 +212,43 @@ def test_registrars_certificates_go_beside_a_persons_which_is_written_back_as_gr
             status, _, whole = admin.call("GET", f"/applications/{app.object_id}")
             assert status == 200 and all(k.get("key") is None for k in whole["keyCredentials"]), whole
             assert admin.call("DELETE", f"/applications/{app.object_id}")[0] == 204
+
+    asyncio.run(main())
+
+
+def test_a_federated_credential_is_deleted_by_its_id_and_deleting_it_again_is_success(
+    tenant: TenantProcess,
+) -> None:
+    """DELETE /applications/{id}/federatedIdentityCredentials/{id} through msgraph-sdk, with
+    Application.ReadWrite.OwnedBy on an app Registrar owns; the other credential stays."""
+
+    async def main() -> None:
+        async with adapters(tenant) as a:
+            app = await a.graph.upsert_application(a.tenant_id, app_spec("federated"))
+            made = [
+                await a.graph.add_federated_credential(
+                    a.tenant_id,
+                    app.object_id,
+                    FederatedCredentialSpec(
+                        name,
+                        "https://token.actions.githubusercontent.com",
+                        f"repo:o/{name}",
+                        ("api://AzureADTokenExchange",),
+                    ),
+                )
+                for name in ("registrars", "the-person-s")
+            ]
+            await a.graph.remove_federated_credential(a.tenant_id, app.object_id, made[0])
+            await a.graph.remove_federated_credential(a.tenant_id, app.object_id, made[0])  # gone: done
+            left = [
+                c.key_id
+                for c in await a.graph.list_credentials(a.tenant_id, app.object_id)
+                if c.kind == "federated"
+            ]
+            assert left == [made[1]]
+            await a.graph.delete_application(a.tenant_id, app.object_id)
+            await a.graph.remove_federated_credential(
+                a.tenant_id, app.object_id, made[1]
+            )  # the app gone: done
 
     asyncio.run(main())

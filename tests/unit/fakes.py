@@ -327,6 +327,16 @@ class FakeDirectory(Recorder):
                 self._enforce_lifetime(CredentialType.CERTIFICATE, key.start, key.end)
         app.keys = [*others, *keys]
 
+    async def remove_federated_credential(
+        self, tenant_id: str, app_object_id: str, credential_id: str
+    ) -> None:
+        self.note("remove_federated_credential")
+        app = self.apps.get(app_object_id)
+        if app is None:
+            return
+        self._may_write(app)
+        app.federated = {name: f for name, f in app.federated.items() if f[0] != credential_id}
+
     async def remove_key_credential(self, tenant_id: str, app_object_id: str, key_id: str) -> None:
         self.note("remove_key_credential")
         app = self.apps.get(app_object_id)

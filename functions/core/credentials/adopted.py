@@ -50,13 +50,21 @@ def own_credentials(record: Registration, on_app: list[AppCredential]) -> list[O
         key = c.key_id.lower()
         if key in found:
             continue  # the person's, whatever its name says
-        half_made = pending is not None and (
-            (
-                pending.type is CredentialType.SECRET
-                and c.kind == "password"
-                and c.display_name == pending.display_name
+        half_made = (
+            pending is not None
+            and (
+                (
+                    pending.type is CredentialType.SECRET
+                    and c.kind == "password"
+                    and c.display_name == pending.display_name
+                )
+                or (pending.type is CredentialType.CERTIFICATE and c.kind == "key" and key == staged_key)
+                or (  # its name is the write-ahead display name (issuer._federated)
+                    pending.type is CredentialType.FEDERATED
+                    and c.kind == "federated"
+                    and c.display_name == pending.display_name[:120]
+                )
             )
-            or (pending.type is CredentialType.CERTIFICATE and c.kind == "key" and key == staged_key)
         )
         if key in known or half_made:
             own.append(OwnCredential(c.kind, c.key_id))
@@ -96,28 +104,27 @@ async def write_own_keys(
 @dataclass(frozen=True)
 class Removal:
     removed: tuple[str, ...]  # keyIds removed by this call (what was already gone is not listed)
-    left: tuple[str, ...]  # Registrar's credentials it could not remove safely: a person must
+    left: tuple[
+        str, ...
+    ]  # Registrar's credentials it could not remove safely (none today: each kind has its call)
 
 
 async def remove_own_credentials(directory: Directory, record: Registration, app_object_id: str) -> Removal:
-    """Remove Registrar's own secrets and certificates from the adopted app. Idempotent.
+    """Remove Registrar's own secrets, certificates and federated credentials from the adopted app.
+    Idempotent.
 
     A certificate goes through remove_key_credential, which keeps every other key as Graph holds
-    it (keyCredentials is replaced as a whole). A federated credential of Registrar's is left and
-    reported (no port removes one yet; only the `custom` profile can ask for one).
+    it (keyCredentials is replaced as a whole); a federated credential of Registrar's (only the
+    `custom` profile asks for one) is deleted by its id, the person's left as they are.
     """
     on_app = await directory.list_credentials(record.tenant_id, app_object_id)
     removed: list[str] = []
-    left: list[str] = []
     for c in own_credentials(record, on_app):
         if c.kind == "password":
             await directory.remove_password(record.tenant_id, app_object_id, c.key_id)
         elif c.kind == "key":
             await directory.remove_key_credential(record.tenant_id, app_object_id, c.key_id)
         else:
-            left.append(c.key_id)
-            continue
+            await directory.remove_federated_credential(record.tenant_id, app_object_id, c.key_id)
         removed.append(c.key_id)
-    if left:
-        log.warning("Registrar's credentials %s left on the adopted app: a person removes them", left)
-    return Removal(tuple(removed), tuple(left))
+    return Removal(tuple(removed), ())
