@@ -316,6 +316,8 @@ class FakeDirectory(Recorder):
         own_key_ids: Collection[str],
     ) -> None:
         self.note("set_own_key_credentials")
+        if app_object_id not in self.apps and not keys:
+            return  # the app is gone, and its keys with it (as the adapter)
         app = self._app(app_object_id)
         replaced = {k.key_id for k in keys} | set(own_key_ids)
         others = [k for k in app.keys if k.key_id not in replaced]
