@@ -505,6 +505,49 @@ async def test_a_certificate_takeover_killed_after_any_call_converges_keeping_th
     assert calls > 10
 
 
+async def test_a_certificate_rotation_of_an_adopted_app_killed_after_any_call_converges_keeping_the_person_s_keys() -> (
+    None
+):
+    async def setup() -> tuple[World, FakeApp, list[str], Registration, Any]:
+        world = World(vault=ImportingVault())
+        app, theirs, record = await certificate_adoption(world)
+        active = await takeover(world).run(record.id)
+        later = persons_key(world, "added-after-the-takeover")
+        app.keys.append(later)
+        (rotate,) = [j for j in world.index.entities.values() if j.action is JobAction.ROTATE]
+        world.clock.advance(rotate.due_at - world.clock.now())
+        return world, app, [theirs.key_id, later.key_id], active, rotate
+
+    async def crashing_run(case: Any, faults: Faults) -> object:
+        world, _, _, _, rotate = case
+        assert world.probe is not None
+        return await Rotator(
+            store=world.store,
+            directory=Crashing(world.directory, faults),
+            vault=Crashing(world.vault, faults),
+            probe=world.probe,
+            index=world.index,
+            queue=world.queue,
+            clock=world.clock,
+            settings=ROTATION,
+            sleep=fast_sleep,
+        ).run(rotate)
+
+    async def recover(case: Any, crash_after: int) -> None:
+        world, app, persons, active, rotate = case
+        world.clock.advance(timedelta(seconds=31))  # the dead worker's lease lapses
+        await rotator(world).run(rotate)  # the job delivered again
+        record = await world.store.get(active.id)
+        assert record.credential is not None and record.credential.generation == 2, crash_after
+        assert record.pending_credential is None, crash_after
+        held = [k.key_id for k in app.keys]
+        assert held[:2] == persons, crash_after  # the person's, untouched
+        assert set(held) == {*persons, active.credential.key_id, record.credential.key_id}, crash_after
+
+    calls = await crash_after_every_call(setup, crashing_run, recover)
+    assert calls > 5
+
+
 async def test_the_stuck_sweep_ends_a_takeover_stuck_past_the_deadline_leaving_the_app() -> None:
     a = await adopted()
     world = a.world
