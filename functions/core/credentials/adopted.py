@@ -104,9 +104,8 @@ async def write_own_keys(
 @dataclass(frozen=True)
 class Removal:
     removed: tuple[str, ...]  # keyIds removed by this call (what was already gone is not listed)
-    left: tuple[
-        str, ...
-    ]  # Registrar's credentials it could not remove safely (none today: each kind has its call)
+    # Registrar's credentials it could not remove safely (none today: each kind has its call).
+    left: tuple[str, ...]
 
 
 async def remove_own_credentials(directory: Directory, record: Registration, app_object_id: str) -> Removal:
