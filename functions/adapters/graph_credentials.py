@@ -9,7 +9,7 @@ import asyncio
 import base64
 import hashlib
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -29,6 +29,24 @@ def _no_sdk_retry() -> Any:
 
 def _when(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
+
+
+def _key_credential(spec: KeyCredentialSpec) -> Any:
+    """The SDK's keyCredential for one of Registrar's certificates (its public part only)."""
+    from msgraph.generated.models.key_credential import KeyCredential
+
+    return KeyCredential(
+        key_id=uuid.UUID(spec.key_id),
+        display_name=spec.display_name,
+        type="AsymmetricX509Cert",
+        usage="Verify",
+        key=spec.certificate_der,
+        custom_key_identifier=hashlib.sha1(
+            spec.certificate_der, usedforsecurity=False
+        ).digest(),  # x5t: Entra requires SHA-1
+        start_date_time=spec.start,
+        end_date_time=spec.end,
+    )
 
 
 class GraphCredentials(GraphPolicy):
@@ -140,25 +158,8 @@ class GraphCredentials(GraphPolicy):
         self, tenant_id: str, app_object_id: str, keys: Sequence[KeyCredentialSpec]
     ) -> None:
         from msgraph.generated.models.application import Application
-        from msgraph.generated.models.key_credential import KeyCredential
 
-        body = Application(
-            key_credentials=[
-                KeyCredential(
-                    key_id=uuid.UUID(k.key_id),
-                    display_name=k.display_name,
-                    type="AsymmetricX509Cert",
-                    usage="Verify",
-                    key=k.certificate_der,
-                    custom_key_identifier=hashlib.sha1(
-                        k.certificate_der, usedforsecurity=False
-                    ).digest(),  # x5t: Entra requires SHA-1
-                    start_date_time=k.start,
-                    end_date_time=k.end,
-                )
-                for k in keys
-            ]
-        )
+        body = Application(key_credentials=[_key_credential(k) for k in keys])
         client = self.client(tenant_id)
         request = client.applications.by_application_id(app_object_id).to_patch_request_information(body)
         try:
@@ -167,9 +168,20 @@ class GraphCredentials(GraphPolicy):
             raise await self.lifetime_refused(tenant_id, CredentialType.CERTIFICATE, error) from None
 
     async def remove_key_credential(self, tenant_id: str, app_object_id: str, key_id: str) -> None:
-        """GET the app's keyCredentials with their keys, PATCH back all but `key_id`. Graph has no
-        ETag for an application, so a certificate a person adds between the two calls would be
-        dropped: the window is one round trip, and an app under release is rarely edited."""
+        """Every key but `key_id` written back as Graph holds it (set_own_key_credentials)."""
+        await self.set_own_key_credentials(tenant_id, app_object_id, [], {key_id})
+
+    async def set_own_key_credentials(
+        self,
+        tenant_id: str,
+        app_object_id: str,
+        keys: Sequence[KeyCredentialSpec],
+        own_key_ids: Collection[str],
+    ) -> None:
+        """GET the app's keyCredentials with their keys ($select of one application: the only read
+        that returns `key`), PATCH back the others beside `keys`. Graph has no ETag for an
+        application, so a certificate a person adds between the two calls would be dropped: the
+        window is one round trip. No PATCH when the app already holds exactly that."""
         from msgraph.generated.models.application import Application
         from msgraph.generated.models.key_credential import KeyCredential
 
@@ -179,32 +191,43 @@ class GraphCredentials(GraphPolicy):
         try:
             app = await self._send(client, "GET", "application", app_object_id, get, not_found_lag)
         except NotFound:
+            if keys:
+                raise
             return  # the app is gone, and its keys with it
         held = app.get("keyCredentials") or []
-        if not any(str(k["keyId"]).lower() == key_id.lower() for k in held):
-            return
+        mine = {k.key_id.lower() for k in keys}
+        replaced = mine | {k.lower() for k in own_key_ids}
+        others = [k for k in held if str(k["keyId"]).lower() not in replaced]
+        held_ids = {str(k["keyId"]).lower() for k in held}
+        if held_ids == mine | {str(k["keyId"]).lower() for k in others}:
+            return  # already so: Registrar's keys exactly `keys`, the others untouched
 
         def decoded(value: str | None) -> bytes | None:
             return base64.b64decode(value) if value else None
 
         body = Application(
             key_credentials=[
-                KeyCredential(
-                    key_id=uuid.UUID(str(k["keyId"])),
-                    display_name=k.get("displayName"),
-                    type=k.get("type"),
-                    usage=k.get("usage"),
-                    key=decoded(k.get("key")),
-                    custom_key_identifier=decoded(k.get("customKeyIdentifier")),
-                    start_date_time=_when(k.get("startDateTime")),
-                    end_date_time=_when(k.get("endDateTime")),
-                )
-                for k in held
-                if str(k["keyId"]).lower() != key_id.lower()
+                *(
+                    KeyCredential(
+                        key_id=uuid.UUID(str(k["keyId"])),
+                        display_name=k.get("displayName"),
+                        type=k.get("type"),
+                        usage=k.get("usage"),
+                        key=decoded(k.get("key")),
+                        custom_key_identifier=decoded(k.get("customKeyIdentifier")),
+                        start_date_time=_when(k.get("startDateTime")),
+                        end_date_time=_when(k.get("endDateTime")),
+                    )
+                    for k in others
+                ),
+                *(_key_credential(k) for k in keys),
             ]
         )
         request = builder.to_patch_request_information(body)
-        await self._send(client, "PATCH", "keyCredentials of", app_object_id, request, not_found_lag)
+        try:
+            await self._send(client, "PATCH", "keyCredentials of", app_object_id, request, not_found_lag)
+        except PermanentError as error:
+            raise await self.lifetime_refused(tenant_id, CredentialType.CERTIFICATE, error) from None
 
     async def add_federated_credential(
         self, tenant_id: str, app_object_id: str, spec: FederatedCredentialSpec
@@ -239,3 +262,17 @@ class GraphCredentials(GraphPolicy):
             if found is None:
                 raise
             return found
+
+    async def remove_federated_credential(
+        self, tenant_id: str, app_object_id: str, credential_id: str
+    ) -> None:
+        client = self.client(tenant_id)
+        request = (
+            client.applications.by_application_id(app_object_id)
+            .federated_identity_credentials.by_federated_identity_credential_id(credential_id)
+            .to_delete_request_information()
+        )
+        try:
+            await self._send(client, "DELETE", "federatedIdentityCredential on", app_object_id, request)
+        except NotFound:
+            return  # the credential (or the app) is gone: nothing left to remove

@@ -8,7 +8,7 @@ replication delay), PermanentError (denied, invalid), NotFound, ConcurrencyConfl
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
@@ -220,6 +220,19 @@ class Directory(Protocol):
         """PATCH keyCredentials: REPLACES the collection, so pass every key to keep."""
         ...
 
+    async def set_own_key_credentials(
+        self,
+        tenant_id: str,
+        app_object_id: str,
+        keys: Sequence[KeyCredentialSpec],
+        own_key_ids: Collection[str],
+    ) -> None:
+        """Registrar's certificates on an app that also holds a person's: the keys in `own_key_ids`
+        become exactly `keys`, and every other key is written back as Graph holds it (with its
+        `key`, returned only on a $select of one application). Graph has no ETag on an
+        application, so a key a person adds in that one round trip is lost. Idempotent."""
+        ...
+
     async def remove_key_credential(self, tenant_id: str, app_object_id: str, key_id: str) -> None:
         """Remove one keyCredential and keep every other as Graph holds it (with its `key`, which a
         PATCH needs and Graph returns only on a $select of one application): for an app holding
@@ -230,6 +243,13 @@ class Directory(Protocol):
         self, tenant_id: str, app_object_id: str, spec: FederatedCredentialSpec
     ) -> str:
         """Idempotent by name: an existing credential with the same name is returned."""
+        ...
+
+    async def remove_federated_credential(
+        self, tenant_id: str, app_object_id: str, credential_id: str
+    ) -> None:
+        """DELETE /applications/{id}/federatedIdentityCredentials/{id} (Application.ReadWrite.OwnedBy on
+        an owned app). Idempotent: a credential (or an app) already gone is success."""
         ...
 
     async def delete_application(self, tenant_id: str, app_object_id: str) -> None:

@@ -219,6 +219,7 @@ async def decommission_registration(req: func.HttpRequest) -> func.HttpResponse:
             for subscription in before.webhooks:  # their queued deliveries end as gone at once
                 if subscription.secret_name:
                     svc.signing_secrets.forget(subscription.secret_name)
+        await svc.tell_inventory(record)  # a released app shows unmanaged now, not from the next scan
     except RegistrarError as err:
         return error_response(err)
     return json_response(registration_view(record, status_url(req, record.id)))

@@ -18,7 +18,7 @@ import pytest
 
 from tests.e2e.provisioning_support import principal
 from tests.e2e.test_adoption import OWNER_COMMAND, add_owner, credentials_of, hand_made_app, pasted_secret
-from tests.e2e.test_inventory import Api, admin_graph, close
+from tests.e2e.test_inventory import Api, admin_graph, close, scan_and_wait
 
 pytestmark = pytest.mark.slow
 WAIT_S = 120.0
@@ -148,8 +148,17 @@ def test_decommission_releases_an_adopted_app_and_delete_app_deletes_it(
         params={"deleteApp": "yes"},
     )
     assert refused.status_code == 400 and refused.json()["problems"][0]["field"] == "deleteApp"
+    # The inventory holds the app, managed by the adoption (a scan ran since it was adopted) ...
+    tenant_id = stack["tenantId"]
+    scan_and_wait(api, tenant_id, api.inventory(tenant_id)[1])
+    summary = f"/inventory/{tenant_id}/applications/{app_id}", "/inventory/{tenantId}/applications/{appId}"
+    assert api.call("GET", *summary).json()["registrationId"] == reg_id
 
     released = decommission(api, reg_id)
+
+    # ... and shows it unmanaged as soon as the release answers, not from the next scan.
+    shown = api.call("GET", *summary).json()
+    assert (shown["managed"], shown["registrationId"]) == (False, None), shown
 
     assert released["status"] == "decommissioned"
     assert "released" in released["history"][-1]["detail"], released["history"][-1]

@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from functions.core.ports import KeyCredentialSpec
+from functions.core.ports import FederatedCredentialSpec, KeyCredentialSpec
 from functions.core.record.errors import PermanentError
 from tests.fixtures.tenant import TenantProcess
 from tests.integration.adapter_support import adapters, app_spec
@@ -160,3 +160,95 @@ def keys_with_bytes(caller: RawGraph, app_object_id: str) -> list[dict[str, str]
     return [
         {f: k[f] for f in ("keyId", "displayName", "type", "usage", "key")} for k in body["keyCredentials"]
     ]
+
+
+def test_registrars_certificates_go_beside_a_persons_which_is_written_back_as_graph_holds_it(
+    tenant: TenantProcess, admin: RawGraph
+) -> None:
+    """An adopted app: set_own_key_credentials writes Registrar's generation 1, then 2 beside it,
+    then 2 alone (1 retired), and the person's certificate stays with its bytes; and only the read
+    of one application with $select=keyCredentials returns a `key` (a list never does)."""
+    _, g1_der = self_signed("registrar-g1")
+    _, g2_der = self_signed("registrar-g2")
+    _, persons_der = self_signed("uploaded by hand")
+
+    async def main() -> None:
+        async with adapters(tenant) as a:
+            app = await a.graph.upsert_application(a.tenant_id, app_spec("adopted certificates"))
+            theirs = {
+                "keyId": str(uuid.uuid4()), "displayName": "uploaded by hand", "type": "AsymmetricX509Cert",
+                "usage": "Verify", "key": base64.b64encode(persons_der).decode(),
+            }  # fmt: skip
+            status, _, body = admin.call(
+                "PATCH", f"/applications/{app.object_id}", {"keyCredentials": [theirs]}
+            )
+            assert status == 204, body
+            now = datetime.now(UTC)
+            g1, g2 = (
+                KeyCredentialSpec(str(uuid.uuid4()), name, der, now, now + timedelta(days=20))
+                for name, der in (("registrar-g1", g1_der), ("registrar-g2", g2_der))
+            )
+            own = {g1.key_id, g2.key_id}
+
+            await a.graph.set_own_key_credentials(a.tenant_id, app.object_id, [g1], own)
+            await a.graph.set_own_key_credentials(a.tenant_id, app.object_id, [g1], own)  # again: no change
+            assert {k["keyId"] for k in keys_with_bytes(admin, app.object_id)} == {theirs["keyId"], g1.key_id}
+            await a.graph.set_own_key_credentials(a.tenant_id, app.object_id, [g1, g2], own)  # a rotation
+            await a.graph.set_own_key_credentials(a.tenant_id, app.object_id, [g2], own)  # 1 retired
+
+            left = {k["keyId"]: k for k in keys_with_bytes(admin, app.object_id)}
+            assert set(left) == {theirs["keyId"], g2.key_id}
+            assert base64.b64decode(left[theirs["keyId"]]["key"]) == persons_der
+            assert base64.b64decode(left[g2.key_id]["key"]) == g2_der
+
+            status, _, listed = admin.call(
+                "GET", f"/applications?$filter=id%20eq%20'{app.object_id}'&$select=id,keyCredentials"
+            )
+            assert status == 200, listed
+            (item,) = listed["value"]
+            assert len(item["keyCredentials"]) == 2 and all(
+                k.get("key") is None for k in item["keyCredentials"]
+            )
+            status, _, whole = admin.call("GET", f"/applications/{app.object_id}")
+            assert status == 200 and all(k.get("key") is None for k in whole["keyCredentials"]), whole
+            assert admin.call("DELETE", f"/applications/{app.object_id}")[0] == 204
+
+    asyncio.run(main())
+
+
+def test_a_federated_credential_is_deleted_by_its_id_and_deleting_it_again_is_success(
+    tenant: TenantProcess,
+) -> None:
+    """DELETE /applications/{id}/federatedIdentityCredentials/{id} through msgraph-sdk, with
+    Application.ReadWrite.OwnedBy on an app Registrar owns; the other credential stays."""
+
+    async def main() -> None:
+        async with adapters(tenant) as a:
+            app = await a.graph.upsert_application(a.tenant_id, app_spec("federated"))
+            made = [
+                await a.graph.add_federated_credential(
+                    a.tenant_id,
+                    app.object_id,
+                    FederatedCredentialSpec(
+                        name,
+                        "https://token.actions.githubusercontent.com",
+                        f"repo:o/{name}",
+                        ("api://AzureADTokenExchange",),
+                    ),
+                )
+                for name in ("registrars", "the-person-s")
+            ]
+            await a.graph.remove_federated_credential(a.tenant_id, app.object_id, made[0])
+            await a.graph.remove_federated_credential(a.tenant_id, app.object_id, made[0])  # gone: done
+            left = [
+                c.key_id
+                for c in await a.graph.list_credentials(a.tenant_id, app.object_id)
+                if c.kind == "federated"
+            ]
+            assert left == [made[1]]
+            await a.graph.delete_application(a.tenant_id, app.object_id)
+            await a.graph.remove_federated_credential(
+                a.tenant_id, app.object_id, made[1]
+            )  # the app gone: done
+
+    asyncio.run(main())

@@ -13,7 +13,7 @@ import inspect
 import json
 import secrets
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -307,6 +307,37 @@ class FakeDirectory(Recorder):
             if key.key_id not in {k.key_id for k in app.keys}:  # only new certificates are judged
                 self._enforce_lifetime(CredentialType.CERTIFICATE, key.start, key.end)
         app.keys = list(keys)
+
+    async def set_own_key_credentials(
+        self,
+        tenant_id: str,
+        app_object_id: str,
+        keys: Sequence[KeyCredentialSpec],
+        own_key_ids: Collection[str],
+    ) -> None:
+        self.note("set_own_key_credentials")
+        if app_object_id not in self.apps and not keys:
+            return  # the app is gone, and its keys with it (as the adapter)
+        app = self._app(app_object_id)
+        replaced = {k.key_id for k in keys} | set(own_key_ids)
+        others = [k for k in app.keys if k.key_id not in replaced]
+        if {k.key_id for k in app.keys} == {k.key_id for k in [*others, *keys]}:
+            return  # already so: no write (as the adapter)
+        self._may_write(app)
+        for key in keys:
+            if key.key_id not in {k.key_id for k in app.keys}:  # only new certificates are judged
+                self._enforce_lifetime(CredentialType.CERTIFICATE, key.start, key.end)
+        app.keys = [*others, *keys]
+
+    async def remove_federated_credential(
+        self, tenant_id: str, app_object_id: str, credential_id: str
+    ) -> None:
+        self.note("remove_federated_credential")
+        app = self.apps.get(app_object_id)
+        if app is None:
+            return
+        self._may_write(app)
+        app.federated = {name: f for name, f in app.federated.items() if f[0] != credential_id}
 
     async def remove_key_credential(self, tenant_id: str, app_object_id: str, key_id: str) -> None:
         self.note("remove_key_credential")

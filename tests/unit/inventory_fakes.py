@@ -104,7 +104,9 @@ class FakeInventoryStore:
         return True
 
     async def by_app_id(self, tenant_id: str, app_id: str) -> list[AppSummary]:
-        return [a for (t, _), (a, _) in self.apps.items() if t == tenant_id and a.app_id == app_id]
+        return [
+            a for (t, _), (a, _) in self.apps.items() if t == tenant_id and a.app_id.lower() == app_id.lower()
+        ]
 
     async def credentials(
         self, query: InventoryQuery, now: datetime

@@ -387,3 +387,43 @@ async def test_delete_takes_delete_app_as_a_boolean_only_and_answers_per_the_ope
     assert released.status_code == 200 and as_json(released)["status"] == "decommissioned"
     conforms(released, "/registrations/{id}", "DELETE")
     assert app.object_id in svc.directory.apps
+
+
+async def test_registrars_federated_credentials_go_and_the_persons_stay() -> None:
+    """A `custom` profile's federated credential (generation 1, recorded) and a rotation's second
+    one written ahead but not recorded yet are Registrar's: the release deletes both by id, before
+    it gives up the ownership; the person's federated credential stays."""
+    from functions.core.ports import FederatedCredentialSpec
+
+    world = World()
+    record, app = await owned_adoption(world)
+
+    def spec(name: str) -> FederatedCredentialSpec:
+        return FederatedCredentialSpec(name, "https://token.actions.githubusercontent.com", f"repo:{name}", ("api://AzureADTokenExchange",))  # fmt: skip
+
+    theirs = await world.directory.add_federated_credential(TENANT, app.object_id, spec("the-person-s"))
+    first_name, second_name = credential_display_name(record.id, 1), credential_display_name(record.id, 2)
+    first = await world.directory.add_federated_credential(TENANT, app.object_id, spec(first_name))
+    await world.directory.add_federated_credential(TENANT, app.object_id, spec(second_name))
+    now = world.clock.now()
+    await save(
+        world,
+        record,
+        app_id=app.app_id,
+        app_object_id=app.object_id,
+        credential=CredentialState(CredentialType.FEDERATED, 1, first_name, first, start=now),
+        pending_credential=PendingCredential(CredentialType.FEDERATED, 2, second_name, now),
+    )
+
+    gone = await world.lifecycle().decommission(record.id, "admin (oid-1)")
+
+    assert gone.status is RegistrationStatus.DECOMMISSIONED
+    assert [i for i, _ in app.federated.values()] == [theirs]
+    assert set(app.passwords) == {"pasted-key"} and app.owners == [PERSON]
+    calls = world.directory.calls
+    assert calls.count("remove_federated_credential") == 2
+    assert calls.index("remove_owner") > max(
+        i for i, c in enumerate(calls) if c == "remove_federated_credential"
+    )
+    (_, released, _) = release_events(gone)[-3:]
+    assert first in (released[1] or "") and theirs not in (released[1] or "")

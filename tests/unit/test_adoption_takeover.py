@@ -42,6 +42,7 @@ from tests.unit.fakes import Crashing, FakeApp, FakeTokenProbe, Faults, Flaky
 from tests.unit.provisioning_world import TENANT, World, crash_after_every_call, fast_sleep
 from tests.unit.test_adoption_triggers import exact_app
 from tests.unit.test_registration_triggers import FakeServices, as_json, deliver, http
+from tests.unit.test_rotation import ImportingVault
 
 OVERLAP = timedelta(hours=2)
 ROTATION = RotationSettings(
@@ -424,21 +425,121 @@ async def test_through_the_triggers_the_recheck_hands_it_to_the_worker_which_tak
     assert svc.directory.count("upsert_application") == 0 and svc.directory.count("delete_application") == 0
 
 
-async def test_a_certificate_takeover_is_refused_when_the_app_holds_certificates_of_its_own() -> None:
-    world = World()
+def persons_key(world: World, key_id: str) -> KeyCredentialSpec:
+    now = world.clock.now()
+    return KeyCredentialSpec(
+        key_id, f"{key_id} by hand", b"DER of " + key_id.encode(), now, now + timedelta(days=900)
+    )
+
+
+async def certificate_adoption(world: World) -> tuple[FakeApp, KeyCredentialSpec, Registration]:
+    """An app holding a certificate of the person's, adopted (certificate profile default) and owned."""
     app = world.directory.add_hand_made_app(
         "CodeTwo by hand", owners=["a-person", world.directory.registrar_id]
     )
-    theirs = KeyCredentialSpec(
-        "a-person-key", "their certificate", b"DER", world.clock.now(), world.clock.now()
-    )
+    theirs = persons_key(world, "their-key")
     app.keys.append(theirs)
     validated, body = await ask(world, app, "ADOPT-K1", credential="certificate")
-    record = await accept_and_own(world, validated, body)
-    failed = await takeover(world).run(record.id)
-    assert failed.status is RegistrationStatus.FAILED and failed.last_error is not None
-    assert failed.last_error.code == "AppHoldsCertificates" and app.keys == [theirs]
-    assert world.directory.count("set_key_credentials") == 0 and world.vault.count("create_certificate") == 0
+    return app, theirs, await accept_and_own(world, validated, body)
+
+
+async def test_a_certificate_goes_beside_the_person_s_keys_through_takeover_rotation_retirement_and_release() -> (
+    None
+):
+    """keyCredentials is replaced as a whole: each write keeps the person's keys as Graph holds them
+    (the one found at adoption and one added afterwards), and removes only Registrar's."""
+    world = World(vault=ImportingVault())  # a certificate rotation imports the staged one
+    app, theirs, record = await certificate_adoption(world)
+    active = await takeover(world).run(record.id)
+    assert active.status is RegistrationStatus.ACTIVE, active.last_error
+    first = active.credential
+    assert first is not None and first.type is CredentialType.CERTIFICATE and first.generation == 1
+    assert app.keys[0] == theirs and [k.key_id for k in app.keys] == [theirs.key_id, first.key_id]
+    later = persons_key(world, "added-after-the-takeover")
+    app.keys.append(later)
+
+    (rotate,) = [j for j in world.index.entities.values() if j.action is JobAction.ROTATE]
+    world.clock.advance(rotate.due_at - world.clock.now())  # Registrar's certificate is due for rotation
+    assert await rotator(world).run(rotate) is Outcome.ROTATED
+    second = (await world.store.get(record.id)).credential
+    assert second is not None and second.generation == 2
+    assert {k.key_id for k in app.keys} == {theirs.key_id, later.key_id, first.key_id, second.key_id}
+
+    world.clock.advance(OVERLAP + timedelta(minutes=1))
+    due = [j for j in await world.index.due(world.clock.now()) if j.action is JobAction.RETIRE]
+    (retire,) = [j for j in due if j.key_id == first.key_id]
+    assert await rotator(world).run(retire) is Outcome.RETIRED
+    assert {k.key_id for k in app.keys} == {theirs.key_id, later.key_id, second.key_id}
+
+    released = await world.lifecycle().decommission(record.id, "an admin")
+    assert released.status is RegistrationStatus.DECOMMISSIONED
+    assert app.keys == [theirs, later]  # as they were: bytes, names and dates
+    assert world.directory.count("set_key_credentials") == 0  # never the whole collection on a person's app
+
+
+async def test_a_certificate_takeover_killed_after_any_call_converges_keeping_the_person_s_key() -> None:
+    async def setup() -> tuple[World, FakeApp, KeyCredentialSpec, Registration]:
+        world = World()
+        return (world, *await certificate_adoption(world))
+
+    async def crashing_run(case: Any, faults: Faults) -> object:
+        world, _, _, record = case
+        return await takeover(world, faults).run(record.id)
+
+    async def recover(case: Any, crash_after: int) -> None:
+        world, app, theirs, record = case
+        world.clock.advance(timedelta(seconds=31))  # the dead worker's lease lapses
+        active = await takeover(world).run(record.id)
+        assert active.status is RegistrationStatus.ACTIVE, (crash_after, active.last_error)
+        assert active.credential is not None and active.pending_credential is None, crash_after
+        assert app.keys[0] == theirs, crash_after
+        assert [k.key_id for k in app.keys] == [theirs.key_id, active.credential.key_id], crash_after
+
+    calls = await crash_after_every_call(setup, crashing_run, recover)
+    assert calls > 10
+
+
+async def test_a_certificate_rotation_of_an_adopted_app_killed_after_any_call_converges_keeping_the_person_s_keys() -> (
+    None
+):
+    async def setup() -> tuple[World, FakeApp, list[str], Registration, Any]:
+        world = World(vault=ImportingVault())
+        app, theirs, record = await certificate_adoption(world)
+        active = await takeover(world).run(record.id)
+        later = persons_key(world, "added-after-the-takeover")
+        app.keys.append(later)
+        (rotate,) = [j for j in world.index.entities.values() if j.action is JobAction.ROTATE]
+        world.clock.advance(rotate.due_at - world.clock.now())
+        return world, app, [theirs.key_id, later.key_id], active, rotate
+
+    async def crashing_run(case: Any, faults: Faults) -> object:
+        world, _, _, _, rotate = case
+        assert world.probe is not None
+        return await Rotator(
+            store=world.store,
+            directory=Crashing(world.directory, faults),
+            vault=Crashing(world.vault, faults),
+            probe=world.probe,
+            index=world.index,
+            queue=world.queue,
+            clock=world.clock,
+            settings=ROTATION,
+            sleep=fast_sleep,
+        ).run(rotate)
+
+    async def recover(case: Any, crash_after: int) -> None:
+        world, app, persons, active, rotate = case
+        world.clock.advance(timedelta(seconds=31))  # the dead worker's lease lapses
+        await rotator(world).run(rotate)  # the job delivered again
+        record = await world.store.get(active.id)
+        assert record.credential is not None and record.credential.generation == 2, crash_after
+        assert record.pending_credential is None, crash_after
+        held = [k.key_id for k in app.keys]
+        assert held[:2] == persons, crash_after  # the person's, untouched
+        assert set(held) == {*persons, active.credential.key_id, record.credential.key_id}, crash_after
+
+    calls = await crash_after_every_call(setup, crashing_run, recover)
+    assert calls > 5
 
 
 async def test_the_stuck_sweep_ends_a_takeover_stuck_past_the_deadline_leaving_the_app() -> None:

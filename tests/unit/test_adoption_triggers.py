@@ -211,3 +211,44 @@ async def test_an_adopted_app_shows_managed_in_the_inventory_at_once_not_from_th
     answer = await shown()
     conforms(answer, "/inventory/{tenantId}/applications/{appId}", "GET")
     assert (as_json(answer)["managed"], as_json(answer)["registrationId"]) == (True, as_json(created)["id"])
+
+
+async def test_a_released_or_failed_adoption_shows_unmanaged_in_the_inventory_at_once(
+    svc: FakeServices,
+) -> None:
+    """Decommissioned through the API, or failed in a worker run (its settle): the app is shown
+    unmanaged right away, not from the next scan; the scan would say the same."""
+    from functions.core.inventory.models import AppSummary
+    from functions.triggers.inventory import inventory_application
+
+    admin = principal("Registrar.Admin")
+    registrations = []
+    for request_id in ("ADOPT-U1", "ADOPT-U2"):
+        app = await exact_app(svc.directory)
+        app.owners.append(svc.directory.registrar_id)
+        await svc.inventory_store.put(
+            [AppSummary(TENANT, app.object_id, app.app_id, "application", app.spec.display_name)], "scan-1"
+        )
+        created = await api.create_registration(
+            http("POST", "registrations", {"requestId": request_id, "adopt": {"appId": app.app_id}})
+        )
+        registrations.append((as_json(created)["id"], app))
+
+    async def shown(app: FakeApp) -> tuple[bool, str | None]:
+        answer = as_json(
+            await inventory_application(http("GET", "i", route={"tenantId": TENANT, "appId": app.app_id}))
+        )
+        return answer["managed"], answer["registrationId"]
+
+    (released, released_app), (failed, failed_app) = registrations
+    assert await shown(released_app) == (True, released)
+    assert await shown(failed_app) == (True, failed)
+
+    answer = await api.decommission_registration(http("DELETE", "d", route={"id": released}, headers=admin))
+    assert as_json(answer)["status"] == "decommissioned"
+    assert await shown(released_app) == (False, None)
+
+    record = await svc.store.get(failed)  # as a takeover's run ends it, then settles it
+    await svc.store.replace(replace(record, status=RegistrationStatus.FAILED))
+    await svc.settle(await svc.store.get(failed))
+    assert await shown(failed_app) == (False, None)

@@ -6,14 +6,17 @@ import json
 import uuid
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 from functions.adapters.graph_inventory import summary
+from functions.core.inventory.marking import reflect
 from functions.core.inventory.matching import app_keys
 from functions.core.inventory.models import AppSummary, CredentialSummary
 from functions.core.inventory.scanner import InventoryScanner
+from functions.core.record.models import RegistrationStatus
 from functions.core.record.registration import unique_name_for
 from functions.profiles import load_catalogue
 from tests.unit.fakes import FakeClock, FakeDirectory
@@ -269,3 +272,97 @@ async def test_a_scan_killed_after_any_write_converges_when_run_again(kill_at: i
         a.object_id: a.display_name for a in source.objects["applications"].values()
     }
     assert store.states[TENANT].applications_link == "applications:7"
+
+
+def adoption_record(registration_id: str, app_id: str, status: str) -> Any:
+    """A registration as marking.reflect reads it: id, tenant, adopted app, status."""
+    return SimpleNamespace(
+        id=registration_id,
+        tenant_id=TENANT,
+        adoption=SimpleNamespace(app_id=app_id),
+        status=RegistrationStatus(status),
+    )
+
+
+@pytest.mark.parametrize("ended", ["decommissioned", "failed"])
+async def test_a_released_adoption_shows_the_app_unmanaged_at_once(parts: tuple, ended: str) -> None:  # type: ignore[type-arg]
+    """Decommissioned (released) or failed: unmanaged now, not from the next scan; and only the
+    mark that registration holds is cleared."""
+    scanner, source, store, _, records = parts
+    adopted, other = app("by hand"), app("adopted by another")
+    records.adopted = {"reg-a": (TENANT, adopted.app_id, "active"), "reg-b": (TENANT, other.app_id, "active")}
+    for a in (adopted, other):
+        source.put("applications", a)
+    await scanner.scan(TENANT)
+    assert store.summaries(TENANT)[adopted.object_id].managed_by == "reg-a"
+
+    assert await reflect(store, adoption_record("reg-a", adopted.app_id.upper(), ended)) == 1
+
+    kept = store.summaries(TENANT)
+    assert not kept[adopted.object_id].managed and kept[other.object_id].managed_by == "reg-b"
+    # A stale release of another registration never clears the mark of the one holding the app now.
+    assert await reflect(store, adoption_record("reg-old", other.app_id, ended)) == 0
+    assert store.summaries(TENANT)[other.object_id].managed_by == "reg-b"
+    # And an adoption that holds the app marks it again (the ownership check, a takeover's settle).
+    assert await reflect(store, adoption_record("reg-c", adopted.app_id, "active")) == 1
+    assert store.summaries(TENANT)[adopted.object_id].managed_by == "reg-c"
+
+
+class RacingSource(FakeSource):
+    """Runs `meanwhile` once, after the scan read the records and before it writes its first page."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.meanwhile: Any = None
+
+    async def list_pages(self, tenant_id: str, collection: Any) -> Any:
+        if self.meanwhile is not None:
+            act, self.meanwhile = self.meanwhile, None
+            await act()
+        async for page in super().list_pages(tenant_id, collection):
+            yield page
+
+    async def delta_pages(self, tenant_id: str, link: str) -> Any:
+        if self.meanwhile is not None:
+            act, self.meanwhile = self.meanwhile, None
+            await act()
+        async for page in super().delta_pages(tenant_id, link):
+            yield page
+
+
+@pytest.mark.parametrize("mode", ["full", "delta"])
+async def test_a_mark_made_during_a_scan_is_not_undone_by_its_older_reading(mode: str) -> None:
+    """The scan read the records before an adoption and a release were saved and marked; its
+    writes, made after the marks, must not leave either app as the older reading said."""
+    directory, source, store, records = (
+        FakeDirectory(TENANT),
+        RacingSource(),
+        FakeInventoryStore(),
+        FakeRecords(),
+    )
+    scanner = InventoryScanner(source, store, directory, records, load_catalogue(), FakeClock(NOW))
+    taken, released = app("adopted during the scan"), app("released during the scan")
+    records.adopted = {"reg-r": (TENANT, released.app_id, "active")}
+    for a in (taken, released):
+        source.put("applications", a)
+    await scanner.scan(TENANT)
+    assert not store.summaries(TENANT)[taken.object_id].managed
+    if mode == "delta":  # both apps change, so the delta round rewrites both summaries
+        for a in (taken, released):
+            source.put("applications", replace(a, display_name=f"{a.display_name}, renamed"))
+    else:
+        source.expired = True
+
+    async def adopt_and_release() -> None:
+        records.adopted["reg-t"] = (TENANT, taken.app_id, "adopting")  # saved, then marked
+        records.adopted["reg-r"] = (TENANT, released.app_id, "decommissioned")
+        assert await reflect(store, adoption_record("reg-t", taken.app_id, "adopting")) == 1
+        assert await reflect(store, adoption_record("reg-r", released.app_id, "decommissioned")) == 1
+
+    source.meanwhile = adopt_and_release
+    outcome = await scanner.scan(TENANT)
+
+    assert outcome.mode == mode
+    kept = store.summaries(TENANT)
+    assert kept[taken.object_id].managed_by == "reg-t"
+    assert not kept[released.object_id].managed

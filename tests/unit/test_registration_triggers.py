@@ -90,6 +90,7 @@ class FakeServices:
         return self.world.lifecycle(in_flight=self.in_flight)
 
     settle = bootstrap.Services.settle  # the real wiring, over these fakes
+    tell_inventory = bootstrap.Services.tell_inventory
     ownership_check = bootstrap.Services.ownership_check
     adoption_permissions = bootstrap.Services.adoption_permissions
     takeover = bootstrap.Services.takeover

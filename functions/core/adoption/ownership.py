@@ -34,7 +34,7 @@ import logging
 from dataclasses import dataclass, replace
 from datetime import timedelta
 
-from functions.core.inventory.marking import mark_adopted
+from functions.core.inventory.marking import reflect
 from functions.core.inventory.ports import InventoryStore
 from functions.core.ports import Clock, Directory, InFlightIndex, MessageQueue, RegistrationStore
 from functions.core.record.errors import Conflict, NotFound, PermanentError, RegistrarError
@@ -116,12 +116,13 @@ class OwnershipCheck:
             return ended
 
     async def _tell_inventory(self, record: Registration) -> None:
-        """The adopted app managed in the inventory now, not from the next scan (inventory/marking.py).
-        Only a view: a failure here must not fail the check, and the next scan marks it anyway."""
+        """The adopted app managed in the inventory now, not from the next scan (inventory/marking.py);
+        not managed at once if the app was gone (the registration failed). Only a view: a failure
+        here must not fail the check, and the next scan marks it anyway."""
         if self._inventory is None:
             return
         try:
-            await mark_adopted(self._inventory, record)
+            await reflect(self._inventory, record)
         except RegistrarError as err:
             log.warning("adopted app %s not marked managed in the inventory yet: %s", record.id, err)
 

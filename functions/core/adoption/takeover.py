@@ -24,9 +24,11 @@ PermanentError, ValidationFailed and NotFound end it `failed` through failures.b
 cleanup on an adopted app removes only Registrar's own credentials (CredentialIssuer.remove_everything):
 the person's credentials and the app stay as they were.
 
-What is never removed: a credential not found at adoption, a found certificate (keyCredentials is
-replaced as a whole and Graph never returns the other keys), and the last one that works: a found
-credential retires only once Registrar's is verified (Rotator._retire and `removable` check both).
+What is never removed: a credential not found at adoption, a found certificate, and the last one
+that works: a found credential retires only once Registrar's is verified (Rotator._retire and
+`removable` check both). keyCredentials is replaced as a whole, so Registrar's certificate is
+written beside the person's keys as Graph returns them on a $select of the one application
+(Directory.set_own_key_credentials), by the takeover, every later rotation and the release alike.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from functions.core.adoption.claims import AppClaim, AppClaims, claim_app
-from functions.core.credentials.issuer import CredentialIssuer, certificate_key_id
+from functions.core.credentials.issuer import CredentialIssuer
 from functions.core.credentials.job_ports import RegistrationJobPorts
 from functions.core.credentials.verification import until_accepted
 from functions.core.notification.announcer import Announcer, event_for
@@ -246,31 +248,13 @@ class Takeover:
     async def _credential(self, keeper: RecordKeeper) -> None:
         record = keeper.current
         if record.credential is None or record.pending_credential is not None:
-            if record.plan.credential.type is CredentialType.CERTIFICATE:
-                await self._keys_are_free(keeper)
+            # A certificate goes beside the person's keys: the issuer writes back what Graph holds
+            # (credentials/adopted.write_own_keys), so an app with certificates of its own is fine.
             async with in_step("credential"):
                 secret = await self._issuer.issue_first(keeper)
         else:
             secret = None
         await self._verify(keeper, secret)
-
-    async def _keys_are_free(self, keeper: RecordKeeper) -> None:
-        """A certificate is written by replacing keyCredentials: only onto an app without the
-        person's keys (Graph never returns them, so they could not be written back)."""
-        record = keeper.current
-        app = record.app_object_id
-        if app is None:
-            raise RecordInconsistent(record.id, "app_object_id", "credential")
-        ours = certificate_key_id(record.id, 1)
-        async with in_step("credential"):
-            listed = await self._directory.list_credentials(record.tenant_id, app)
-            if any(c.kind == "key" and c.key_id != ours for c in listed):
-                raise PermanentError(
-                    "the adopted app holds certificates of its own, which writing Registrar's certificate "
-                    "would remove (keyCredentials is replaced as a whole): adopt it with a secret "
-                    '(credential: {"type": "secret"}) or remove those certificates first',
-                    code="AppHoldsCertificates",
-                )
 
     async def _verify(self, keeper: RecordKeeper, secret: SecretValue | None) -> None:
         record = keeper.current

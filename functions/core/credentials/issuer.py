@@ -15,7 +15,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 
 from functions.core.catalogue.lifetimes import CredentialLifetimes
-from functions.core.credentials.adopted import remove_own_credentials
+from functions.core.credentials.adopted import remove_own_credentials, write_own_keys
 from functions.core.ports import (
     Clock,
     Directory,
@@ -297,9 +297,11 @@ class CredentialIssuer:
                     "credential", "certificate", self._clock.now(), f"version {made.version}"
                 )
             )
-        # keyCredentials is replaced as a whole: only this generation's key belongs there now.
-        await self._directory.set_key_credentials(
-            record.tenant_id,
+        # keyCredentials is replaced as a whole: of Registrar's keys only this generation's belongs
+        # there now; an adopted app's other keys are the person's and stay (write_own_keys).
+        await write_own_keys(
+            self._directory,
+            record,
             record.app_object_id,
             [key_credential(key_id, pending.display_name, cert)],
         )

@@ -21,6 +21,7 @@ from dataclasses import replace
 
 from functions.core.catalogue.permissions import resolve_permissions_detailed
 from functions.core.catalogue.profiles import ProfileCatalogue
+from functions.core.inventory.marking import RELEASED, remark
 from functions.core.inventory.matching import ProfileSets, app_keys
 from functions.core.inventory.models import AppSummary, ScanOutcome
 from functions.core.inventory.ports import (
@@ -32,13 +33,11 @@ from functions.core.inventory.ports import (
 )
 from functions.core.ports import Clock, Directory, RegistrationStore
 from functions.core.record.errors import NotFound
-from functions.core.record.models import RegistrationStatus, ResourceCatalog
+from functions.core.record.models import ResourceCatalog
 
 log = logging.getLogger(__name__)
 MANAGED_PREFIX = "registrar-"  # functions.core.record.registration.unique_name_for
 COLLECTIONS: tuple[Collection, ...] = ("applications", "servicePrincipals")
-# A registration that no longer holds its adopted app (it may be adopted again).
-RELEASED = frozenset({RegistrationStatus.DECOMMISSIONED, RegistrationStatus.FAILED})
 
 
 class InventoryScanner:
@@ -65,12 +64,22 @@ class InventoryScanner:
         self._adopted = await self._adopted_apps(tenant_id)
         sets = await self.profile_sets(tenant_id)
         state = await self._store.state(tenant_id)
+        outcome: ScanOutcome | None = None
         if state is not None and state.applications_link and state.service_principals_link:
             try:
-                return await self._delta(tenant_id, state, sets)
+                outcome = await self._delta(tenant_id, state, sets)
             except DeltaExpired:
                 log.info("inventory of %s: delta token expired, scanning in full", tenant_id)
-        return await self._full(tenant_id, state, sets)
+        if outcome is None:
+            outcome = await self._full(tenant_id, state, sets)
+        # An adoption or release marked meanwhile may have been overwritten by this scan's older
+        # reading of the records (marking.py): read them again and apply what changed.
+        remarked = await remark(self._store, tenant_id, self._adopted, await self._adopted_apps(tenant_id))
+        if remarked:
+            log.info(
+                "inventory of %s: %d adoptions or releases made during the scan applied", tenant_id, remarked
+            )
+        return outcome
 
     # ---------------------------------------------------------------- the two kinds of scan
 

@@ -146,8 +146,8 @@ def rotated_event(record: Registration, fallback_at: datetime) -> WebhookEvent:
 
 def removable(record: Registration, old: CredentialState) -> bool:
     """Whether Registrar may remove `old` from the app: one it issued (generation >= 1), or on an
-    adopted app one recorded at adoption. A found certificate never: keyCredentials is replaced as
-    a whole and Graph does not return the person's other keys, so they could not be written back."""
+    adopted app one recorded at adoption. A found certificate never: it stays the person's (Registrar's
+    own certificate writes keep it as Graph holds it, credentials/adopted.write_own_keys)."""
     if old.generation >= 1:
         return True
     adoption = record.adoption

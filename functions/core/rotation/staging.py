@@ -22,6 +22,7 @@ from datetime import datetime, timedelta
 
 from functions.core.catalogue.lifetimes import CredentialLifetimes
 from functions.core.catalogue.policy import Policy
+from functions.core.credentials.adopted import write_own_keys
 from functions.core.credentials.issuer import (
     SECRET_CONTENT_TYPE,
     certificate_key_id,
@@ -170,13 +171,11 @@ class NextGeneration:
             c for c in record.retiring_credentials if c.retire_after is None or c.retire_after > now
         ]
         keep = await self._key_specs([current, *overlapping])
-        await self._directory.set_key_credentials(
-            record.tenant_id,
+        await write_own_keys(  # an adopted app's other keys are the person's: they stay
+            self._directory,
+            record,
             record.app_object_id,
-            [
-                *keep,
-                key_credential(key_id, pending.display_name, cert),
-            ],
+            [*keep, key_credential(key_id, pending.display_name, cert)],
         )
         _, pem = await self._vault.get_secret(staging, cert.secret_uri.rstrip("/").rsplit("/", 1)[-1])
         return certificate_state(pending, key_id, cert), pem
@@ -273,7 +272,7 @@ class NextGeneration:
                 c for c in (record.credential, *others) if c is None or c.key_id != old.key_id
             )
             pending = [k for k in await self._pending_key_spec(record) if k.key_id != old.key_id]
-            await self._directory.set_key_credentials(tenant, app, [*keep, *pending])
+            await write_own_keys(self._directory, record, app, [*keep, *pending])  # the person's stay
             if old.certificate_name and old.certificate_version:
                 with contextlib.suppress(NotFound):  # the certificate is gone already
                     await self._vault.update_certificate_version(
