@@ -515,17 +515,13 @@ async def test_a_certificate_rotation_of_an_adopted_app_killed_after_any_call_co
     async def crashing_run(case: Any, faults: Faults) -> object:
         world, _, _, _, rotate = case
         assert world.probe is not None
-        return await Rotator(
-            store=world.store,
+        ports = replace(
+            world.ports,
             directory=Crashing(world.directory, faults),
             vault=Crashing(world.vault, faults),
-            probe=world.probe,
-            index=world.index,
-            queue=world.queue,
-            clock=world.clock,
-            settings=ROTATION,
             sleep=fast_sleep,
-        ).run(rotate)
+        )
+        return await Rotator(ports, index=world.index, queue=world.queue, settings=ROTATION).run(rotate)
 
     async def recover(case: Any, crash_after: int) -> None:
         world, app, persons, active, rotate = case
