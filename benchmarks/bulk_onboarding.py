@@ -28,20 +28,12 @@ import logging
 import os
 import statistics
 import sys
-import tempfile
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
-from benchmarks.rotation_sweep import (
-    WRITES_PER_WINDOW,
-    WRITES_WINDOW_S,
-    Admin,
-    drain_write_budget,
-    log,
-    start_local_azure,
-)
+from benchmarks.local_azure import Admin, local_azure, log
+from benchmarks.rotation_sweep import WRITES_PER_WINDOW, WRITES_WINDOW_S, drain_write_budget
 
 PROFILE = "m365-usage-connector"
 
@@ -141,6 +133,7 @@ async def run(args: argparse.Namespace, endpoints: dict[str, Any]) -> int:
     try:
         return await measure(svc, admin, args, endpoints, tenant_a, tenant_b)
     finally:
+        admin.close()
         await svc.close()
 
 
@@ -230,12 +223,8 @@ def main() -> int:
     args = parser.parse_args()
     # The pacer's and the workflow's warnings (a 429, a deferral) are the figures here, not lines.
     logging.getLogger("functions").setLevel(logging.ERROR)
-    with tempfile.TemporaryDirectory(prefix="bulk-onboarding-") as state:
-        stack = start_local_azure(Path(state))
-        try:
-            return asyncio.run(run(args, stack.endpoints))
-        finally:
-            stack.stop()
+    with local_azure("bulk-onboarding-", ["--propagation-delay", "0"]) as stack:
+        return asyncio.run(run(args, stack.endpoints))
 
 
 if __name__ == "__main__":

@@ -24,65 +24,18 @@ import argparse
 import asyncio
 import json
 import math
-import os
 import resource
-import ssl
 import sys
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
-from devstack.stack import REPO_ROOT, Stack, StackOptions, stack_settings
-from devstack.tenant import ca
+from benchmarks.local_azure import Admin, local_azure, log
 
 
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
-
-
-def start_local_azure(state_dir: Path, applications: int, service_principals: int) -> Stack:
-    material_dir = state_dir / "tenant"
-    ca.load_or_create(material_dir)
-    os.environ["SSL_CERT_FILE"] = os.environ["REQUESTS_CA_BUNDLE"] = str(material_dir / "ca.pem")
-    stack = Stack(
-        StackOptions(
-            port=0,
-            state_dir=state_dir,
-            settings_file=state_dir / "local.settings.json",
-            run_host=False,
-            tenant_args=[
-                "--brownfield",
-                str(applications),
-                "--brownfield-service-principals",
-                str(service_principals),
-                "--no-throttling",  # the figures are requests, CPU and memory, not Graph's pacing
-            ],
-        )
-    )
-    endpoints = stack.start()
-    sample = json.loads((REPO_ROOT / "local.settings.sample.json").read_text(encoding="utf-8"))["Values"]
-    tenant = {
-        k: endpoints[k]
-        for k in ("tenantId", "authority", "graphUrl", "vaultUrl", "clientId", "clientSecret", "caFile")
-    }
-    os.environ.update(sample | stack_settings(endpoints["storageConnectionString"], tenant))
-    return stack
-
-
-class Admin:
-    def __init__(self, endpoints: dict[str, Any]) -> None:
-        import httpx
-
-        self._client = httpx.Client(
-            base_url=endpoints["adminUrl"],
-            verify=ssl.create_default_context(cafile=endpoints["caFile"]),
-            timeout=60,
-        )
-
-    def graph_requests(self) -> dict[str, int]:
-        stats = self._client.get("/stats").json()
-        return {route: n for route, n in stats["byRoute"].items() if "/v1.0" in route}
+def graph_requests(admin: Admin) -> dict[str, int]:
+    """The Graph requests the tenant served so far, by route."""
+    stats = admin("GET", "/stats")
+    return {route: n for route, n in stats["byRoute"].items() if "/v1.0" in route}
 
 
 def difference(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
@@ -93,22 +46,29 @@ def peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # kB on Linux
 
 
-async def measure(args: argparse.Namespace, endpoints: dict[str, Any]) -> int:
+async def run(args: argparse.Namespace, endpoints: dict[str, Any]) -> int:
     from functions.bootstrap import services
 
-    admin = Admin(endpoints)
-    svc = await services().ready()
+    admin = Admin(endpoints, timeout_s=60)
+    try:
+        return await measure(await services().ready(), admin, args, endpoints)
+    finally:
+        admin.close()
+        await services().close()  # every adapter's sessions: no "Unclosed client session" at exit
+
+
+async def measure(svc: Any, admin: Admin, args: argparse.Namespace, endpoints: dict[str, Any]) -> int:
     scanner = svc.inventory_scanner()
     tenant_id = endpoints["tenantId"]
     await scanner.profile_sets(tenant_id)  # the catalogues, apart from the scan
     failures = []
     figures: dict[str, Any] = {}
     for name in ("first scan", "rescan (unchanged)"):
-        before = admin.graph_requests()
+        before = graph_requests(admin)
         cpu, wall = time.process_time(), time.perf_counter()
         outcome = await scanner.scan(tenant_id)
         cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
-        served = difference(before, admin.graph_requests())
+        served = difference(before, graph_requests(admin))
         total = sum(served.values())
         figures[name] = {"requests": total, "cpuMs": round(cpu * 1000), "wallS": round(wall, 1)}
         log(
@@ -141,7 +101,6 @@ async def measure(args: argparse.Namespace, endpoints: dict[str, Any]) -> int:
         failures.append(f"rescan: {again} requests > 2")
     if peak_mb() >= 150:
         failures.append(f"peak memory {peak_mb():.0f} MB >= 150 MB")
-    await services().close()
     for failure in failures:
         log(f"MISSED: {failure}")
     return 1 if failures else 0
@@ -152,14 +111,17 @@ def main() -> int:
     parser.add_argument("--applications", type=int, default=10_000)
     parser.add_argument("--service-principals", type=int, default=2_000)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="inventory-scan-") as tmp:
-        log(f"starting Azurite and a tenant with {args.applications} hand-made apps ...")
-        stack = start_local_azure(Path(tmp), args.applications, args.service_principals)
-        try:
-            log("scanning")
-            return asyncio.run(measure(args, stack.endpoints))
-        finally:
-            stack.stop()
+    log(f"starting Azurite and a tenant with {args.applications} hand-made apps ...")
+    tenant_args = [
+        "--brownfield",
+        str(args.applications),
+        "--brownfield-service-principals",
+        str(args.service_principals),
+        "--no-throttling",  # the figures are requests, CPU and memory, not Graph's pacing
+    ]
+    with local_azure("inventory-scan-", tenant_args) as stack:
+        log("scanning")
+        return asyncio.run(run(args, stack.endpoints))
 
 
 if __name__ == "__main__":

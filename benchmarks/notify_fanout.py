@@ -88,46 +88,48 @@ async def worker_figures(
 
     values = json.loads(settings_file.read_text(encoding="utf-8"))["Values"]
     svc = await Services(Settings.from_env(values)).ready()
-    worker = DeliveryWorker(  # as svc.delivery_worker(), but every signing secret read from Key Vault
-        vault=svc.vault,
-        transport=svc.webhook_sender,
-        queue=svc.queue,
-        deliveries=svc.deliveries,
-        clock=svc.clock,
-        schedule=svc.webhook_retry_schedule,
-    )
-    event = WebhookEvent(
-        id=f"{registration_id}:bench:credential.rotated",
-        type="credential.rotated",
-        occurred_at=datetime.now(UTC),
-        registration_id=registration_id,
-        data={"keyId": str(uuid.uuid4()), "generation": 3},
-    )
-
-    def delivery(subscription_id: str, path: str) -> Delivery:
-        return Delivery(
-            delivery_id=delivery_id(f"{event.id}:{path}", subscription_id),
-            subscription_id=subscription_id,
+    try:  # a failed delivery still closes every adapter's sessions: no "Unclosed client session"
+        worker = DeliveryWorker(  # as svc.delivery_worker(), but every signing secret read from Key Vault
+            vault=svc.vault,
+            transport=svc.webhook_sender,
+            queue=svc.queue,
+            deliveries=svc.deliveries,
+            clock=svc.clock,
+            schedule=svc.webhook_retry_schedule,
+        )
+        event = WebhookEvent(
+            id=f"{registration_id}:bench:credential.rotated",
+            type="credential.rotated",
+            occurred_at=datetime.now(UTC),
             registration_id=registration_id,
-            url=receiver.url(path),
-            event_type=event.type,
-            body=event.body().decode(),
+            data={"keyId": str(uuid.uuid4()), "generation": 3},
         )
 
-    await worker.deliver(delivery(subscription_ids[0], "/worker/warm-up"))  # connections, tokens
-    times = []
-    for i in range(singles):
+        def delivery(subscription_id: str, path: str) -> Delivery:
+            return Delivery(
+                delivery_id=delivery_id(f"{event.id}:{path}", subscription_id),
+                subscription_id=subscription_id,
+                registration_id=registration_id,
+                url=receiver.url(path),
+                event_type=event.type,
+                body=event.body().decode(),
+            )
+
+        await worker.deliver(delivery(subscription_ids[0], "/worker/warm-up"))  # connections, tokens
+        times = []
+        for i in range(singles):
+            started = time.perf_counter()
+            status = await worker.deliver(delivery(subscription_ids[0], f"/worker/single/{i}"))
+            times.append(time.perf_counter() - started)
+            assert status == "delivered", status
+        batch = [delivery(s, f"/worker/fan/{i}") for i, s in enumerate(subscription_ids)]
         started = time.perf_counter()
-        status = await worker.deliver(delivery(subscription_ids[0], f"/worker/single/{i}"))
-        times.append(time.perf_counter() - started)
-        assert status == "delivered", status
-    batch = [delivery(s, f"/worker/fan/{i}") for i, s in enumerate(subscription_ids)]
-    started = time.perf_counter()
-    statuses = await asyncio.gather(*(worker.deliver(d) for d in batch))
-    fan_out = time.perf_counter() - started
-    assert set(statuses) == {"delivered"}, statuses
-    await svc.close()
-    return times, fan_out
+        statuses = await asyncio.gather(*(worker.deliver(d) for d in batch))
+        fan_out = time.perf_counter() - started
+        assert set(statuses) == {"delivered"}, statuses
+        return times, fan_out
+    finally:
+        await svc.close()
 
 
 def rotated_at(host: Any, registration_id: str, generation: int) -> float:

@@ -35,74 +35,23 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import os
 import random
 import ssl
 import sys
-import tempfile
 import time
 import uuid
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
-from devstack.stack import REPO_ROOT, Stack, StackOptions, stack_settings
-from devstack.tenant import ca
+from benchmarks.local_azure import Admin, local_azure, log
 
 GRAPH_SCOPE = "https://graph.microsoft.com/.default"
 WRITES_PER_WINDOW, WRITES_WINDOW_S = 3000.0, 150.0  # REFERENCE.md: per app and tenant
 SETUP_CONCURRENCY = 16
 INDEX_CONCURRENCY = 8
-
-
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
-
-
-def start_local_azure(state_dir: Path) -> Stack:
-    """Azurite + the local tenant (no host); this process trusts the tenant's CA before any
-    aiohttp import (aiohttp reads SSL_CERT_FILE once, at import)."""
-    material_dir = state_dir / "tenant"
-    ca.load_or_create(material_dir)
-    os.environ["SSL_CERT_FILE"] = os.environ["REQUESTS_CA_BUNDLE"] = str(material_dir / "ca.pem")
-    stack = Stack(
-        StackOptions(
-            port=0,
-            state_dir=state_dir,
-            settings_file=state_dir / "local.settings.json",
-            run_host=False,
-            tenant_args=["--propagation-delay", "0"],
-        )
-    )
-    endpoints = stack.start()
-    sample = json.loads((REPO_ROOT / "local.settings.sample.json").read_text(encoding="utf-8"))["Values"]
-    tenant = {
-        k: endpoints[k]
-        for k in ("tenantId", "authority", "graphUrl", "vaultUrl", "clientId", "clientSecret", "caFile")
-    }
-    os.environ.update(sample | stack_settings(endpoints["storageConnectionString"], tenant))
-    return stack
-
-
-class Admin:
-    """The tenant's /_sim API."""
-
-    def __init__(self, endpoints: dict[str, Any]) -> None:
-        import httpx
-
-        self._client = httpx.Client(
-            base_url=endpoints["adminUrl"],
-            verify=ssl.create_default_context(cafile=endpoints["caFile"]),
-            timeout=30,
-        )
-
-    def __call__(self, method: str, path: str, body: Any = None) -> Any:
-        response = self._client.request(method, path, json=body)
-        response.raise_for_status()
-        return response.json() if response.content else None
 
 
 # ---------------------------------------------------------------- setup
@@ -342,20 +291,23 @@ async def run(args: argparse.Namespace, endpoints: dict[str, Any]) -> int:
     from functions.bootstrap import Services
     from functions.settings import get_settings
 
+    admin = Admin(endpoints)
     opened = [Services(get_settings())]
     try:
-        return await measure(opened, args, endpoints)
+        return await measure(opened, admin, args, endpoints)
     finally:
+        admin.close()
         for svc in opened:
             await svc.close()  # every adapter's sessions: no "Unclosed client session" at exit
 
 
-async def measure(opened: list[Any], args: argparse.Namespace, endpoints: dict[str, Any]) -> int:
+async def measure(
+    opened: list[Any], admin: Admin, args: argparse.Namespace, endpoints: dict[str, Any]
+) -> int:
     from functions.adapters.tables import ensure_tables
 
     svc = opened[0]
     await ensure_tables(svc.table_service)
-    admin = Admin(endpoints)
     admin("PUT", "/config", {"throttlingEnabled": False})
 
     log(f"making {args.due:,} registrations (app, service principal, secret, vault, record)...")
@@ -544,12 +496,8 @@ def main() -> int:
     args = parser.parse_args()
     # The pacer's and the rotator's warnings (a 429, a deferral) are the figures here, not lines.
     logging.getLogger("functions").setLevel(logging.ERROR)
-    with tempfile.TemporaryDirectory(prefix="rotation-sweep-") as state:
-        stack = start_local_azure(Path(state))
-        try:
-            return asyncio.run(run(args, stack.endpoints))
-        finally:
-            stack.stop()
+    with local_azure("rotation-sweep-", ["--propagation-delay", "0"]) as stack:
+        return asyncio.run(run(args, stack.endpoints))
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ import pytest
 from standardwebhooks.webhooks import Webhook
 
 from devstack.stack import Stack
+from tests.e2e.after_confirm_support import rotate_unconfirmed
 from tests.e2e.rotation_support import (
     ADMIN,
     Host,
@@ -368,38 +369,9 @@ def test_after_confirm_keeps_the_old_credential_until_the_connector_confirms_the
     stacked: Stacked, receiver: Receiver
 ) -> None:
     host = stacked.host
-    path = f"/confirm-{tag()}"
-    body = {
-        "requestId": f"E2E-CONFIRM-{tag()}",
-        "profile": "m365-usage-connector",
-        "displayName": "e2e confirmed retirement",
-        "credential": {"type": "secret", "lifetime": "P60D"},
-        "retirement": "after-confirm",
-        "webhooks": [{"url": receiver.url(path), "events": ["credential.at_risk", "credential.retired"]}],
-    }
-    response = host.api.post("/api/registrations", json=body)
-    assert response.status_code == 202, response.text
-    registration_id = response.json()["id"]
-    host.seen.update(w["secret"] for w in response.json()["webhooks"])
-    first = host.wait_status(registration_id, "active", timeout_s=60)
-    assert first["retirement"] == "after-confirm"
-    old_key = first["credential"]["keyId"]
-    assert host.rotate(registration_id).status_code == 202
-
-    def second_generation() -> dict[str, Any] | None:
-        view = host.registration(registration_id)
-        return view if view["credential"]["generation"] == 2 else None
-
-    rotated = wait_until("the rotation", second_generation, timeout_s=60)
-    new_key = rotated["credential"]["keyId"]
-
-    at_risk = wait_until(
-        "credential.at_risk (unconfirmed) after the overlap",
-        lambda: [e for e in receiver.events(path) if e["type"] == "credential.at_risk"],
-        timeout_s=40,
-    )
-    assert at_risk[0]["data"]["reason"] == "unconfirmed" and at_risk[0]["data"]["keyId"] == old_key
-    assert old_key in {p["keyId"] for p in host.passwords(first["appId"])}  # outlived the 5 s overlap
+    rotation = rotate_unconfirmed(host, receiver, "confirm", "e2e confirmed retirement")
+    registration_id, first, path = rotation.registration_id, rotation.first, rotation.webhook_path
+    old_key, new_key = rotation.old_key, rotation.new_key
     items = stacked.health()["atRisk"]["items"]
     assert {(i["registrationId"], i["reason"]) for i in items} >= {(registration_id, "unconfirmed")}
 

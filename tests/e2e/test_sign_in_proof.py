@@ -18,6 +18,7 @@ import httpx
 import pytest
 from azure.identity import ClientSecretCredential
 
+from tests.e2e.after_confirm_support import rotate_unconfirmed
 from tests.e2e.rotation_support import (
     GRAPH_SCOPE,
     Host,
@@ -25,7 +26,6 @@ from tests.e2e.rotation_support import (
     leaks,
     private_host,
     start_private_stack,
-    tag,
     wait_until,
 )
 
@@ -87,40 +87,11 @@ def host(tmp_path_factory: pytest.TempPathFactory, tenant_ca_dir: Path) -> Itera
 def test_a_token_acquired_with_the_new_credential_retires_the_old_one_without_a_confirm_call(
     host: Host, receiver: Receiver
 ) -> None:
-    path = f"/proof-{tag()}"
-    body = {
-        "requestId": f"E2E-PROOF-{tag()}",
-        "profile": "m365-usage-connector",
-        "displayName": "e2e proof of use",
-        "credential": {"type": "secret", "lifetime": "P60D"},
-        "retirement": "after-confirm",
-        "webhooks": [{"url": receiver.url(path), "events": ["credential.at_risk", "credential.retired"]}],
-    }
-    response = host.api.post("/api/registrations", json=body)
-    assert response.status_code == 202, response.text
-    registration_id = response.json()["id"]
-    host.seen.update(w["secret"] for w in response.json()["webhooks"])
-    first = host.wait_status(registration_id, "active", timeout_s=60)
-    old_key = first["credential"]["keyId"]
-    assert host.rotate(registration_id).status_code == 202
-
-    def second_generation() -> dict[str, Any] | None:
-        view = host.registration(registration_id)
-        return view if view["credential"]["generation"] == 2 else None
-
-    rotated = wait_until("the rotation", second_generation, timeout_s=60)
-    new_key = rotated["credential"]["keyId"]
-
-    # Registrar's own verification signed in with the new secret: that is no proof. The overlap
-    # ends, the old credential stays and is announced at risk (unconfirmed).
-    at_risk = wait_until(
-        "credential.at_risk (unconfirmed) after the overlap",
-        lambda: [e for e in receiver.events(path) if e["type"] == "credential.at_risk"],
-        timeout_s=40,
-    )
-    assert at_risk[0]["data"]["reason"] == "unconfirmed" and at_risk[0]["data"]["keyId"] == old_key
-    assert old_key in {p["keyId"] for p in host.passwords(first["appId"])}
-    assert host.registration(registration_id)["credential"].get("confirmedOn") is None
+    # Registrar's own verification signing in with the new secret is no proof: the overlap ends,
+    # the old credential stays and is announced at risk (unconfirmed).
+    rotation = rotate_unconfirmed(host, receiver, "proof", "e2e proof of use")
+    registration_id, first, rotated = rotation.registration_id, rotation.first, rotation.rotated
+    path, old_key, new_key = rotation.webhook_path, rotation.old_key, rotation.new_key
 
     # The connector reads its new secret from Key Vault and acquires a token with it.
     secret_uri = urlparse(rotated["credential"]["secretUri"]).path.strip("/").split("/")

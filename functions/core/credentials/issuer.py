@@ -110,6 +110,44 @@ def certificate_state(pending: PendingCredential, key_id: str, cert: VaultCertif
     )
 
 
+async def certificate_in_vault(
+    keeper: RecordKeeper,
+    pending: PendingCredential,
+    name: str,
+    key_id: str,
+    *,
+    vault: Vault,
+    lifetimes: CredentialLifetimes,
+    clock: Clock,
+    note_in_history: bool,
+) -> tuple[VaultCertificate, PendingCredential]:
+    """Key Vault certificate `name` for `pending`'s generation, and `pending` as it now stands: a
+    new version is written ahead in the record before Graph sees it, so a retry takes it again."""
+    record = keeper.current
+    if pending.certificate_version:
+        cert = await vault.get_certificate(name, pending.certificate_version)
+        # Entra refused it under a tenant policy lowered since (a retry): make one that fits.
+        if cert.expires_on <= await lifetimes.end(record, CredentialType.CERTIFICATE, cert.not_before):
+            return cert, pending
+    months = await lifetimes.certificate_validity(record, clock.now())
+    made = await vault.create_certificate(
+        name,
+        subject=f"CN={record.id}",
+        validity_months=months,
+        tags=vault_tags(record, key_id, pending.generation, ""),
+    )
+    written = replace(pending, certificate_version=made.version)
+    if note_in_history:
+        await keeper.update(
+            lambda r: replace(r, pending_credential=written).with_event(
+                "credential", "certificate", clock.now(), f"version {made.version}"
+            )
+        )
+    else:
+        await keeper.update(lambda r: replace(r, pending_credential=written))
+    return made, written
+
+
 def staging_name(registration_id: str) -> str:
     """Where a rotation keeps the next credential until it is verified (no consumer reads it)."""
     return f"{vault_object_name(registration_id)}-staging"
@@ -274,29 +312,16 @@ class CredentialIssuer:
             raise RecordInconsistent(record.id, "app_object_id", "credential")
         name = vault_object_name(record.id)
         key_id = certificate_key_id(record.id, pending.generation)
-        cert: VaultCertificate | None = None
-        if pending.certificate_version:
-            cert = await self._vault.get_certificate(name, pending.certificate_version)
-            # Entra refused it under a tenant policy lowered since (a retry): make one that fits.
-            if cert.expires_on > await self._lifetimes.end(
-                record, CredentialType.CERTIFICATE, cert.not_before
-            ):
-                cert = None
-        if cert is None:
-            months = await self._lifetimes.certificate_validity(record, self._clock.now())
-            cert = await self._vault.create_certificate(
-                name,
-                subject=f"CN={record.id}",
-                validity_months=months,
-                tags=vault_tags(record, key_id, pending.generation, ""),
-            )
-            made = cert
-            pending = replace(pending, certificate_version=made.version)
-            await keeper.update(
-                lambda r: replace(r, pending_credential=pending).with_event(
-                    "credential", "certificate", self._clock.now(), f"version {made.version}"
-                )
-            )
+        cert, pending = await certificate_in_vault(
+            keeper,
+            pending,
+            name,
+            key_id,
+            vault=self._vault,
+            lifetimes=self._lifetimes,
+            clock=self._clock,
+            note_in_history=True,
+        )
         # keyCredentials is replaced as a whole: of Registrar's keys only this generation's belongs
         # there now; an adopted app's other keys are the person's and stay (write_own_keys).
         await write_own_keys(

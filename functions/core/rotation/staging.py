@@ -25,6 +25,7 @@ from functions.core.catalogue.policy import Policy
 from functions.core.credentials.adopted import write_own_keys
 from functions.core.credentials.issuer import (
     SECRET_CONTENT_TYPE,
+    certificate_in_vault,
     certificate_key_id,
     certificate_state,
     kept_in_vault,
@@ -33,7 +34,7 @@ from functions.core.credentials.issuer import (
     staging_name,
     vault_tags,
 )
-from functions.core.ports import Clock, Directory, KeyCredentialSpec, Vault, VaultCertificate
+from functions.core.ports import Clock, Directory, KeyCredentialSpec, Vault
 from functions.core.record.errors import NotFound, PermanentError, RecordInconsistent
 from functions.core.record.keeper import RecordKeeper
 from functions.core.record.models import CredentialType, SecretValue
@@ -145,25 +146,16 @@ class NextGeneration:
             raise RecordInconsistent(record.id, "app_object_id or credential", "rotation")
         staging = staging_name(record.id)
         key_id = certificate_key_id(record.id, pending.generation)
-        cert: VaultCertificate | None = None
-        if pending.certificate_version:
-            cert = await self._vault.get_certificate(staging, pending.certificate_version)
-            # Entra refused it under a tenant policy lowered since (a retry): make one that fits.
-            if cert.expires_on > await self._lifetimes.end(
-                record, CredentialType.CERTIFICATE, cert.not_before
-            ):
-                cert = None
-        if cert is None:
-            months = await self._lifetimes.certificate_validity(record, self._clock.now())
-            cert = await self._vault.create_certificate(
-                staging,
-                subject=f"CN={record.id}",
-                validity_months=months,
-                tags=vault_tags(record, key_id, pending.generation, ""),
-            )
-            made = cert.version
-            pending = replace(pending, certificate_version=made)
-            await keeper.update(lambda r: replace(r, pending_credential=pending))
+        cert, pending = await certificate_in_vault(
+            keeper,
+            pending,
+            staging,
+            key_id,
+            vault=self._vault,
+            lifetimes=self._lifetimes,
+            clock=self._clock,
+            note_in_history=False,
+        )
         # keyCredentials is replaced as a whole: the current key and every older one still in its
         # overlap window stay until their retirement.
         now = self._clock.now()
