@@ -3,8 +3,8 @@
     .venv/bin/python -m benchmarks.inventory_scan [--applications 10000] [--service-principals 2000]
 
 Starts its own Azurite and local tenant (devstack, free ports, temporary state), the tenant filled
-by `--brownfield` with hand-made connector apps (secrets and certificates; 10 % of the service
-principals with passwords of their own), then scans it with InventoryScanner over the real adapters
+by `--brownfield` with hand-made connector apps (secrets and certificates; every service principal
+with a password of its own: `--brownfield-sp-passwords 1`), then scans it with InventoryScanner over the real adapters
 (the wiring of functions/bootstrap.py) in this process:
 
 1. the first scan: a delta baseline per collection ($deltatoken=latest), then the lists at
@@ -117,6 +117,8 @@ def main() -> int:
         str(args.applications),
         "--brownfield-service-principals",
         str(args.service_principals),
+        "--brownfield-sp-passwords",
+        "1",  # "2,000 service principals with credentials" (issue 15): each holds a password
         "--no-throttling",  # the figures are requests, CPU and memory, not Graph's pacing
     ]
     with local_azure("inventory-scan-", tenant_args) as stack:

@@ -46,6 +46,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--brownfield-service-principals", type=int, default=None, metavar="M", help="of which M get one"
     )
+    parser.add_argument(
+        "--brownfield-sp-passwords",
+        type=float,
+        default=0.1,
+        metavar="SHARE",
+        help="the share of those service principals holding a password of their own (default 0.1)",
+    )
     parser.add_argument("--log-level", default="WARNING")
     return parser.parse_args(argv)
 
@@ -87,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         faults=tuple(json.loads(rule) for rule in args.fault),
         brownfield=args.brownfield,
         brownfield_service_principals=args.brownfield_service_principals,
+        brownfield_sp_passwords=args.brownfield_sp_passwords,
     )
 
     async def serve() -> None:

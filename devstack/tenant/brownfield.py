@@ -151,11 +151,13 @@ def fill(
     count: int,
     *,
     service_principals: int | None = None,
+    sp_passwords: float = 0.1,
     seed: int = 15,
     connectors: tuple[str, ...] = (),
 ) -> Summary:
-    """Add `count` hand-made connector apps (service principals for the first `service_principals`),
-    cycling through every connector profile, or only through `connectors` (profile ids) in that order."""
+    """Add `count` hand-made connector apps (service principals for the first `service_principals`,
+    a share `sp_passwords` of those with a password of their own), cycling through every connector
+    profile, or only through `connectors` (profile ids) in that order."""
     rng = random.Random(seed)
     admin = directory.service_principal_by_app_id(admin_client_id)
     assert admin is not None, "the tenant administrator's service principal"
@@ -214,7 +216,9 @@ def fill(
             continue
         sp = directory.create_service_principal(app, owner_ids=owners)
         sp.created_at = 0.0
-        if rng.random() < 0.1:  # a password on the service principal itself (SAML signing, legacy scripts)
+        if (
+            rng.random() < sp_passwords
+        ):  # a password on the service principal itself (SAML signing, legacy scripts)
             end = _end_date(rng, now)
             sp.props["passwordCredentials"] = [
                 {

@@ -39,6 +39,7 @@ class ServerOptions:
     faults: tuple[dict[str, Any], ...] = ()
     brownfield: int = 0  # hand-made connector apps for a new home tenant (brownfield.py)
     brownfield_service_principals: int | None = None
+    brownfield_sp_passwords: float = 0.1  # the share of them with a password of their own
 
 
 class TenantServer:
@@ -73,6 +74,7 @@ class TenantServer:
                     home_entry.admin_client_id,
                     options.brownfield,
                     service_principals=options.brownfield_service_principals,
+                    sp_passwords=options.brownfield_sp_passwords,
                 )
         self.signing_key = SigningKey(self.tls.signing_key, self.tls.signing_cert)
         self.authenticator = Authenticator(self.signing_key, self.registry)
