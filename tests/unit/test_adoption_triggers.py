@@ -168,6 +168,13 @@ async def test_an_admin_adds_the_owner_and_the_recheck_or_the_timer_moves_it_on(
     missing = await recheck(http("POST", "r", route={"id": "reg-nope"}))
     assert missing.status_code == 404
     conforms(missing, "/registrations/{id}/recheck", "POST")
+    # An id Registrar never issues (the API fuzz test sent a control character) is a 404 before
+    # any I/O: no in-flight entry is written for it (Table storage refuses such a key with 400).
+    puts = svc.in_flight.calls.count("put")
+    malformed = await recheck(http("POST", "r", route={"id": "\u0084"}))
+    assert malformed.status_code == 404
+    conforms(malformed, "/registrations/{id}/recheck", "POST")
+    assert svc.in_flight.calls.count("put") == puts
     made = as_json(await api.create_registration(http("POST", "registrations", request_body("INC-N1"))))
     not_adopted = await recheck(http("POST", "r", route={"id": made["id"]}))
     assert not_adopted.status_code == 409

@@ -41,7 +41,13 @@ from functions.core.record.errors import Conflict, NotFound, PermanentError, Reg
 from functions.core.record.inflight import provisioning_work, tracked
 from functions.core.record.keeper import RecordKeeper, Sleep
 from functions.core.record.models import CredentialType, RegistrationStatus
-from functions.core.record.registration import Adoption, ErrorInfo, FoundCredential, Registration
+from functions.core.record.registration import (
+    Adoption,
+    ErrorInfo,
+    FoundCredential,
+    Registration,
+    is_registration_id,
+)
 from functions.resources import REGISTRATION_REQUESTS_QUEUE
 
 log = logging.getLogger(__name__)
@@ -83,6 +89,8 @@ class OwnershipCheck:
     async def check(self, registration_id: str) -> Registration:
         """Conflict for a registration that is not an adoption; past pending_ownership, a no-op.
         Once it turns `adopting`, its envelope is sent to the registration worker (the takeover)."""
+        if not is_registration_id(registration_id):  # before the in-flight entry is written
+            raise NotFound("registration", registration_id)
         work = provisioning_work(registration_id, REGISTRATION_REQUESTS_QUEUE, self._clock.now())
         in_flight = self._in_flight if self._queue is not None else None
         async with tracked(in_flight, work) as entry:
