@@ -43,7 +43,7 @@ from typing import Protocol
 from functions.core.adoption.claims import AppClaim, AppClaims, claim_app
 from functions.core.credentials.issuer import CredentialIssuer
 from functions.core.credentials.job_ports import RegistrationJobPorts
-from functions.core.credentials.verification import until_accepted
+from functions.core.credentials.verification import accepted_holding_the_lease
 from functions.core.notification.announcer import Announcer, event_for
 from functions.core.ports import ExpiryIndex, MessageQueue
 from functions.core.provisioning import failures
@@ -276,18 +276,13 @@ class Takeover:
                     raise RecordInconsistent(record.id, "the credential's Key Vault name", "verify")
                 _, secret = await self._vault.get_secret(name, credential.secret_version)
 
-            async def sleep_holding_the_lease(seconds: float) -> None:
-                await self._sleep(seconds)
-                await keeper.renew()  # LeaseHeld if another worker took over meanwhile
-
-            await until_accepted(
+            await accepted_holding_the_lease(
+                keeper,
                 self._probe,
-                tenant_id=record.tenant_id,
-                client_id=record.app_id,
                 kind=credential.type,
                 secret=secret,
                 policy=self._rotation.verify,
-                sleep=sleep_holding_the_lease,
+                sleep=self._sleep,
             )
         now = self._clock.now()
         await keeper.update(

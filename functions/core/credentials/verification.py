@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from functions.core.ports import TokenProbe
-from functions.core.record.errors import TransientError
+from functions.core.record.errors import RecordInconsistent, TransientError
+from functions.core.record.keeper import RecordKeeper
 from functions.core.record.models import CredentialType, SecretValue
 
 Sleep = Callable[[float], Awaitable[None]]
@@ -56,3 +57,34 @@ async def until_accepted(
             await sleep(wait)
             waited += wait
             delay = min(delay * 2, policy.max_delay.total_seconds())
+
+
+async def accepted_holding_the_lease(
+    keeper: RecordKeeper,
+    probe: TokenProbe,
+    *,
+    kind: CredentialType,
+    secret: SecretValue,
+    policy: VerifyPolicy,
+    sleep: Sleep = asyncio.sleep,
+) -> None:
+    """until_accepted for the app of the record `keeper` holds: Entra takes a while to accept a new
+    credential, so every wait renews the lease (LeaseHeld if another worker took it over meanwhile)
+    and a verification as long as the policy's budget never outlives it."""
+    record = keeper.current
+    if record.app_id is None:
+        raise RecordInconsistent(record.id, "app_id", "verify")
+
+    async def sleep_holding_the_lease(seconds: float) -> None:
+        await sleep(seconds)
+        await keeper.renew()
+
+    await until_accepted(
+        probe,
+        tenant_id=record.tenant_id,
+        client_id=record.app_id,
+        kind=kind,
+        secret=secret,
+        policy=policy,
+        sleep=sleep_holding_the_lease,
+    )

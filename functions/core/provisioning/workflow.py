@@ -38,7 +38,7 @@ from datetime import timedelta
 from functions.core.catalogue.app_spec import application_spec
 from functions.core.credentials.issuer import CredentialIssuer
 from functions.core.credentials.job_ports import RegistrationJobPorts
-from functions.core.credentials.verification import VerifyPolicy, until_accepted
+from functions.core.credentials.verification import VerifyPolicy, accepted_holding_the_lease
 from functions.core.ports import DelegatedGrant
 from functions.core.provisioning import failures
 from functions.core.provisioning.lifecycle import finish_decommission
@@ -449,18 +449,9 @@ class Provisioner:
     async def _until_accepted(self, keeper: RecordKeeper, kind: CredentialType, secret: SecretValue) -> None:
         """Entra takes a while to accept a new credential: retry with backoff, within a budget as
         long as the lease may be, so each wait renews the lease (LeaseHeld if it was lost)."""
-        record = keeper.current
-        if record.app_id is None:
-            raise RecordInconsistent(record.id, "app_id", "verify")
-
-        async def sleep_holding_the_lease(seconds: float) -> None:
-            await self._sleep(seconds)
-            await keeper.renew()
-
-        await until_accepted(
+        await accepted_holding_the_lease(
+            keeper,
             self._probe,
-            tenant_id=record.tenant_id,
-            client_id=record.app_id,
             kind=kind,
             secret=secret,
             policy=VerifyPolicy(
@@ -468,5 +459,5 @@ class Provisioner:
                 self._settings.verify_first_delay,
                 self._settings.verify_max_delay,
             ),
-            sleep=sleep_holding_the_lease,
+            sleep=self._sleep,
         )

@@ -26,7 +26,7 @@ from enum import StrEnum
 
 from functions.core.credentials.issuer import certificate_key_id
 from functions.core.credentials.job_ports import RegistrationJobPorts
-from functions.core.credentials.verification import until_accepted
+from functions.core.credentials.verification import accepted_holding_the_lease
 from functions.core.notification.announcer import Announcer, event_for
 from functions.core.notification.events import WebhookEvent
 from functions.core.ports import Clock, ExpiryIndex, MessageQueue
@@ -273,21 +273,13 @@ class Rotator:
         # credential.rotated follows once the new credential is verified (seconds, for Entra).
         self._announcer.prepare(record, "credential.rotated")
         staged, value = await self._next.stage(keeper, pending)
-        if record.app_id is None:
-            raise RecordInconsistent(record.id, "app_id", "verify")
-
-        async def sleep_holding_the_lease(seconds: float) -> None:
-            await self._sleep(seconds)
-            await keeper.renew()  # LeaseHeld if another worker took over meanwhile
-
-        await until_accepted(
+        await accepted_holding_the_lease(
+            keeper,
             self._probe,
-            tenant_id=record.tenant_id,
-            client_id=record.app_id,
             kind=staged.type,
             secret=value,
             policy=self._settings.verify,
-            sleep=sleep_holding_the_lease,
+            sleep=self._sleep,
         )
         await keeper.renew()  # still ours before "latest" changes: nobody recorded or abandoned it
         published = await self._next.publish(keeper, staged, value)
