@@ -124,12 +124,9 @@ def summary_without_last(app: AppSummary) -> AppSummary:
     return replace(app, credentials=app.credentials[:-1])
 
 
-def test_scan_of_a_brownfield_tenant_honours_429_and_recovers_from_an_expired_token(
-    azurite: str, tenant_admin: TenantProcess
-) -> None:
-    identity = tenant_admin.admin("POST", "tenants", {})
-    tenant_admin.admin("POST", "brownfield", {"tenantId": identity["tenantId"], "count": 30})
-    other = SimpleNamespace(
+def as_identity(identity: dict[str, Any]) -> SimpleNamespace:
+    """Registrar's identity in a tenant made by POST /_sim/tenants, as the adapters take it."""
+    return SimpleNamespace(
         authority=identity["authority"],
         tenant_id=identity["tenantId"],
         client_id=identity["clientId"],
@@ -137,20 +134,28 @@ def test_scan_of_a_brownfield_tenant_honours_429_and_recovers_from_an_expired_to
         graph_url=identity["graphUrl"],
         vault_url=identity["vaultUrl"],
     )
+
+
+def graph_scanner(graph: Any, store: TableInventoryStore) -> InventoryScanner:
+    """The scanner over the Graph adapter and the Table store (no registrations of Registrar's)."""
+    return InventoryScanner(
+        GraphInventory(graph), store, graph, FakeRecords(), load_catalogue(), SimpleNamespace(now=lambda: NOW)
+    )
+
+
+def test_scan_of_a_brownfield_tenant_honours_429_and_recovers_from_an_expired_token(
+    azurite: str, tenant_admin: TenantProcess
+) -> None:
+    identity = tenant_admin.admin("POST", "tenants", {})
+    tenant_admin.admin("POST", "brownfield", {"tenantId": identity["tenantId"], "count": 30})
+    other = as_identity(identity)
     # The first list page is throttled once, with Retry-After: the SDK waits and asks again.
     injected = tenant_admin.stats()["faultsInjected"]
     tenant_admin.add_fault(429, r"/v1\.0/applications$", "GET", count=1, retryAfter=1)
 
     async def body(store: TableInventoryStore) -> Any:
         async with adapters(other) as parts:
-            scanner = InventoryScanner(
-                GraphInventory(parts.graph),
-                store,
-                parts.graph,
-                FakeRecords(),
-                load_catalogue(),
-                SimpleNamespace(now=lambda: NOW),
-            )
+            scanner = graph_scanner(parts.graph, store)
             first = await scanner.scan(other.tenant_id)
             rows, _ = await store.credentials(InventoryQuery(other.tenant_id, limit=1000), NOW)
             unchanged = await scanner.scan(other.tenant_id)
@@ -177,14 +182,7 @@ def test_a_stored_delta_link_is_followed_on_the_configured_graph_endpoint(
     from urllib.parse import urlsplit, urlunsplit
 
     identity = tenant_admin.admin("POST", "tenants", {})
-    other = SimpleNamespace(
-        authority=identity["authority"],
-        tenant_id=identity["tenantId"],
-        client_id=identity["clientId"],
-        client_secret=identity["clientSecret"],
-        graph_url=identity["graphUrl"],
-        vault_url=identity["vaultUrl"],
-    )
+    other = as_identity(identity)
 
     def elsewhere(link: str | None) -> str:
         assert link is not None
@@ -193,14 +191,7 @@ def test_a_stored_delta_link_is_followed_on_the_configured_graph_endpoint(
 
     async def body(store: TableInventoryStore) -> Any:
         async with adapters(other) as parts:
-            scanner = InventoryScanner(
-                GraphInventory(parts.graph),
-                store,
-                parts.graph,
-                FakeRecords(),
-                load_catalogue(),
-                SimpleNamespace(now=lambda: NOW),
-            )
+            scanner = graph_scanner(parts.graph, store)
             await scanner.scan(other.tenant_id)
             state = await store.state(other.tenant_id)
             assert state is not None
